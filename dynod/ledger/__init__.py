@@ -1,0 +1,65 @@
+"""The state store behind one interface.
+
+``Ledger`` is what the rest of dynod codes against; ``SqliteLedger`` (embedded, the default) is
+the one implementation today, and a PostgreSQL one for several hosts can follow without touching
+callers. Rules every implementation keeps:
+
+- releases are append-only: v1, v2, ... per app, never updated or deleted while the app exists
+  (the schema refuses it, not just this code); only ``set_release_status`` may move a release
+  from "pending" to "succeeded"/"failed";
+- every mutation is one transaction, so a crash at any point leaves the ledger consistent;
+- methods raise ``dynod.errors.NotFound`` / ``UserError`` / ``Conflict`` with a user-facing
+  sentence, never a driver exception.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..model import App, DynoRecord, DynoState, Formation, Release
+
+
+class Ledger(Protocol):
+    # apps
+    def create_app(self, name: str) -> App: ...
+    def get_app(self, name: str) -> App: ...
+    def list_apps(self) -> list[App]: ...
+    def destroy_app(self, name: str) -> None: ...
+    def set_maintenance(self, name: str, on: bool) -> App: ...
+
+    # releases (config vars live in releases: the current config is the newest release's)
+    def create_release(
+        self,
+        app: str,
+        *,
+        slug_id: str | None,
+        config: dict[str, str],
+        process_types: dict[str, str],
+        description: str,
+        status: str = "succeeded",
+    ) -> Release: ...
+    def get_release(self, app: str, version: int) -> Release: ...
+    def list_releases(self, app: str) -> list[Release]: ...  # oldest first
+    def current_release(self, app: str) -> Release | None: ...  # newest "succeeded" one
+    def set_release_status(self, app: str, version: int, status: str) -> Release: ...
+
+    # formation
+    def get_formation(self, app: str) -> list[Formation]: ...
+    def set_formation(self, app: str, type: str, *, quantity: int | None = None, size: str | None = None
+                      ) -> Formation: ...
+
+    # dynos: what runs now, so a restarted dynod can re-adopt it
+    def put_dyno(self, dyno: DynoRecord) -> None: ...  # insert or replace by id
+    def set_dyno_state(self, dyno_id: str, state: DynoState, *, pid: int | None = None,
+                       exit_status: int | None = None) -> None: ...
+    def list_dynos(self, app: str | None = None) -> list[DynoRecord]: ...
+    def delete_dyno(self, dyno_id: str) -> None: ...
+    def next_run_number(self, app: str) -> int: ...  # for one-off dynos: run.N
+
+    def close(self) -> None: ...
+
+
+def open_ledger(path: str) -> Ledger:
+    from .sqlite import SqliteLedger
+
+    return SqliteLedger(path)

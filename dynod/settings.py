@@ -1,0 +1,150 @@
+"""dynod.toml -> frozen dataclasses. Every knob has a default, so dynod runs with no file at all."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the design card's fallback for older interpreters
+    import tomli as tomllib
+
+from .errors import UserError
+
+DEFAULT_CONFIG_PATH = Path("/etc/dynod/dynod.toml")
+
+
+@dataclass(frozen=True)
+class DynoSettings:
+    uid: int = 61000  # the unprivileged user every app process runs as
+    gid: int = 61000
+    port: int = 5000  # $PORT inside each dyno (every dyno has its own address)
+    stop_timeout: float = 30.0  # SIGTERM, then SIGKILL after this many seconds (Heroku: 30 s)
+    boot_timeout: float = 60.0  # R10: a web dyno must accept on $PORT within this
+    hard_limit_ratio: float = 2.0  # hard memory limit = quota * ratio (Heroku kills at 2x: R15)
+    tmpfs_size_mb: int = 1024  # the ephemeral filesystem (overlay upper) of each dyno
+    restart_cooloff_max: float = 1200.0  # Heroku's longest cool-off between crash restarts (20 min)
+    restart_cooloff_base: float = 20.0
+    cycle_hours: float = 24.0  # daily cycling: 24 h plus a random 0-216 min per dyno
+    cycle_jitter_minutes: float = 216.0
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    subnet: str = "198.18.0.0/16"  # benchmarking range (RFC 2544), never a site's private range
+    bridge: str = "dynod0"
+
+
+@dataclass(frozen=True)
+class CgroupSettings:
+    # None: beneath the cgroup dynod was started in (systemd Delegate=). Else a path relative to
+    # each hierarchy's root, e.g. "system.slice/dynod.service".
+    parent: str | None = None
+    name: str = "dynod"  # the subtree dynod makes and owns; nothing outside it is touched
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    enabled: bool = True
+    http: list[str] = field(default_factory=lambda: ["0.0.0.0:80"])
+    https: list[str] = field(default_factory=lambda: ["0.0.0.0:443"])
+    base_domain: str = "localhost"
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    lines: int = 1500  # Heroku keeps the last 1,500 lines per app
+    metrics_interval: float = 20.0  # 0 turns runtime metrics off
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path = Path("/var/lib/dynod")
+    run_dir: Path = Path("/run/dynod")
+    api_group: str = "dynod"  # members may open the API socket; otherwise root only
+    stack: str = "debian-13"  # the stack definition under rootfs/ that dynos use
+    dynos: DynoSettings = field(default_factory=DynoSettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    cgroups: CgroupSettings = field(default_factory=CgroupSettings)
+    router: RouterSettings = field(default_factory=RouterSettings)
+    logs: LogSettings = field(default_factory=LogSettings)
+
+    @property
+    def api_socket(self) -> Path:
+        return self.run_dir / "api.sock"
+
+    @property
+    def spawner_socket(self) -> Path:
+        return self.run_dir / "spawner.sock"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.state_dir / "dynod.sqlite3"
+
+    @property
+    def stacks_dir(self) -> Path:
+        return self.state_dir / "stacks"
+
+    @property
+    def slugs_dir(self) -> Path:
+        return self.state_dir / "slugs"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+
+_SECTIONS = {"dynos": DynoSettings, "network": NetworkSettings, "cgroups": CgroupSettings,
+             "router": RouterSettings, "logs": LogSettings}
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise UserError(f"{where}: unknown setting {key!r}; known: {', '.join(sorted(known))}.")
+        if key in _SECTIONS and isinstance(value, dict):
+            kwargs[key] = _build(_SECTIONS[key], value, f"{where} [{key}]")
+        elif key in ("state_dir", "run_dir"):
+            kwargs[key] = Path(value)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def validate(settings: Settings) -> Settings:
+    try:
+        net = ipaddress.ip_network(settings.network.subnet)
+    except ValueError as exc:
+        raise UserError(f"[network] subnet {settings.network.subnet!r} is not a network: {exc}.") from None
+    if net.version != 4 or net.num_addresses < 8:
+        raise UserError(f"[network] subnet {net} must be IPv4 with room for dynos (at most /29).")
+    if settings.dynos.hard_limit_ratio < 1.0:
+        raise UserError("[dynos] hard_limit_ratio must be at least 1 (the quota itself).")
+    return settings
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read dynod.toml (``path``, $DYNOD_CONFIG, or /etc/dynod/dynod.toml when present)."""
+    if path is None:
+        env = os.environ.get("DYNOD_CONFIG")
+        path = Path(env) if env else (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None)
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"Settings file {path} does not exist; create it or leave --config out.") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"Settings file {path} is not valid TOML: {exc}.") from None
+    settings = _build(Settings, values, str(path or "settings"))
+    if overrides:
+        settings = replace(settings, **overrides)
+    return validate(settings)
