@@ -69,6 +69,8 @@ class Settings:
     run_dir: Path = Path("/run/dynod")
     api_group: str = "dynod"  # members may open the API socket; otherwise root only
     stack: str = "debian-13"  # the stack definition under rootfs/ that dynos use
+    # Built stacks are large and slow to make: tests share one cache between many state dirs.
+    stacks_path: Path | None = None
     dynos: DynoSettings = field(default_factory=DynoSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
     cgroups: CgroupSettings = field(default_factory=CgroupSettings)
@@ -89,7 +91,7 @@ class Settings:
 
     @property
     def stacks_dir(self) -> Path:
-        return self.state_dir / "stacks"
+        return self.stacks_path or self.state_dir / "stacks"
 
     @property
     def slugs_dir(self) -> Path:
@@ -112,7 +114,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
             raise UserError(f"{where}: unknown setting {key!r}; known: {', '.join(sorted(known))}.")
         if key in _SECTIONS and isinstance(value, dict):
             kwargs[key] = _build(_SECTIONS[key], value, f"{where} [{key}]")
-        elif key in ("state_dir", "run_dir"):
+        elif key in ("state_dir", "run_dir", "stacks_path"):
             kwargs[key] = Path(value)
         else:
             kwargs[key] = value
