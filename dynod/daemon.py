@@ -1,0 +1,176 @@
+"""`dynod`: the control plane, one trio process.
+
+Start-up order: settings, state dirs, ledger, log stream, stack and slug stores, cgroups, network,
+the spawner (found running, or started in its own session), the dyno manager (which re-adopts
+every dyno the spawner still has), the router (likewise found or started), and last the API.
+SIGTERM or SIGINT ends dynod and nothing else: dynos, the spawner and the router keep running,
+and the next dynod takes them over. ``POST /shutdown {"stop_dynos": true}`` (``dynoctl
+system:shutdown``) is the one way to stop everything, for uninstalls and tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .errors import UserError
+from .settings import Settings, load_settings
+
+log = logging.getLogger("dynod")
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._shutdown = trio.Event()
+        self._stop_dynos = False
+        self._routes_dirty = trio.Event()
+
+    def request_shutdown(self, stop_dynos: bool) -> None:
+        self._stop_dynos = self._stop_dynos or stop_dynos
+        self._shutdown.set()
+
+    def routes_changed(self) -> None:
+        self._routes_dirty.set()
+
+    async def run(self) -> None:
+        from .api.server import serve_api
+        from .build.slug import SlugStore
+        from .ledger import open_ledger
+        from .linux.cgroups import detect
+        from .linux.net import Network
+        from .linux.spawner_client import SpawnerClient
+        from .logplex import LogStream
+        from .manager.dynos import DynoManager
+        from .platform import Platform
+        from .stack import StackStore
+
+        s = self.settings
+        for directory in (s.state_dir, s.logs_dir, s.slugs_dir, s.stacks_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        s.run_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        ledger = open_ledger(str(s.ledger_path))
+        logs = LogStream(s.logs_dir, lines=s.logs.lines)
+        slugs = SlugStore(s.slugs_dir)
+        stacks = StackStore(s.stacks_dir, default=s.stack, uid=s.dynos.uid, gid=s.dynos.gid)
+        cgroups = detect(parent=s.cgroups.parent, name=s.cgroups.name)
+        network = Network(s.network.bridge, s.network.subnet)
+        spawner = await SpawnerClient.connect_or_start(s.spawner_socket, s.run_dir / "spawner.log")
+        manager = DynoManager(s, ledger=ledger, spawner=spawner, cgroups=cgroups, network=network, logs=logs,
+                              slugs=slugs, stacks=stacks, on_routes_changed=self.routes_changed)
+        platform = Platform(s, ledger=ledger, manager=manager, logs=logs, slugs=slugs, stacks=stacks,
+                            routes_changed=self.routes_changed, request_shutdown=self.request_shutdown)
+        router = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_signals)
+                nursery.start_soon(self._watch_spawner, spawner)
+                nursery.start_soon(spawner.run)
+                await nursery.start(logs.run)
+                await nursery.start(manager.run)
+                if s.router.enabled:
+                    router = await self._start_router()
+                    nursery.start_soon(self._feed_router, router, platform)
+                    nursery.start_soon(self._router_logs, router, logs)
+                await nursery.start(serve_api, platform, s.api_socket, group=s.api_group)
+                log.info("dynod ready: API at %s, %s cgroups, dyno subnet %s", s.api_socket, cgroups.kind,
+                         s.network.subnet)
+                print(f"dynod ready: API at {s.api_socket}", file=sys.stderr, flush=True)
+                await self._shutdown.wait()
+                if self._stop_dynos:
+                    await manager.stop_all()
+                    await spawner.shutdown(force=True)
+                    if router is not None:
+                        await router.stop_router()
+                    await network.teardown()
+                    cgroups.remove_subtree()
+                nursery.cancel_scope.cancel()
+        finally:
+            if self._stop_dynos:
+                for path in (s.api_socket, s.spawner_socket):
+                    try:
+                        path.unlink()
+                    except FileNotFoundError:
+                        pass
+            network.close()
+            ledger.close()
+
+    async def _start_router(self) -> Any:
+        from .router.control import RouterControl
+
+        s = self.settings
+        argv = [sys.executable, "-m", "dynod.router", "--control", str(s.run_dir / "router.sock"),
+                "--base-domain", s.router.base_domain, "--workers", str(s.router.workers),
+                "--state-dir", str(s.state_dir / "router")]
+        for address in s.router.http:
+            argv += ["--http", address]
+        for address in s.router.https:
+            argv += ["--https", address]
+        return await RouterControl.connect_or_start(control_path=s.run_dir / "router.sock", argv=argv)
+
+    async def _feed_router(self, router: Any, platform: Any) -> None:
+        """Push the route table whenever it changes; coalesce bursts into one snapshot."""
+        pushed_certs = None
+        while True:
+            await router.push_routes(platform.route_table())
+            certs = platform.certificates()
+            if certs != pushed_certs:
+                await router.push_certs(certs)
+                pushed_certs = certs
+            await self._routes_dirty.wait()
+            self._routes_dirty = trio.Event()
+            await trio.sleep(0.005)
+
+    async def _router_logs(self, router: Any, logs: Any) -> None:
+        async for app, line in router.receive_logs():
+            logs.emit(app, "dynod", "router", line)
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("signal %s: dynod exits; dynos keep running", signum)
+                self.request_shutdown(False)
+
+    async def _watch_spawner(self, spawner: Any) -> None:
+        await spawner.closed.wait()
+        if not self._shutdown.is_set():
+            # Without the spawner dynod can neither start nor reap dynos: exit and be restarted.
+            log.error("the spawner went away; dynod exits so that it can be restarted cleanly")
+            self.request_shutdown(False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dynod", description="The dynod control plane (runs as root).")
+    parser.add_argument("--config", type=Path, help="settings file (default /etc/dynod/dynod.toml)")
+    parser.add_argument("--state-dir", type=Path, help="where the ledger, slugs and stacks live")
+    parser.add_argument("--run-dir", type=Path, help="where the sockets live")
+    parser.add_argument("--log-level", default=os.environ.get("DYNOD_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        overrides: dict[str, Any] = {}
+        if args.state_dir:
+            overrides["state_dir"] = args.state_dir
+        if args.run_dir:
+            overrides["run_dir"] = args.run_dir
+        settings = load_settings(args.config, **overrides)
+        if os.geteuid() != 0:
+            raise UserError("dynod must run as root (it makes namespaces, mounts and cgroups): use sudo.")
+        trio.run(Daemon(settings).run)
+    except UserError as exc:
+        print(f"dynod: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

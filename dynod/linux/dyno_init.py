@@ -1,0 +1,162 @@
+"""What the freshly forked dyno process does to itself before it becomes the app.
+
+It runs in the spawner's forked child, which is already PID 1 of a new PID namespace, and goes
+through clear stages: join the cgroup, new namespaces, the filesystem (overlay root, /proc, a
+minimal /dev, masks), pivot_root, hostname, wait for the host to wire its veth, network, and
+privileges; then exec the init (tini) that reaps and forwards signals for the app. Nothing here
+may start threads or import lazily: this is a forked child of a single-threaded parent.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from dataclasses import dataclass, field
+from typing import Any
+
+import prctl
+
+from . import netconf
+from . import syscalls as sc
+
+NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWCGROUP
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+MASKED_FILES = ("kcore", "keys", "timer_list", "sysrq-trigger", "latency_stats", "sched_debug")
+READ_ONLY_PROC = ("sys", "irq", "bus", "fs")
+
+
+@dataclass
+class Bind:
+    source: str
+    target: str  # inside the dyno
+    writable: bool = False
+
+
+@dataclass
+class DynoSpec:
+    """Everything the spawner needs to make one dyno; it travels as JSON from dynod."""
+
+    id: str
+    hostname: str
+    argv: list[str]
+    env: dict[str, str]
+    lower: list[str]  # overlay lowerdirs, top first: the slug dir (holding app/), then the stack
+    mnt: str  # an empty host directory; each dyno mounts its tmpfs over it in its own mount ns
+    cgroup_procs: list[str]
+    uid: int
+    gid: int
+    tmpfs_mb: int = 1024
+    cwd: str = "/app"
+    net: dict[str, Any] | None = None  # {"ifname", "address", "prefix", "gateway"}; None: lo only
+    share_host_net: bool = False  # build containers fetch dependencies through the host's network
+    binds: list[Bind] = field(default_factory=list)
+    stdio: str = "log"  # "log" (stdout/stderr pipes), "pipes" (+stdin), "tty" (a pty)
+    rows: int = 24
+    cols: int = 80
+    nofile: int = 10000  # Heroku's open-files limit
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DynoSpec:
+        data = dict(data)
+        data["binds"] = [Bind(**b) for b in data.get("binds", [])]
+        return cls(**data)
+
+
+def _mkfile(path: str) -> None:
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+
+
+def join_cgroup(spec: DynoSpec) -> None:
+    for procs in spec.cgroup_procs:
+        with open(procs, "w") as f:
+            f.write("0")  # "0" is the writer itself, whatever PID namespace it sees
+
+
+def make_root(spec: DynoSpec) -> str:
+    """Mount the dyno's root under spec.mnt (in this mount namespace only) and return it."""
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)  # host mounts may reach in; ours never out
+    sc.mount("tmpfs", spec.mnt, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"size={spec.tmpfs_mb}m,mode=755")
+    upper, work, root = (os.path.join(spec.mnt, d) for d in ("upper", "work", "root"))
+    for d in (upper, work, root):
+        os.mkdir(d)
+    sc.mount("overlay", root, "overlay", 0,
+             f"lowerdir={':'.join(spec.lower)},upperdir={upper},workdir={work}")
+    for bind in spec.binds:
+        target = os.path.join(root, bind.target.lstrip("/"))
+        os.makedirs(target, exist_ok=True)
+        sc.mount(bind.source, target, None, sc.MS_BIND | sc.MS_REC)
+        if not bind.writable:
+            sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID)
+    proc = os.path.join(root, "proc")
+    os.makedirs(proc, exist_ok=True)
+    sc.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    for name in MASKED_FILES:
+        path = os.path.join(proc, name)
+        if os.path.exists(path):
+            sc.mount("/dev/null", path, None, sc.MS_BIND)
+    for name in READ_ONLY_PROC:
+        path = os.path.join(proc, name)
+        if os.path.isdir(path):
+            sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+            sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID)
+    make_dev(os.path.join(root, "dev"))
+    return root
+
+
+def make_dev(dev: str) -> None:
+    os.makedirs(dev, exist_ok=True)
+    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "size=64k,mode=755")
+    for name in DEVICES:
+        node = os.path.join(dev, name)
+        _mkfile(node)
+        sc.mount(f"/dev/{name}", node, None, sc.MS_BIND)
+    pts = os.path.join(dev, "pts")
+    os.mkdir(pts)
+    sc.mount("devpts", pts, "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
+    os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
+    shm = os.path.join(dev, "shm")
+    os.mkdir(shm)
+    sc.mount("tmpfs", shm, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777,size=64m")
+    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, os.path.join(dev, link))
+
+
+def enter_root(root: str) -> None:
+    os.chdir(root)
+    sc.pivot_root(".", ".")  # stack the old root under the new one, then detach it
+    sc.umount2(".", sc.MNT_DETACH)
+    os.chdir("/")
+
+
+def drop_privileges(spec: DynoSpec) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (spec.nofile, spec.nofile))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    for cap in range(prctl.CAP_LAST_CAP + 1):
+        try:
+            prctl.capbset_drop(cap)
+        except (OSError, ValueError):
+            pass  # a capability this kernel does not know
+    os.setgroups([])
+    os.setgid(spec.gid)
+    os.setuid(spec.uid)  # without keepcaps this clears the permitted and effective sets
+    prctl.set_no_new_privs(1)
+
+
+def become_dyno(spec: DynoSpec, go_fd: int) -> None:
+    """Everything between fork and exec. Raises on any failure; never returns on success."""
+    join_cgroup(spec)
+    sc.unshare(NAMESPACES)  # the PID and network namespaces came with the fork
+    root = make_root(spec)
+    enter_root(root)
+    sc.sethostname(spec.hostname)
+    # The host adds our veth in the meantime; one byte means "wired", EOF means "give up".
+    if os.read(go_fd, 1) != b"g":
+        raise RuntimeError("dynod withdrew the dyno before it started")
+    os.close(go_fd)
+    if not spec.share_host_net:
+        net = spec.net or {}
+        netconf.configure(net.get("ifname"), net.get("address"), net.get("prefix", 24), net.get("gateway"))
+    drop_privileges(spec)
+    os.chdir(spec.cwd if os.path.isdir(spec.cwd) else "/")
+    os.execvpe(spec.argv[0], spec.argv, spec.env)

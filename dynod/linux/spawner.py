@@ -1,0 +1,357 @@
+"""The spawner: a small single-threaded process that forks dynos and outlives dynod.
+
+Why a separate process: namespace set-up needs fork without threads around (trio and pyroute2
+run threads), and because the spawner is not dynod, dynod can crash or be upgraded while dynos
+keep running; a restarted dynod connects again and re-adopts them. The spawner is every dyno's
+parent, so it alone can reap them: it keeps each exit status until dynod acknowledges it.
+
+Protocol: one SOCK_SEQPACKET unix socket, one JSON object per message, fds passed with
+SCM_RIGHTS. dynod -> spawner: spawn, go, abort, kill, forget, hello, shutdown.
+spawner -> dynod: spawned (+ the dyno's stdio fds), started, exited, dyno (+fds, on hello),
+hello_done, error. See docs/architecture.md.
+
+Run as ``python -m dynod.linux.spawner --socket PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import fcntl
+import json
+import os
+import pty
+import selectors
+import signal
+import socket
+import struct
+import sys
+import termios
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import prctl
+
+from . import syscalls as sc
+from .dyno_init import DynoSpec, become_dyno
+
+F_SETPIPE_SZ = 1031
+LOG_PIPE_BYTES = 1 << 20  # room for a dyno's output while dynod restarts, before writes block
+MAX_MESSAGE = 1 << 20
+
+
+@dataclass
+class Child:
+    id: str
+    pid: int
+    kinds: list[str]
+    fds: list[int]  # the spawner's own copies, handed again to a re-connecting dynod
+    go_w: int
+    err_r: int
+    status: int | None = None
+    error: str = ""
+    started: bool = False
+    spawned_at: float = field(default_factory=time.time)
+
+
+def exit_code(status: int) -> int:
+    """Shell convention: the exit code, or 128+N for death by signal N."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+class Spawner:
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.children: dict[str, Child] = {}
+        self.by_pid: dict[int, Child] = {}
+        self.by_err_fd: dict[int, Child] = {}
+        self.conn: socket.socket | None = None
+        self.selector = selectors.DefaultSelector()
+        self.running = True
+        self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        self.own_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
+        if self.conn is None:
+            return
+        data = json.dumps(message).encode()
+        try:
+            if fds:
+                socket.send_fds(self.conn, [data], fds)
+            else:
+                self.conn.send(data)
+        except OSError:
+            self.drop_connection()
+
+    def drop_connection(self) -> None:
+        if self.conn is not None:
+            self.selector.unregister(self.conn)
+            self.conn.close()
+            self.conn = None
+
+    # -- dyno lifecycle ---------------------------------------------------------------------
+    def spawn(self, raw: dict[str, Any]) -> None:
+        spec = DynoSpec.from_json(raw["spec"])
+        if spec.id in self.children:
+            self.send({"op": "error", "id": spec.id, "message": f"dyno {spec.id} exists"})
+            return
+        parent_fds, child_fds, kinds = self._stdio(spec)
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        # The child is born in its own PID namespace (as PID 1) and, unless it shares the host's,
+        # its own network namespace: dynod adds its veth as soon as it hears the pid, so the
+        # namespace must exist before the pid is told. The spawner steps back into its own
+        # namespaces right after the fork.
+        flags = sc.CLONE_NEWPID | (0 if spec.share_host_net else sc.CLONE_NEWNET)
+        sc.unshare(flags)
+        try:
+            pid = os.fork()
+        finally:
+            if os.getpid() == self.mypid:
+                sc.setns(self.own_pidns, sc.CLONE_NEWPID)
+                if flags & sc.CLONE_NEWNET:
+                    sc.setns(self.own_netns, sc.CLONE_NEWNET)
+        if pid == 0:
+            self._child(spec, child_fds, go_r, err_w)  # never returns
+        for fd in (*child_fds, go_r, err_w):
+            os.close(fd)
+        child = Child(spec.id, pid, kinds, parent_fds, go_w, err_r)
+        self.children[spec.id] = child
+        self.by_pid[pid] = child
+        self.by_err_fd[err_r] = child
+        self.selector.register(err_r, selectors.EVENT_READ, "err")
+        self.send({"op": "spawned", "id": spec.id, "pid": pid, "kinds": kinds}, parent_fds)
+
+    def _stdio(self, spec: DynoSpec) -> tuple[list[int], list[int], list[str]]:
+        """(fds the spawner keeps, fds 0/1/2 for the child, kinds of the kept ones)."""
+        if spec.stdio == "tty":
+            master, slave = pty.openpty()
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", spec.rows, spec.cols, 0, 0))
+            os.set_inheritable(master, False)
+            return [master], [slave, slave, slave], ["pty"]
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        for fd in (out_r, err_r):
+            try:
+                fcntl.fcntl(fd, F_SETPIPE_SZ, LOG_PIPE_BYTES)
+            except OSError:
+                pass  # above /proc/sys/fs/pipe-max-size: keep the default
+        if spec.stdio == "pipes":
+            in_r, in_w = os.pipe2(os.O_CLOEXEC)
+            return [in_w, out_r, err_r], [in_r, out_w, err_w], ["stdin", "stdout", "stderr"]
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        return [out_r, err_r], [null, out_w, err_w], ["stdout", "stderr"]
+
+    def _child(self, spec: DynoSpec, stdio: list[int], go_r: int, err_w: int) -> None:
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+                signal.signal(sig, signal.SIG_DFL)
+            os.setsid()
+            for target, fd in enumerate(stdio):
+                os.dup2(fd, target, inheritable=True)
+            if spec.stdio == "tty":
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            keep = {0, 1, 2, go_r, err_w}
+            for fd in os.listdir("/proc/self/fd"):
+                if int(fd) not in keep:
+                    try:
+                        os.close(int(fd))
+                    except OSError:
+                        pass
+            become_dyno(spec, go_r)
+        except BaseException as exc:  # noqa: BLE001 - everything must reach dynod as one line
+            message = f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, OSError):
+                message += " | " + traceback.format_exc().replace("\n", " | ")[-800:]
+            try:
+                os.write(err_w, message.encode()[:4000])
+            finally:
+                os._exit(127)
+
+    def go(self, dyno_id: str, proceed: bool) -> None:
+        child = self.children.get(dyno_id)
+        if child is None or child.go_w < 0:
+            return
+        if proceed:
+            try:
+                os.write(child.go_w, b"g")
+            except OSError:
+                pass
+        os.close(child.go_w)
+        child.go_w = -1
+
+    def on_error_pipe(self, fd: int) -> None:
+        child = self.by_err_fd[fd]
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            data = b""
+        if data:
+            child.error += data.decode(errors="replace")
+            return
+        # EOF: either exec succeeded (close-on-exec) or the child died after writing its error.
+        self.selector.unregister(fd)
+        os.close(fd)
+        del self.by_err_fd[fd]
+        child.err_r = -1
+        if not child.error and child.status is None:
+            child.started = True
+            self.send({"op": "started", "id": child.id, "pid": child.pid})
+        self._maybe_report_exit(child)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.by_pid.pop(pid, None)
+            if child is None:
+                continue  # an orphan re-parented to us as subreaper
+            child.status = exit_code(status)
+            self._maybe_report_exit(child)
+
+    def _maybe_report_exit(self, child: Child) -> None:
+        # Report once both the exit status and the error pipe's last word are in.
+        if child.status is not None and child.err_r < 0:
+            if child.go_w >= 0:
+                os.close(child.go_w)
+                child.go_w = -1
+            self.send({"op": "exited", "id": child.id, "pid": child.pid, "status": child.status,
+                       "error": child.error})
+
+    def forget(self, dyno_id: str) -> None:
+        child = self.children.get(dyno_id)
+        if child is None or child.status is None:
+            return
+        for fd in child.fds:
+            os.close(fd)
+        del self.children[dyno_id]
+
+    def kill(self, dyno_id: str, sig: int) -> None:
+        child = self.children.get(dyno_id)
+        # Only while not yet reaped: after waitpid the pid may belong to someone else.
+        if child is not None and child.status is None and child.pid in self.by_pid:
+            try:
+                os.kill(child.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def hello(self) -> None:
+        for child in list(self.children.values()):
+            self.send({"op": "dyno", "id": child.id, "pid": child.pid, "kinds": child.kinds,
+                       "status": child.status, "error": child.error, "started": child.started,
+                       "spawned_at": child.spawned_at}, child.fds)
+        self.send({"op": "hello_done", "pid": os.getpid()})
+
+    # -- main loop --------------------------------------------------------------------------
+    def handle(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "spawn":
+            try:
+                self.spawn(message)
+            except Exception as exc:  # noqa: BLE001 - a bad spec must not take the spawner down
+                self.send({"op": "error", "id": message.get("spec", {}).get("id"), "message": str(exc)})
+        elif op == "go":
+            self.go(message["id"], True)
+        elif op == "abort":
+            self.go(message["id"], False)
+        elif op == "kill":
+            self.kill(message["id"], int(message.get("signal", signal.SIGKILL)))
+        elif op == "forget":
+            self.forget(message["id"])
+        elif op == "hello":
+            self.hello()
+        elif op == "shutdown":
+            live = [c.id for c in self.children.values() if c.status is None]
+            if live and not message.get("force"):
+                self.send({"op": "error", "message": f"{len(live)} dynos still run"})
+            else:
+                for child in self.children.values():
+                    self.kill(child.id, signal.SIGKILL)
+                self.running = False
+
+    def serve(self) -> None:
+        self.mypid = os.getpid()
+        prctl.set_child_subreaper(1)
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "running", False))
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        old_umask = os.umask(0o077)
+        listener.bind(self.socket_path)
+        os.umask(old_umask)
+        listener.listen(4)
+        self.selector.register(listener, selectors.EVENT_READ, "listen")
+        self.selector.register(wake_r, selectors.EVENT_READ, "signal")
+        print(f"spawner {os.getpid()} ready on {self.socket_path}", file=sys.stderr, flush=True)
+        while self.running or any(c.status is None for c in self.children.values()):
+            if not self.running:
+                self.reap()
+                if not any(c.status is None for c in self.children.values()):
+                    break
+            for key, _ in self.selector.select(timeout=0.5 if not self.running else 0.05):
+                if key.data == "listen":
+                    conn, _ = listener.accept()
+                    self.drop_connection()  # one dynod at a time: the newest is the live one
+                    self.conn = conn
+                    self.selector.register(conn, selectors.EVENT_READ, "conn")
+                elif key.data == "signal":
+                    try:
+                        os.read(wake_r, 512)
+                    except BlockingIOError:
+                        pass
+                    self.reap()
+                elif key.data == "err":
+                    self.on_error_pipe(key.fd)
+                elif key.data == "conn":
+                    self._read_connection()
+        listener.close()
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+
+    def _read_connection(self) -> None:
+        assert self.conn is not None
+        try:
+            data = self.conn.recv(MAX_MESSAGE)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EINTR):
+                return
+            data = b""
+        if not data:
+            self.drop_connection()
+            return
+        try:
+            message = json.loads(data)
+        except ValueError:
+            self.send({"op": "error", "message": "not JSON"})
+            return
+        self.handle(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dynod-spawner")
+    parser.add_argument("--socket", required=True)
+    args = parser.parse_args(argv)
+    Spawner(args.socket).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

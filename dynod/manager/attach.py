@@ -1,0 +1,127 @@
+"""An attached one-off dyno (``dynoctl run``): its terminal or pipes, wired to the API client.
+
+With a TTY the dyno's stdio is one pty whose master dynod holds: input is written to it, window
+sizes are set on it, and output is read from it. Without one, stdin, stdout and stderr are three
+pipes. Output is also copied, line by line, to the app's log stream as ``app[run.N]``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import struct
+import termios
+from typing import Any
+
+import trio
+
+from .dynos import DynoManager, LiveDyno
+
+CHUNK = 65536
+
+
+class AttachedSession:
+    def __init__(self, live: LiveDyno, manager: DynoManager, logs: Any) -> None:
+        self.live = live
+        self.name = live.name
+        self._manager = manager
+        self._logs = logs
+        self._tty = "pty" in live.fds
+        self._output_send, self._output_recv = trio.open_memory_channel[tuple[str, bytes]](64)
+        self._readers_left = 0
+        fds = live.fds
+        self._stdin = fds.get("pty", fds.get("stdin"))
+        readers = [("stdout", fds["pty"])] if self._tty else [("stdout", fds["stdout"]), ("stderr", fds["stderr"])]
+        for _, fd in readers:
+            os.set_blocking(fd, False)
+        if self._stdin is not None:
+            os.set_blocking(self._stdin, False)
+        self._readers_left = len(readers)
+        for stream, fd in readers:
+            manager.nursery.start_soon(self._read, stream, fd)
+
+    async def _read(self, stream: str, fd: int) -> None:
+        partial = b""
+        try:
+            while True:
+                try:
+                    data = os.read(fd, CHUNK)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(fd)
+                    continue
+                except OSError as exc:
+                    if exc.errno == errno.EIO:  # a pty master reads EIO once the dyno side closed
+                        break
+                    raise
+                if not data:
+                    break
+                partial = self._log_lines(partial + data)
+                await self._output_send.send((stream, data))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            if partial:
+                self._logs.emit(self.live.app, "app", self.name, partial.decode(errors="replace"))
+            # The session owns an attached dyno's fds: the manager leaves them for the last read.
+            if self.live.fds.get("pty") == fd:
+                self._stdin = None
+            for kind, owned in list(self.live.fds.items()):
+                if owned == fd:
+                    del self.live.fds[kind]
+            os.close(fd)
+            self._readers_left -= 1
+            if self._readers_left == 0:
+                await self._output_send.aclose()
+
+    def _log_lines(self, data: bytes) -> bytes:
+        *lines, rest = data.split(b"\n")
+        for line in lines:
+            self._logs.emit(self.live.app, "app", self.name, line.rstrip(b"\r").decode(errors="replace"))
+        return rest
+
+    async def send_stdin(self, data: bytes) -> None:
+        if self._stdin is None:
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self._stdin, view)
+                view = view[written:]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._stdin)
+            except OSError as exc:
+                if exc.errno in (errno.EPIPE, errno.EIO):
+                    return  # the dyno stopped reading: its exit will follow
+                raise
+
+    async def close_stdin(self) -> None:
+        if self._tty:
+            await self.send_stdin(b"\x04")  # a terminal's EOF is ^D at the start of a line
+        elif self._stdin is not None:
+            fd = self.live.fds.pop("stdin", None)
+            self._stdin = None
+            if fd is not None:
+                os.close(fd)
+
+    async def resize(self, rows: int, cols: int) -> None:
+        if self._tty:
+            fcntl.ioctl(self.live.fds["pty"], termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    async def receive(self) -> tuple[str, bytes] | None:
+        try:
+            return await self._output_recv.receive()
+        except trio.EndOfChannel:
+            return None
+
+    async def wait(self) -> int:
+        await self.live.exited.wait()
+        fd = self.live.fds.pop("stdin", None)
+        if fd is not None:
+            self._stdin = None
+            os.close(fd)
+        return self.live.exit_status if self.live.exit_status is not None else 255
+
+    async def kill(self) -> None:
+        if not self.live.exited.is_set():
+            await self._manager.stop(self.live, "client gone")

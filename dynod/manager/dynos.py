@@ -1,0 +1,572 @@
+"""The dyno manager's moving part: starts, watches, stops and re-adopts dynos.
+
+The decisions are pure and live beside this module (reconcile, restart policy, cycling); this
+one carries them out against the kernel (through dynod.linux) and reports what happened in
+Heroku's words to the log stream. It holds one ``LiveDyno`` per dyno it manages; the ledger holds
+their records so that a restarted dynod can find them again.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import random
+import secrets
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+
+from ..errors import UserError
+from ..ledger import Ledger
+from ..linux.cgroups import CgroupBackend, CgroupLimits, DynoCgroup, MemoryWatch
+from ..linux.net import DYNO_IFNAME, Network
+from ..linux.spawner_client import AdoptedDyno, SpawnerClient, SpawnerError, SpawnerEvent
+from ..model import DynoRecord, DynoState, MiB, Release, dyno_size
+from ..settings import Settings
+from . import cycling, restart_policy
+from .reconcile import Start, Stop, reconcile
+
+log = logging.getLogger("dynod.manager")
+
+ONE_OFF_TYPE = "run"
+DEFAULT_PATH = "/app/.heroku/python/bin:/app/.heroku/node/bin:/app/bin:/usr/local/bin:/usr/bin:/bin"
+# Heroku sources .profile.d scripts, then .profile, then runs the command, all in one bash.
+PROFILE = (
+    'for f in /app/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done; unset f; '
+    "[ -r /app/.profile ] && . /app/.profile; "
+)
+INIT = ["/usr/bin/tini", "-g", "--"]
+
+
+class LogSink(Protocol):
+    def emit(self, app: str, source: str, dyno: str, message: str, *, at: float | None = None) -> None: ...
+    async def pump(self, app: str, dyno: str, fd: int) -> None: ...
+
+
+class SlugSource(Protocol):
+    def unpacked(self, slug_id: str, uid: int, gid: int) -> Path: ...
+
+
+class StackSource(Protocol):
+    def ensure(self, name: str, progress: Callable[[str], None]) -> Path: ...
+
+
+@dataclass(eq=False)
+class LiveDyno:
+    record: DynoRecord
+    cgroup: DynoCgroup | None
+    fds: dict[str, int]
+    exited: trio.Event = field(default_factory=trio.Event)
+    started: trio.Event = field(default_factory=trio.Event)
+    exit_status: int | None = None
+    stopping: bool = False
+    killed_for: str = ""  # "R10", "R15": why dynod killed it, when it did
+    cycle_at: float = math.inf
+    oom_kills: int = 0
+    last_r14: float = 0.0
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def app(self) -> str:
+        return self.record.app
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+
+class DynoManager:
+    def __init__(self, settings: Settings, *, ledger: Ledger, spawner: SpawnerClient, cgroups: CgroupBackend,
+                 network: Network, logs: LogSink, slugs: SlugSource, stacks: StackSource,
+                 on_routes_changed: Callable[[], None] = lambda: None) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.spawner = spawner
+        self.cgroups = cgroups
+        self.network = network
+        self.logs = logs
+        self.slugs = slugs
+        self.stacks = stacks
+        self.on_routes_changed = on_routes_changed
+        self.live: dict[str, LiveDyno] = {}
+        self.restart_at: dict[str, float] = {}  # crashed dyno id -> when it may start again
+        self.crashes: dict[tuple[str, str], list[float]] = {}  # (app, dyno name) -> crash times
+        self._wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._rng = random.Random()
+        self._reconcile_lock = trio.Lock()
+        self.mnt = str(settings.run_dir / "mnt")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        os.makedirs(self.mnt, exist_ok=True)
+        await self.network.ensure_bridge()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self._adopt()
+            nursery.start_soon(self._events)
+            nursery.start_soon(self._metrics)
+            task_status.started()
+            while True:
+                with trio.move_on_after(self._next_deadline()):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+                await self.reconcile_all()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _next_deadline(self) -> float:
+        now = time.time()
+        soonest = min([*self.restart_at.values(), *(d.cycle_at for d in self.live.values()), now + 60])
+        return max(0.0, soonest - now)
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        assert self._nursery is not None, "DynoManager.run() is not running"
+        return self._nursery
+
+    # -- reconcile ---------------------------------------------------------------------------
+    async def reconcile_all(self) -> None:
+        async with self._reconcile_lock:
+            now = time.time()
+            for dyno in list(self.live.values()):
+                if dyno.cycle_at <= now and not dyno.stopping:
+                    self.emit(dyno, "Cycling")
+                    self.nursery.start_soon(self.stop, dyno, "cycling")
+            for app in self.ledger.list_apps():
+                try:
+                    await self.reconcile_app(app.name)
+                except UserError as exc:
+                    log.warning("reconcile %s: %s", app.name, exc)
+
+    async def reconcile_app(self, app: str) -> None:
+        release = self.ledger.current_release(app)
+        formation = self.ledger.get_formation(app)
+        # A dyno on its way down is no longer part of the formation: its replacement starts now.
+        records = [d.record for d in self.live.values() if d.app == app and not d.stopping]
+        records += [r for r in self.ledger.list_dynos(app) if r.state == DynoState.CRASHED and r.id not in self.live]
+        actions = reconcile(formation, release, records, now=time.time(), restart_at=self.restart_at)
+        for action in actions:
+            if isinstance(action, Stop):
+                live = self.live.get(action.dyno_id)
+                if live is not None:
+                    self.nursery.start_soon(self.stop, live, action.reason)
+                else:
+                    self._forget_record(action.dyno_id)
+            elif isinstance(action, Start) and release is not None:
+                for old in [r for r in records if r.name == action.name and r.id not in self.live]:
+                    self._forget_record(old.id)  # the crashed record this start replaces
+                self.nursery.start_soon(self._start_logged, app, action, release)
+
+    def _forget_record(self, dyno_id: str) -> None:
+        self.restart_at.pop(dyno_id, None)
+        self.ledger.delete_dyno(dyno_id)
+
+    async def _start_logged(self, app: str, action: Start, release: Release) -> None:
+        try:
+            await self.start(app, action.type, action.name, release, action.size, action.command)
+        except (UserError, SpawnerError, OSError) as exc:
+            self.logs.emit(app, "dynod", action.name, f"Error: the dyno could not start: {exc}")
+            log.exception("start %s %s", app, action.name)
+
+    # -- start -------------------------------------------------------------------------------
+    def environment(self, release: Release, name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "STACK": self.settings.stack}
+        env.update(release.config)
+        env.update(extra or {})
+        env.update({"HOME": "/app", "PORT": str(self.settings.dynos.port), "DYNO": name})
+        return env
+
+    async def start(self, app: str, type: str, name: str, release: Release, size: str, command: str, *,
+                    stdio: str = "log", extra_env: dict[str, str] | None = None, rows: int = 24,
+                    cols: int = 80, attached: bool = False) -> LiveDyno:
+        if release.slug_id is None:
+            raise UserError(f"{app} has no slug yet: deploy it first (dynoctl deploy DIR -a {app}).")
+        spec_size = dyno_size(size)
+        uid, gid = self.settings.dynos.uid, self.settings.dynos.gid
+        slug_dir = await trio.to_thread.run_sync(self.slugs.unpacked, release.slug_id, uid, gid)
+        stack = await trio.to_thread.run_sync(
+            self.stacks.ensure, self.settings.stack,
+            lambda line: self.logs.emit(app, "dynod", "stack", line))
+        dyno_id = f"{app}.{name}.{secrets.token_hex(3)}"
+        quota = spec_size.memory_mb * MiB
+        cgroup = self.cgroups.create(dyno_id, CgroupLimits(
+            memory_max=int(quota * self.settings.dynos.hard_limit_ratio), memory_high=quota,
+            pids_max=spec_size.pids, cpu_weight=spec_size.cpu_weight))
+        address = self.network.pool.allocate()
+        now = time.time()
+        record = DynoRecord(id=dyno_id, app=app, name=name, type=type, release=release.version,
+                            size=spec_size.name, command=command, state=DynoState.STARTING, pid=None,
+                            ip=address, port=self.settings.dynos.port, created_at=now,
+                            state_changed_at=now, attached=attached)
+        spec: dict[str, Any] = {
+            "id": dyno_id, "hostname": str(uuid.uuid4()),
+            "argv": [*INIT, "/bin/bash", "-c", PROFILE + command],
+            "env": self.environment(release, name, extra_env),
+            "lower": [str(slug_dir), str(stack)], "mnt": self.mnt,
+            "cgroup_procs": cgroup.procs_files(), "uid": uid, "gid": gid,
+            "tmpfs_mb": self.settings.dynos.tmpfs_size_mb,
+            "net": {"ifname": DYNO_IFNAME, "address": address, "prefix": self.network.pool.prefix,
+                    "gateway": self.network.pool.gateway},
+            "stdio": stdio, "rows": rows, "cols": cols,
+        }
+        self.ledger.put_dyno(record)
+        try:
+            spawned = await self.spawner.spawn(spec)
+        except BaseException:
+            self.ledger.delete_dyno(dyno_id)
+            self.network.pool.release(address)
+            cgroup.remove()
+            raise
+        live = LiveDyno(replace(record, pid=spawned.pid), cgroup, spawned.fds)
+        self.live[dyno_id] = live
+        self.ledger.set_dyno_state(dyno_id, DynoState.STARTING, pid=spawned.pid)
+        try:
+            await self.network.attach(dyno_id, spawned.pid)
+        except Exception:
+            await self.spawner.abort(dyno_id)  # the child exits; _on_exit cleans up
+            raise
+        await self.spawner.go(dyno_id)
+        if not attached:
+            self.emit(live, f"Starting process with command `{command}`")
+        self._watch(live)
+        return live
+
+    def _watch(self, live: LiveDyno) -> None:
+        """Start the tasks that follow one dyno: its logs, its memory, its boot."""
+        if live.record.type != ONE_OFF_TYPE:
+            s = self.settings.dynos
+            live.cycle_at = cycling.next_cycle_at(live.record.created_at, self._rng, hours=s.cycle_hours,
+                                                  jitter_minutes=s.cycle_jitter_minutes)
+        if not live.record.attached:
+            for kind in ("stdout", "stderr"):
+                fd = live.fds.pop(kind, None)
+                if fd is not None:
+                    os.set_blocking(fd, False)
+                    self.nursery.start_soon(self.logs.pump, live.app, live.name, fd)
+        self.nursery.start_soon(self._follow, live)
+
+    async def _follow(self, live: LiveDyno) -> None:
+        with live.scope:
+            async with trio.open_nursery() as nursery:
+                if live.cgroup is not None:
+                    nursery.start_soon(self._watch_memory, live, live.cgroup)
+                if live.record.state == DynoState.STARTING:
+                    nursery.start_soon(self._boot, live)
+
+    async def _boot(self, live: LiveDyno) -> None:
+        await live.started.wait()
+        if live.record.type == "web" and live.record.ip:
+            with trio.move_on_after(self.settings.dynos.boot_timeout) as scope:
+                while not await _accepts(live.record.ip, live.record.port):
+                    await trio.sleep(0.05)
+            if scope.cancelled_caught:
+                self.emit(live, f"Error R10 (Boot timeout) -> Web process failed to bind to $PORT within "
+                                f"{self.settings.dynos.boot_timeout:g} seconds of launch")
+                await self.kill(live, "R10")
+                return
+        self._set_state(live, DynoState.UP)
+
+    async def _watch_memory(self, live: LiveDyno, cgroup: DynoCgroup) -> None:
+        try:
+            watch: MemoryWatch = cgroup.watch_memory()
+        except OSError as exc:
+            log.warning("no memory events for %s: %s", live.id, exc)
+            return
+        live.oom_kills = _safe(cgroup.oom_kills, 0)
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(watch.fileno())
+                watch.drain()
+                if live.exited.is_set():
+                    return
+                kills = _safe(cgroup.oom_kills, live.oom_kills)
+                if kills > live.oom_kills:
+                    live.oom_kills = kills
+                    self.emit(live, "Error R15 (Memory quota vastly exceeded)")
+                    await self.kill(live, "R15")
+                    return
+                self._check_quota(live, cgroup)
+                await trio.sleep(0.5)  # usage hovering at the threshold must not spin
+        finally:
+            watch.close()
+
+    def _check_quota(self, live: LiveDyno, cgroup: DynoCgroup) -> None:
+        now = time.time()
+        if now - live.last_r14 >= 20 and _safe(cgroup.over_quota, False):
+            live.last_r14 = now
+            self.emit(live, "Error R14 (Memory quota exceeded)")
+
+    async def _metrics(self) -> None:
+        interval = self.settings.logs.metrics_interval
+        if interval <= 0:
+            return
+        from ..logplex.metrics import format_sample
+
+        while True:
+            await trio.sleep(interval)
+            for live in list(self.live.values()):
+                if live.cgroup is None or live.exited.is_set():
+                    continue
+                try:
+                    stats = live.cgroup.memory_stats()
+                except OSError:
+                    continue
+                sample = {"memory_total": stats.total, "memory_rss": stats.rss, "memory_cache": stats.cache,
+                          "memory_swap": stats.swap, "memory_pgpgin": stats.pgpgin,
+                          "memory_pgpgout": stats.pgpgout, "memory_quota": live.cgroup.quota}
+                self.logs.emit(live.app, "dynod", live.name, format_sample(live.name, sample))
+                self._check_quota(live, live.cgroup)
+
+    def _set_state(self, live: LiveDyno, state: DynoState) -> None:
+        old = live.record.state
+        if old == state:
+            return
+        live.record = replace(live.record, state=state, state_changed_at=time.time())
+        self.ledger.set_dyno_state(live.id, state, pid=live.record.pid, exit_status=live.exit_status)
+        if not live.record.attached:
+            self.emit(live, f"State changed from {old} to {state}")
+        if live.record.type == "web":
+            self.on_routes_changed()
+
+    def emit(self, live: LiveDyno, message: str) -> None:
+        self.logs.emit(live.app, "dynod", live.name, message)
+
+    # -- stop --------------------------------------------------------------------------------
+    async def stop(self, live: LiveDyno, reason: str = "") -> int | None:
+        """Heroku's stop: SIGTERM to every process, a grace period, then SIGKILL."""
+        if live.stopping:
+            await live.exited.wait()
+            return live.exit_status
+        live.stopping = True
+        if live.record.type == "web":
+            self.on_routes_changed()  # no new requests for a dyno on its way down
+        self.wake()
+        if not live.exited.is_set():
+            if not live.record.attached:
+                self.emit(live, "Stopping all processes with SIGTERM")
+            self._signal_all(live, signal.SIGTERM)
+            with trio.move_on_after(self.settings.dynos.stop_timeout):
+                await live.exited.wait()
+            if not live.exited.is_set():
+                self.emit(live, f"Error R12 (Exit timeout) -> At least one process failed to exit within "
+                                f"{self.settings.dynos.stop_timeout:g} seconds of SIGTERM")
+                self.emit(live, "Stopping remaining processes with SIGKILL")
+                await self._kill_now(live)
+                await live.exited.wait()
+        return live.exit_status
+
+    async def kill(self, live: LiveDyno, why: str) -> None:
+        """dynod's own kill (R10, R15): the dyno counts as crashed and is restarted."""
+        live.killed_for = why
+        self.emit(live, "Stopping process with SIGKILL")
+        await self._kill_now(live)
+
+    def _signal_all(self, live: LiveDyno, sig: int) -> None:
+        if live.cgroup is None:
+            return
+        for pid in live.cgroup.pids():
+            if pid == live.record.pid:
+                continue  # tini forwards to its child's group; the app must see SIGTERM only once
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        if len(live.cgroup.pids()) <= 1:
+            # Only the init is left (or nothing): stop it too, it owns no app to wait for.
+            try:
+                if live.record.pid:
+                    os.kill(live.record.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    async def _kill_now(self, live: LiveDyno) -> None:
+        # SIGKILL to PID 1 of the dyno's PID namespace takes every process in it.
+        try:
+            await self.spawner.kill(live.id, signal.SIGKILL)
+        except SpawnerError:
+            pass
+        if live.cgroup is not None:
+            live.cgroup.kill_all()
+
+    async def stop_all(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for live in list(self.live.values()):
+                nursery.start_soon(self.stop, live, "shutdown")
+
+    # -- events from the spawner -------------------------------------------------------------
+    async def _events(self) -> None:
+        async for event in self.spawner.events():
+            live = self.live.get(event.id)
+            if live is None:
+                await self.spawner.forget(event.id)
+                continue
+            if event.op == "started":
+                live.started.set()
+            elif event.op == "exited":
+                await self._on_exit(live, event)
+
+    async def _on_exit(self, live: LiveDyno, event: SpawnerEvent | AdoptedDyno) -> None:
+        status = event.status if event.status is not None else -1
+        live.exit_status = status
+        live.started.set()
+        if event.error:
+            self.emit(live, f"Error: the dyno failed to start: {event.error.strip()}")
+        elif not live.record.attached:
+            self.emit(live, f"Process exited with status {status}")
+        live.scope.cancel()
+        one_off = live.record.type == ONE_OFF_TYPE
+        crashed = not live.stopping and not one_off
+        if crashed:
+            self._set_state(live, DynoState.CRASHED)
+            key = (live.app, live.name)
+            history = self.crashes.setdefault(key, [])
+            history.append(time.time())
+            delay = restart_policy.next_restart_delay(
+                history, now=time.time(), base=self.settings.dynos.restart_cooloff_base,
+                maximum=self.settings.dynos.restart_cooloff_max)
+            self.restart_at[live.id] = time.time() + delay
+        else:
+            self._set_state(live, DynoState.DOWN)
+        await self._release(live, keep_record=crashed)
+        live.exited.set()
+        self.wake()
+
+    async def _release(self, live: LiveDyno, *, keep_record: bool) -> None:
+        """Give back everything a dyno held. Its veth went with its network namespace."""
+        self.live.pop(live.id, None)
+        if not live.record.attached:  # an attached session closes its fds after the last read
+            for fd in live.fds.values():
+                _close(fd)
+            live.fds.clear()
+        if live.cgroup is not None:
+            try:
+                live.cgroup.kill_all()
+                await trio.to_thread.run_sync(live.cgroup.remove)
+            except OSError as exc:
+                log.warning("cgroup of %s not removed: %s", live.id, exc)
+        self.network.pool.release(live.record.ip)
+        if not keep_record:
+            self.ledger.delete_dyno(live.id)
+        try:
+            await self.spawner.forget(live.id)
+        except SpawnerError:
+            pass
+
+    def reset_crashes(self, app: str) -> None:
+        """A new release wipes the crash history (Heroku: a deploy resets the cool-off)."""
+        for key in [k for k in self.crashes if k[0] == app]:
+            del self.crashes[key]
+        for record in self.ledger.list_dynos(app):
+            self.restart_at.pop(record.id, None)
+
+    # -- adoption after a dynod restart --------------------------------------------------------
+    async def _adopt(self) -> None:
+        adopted = {d.id: d for d in await self.spawner.hello()}
+        records = {r.id: r for r in self.ledger.list_dynos()}
+        for dyno_id, found in adopted.items():
+            record = records.get(dyno_id)
+            if record is None:
+                # The spawner knows a dyno the ledger does not: it belongs to no app any more.
+                for fd in found.fds.values():
+                    _close(fd)
+                if found.status is None:
+                    await self.spawner.kill(dyno_id, signal.SIGKILL)
+                else:
+                    await self.spawner.forget(dyno_id)
+                continue
+            quota = dyno_size(record.size).memory_mb * MiB
+            live = LiveDyno(record, self.cgroups.open(dyno_id, quota), found.fds)
+            self.live[dyno_id] = live
+            if record.ip:
+                self.network.pool.claim(record.ip)
+            if found.started or found.status is not None:
+                live.started.set()
+            if found.status is not None:
+                await self._on_exit(live, found)
+                continue
+            if record.attached:
+                # Its terminal went with the old dynod; Heroku stops a one-off whose client is gone.
+                for fd in live.fds.values():
+                    _close(fd)
+                live.fds.clear()
+                self.nursery.start_soon(self.stop, live, "detached client")
+            self._watch(live)
+        for dyno_id, record in records.items():
+            if dyno_id in adopted:
+                continue
+            if record.state == DynoState.CRASHED:
+                self.restart_at.setdefault(dyno_id, time.time())
+                continue
+            # Gone while nobody watched (the spawner died too, or the host rebooted).
+            self.ledger.delete_dyno(dyno_id)
+        for name in self.cgroups.names():
+            if name not in self.live:
+                cgroup = self.cgroups.open(name, 0)
+                if cgroup is not None:
+                    cgroup.kill_all()
+                    try:
+                        cgroup.remove()
+                    except OSError as exc:
+                        log.warning("stale cgroup %s not removed: %s", name, exc)
+        await self.network.prune(self.live)
+
+    # -- queries -----------------------------------------------------------------------------
+    def dynos_of(self, app: str) -> list[LiveDyno]:
+        return [d for d in self.live.values() if d.app == app]
+
+    def find(self, app: str, name: str) -> LiveDyno | None:
+        for live in self.live.values():
+            if live.app == app and live.name == name and not live.stopping:
+                return live
+        return None
+
+    def statistics(self) -> dict[str, Any]:
+        states: dict[str, int] = {}
+        for live in self.live.values():
+            states[str(live.record.state)] = states.get(str(live.record.state), 0) + 1
+        return {"dynos": len(self.live), "states": states, "pending_restarts": len(self.restart_at),
+                "addresses": self.network.pool.statistics()}
+
+
+async def _accepts(ip: str, port: int) -> bool:
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        with trio.move_on_after(1):
+            await sock.connect((ip, port))
+            return True
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT):
+            log.debug("boot probe %s:%s: %s", ip, port, exc)
+        return False
+    finally:
+        sock.close()
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _safe(fn: Callable[[], Any], default: Any) -> Any:
+    try:
+        return fn()
+    except OSError:
+        return default

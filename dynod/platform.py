@@ -1,0 +1,419 @@
+"""The platform as the API sees it: apps, config, releases, formation, dynos, logs, routes.
+
+``Platform`` implements ``dynod.api.service.PlatformService``. It owns the rules that join the
+parts (a config change makes a release and restarts the dynos; a rollback is a new release with an
+old slug and config; a scale names a process type of the current release) and hands the running
+of dynos to the DynoManager, logs to the LogStream and routes to the router.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import trio
+
+from . import __version__
+from .api.service import AttachedDyno, Json
+from .errors import NotFound, UserError
+from .ledger import Ledger
+from .manager.dynos import ONE_OFF_TYPE, DynoManager, LiveDyno
+from .model import DEFAULT_SIZE, App, DynoRecord, DynoState, Release, check_config_var_name, dyno_size
+from .settings import Settings
+
+ADJECTIVES = ("ancient", "autumn", "billowing", "bitter", "calm", "cool", "crimson", "damp", "dawn",
+              "fragrant", "frosty", "gentle", "hidden", "lively", "misty", "morning", "quiet", "rapid",
+              "shy", "silent", "snowy", "sparkling", "still", "sunny", "twilight", "wandering", "young")
+NOUNS = ("bird", "breeze", "brook", "cloud", "dawn", "dew", "dust", "field", "fire", "flower", "forest",
+         "frog", "glade", "harbor", "lake", "leaf", "meadow", "moon", "mountain", "river", "sea",
+         "shadow", "sky", "snow", "sound", "star", "sun", "thunder", "tree", "water", "wave", "wind")
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class Platform:
+    def __init__(self, settings: Settings, *, ledger: Ledger, manager: DynoManager, logs: Any, slugs: Any,
+                 stacks: Any, routes_changed: Callable[[], None], request_shutdown: Callable[[bool], None]
+                 ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.manager = manager
+        self.logs = logs
+        self.slugs = slugs
+        self.stacks = stacks
+        self.routes_changed = routes_changed
+        self._request_shutdown = request_shutdown
+        self._started_at = time.time()
+
+    # -- helpers -----------------------------------------------------------------------------
+    def web_url(self, app: str) -> str:
+        listen = self.settings.router.http[0] if self.settings.router.http else ":80"
+        port = listen.rsplit(":", 1)[-1]
+        suffix = "" if port == "80" else f":{port}"
+        return f"http://{app}.{self.settings.router.base_domain}{suffix}/"
+
+    def _app_json(self, app: App) -> Json:
+        release = self.ledger.current_release(app.name)
+        return {
+            "id": str(app.id), "name": app.name, "created_at": rfc3339(app.created_at),
+            "web_url": self.web_url(app.name), "stack": self.settings.stack, "maintenance": app.maintenance,
+            "released_at": rfc3339(release.created_at) if release else None,
+            "current_release": release.version if release else None,
+        }
+
+    def _release_json(self, release: Release, current: int | None) -> Json:
+        return {
+            "version": release.version, "description": release.description,
+            "created_at": rfc3339(release.created_at), "status": release.status,
+            "current": release.version == current,
+            "slug": {"id": release.slug_id} if release.slug_id else None,
+            "process_types": release.process_types, "config_var_names": sorted(release.config),
+        }
+
+    def _dyno_json(self, record: DynoRecord) -> Json:
+        return {
+            "name": record.name, "type": record.type, "state": str(record.state), "size": record.size,
+            "command": record.command, "release": {"version": record.release},
+            "created_at": rfc3339(record.created_at), "updated_at": rfc3339(record.state_changed_at),
+        }
+
+    def _current(self, app: str) -> Release:
+        release = self.ledger.current_release(app)
+        if release is None or release.slug_id is None:
+            raise UserError(f"{app} has no deployed code yet: deploy first (dynoctl deploy DIR -a {app}).")
+        return release
+
+    def _release(self, app: str, *, slug_id: str | None, config: dict[str, str],
+                 process_types: dict[str, str], description: str) -> Release:
+        release = self.ledger.create_release(app, slug_id=slug_id, config=config,
+                                             process_types=process_types, description=description)
+        self.logs.emit(app, "dynod", "api", f"Release v{release.version} created by dynoctl: {description}")
+        self.manager.reset_crashes(app)
+        self.manager.wake()
+        return release
+
+    # -- apps --------------------------------------------------------------------------------
+    async def list_apps(self) -> list[Json]:
+        return [self._app_json(a) for a in self.ledger.list_apps()]
+
+    async def create_app(self, name: str | None) -> Json:
+        if name is None:
+            existing = {a.name for a in self.ledger.list_apps()}
+            rng = random.SystemRandom()
+            while name is None or name in existing:
+                name = f"{rng.choice(ADJECTIVES)}-{rng.choice(NOUNS)}-{rng.randrange(10000, 99999)}"
+        app = self.ledger.create_app(name)
+        # Heroku makes v1 "Initial release" at creation, so config changes have a base to copy.
+        self.ledger.create_release(name, slug_id=None, config={}, process_types={},
+                                   description="Initial release")
+        self.logs.emit(name, "dynod", "api", "Created app")
+        return self._app_json(app)
+
+    async def get_app(self, app: str) -> Json:
+        return self._app_json(self.ledger.get_app(app))
+
+    async def destroy_app(self, app: str) -> None:
+        self.ledger.get_app(app)
+        async with trio.open_nursery() as nursery:
+            for live in self.manager.dynos_of(app):
+                nursery.start_soon(self.manager.stop, live, "app destroyed")
+        self.ledger.destroy_app(app)
+        self.logs.forget_app(app)
+        self.routes_changed()
+
+    async def set_maintenance(self, app: str, on: bool) -> Json:
+        result = self._app_json(self.ledger.set_maintenance(app, on))
+        self.logs.emit(app, "dynod", "api", f"Maintenance mode {'enabled' if on else 'disabled'}")
+        self.routes_changed()
+        return result
+
+    # -- config vars -------------------------------------------------------------------------
+    async def get_config(self, app: str) -> dict[str, str]:
+        self.ledger.get_app(app)
+        release = self.ledger.current_release(app)
+        return dict(release.config) if release else {}
+
+    async def update_config(self, app: str, changes: dict[str, str | None]) -> dict[str, str]:
+        if not changes:
+            raise UserError("No config vars given: pass KEY=VALUE pairs to set or KEY names to unset.")
+        for key, value in changes.items():
+            check_config_var_name(key)
+            if value is not None and not isinstance(value, str):
+                raise UserError(f"Config var {key} must be a string, got {type(value).__name__}.")
+        release = self.ledger.current_release(app)
+        config = dict(release.config) if release else {}
+        set_names = [k for k, v in changes.items() if v is not None]
+        unset_names = [k for k, v in changes.items() if v is None and k in config]
+        new = {**config, **{k: v for k, v in changes.items() if v is not None}}
+        for key in unset_names:
+            del new[key]
+        if new == config:
+            return config
+        parts = []
+        if set_names:
+            parts.append(f"Set {', '.join(sorted(set_names))} config vars")
+        if unset_names:
+            parts.append(f"Remove {', '.join(sorted(unset_names))} config vars")
+        self._release(app, slug_id=release.slug_id if release else None, config=new,
+                      process_types=release.process_types if release else {}, description="; ".join(parts))
+        return new
+
+    # -- slugs and releases ------------------------------------------------------------------
+    async def upload_slug(self, app: str, chunks: AsyncIterator[bytes]) -> Json:
+        self.ledger.get_app(app)
+        info = await self.slugs.store_stream(chunks)
+        return {"id": info.id, "size": info.size, "process_types": info.process_types}
+
+    async def list_releases(self, app: str) -> list[Json]:
+        current = self.ledger.current_release(app)
+        number = current.version if current else None
+        return [self._release_json(r, number) for r in self.ledger.list_releases(app)]
+
+    async def get_release(self, app: str, version: int | None) -> Json:
+        current = self.ledger.current_release(app)
+        number = current.version if current else None
+        if version is None:
+            if current is None:
+                raise NotFound(f"{app} has no releases yet.")
+            return self._release_json(current, number)
+        return self._release_json(self.ledger.get_release(app, version), number)
+
+    async def create_release(self, app: str, slug_id: str, description: str | None) -> Json:
+        self.ledger.get_app(app)
+        info = self.slugs.get(slug_id)
+        current = self.ledger.current_release(app)
+        release = self._release(app, slug_id=info.id, config=dict(current.config) if current else {},
+                                process_types=info.process_types,
+                                description=description or f"Deploy {info.id[:6]}")
+        return self._release_json(release, release.version)
+
+    async def rollback(self, app: str, version: int | None) -> Json:
+        current = self.ledger.current_release(app)
+        if current is None:
+            raise NotFound(f"{app} has no releases to roll back.")
+        target_version = version if version is not None else current.version - 1
+        if target_version < 1:
+            raise UserError(f"{app} has no release before v{current.version} to roll back to.")
+        try:
+            target = self.ledger.get_release(app, target_version)
+        except NotFound:
+            raise NotFound(f"{app} has no release v{target_version}: see `dynoctl releases -a {app}`.") from None
+        release = self._release(app, slug_id=target.slug_id, config=dict(target.config),
+                                process_types=dict(target.process_types),
+                                description=f"Rollback to v{target.version}")
+        return self._release_json(release, release.version)
+
+    # -- formation and dynos -----------------------------------------------------------------
+    async def get_formation(self, app: str) -> list[Json]:
+        release = self.ledger.current_release(app)
+        types = release.process_types if release else {}
+        return [{"type": f.type, "quantity": f.quantity, "size": f.size, "command": types.get(f.type, "")}
+                for f in self.ledger.get_formation(app)]
+
+    async def update_formation(self, app: str, updates: list[Json]) -> list[Json]:
+        release = self.ledger.current_release(app)
+        types = release.process_types if release else {}
+        checked: list[tuple[str, int | None, str | None]] = []
+        for update in updates:
+            type_ = update.get("type")
+            if type_ not in types:
+                known = ", ".join(sorted(types)) or "none: deploy a Procfile first"
+                raise NotFound(f"Couldn't find that process type ({type_}); this app has: {known}.")
+            quantity = update.get("quantity")
+            if quantity is not None and (isinstance(quantity, bool) or not isinstance(quantity, int)
+                                         or quantity < 0):
+                raise UserError(f"Invalid quantity {quantity!r} for {type_}: use a whole number, 0 or more.")
+            size = update.get("size")
+            if size is not None:
+                size = dyno_size(size).name
+            checked.append((type_, quantity, size))
+        for type_, quantity, size in checked:
+            self.ledger.set_formation(app, type_, quantity=quantity, size=size)
+            if quantity is not None:
+                self.logs.emit(app, "dynod", "api", f"Scaled {type_} to {quantity}"
+                               + (f":{size}" if size else "") + " by dynoctl")
+        self.manager.wake()
+        return await self.get_formation(app)
+
+    async def list_dynos(self, app: str) -> list[Json]:
+        self.ledger.get_app(app)
+        seen: set[str] = set()
+        result = []
+        for live in self.manager.dynos_of(app):
+            if not live.stopping:
+                result.append(self._dyno_json(live.record))
+                seen.add(live.name)
+        for record in self.ledger.list_dynos(app):
+            if record.state == DynoState.CRASHED and record.name not in seen:
+                result.append(self._dyno_json(record))
+        return sorted(result, key=lambda d: (d["type"], _index(d["name"])))
+
+    def _select(self, app: str, target: str | None) -> list[LiveDyno]:
+        self.ledger.get_app(app)
+        dynos = [d for d in self.manager.dynos_of(app) if not d.stopping]
+        if target is None:
+            return dynos
+        chosen = [d for d in dynos if d.name == target or (d.record.type == target and "." not in target)]
+        if not chosen:
+            raise NotFound(f"No dyno or process type {target!r} is running in {app}; see `dynoctl ps -a {app}`.")
+        return chosen
+
+    async def restart_dynos(self, app: str, target: str | None) -> None:
+        chosen = self._select(app, target)
+        for live in chosen:
+            self.manager.emit(live, "Restarting")
+            self.manager.nursery.start_soon(self.manager.stop, live, "restart")
+        # Crashed dynos waiting out a cool-off start again at once, as on Heroku.
+        for record in self.ledger.list_dynos(app):
+            if record.state == DynoState.CRASHED and (target is None or target in (record.name, record.type)):
+                self.manager.restart_at[record.id] = time.time()
+        self.manager.wake()
+
+    async def stop_dyno(self, app: str, target: str) -> None:
+        for live in self._select(app, target):
+            self.manager.nursery.start_soon(self.manager.stop, live, "ps:stop")
+
+    async def _one_off(self, app: str, command: str, size: str | None, env: dict[str, str], **kwargs: Any
+                       ) -> LiveDyno:
+        if not command.strip():
+            raise UserError("No command given: dynoctl run COMMAND [ARGS...].")
+        for key in env:
+            check_config_var_name(key)
+        release = self._current(app)
+        name = f"{ONE_OFF_TYPE}.{self.ledger.next_run_number(app)}"
+        size_name = dyno_size(size).name if size else DEFAULT_SIZE
+        return await self.manager.start(app, ONE_OFF_TYPE, name, release, size_name, command,
+                                        extra_env=env, **kwargs)
+
+    async def run_detached(self, app: str, command: str, size: str | None, env: dict[str, str]) -> Json:
+        live = await self._one_off(app, command, size, env)
+        return self._dyno_json(live.record)
+
+    async def run_attached(self, app: str, command: str, size: str | None, env: dict[str, str], tty: bool,
+                           rows: int, cols: int) -> AttachedDyno:
+        from .manager.attach import AttachedSession
+
+        live = await self._one_off(app, command, size, env, stdio="tty" if tty else "pipes", rows=rows,
+                                   cols=cols, attached=True)
+        return AttachedSession(live, self.manager, self.logs)
+
+    # -- logs --------------------------------------------------------------------------------
+    async def log_lines(self, app: str, lines: int, ps: str | None, source: str | None) -> list[str]:
+        self.ledger.get_app(app)
+        return self.logs.recent(app, lines, ps=ps, source=source)
+
+    def tail_logs(self, app: str, lines: int, ps: str | None, source: str | None) -> AsyncIterator[str]:
+        self.ledger.get_app(app)
+        return self.logs.tail(app, lines, ps=ps, source=source)
+
+    async def list_drains(self, app: str) -> list[Json]:
+        self.ledger.get_app(app)
+        return self.logs.list_drains(app)
+
+    async def add_drain(self, app: str, url: str) -> Json:
+        self.ledger.get_app(app)
+        return self.logs.add_drain(app, url)
+
+    async def remove_drain(self, app: str, url_or_id: str) -> None:
+        self.ledger.get_app(app)
+        self.logs.remove_drain(app, url_or_id)
+
+    # -- routing -----------------------------------------------------------------------------
+    def _default_domain(self, app: str) -> str:
+        return f"{app}.{self.settings.router.base_domain}"
+
+    async def list_domains(self, app: str) -> list[Json]:
+        self.ledger.get_app(app)
+        custom = self.ledger.list_domains(app)
+        return [{"hostname": self._default_domain(app), "kind": "heroku"}] + [
+            {"hostname": d, "kind": "custom"} for d in custom]
+
+    async def add_domain(self, app: str, hostname: str) -> Json:
+        hostname = hostname.strip().lower().rstrip(".")
+        if hostname.endswith("." + self.settings.router.base_domain) or hostname == self.settings.router.base_domain:
+            raise UserError(f"{hostname} is under the platform's base domain; add a domain you own.")
+        self.ledger.add_domain(app, hostname)
+        self.routes_changed()
+        return {"hostname": hostname, "kind": "custom"}
+
+    async def remove_domain(self, app: str, hostname: str) -> None:
+        self.ledger.remove_domain(app, hostname.strip().lower().rstrip("."))
+        self.routes_changed()
+
+    async def list_certs(self, app: str) -> list[Json]:
+        self.ledger.get_app(app)
+        from .router.tls import describe_certificate
+
+        return [describe_certificate(domain, pem) for domain, pem, _key in self.ledger.list_certs(app)]
+
+    async def add_cert(self, app: str, domain: str, cert_pem: str, key_pem: str) -> Json:
+        from .router.tls import check_certificate, describe_certificate
+
+        domain = domain.strip().lower()
+        if domain not in {d["hostname"] for d in await self.list_domains(app)}:
+            raise UserError(f"{domain} is not a domain of {app}: add it first with dynoctl domains:add.")
+        check_certificate(domain, cert_pem, key_pem)
+        self.ledger.add_cert(app, domain, cert_pem, key_pem)
+        self.routes_changed()
+        return describe_certificate(domain, cert_pem)
+
+    def route_table(self) -> dict[str, Any]:
+        """The router's view: every app, its hostnames, and its web dynos that are up."""
+        apps: dict[str, Any] = {}
+        for app in self.ledger.list_apps():
+            web = [d for d in self.manager.dynos_of(app.name) if d.record.type == "web"]
+            up = [d for d in web if d.record.state == DynoState.UP and not d.stopping]
+            crashed = [r for r in self.ledger.list_dynos(app.name)
+                       if r.type == "web" and r.state == DynoState.CRASHED]
+            apps[app.name] = {
+                "domains": [self._default_domain(app.name), *self.ledger.list_domains(app.name)],
+                "maintenance": app.maintenance,
+                "policy": "random",
+                "booting": not up and any(d.record.state == DynoState.STARTING for d in web),
+                "crashed": not up and bool(crashed),
+                "dynos": [{"name": d.name, "addr": f"{d.record.ip}:{d.record.port}"} for d in up],
+            }
+        return apps
+
+    def certificates(self) -> list[Json]:
+        return [{"domain": domain, "cert_pem": cert, "key_pem": key}
+                for app in self.ledger.list_apps() for domain, cert, key in self.ledger.list_certs(app.name)]
+
+    # -- stacks and the daemon ---------------------------------------------------------------
+    async def list_stacks(self) -> list[Json]:
+        return await trio.to_thread.run_sync(self.stacks.list)
+
+    async def build_stack(self, name: str | None, progress: Callable[[str], None]) -> Json:
+        token = trio.lowlevel.current_trio_token()
+
+        def report(line: str) -> None:
+            trio.from_thread.run_sync(progress, line, trio_token=token)
+
+        await trio.to_thread.run_sync(lambda: self.stacks.build(name or self.settings.stack, report, force=True))
+        for stack in await self.list_stacks():
+            if stack["name"] == (name or self.settings.stack):
+                return stack
+        raise NotFound(f"Unknown stack {name!r}.")
+
+    async def status(self) -> Json:
+        return {"version": __version__, "pid": os.getpid(), "apps": len(self.ledger.list_apps()),
+                "uptime": round(time.time() - self._started_at, 1), "cgroups": self.manager.cgroups.kind,
+                "cgroup_roots": self.manager.cgroups.roots(), **self.manager.statistics()}
+
+    async def shutdown(self, stop_dynos: bool) -> None:
+        self._request_shutdown(stop_dynos)
+
+
+def _index(name: str) -> int:
+    try:
+        return int(name.rsplit(".", 1)[1])
+    except (IndexError, ValueError):
+        return 0
