@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ class Daemon:
                     router = await self._start_router()
                     nursery.start_soon(self._feed_router, router, platform)
                     nursery.start_soon(self._router_logs, router, logs)
-                await nursery.start(serve_api, platform, s.api_socket, group=s.api_group)
+                await nursery.start(partial(serve_api, platform, s.api_socket, group=s.api_group))
                 log.info("dynod ready: API at %s, %s cgroups, dyno subnet %s", s.api_socket, cgroups.kind,
                          s.network.subnet)
                 print(f"dynod ready: API at {s.api_socket}", file=sys.stderr, flush=True)

@@ -56,6 +56,13 @@ class Ledger(Protocol):
     def delete_dyno(self, dyno_id: str) -> None: ...
     def next_run_number(self, app: str) -> int: ...  # for one-off dynos: run.N
 
+    # custom domains and their certificates (the router's part of the state)
+    def list_domains(self, app: str) -> list[str]: ...
+    def add_domain(self, app: str, hostname: str) -> None: ...  # Conflict if any app has it
+    def remove_domain(self, app: str, hostname: str) -> None: ...  # drops its certificate too
+    def list_certs(self, app: str) -> list[tuple[str, str, str]]: ...  # (domain, cert PEM, key PEM)
+    def add_cert(self, app: str, domain: str, cert_pem: str, key_pem: str) -> None: ...
+
     def close(self) -> None: ...
 
 

@@ -122,6 +122,21 @@ def make_dev(dev: str) -> None:
         os.symlink(target, os.path.join(dev, link))
 
 
+def write_identity(spec: DynoSpec) -> None:
+    """/etc/hostname and /etc/hosts naming this dyno (the writes land in its own upper layer).
+
+    Without its own name in /etc/hosts, anything that resolves the hostname (Python's
+    http.server calls getfqdn at bind) waits on a DNS server a dyno may not reach.
+    """
+    address = (spec.net or {}).get("address") if not spec.share_host_net else None
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines.append(f"{address or '127.0.1.1'}\t{spec.hostname}")
+    with open("/etc/hosts", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open("/etc/hostname", "w") as f:
+        f.write(spec.hostname + "\n")
+
+
 def enter_root(root: str) -> None:
     os.chdir(root)
     sc.pivot_root(".", ".")  # stack the old root under the new one, then detach it
@@ -150,6 +165,7 @@ def become_dyno(spec: DynoSpec, go_fd: int) -> None:
     root = make_root(spec)
     enter_root(root)
     sc.sethostname(spec.hostname)
+    write_identity(spec)
     # The host adds our veth in the meantime; one byte means "wired", EOF means "give up".
     if os.read(go_fd, 1) != b"g":
         raise RuntimeError("dynod withdrew the dyno before it started")

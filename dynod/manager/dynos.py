@@ -109,6 +109,8 @@ class DynoManager:
         self._rng = random.Random()
         self._reconcile_lock = trio.Lock()
         self.mnt = str(settings.run_dir / "mnt")
+        self._task_exits: dict[str, trio.MemorySendChannel[SpawnerEvent]] = {}
+        self.closing = False  # set by stop_all: nothing starts any more
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -142,6 +144,8 @@ class DynoManager:
     # -- reconcile ---------------------------------------------------------------------------
     async def reconcile_all(self) -> None:
         async with self._reconcile_lock:
+            if self.closing:
+                return
             now = time.time()
             for dyno in list(self.live.values()):
                 if dyno.cycle_at <= now and not dyno.stopping:
@@ -168,8 +172,11 @@ class DynoManager:
                 else:
                     self._forget_record(action.dyno_id)
             elif isinstance(action, Start) and release is not None:
-                for old in [r for r in records if r.name == action.name and r.id not in self.live]:
+                replaced = [r for r in records if r.name == action.name and r.id not in self.live]
+                for old in replaced:
                     self._forget_record(old.id)  # the crashed record this start replaces
+                if replaced:
+                    self.logs.emit(app, "dynod", action.name, "State changed from crashed to starting")
                 self.nursery.start_soon(self._start_logged, app, action, release)
 
     def _forget_record(self, dyno_id: str) -> None:
@@ -194,6 +201,8 @@ class DynoManager:
     async def start(self, app: str, type: str, name: str, release: Release, size: str, command: str, *,
                     stdio: str = "log", extra_env: dict[str, str] | None = None, rows: int = 24,
                     cols: int = 80, attached: bool = False) -> LiveDyno:
+        if self.closing:
+            raise UserError("dynod is shutting down: no new dynos start; try again once it is back.")
         if release.slug_id is None:
             raise UserError(f"{app} has no slug yet: deploy it first (dynoctl deploy DIR -a {app}).")
         spec_size = dyno_size(size)
@@ -404,6 +413,7 @@ class DynoManager:
             live.cgroup.kill_all()
 
     async def stop_all(self) -> None:
+        self.closing = True
         async with trio.open_nursery() as nursery:
             for live in list(self.live.values()):
                 nursery.start_soon(self.stop, live, "shutdown")
@@ -411,6 +421,11 @@ class DynoManager:
     # -- events from the spawner -------------------------------------------------------------
     async def _events(self) -> None:
         async for event in self.spawner.events():
+            task = self._task_exits.get(event.id)
+            if task is not None:
+                if event.op == "exited":
+                    task.send_nowait(event)
+                continue
             live = self.live.get(event.id)
             if live is None:
                 await self.spawner.forget(event.id)
@@ -525,6 +540,49 @@ class DynoManager:
                         log.warning("stale cgroup %s not removed: %s", name, exc)
         await self.network.prune(self.live)
 
+    # -- containers that are not dynos (builds) ------------------------------------------------
+    async def run_container(self, spec: dict[str, Any], limits: CgroupLimits, *, output: Callable[[bytes], None],
+                            timeout: float) -> int | None:
+        """Run one container to its end (a build step); None if ``timeout`` passed and it was killed.
+
+        Made exactly as a dyno is (same spawner, namespaces, cgroup limits, non-root uid), but not
+        managed: nothing restarts it, and its output goes to ``output`` rather than the log stream.
+        """
+        task_id = spec["id"]
+        cgroup = self.cgroups.create(task_id, limits)
+        spec = {**spec, "cgroup_procs": cgroup.procs_files(), "mnt": self.mnt, "stdio": "log"}
+        exits_send, exits_recv = trio.open_memory_channel[SpawnerEvent](1)
+        self._task_exits[task_id] = exits_send
+        timed_out = False
+        try:
+            spawned = await self.spawner.spawn(spec)
+            await self.spawner.go(task_id)
+            async with trio.open_nursery() as nursery:
+                for kind in ("stdout", "stderr"):
+                    fd = spawned.fds.pop(kind, None)
+                    if fd is not None:
+                        nursery.start_soon(_copy_output, fd, output)
+                with trio.move_on_after(timeout) as scope:
+                    event = await exits_recv.receive()
+                if scope.cancelled_caught:
+                    timed_out = True
+                    await self.spawner.kill(task_id, signal.SIGKILL)
+                    cgroup.kill_all()
+                    event = await exits_recv.receive()
+            for fd in spawned.fds.values():
+                _close(fd)
+            if event.error:
+                raise UserError(f"The build container could not start: {event.error.strip()}")
+            return None if timed_out else event.status
+        finally:
+            self._task_exits.pop(task_id, None)
+            try:
+                await self.spawner.forget(task_id)
+            except SpawnerError:
+                pass
+            cgroup.kill_all()
+            await trio.to_thread.run_sync(cgroup.remove)
+
     # -- queries -----------------------------------------------------------------------------
     def dynos_of(self, app: str) -> list[LiveDyno]:
         return [d for d in self.live.values() if d.app == app]
@@ -556,6 +614,22 @@ async def _accepts(ip: str, port: int) -> bool:
         return False
     finally:
         sock.close()
+
+
+async def _copy_output(fd: int, output: Callable[[bytes], None]) -> None:
+    os.set_blocking(fd, False)
+    try:
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)
+                continue
+            if not data:
+                return
+            output(data)
+    finally:
+        os.close(fd)
 
 
 def _close(fd: int) -> None:

@@ -1,0 +1,183 @@
+"""Router benchmark: wrk through the router, direct to one dyno, and through nginx, in one run.
+
+    sudo .venv/bin/python bench/router/bench.py [--duration 10] [--connections 64] [--workers 2]
+
+The three dynos are one small nginx serving three loopback ports (a fast, steady backend, so the
+figures are about the proxies). The peer is nginx with `random` and keepalive upstreams to the same
+three ports. Everything listens on 127.0.0.1, runs from a temp dir and is stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from dynod.router import RouterControl  # noqa: E402
+
+BODY = "hello from a dyno\\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def start_nginx(tmp: Path, name: str, servers: str, workers: int) -> subprocess.Popen[bytes]:
+    conf = tmp / f"{name}.conf"
+    conf.write_text(f"""
+worker_processes {workers};
+daemon off;
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}.error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/{name}-body;
+    proxy_temp_path {tmp}/{name}-proxy;
+    fastcgi_temp_path {tmp}/{name}-fcgi;
+    uwsgi_temp_path {tmp}/{name}-uwsgi;
+    scgi_temp_path {tmp}/{name}-scgi;
+    keepalive_requests 1000000;
+{servers}
+}}
+""")
+    return subprocess.Popen(["nginx", "-p", str(tmp), "-c", str(conf)])
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / tick
+
+
+def wrk(url: str, host: str | None, duration: int, connections: int) -> dict[str, float]:
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    if host:
+        cmd[1:1] = ["-H", f"Host: {host}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert m, out
+        return float(m.group(1)) * unit[m.group(2)]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50": latency("50"), "p99": latency("99"), "requests": total,
+            "non2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": socket_errors.group(1) if socket_errors else "none"}
+
+
+async def run(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="dynod-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    control = None
+    try:
+        dyno_ports = [free_port() for _ in range(3)]
+        servers = "\n".join(
+            f"    server {{ listen 127.0.0.1:{p}; location / {{ default_type text/plain; "
+            f"return 200 \"{BODY}\"; }} }}" for p in dyno_ports)
+        procs.append(start_nginx(tmp, "dynos", servers, 1))
+        for p in dyno_ports:
+            wait_port(p)
+
+        router_port, nginx_port = free_port(), free_port()
+        argv = [sys.executable, "-m", "dynod.router", "--control", str(tmp / "router.sock"),
+                "--http", f"127.0.0.1:{router_port}", "--state-dir", str(tmp / "router"),
+                "--workers", str(args.workers)]
+        control = await RouterControl.connect_or_start(control_path=tmp / "router.sock", argv=argv)
+        await control.push_routes({"bench": {"domains": [], "dynos": [
+            {"name": f"web.{i + 1}", "addr": f"127.0.0.1:{p}"} for i, p in enumerate(dyno_ports)]}})
+        stats = await control.statistics()
+        router_pids = [control.pid] + [w["pid"] for w in stats["workers"]]
+
+        upstream = "\n".join(f"        server 127.0.0.1:{p};" for p in dyno_ports)
+        procs.append(start_nginx(tmp, "peer", f"""
+    upstream dynos {{
+        random;
+{upstream}
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{nginx_port};
+        location / {{
+            proxy_pass http://dynos;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}""", args.workers))
+        wait_port(nginx_port)
+
+        # Warm up (pools, caches), then measure.
+        wrk(f"http://127.0.0.1:{router_port}/", "bench.localhost", 2, args.connections)
+        cpu0 = cpu_seconds(router_pids)
+        router = wrk(f"http://127.0.0.1:{router_port}/", "bench.localhost", args.duration, args.connections)
+        router_cpu = cpu_seconds(router_pids) - cpu0
+        direct = wrk(f"http://127.0.0.1:{dyno_ports[0]}/", None, args.duration, args.connections)
+        wrk(f"http://127.0.0.1:{nginx_port}/", None, 2, args.connections)
+        nginx = wrk(f"http://127.0.0.1:{nginx_port}/", None, args.duration, args.connections)
+
+        print(f"wrk -t2 -c{args.connections} -d{args.duration}s, router workers={args.workers}, "
+              f"{os.cpu_count()} CPUs")
+        print(f"{'target':<26}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}  errors")
+        for name, r in (("router -> 3 dynos", router), ("direct -> 1 dyno", direct),
+                        ("nginx random+keepalive", nginx)):
+            print(f"{name:<26}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}  "
+                  f"non2xx={r['non2xx']} socket={r['socket_errors']}")
+        print(f"router CPU per request: {router_cpu / router['requests'] * 1e6:.1f} us "
+              f"({router_cpu:.2f} CPU-s for {router['requests']:.0f} requests)")
+        print(f"router/nginx req/s: {router['rps'] / nginx['rps']:.1%}  (aim >= 25%)")
+        print(f"router/direct req/s: {router['rps'] / direct['rps']:.1%}")
+        print(f"p99 added by the router over direct: {router['p99'] - direct['p99']:.2f} ms; "
+              f"over nginx: {router['p99'] - nginx['p99']:.2f} ms  (aim <= 5 ms)")
+    finally:
+        if control is not None:
+            await control.stop_router()
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    trio.run(run, parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()

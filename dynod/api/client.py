@@ -1,0 +1,578 @@
+"""The control API's client: one method per route, stdlib only.
+
+dynoctl and programs that embed dynod use it. It never imports trio, and it imports
+``http.client`` (~40 ms: it pulls in the email parser and ssl) only on the first ordinary request,
+so ``dynoctl run`` — which speaks the attach protocol over a plain socket after a hand-written
+request head — starts in a few tens of milliseconds.
+
+Every failure is a ``UserError``: the server's ``{"id", "message"}`` answer keeps its status and
+code; a missing or refusing socket says how to start dynod.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+from collections.abc import Callable, Generator
+from urllib.parse import quote, urlencode
+
+from ..errors import UserError
+from .attach import (
+    UPGRADE_TOKEN,
+    AttachProtocolError,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    decode_exit,
+    encode_data,
+    encode_frame,
+    encode_resize,
+)
+
+DEFAULT_SOCKET = "/run/dynod/api.sock"
+# Large enough that a slug upload is a few syscalls per megabyte.
+UPLOAD_BLOCK = 256 * 1024
+MAX_RESPONSE_HEAD = 64 * 1024
+
+# typing and http.client are for the type checker only: importing them costs dynoctl startup time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from http.client import HTTPConnection, HTTPResponse
+    from typing import Any, BinaryIO
+
+    Json = dict[str, Any]  # a JSON object as the API returns it (shapes: dynod.api.service)
+
+
+def default_socket_path(environ: dict[str, str] | None = None) -> str:
+    """$DYNOD_SOCKET, else /run/dynod/api.sock."""
+    env = os.environ if environ is None else environ
+    return env.get("DYNOD_SOCKET") or DEFAULT_SOCKET
+
+
+def _not_running(path: str) -> UserError:
+    return UserError(
+        f"dynod is not running (no API socket at {path}): "
+        "start it with `systemctl start dynod` or `dynod &`.",
+        status=503, code="unavailable",
+    )
+
+
+def _lost(exc: BaseException) -> UserError:
+    return UserError(f"Lost the connection to dynod ({exc}).", status=503, code="unavailable")
+
+
+def _broken(message: str) -> UserError:
+    return UserError(message, status=502, code="bad_gateway")
+
+
+def _connect(path: str, timeout: float | None) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+        sock.close()
+        raise _not_running(path) from None
+    except PermissionError:
+        sock.close()
+        raise UserError(f"Permission denied on the API socket {path}: run as root or join the dynod group.",
+                        status=403, code="forbidden") from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _error_from(status: int, reason: str, body: bytes) -> UserError:
+    try:
+        payload = json.loads(body)
+        return UserError(str(payload["message"]), status=status, code=str(payload.get("id", "error")))
+    except (ValueError, TypeError, KeyError):
+        return UserError(f"dynod answered {status} {reason}.", status=status, code="error")
+
+
+def _path(*segments: str) -> str:
+    return "/" + "/".join(quote(s, safe="") for s in segments)
+
+
+_connection_class: type | None = None
+
+
+def _unix_connection_class() -> type:
+    """http.client.HTTPConnection over AF_UNIX, built on first use so dynoctl run never imports it."""
+    global _connection_class
+    if _connection_class is None:
+        import http.client
+
+        class UnixHTTPConnection(http.client.HTTPConnection):
+            def __init__(self, path: str, timeout: float | None) -> None:
+                super().__init__("localhost", timeout=timeout, blocksize=UPLOAD_BLOCK)
+                self.socket_path = path
+
+            def connect(self) -> None:
+                self.sock = _connect(self.socket_path, self.timeout)
+
+        _connection_class = UnixHTTPConnection
+    return _connection_class
+
+
+class ApiClient:
+    """A connection to dynod's API socket; methods mirror ``PlatformService``."""
+
+    def __init__(self, socket_path: str | os.PathLike[str], *, timeout: float | None = None) -> None:
+        self.socket_path = os.fspath(socket_path)
+        self.timeout = timeout
+        # Kept alive between requests: apps:info makes several.
+        self._connection: HTTPConnection | None = None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _new_connection(self) -> HTTPConnection:
+        return _unix_connection_class()(self.socket_path, self.timeout)
+
+    def _send(self, connection: HTTPConnection, method: str, path: str, body: bytes | BinaryIO | None,
+              headers: dict[str, str]) -> HTTPResponse:
+        import http.client
+
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            return connection.getresponse()
+        except UserError:
+            raise
+        except (http.client.HTTPException, OSError) as exc:
+            connection.close()
+            raise UserError(f"Lost the connection to dynod on {self.socket_path} ({exc}); is it restarting?",
+                            status=503, code="unavailable") from None
+
+    def request(self, method: str, path: str, payload: object = None, *, query: dict[str, str] | None = None,
+                ) -> Any:
+        """One JSON request on the kept-alive connection; the decoded answer (None for 204)."""
+        import http.client
+
+        if query:
+            path += "?" + urlencode(query)
+        body = None if payload is None else json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        reused = self._connection is not None
+        if self._connection is None:
+            self._connection = self._new_connection()
+        try:
+            connection = self._connection
+            try:
+                connection.request(method, path, body=body, headers=headers)
+                response = connection.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                if not reused:
+                    raise
+                # The server closed an idle kept-alive connection: any request may be retried once
+                # on a fresh one, because the first attempt never reached a handler.
+                connection.close()
+                self._connection = connection = self._new_connection()
+                response = self._send(connection, method, path, body, headers)
+            data = response.read()
+        except UserError:
+            self.close()
+            raise
+        except (http.client.HTTPException, OSError) as exc:
+            self.close()
+            raise UserError(f"Lost the connection to dynod on {self.socket_path} ({exc}); is it restarting?",
+                            status=503, code="unavailable") from None
+        if response.will_close:
+            self.close()
+        if response.status >= 400:
+            raise _error_from(response.status, response.reason, data)
+        if response.status == 204 or not data:
+            return None
+        return json.loads(data)
+
+    def _stream(self, method: str, path: str, *, query: dict[str, str] | None = None,
+                ) -> Generator[str, None, None]:
+        """Lines of a streamed (chunked) answer, each as it arrives, on a connection of its own."""
+        import http.client
+
+        if query:
+            path += "?" + urlencode(query)
+        connection = self._new_connection()
+        try:
+            response = self._send(connection, method, path, None, {})
+            if response.status >= 400:
+                raise _error_from(response.status, response.reason, response.read())
+            try:
+                while line := response.readline():
+                    yield line.decode("utf-8", "replace").rstrip("\n")
+            except http.client.IncompleteRead:
+                raise UserError("The stream from dynod ended in the middle; see dynod's log.",
+                                status=502, code="stream_broken") from None
+            except OSError as exc:
+                raise _lost(exc) from None
+        finally:
+            connection.close()
+
+    # --- apps -----------------------------------------------------------------------------------
+
+    def list_apps(self) -> list[Json]:
+        return self.request("GET", "/apps")
+
+    def create_app(self, name: str | None = None) -> Json:
+        return self.request("POST", "/apps", {"name": name} if name else {})
+
+    def get_app(self, app: str) -> Json:
+        return self.request("GET", _path("apps", app))
+
+    def destroy_app(self, app: str) -> None:
+        self.request("DELETE", _path("apps", app))
+
+    def set_maintenance(self, app: str, on: bool) -> Json:
+        return self.request("PATCH", _path("apps", app), {"maintenance": on})
+
+    # --- config vars ----------------------------------------------------------------------------
+
+    def get_config(self, app: str) -> dict[str, str]:
+        return self.request("GET", _path("apps", app, "config-vars"))
+
+    def update_config(self, app: str, changes: dict[str, str | None]) -> dict[str, str]:
+        return self.request("PATCH", _path("apps", app, "config-vars"), changes)
+
+    # --- slugs and releases ---------------------------------------------------------------------
+
+    def upload_slug(self, app: str, slug_path: str | os.PathLike[str]) -> Json:
+        """Stream a slug tarball (tar.gz of app/) to dynod; returns {"id", "size", "process_types"}."""
+        path = os.fspath(slug_path)
+        try:
+            slug = open(path, "rb")  # noqa: SIM115 - closed below, after the streamed request
+        except OSError as exc:
+            raise UserError(f"Cannot read the slug {path}: {exc.strerror}.") from None
+        connection = self._new_connection()
+        try:
+            with slug:
+                size = os.fstat(slug.fileno()).st_size
+                headers = {"Content-Type": "application/gzip", "Content-Length": str(size)}
+                response = self._send(connection, "POST", _path("apps", app, "slugs"), slug, headers)
+                data = response.read()
+        finally:
+            connection.close()
+        if response.status >= 400:
+            raise _error_from(response.status, response.reason, data)
+        return json.loads(data)
+
+    def list_releases(self, app: str) -> list[Json]:
+        return self.request("GET", _path("apps", app, "releases"))
+
+    def get_release(self, app: str, version: int | None = None) -> Json:
+        which = "current" if version is None else str(version)
+        return self.request("GET", _path("apps", app, "releases", which))
+
+    def create_release(self, app: str, slug_id: str, description: str | None = None) -> Json:
+        payload: dict[str, object] = {"slug": slug_id}
+        if description is not None:
+            payload["description"] = description
+        return self.request("POST", _path("apps", app, "releases"), payload)
+
+    def rollback(self, app: str, version: int | None = None) -> Json:
+        return self.request("POST", _path("apps", app, "releases"), {"rollback": version})
+
+    # --- formation and dynos --------------------------------------------------------------------
+
+    def get_formation(self, app: str) -> list[Json]:
+        return self.request("GET", _path("apps", app, "formation"))
+
+    def update_formation(self, app: str, updates: list[Json]) -> list[Json]:
+        return self.request(
+            "PATCH", _path("apps", app, "formation"), {"updates": updates})
+
+    def list_dynos(self, app: str) -> list[Json]:
+        return self.request("GET", _path("apps", app, "dynos"))
+
+    def restart_dynos(self, app: str, target: str | None = None) -> None:
+        path = _path("apps", app, "dynos") if target is None else _path("apps", app, "dynos", target)
+        self.request("DELETE", path)
+
+    def stop_dyno(self, app: str, target: str) -> None:
+        self.request("POST", _path("apps", app, "dynos", target, "actions", "stop"))
+
+    def run_detached(self, app: str, command: str, size: str | None = None,
+                     env: dict[str, str] | None = None) -> Json:
+        payload = {"command": command, "size": size, "env": env or {}, "attach": False}
+        return self.request("POST", _path("apps", app, "dynos"), payload)
+
+    def run_attached(self, app: str, command: str, *, size: str | None = None,
+                     env: dict[str, str] | None = None, tty: bool = False, rows: int = 24, cols: int = 80,
+                     ) -> AttachSession:
+        """Start a one-off dyno wired to this process: a socket speaking attach frames."""
+        payload = json.dumps({"command": command, "size": size, "env": env or {}, "attach": True,
+                              "tty": tty, "rows": rows, "cols": cols}).encode()
+        head = (
+            f"POST {_path('apps', app, 'dynos')} HTTP/1.1\r\nHost: localhost\r\n"
+            f"Connection: Upgrade\r\nUpgrade: {UPGRADE_TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        ).encode()
+        sock = _connect(self.socket_path, self.timeout)
+        try:
+            sock.sendall(head + payload)
+            status, reason, headers, rest = _read_response_head(sock)
+            if status == 101:
+                return AttachSession(sock, rest)
+            length = int(headers.get("content-length", "0") or 0)
+            while len(rest) < length:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                rest += data
+            raise _error_from(status, reason, rest[:length])
+        except OSError as exc:
+            sock.close()
+            raise _lost(exc) from None
+        except BaseException:
+            sock.close()
+            raise
+
+    # --- logs -----------------------------------------------------------------------------------
+
+    def log_lines(self, app: str, lines: int = 100, ps: str | None = None, source: str | None = None,
+                  ) -> list[str]:
+        """The last ``lines`` log lines, newest last."""
+        connection = self._new_connection()
+        path = _path("apps", app, "logs") + "?" + urlencode(_log_query(lines, ps, source, tail=False))
+        try:
+            response = self._send(connection, "GET", path, None, {})
+            data = response.read()
+        finally:
+            connection.close()
+        if response.status >= 400:
+            raise _error_from(response.status, response.reason, data)
+        return data.decode("utf-8", "replace").splitlines()
+
+    def tail_logs(self, app: str, lines: int = 100, ps: str | None = None, source: str | None = None,
+                  ) -> Generator[str, None, None]:
+        """The last ``lines`` lines, then every new one as it is logged; runs until closed."""
+        return self._stream("GET", _path("apps", app, "logs"), query=_log_query(lines, ps, source, tail=True))
+
+    def list_drains(self, app: str) -> list[Json]:
+        return self.request("GET", _path("apps", app, "log-drains"))
+
+    def add_drain(self, app: str, url: str) -> Json:
+        return self.request("POST", _path("apps", app, "log-drains"), {"url": url})
+
+    def remove_drain(self, app: str, url_or_id: str) -> None:
+        self.request("DELETE", _path("apps", app, "log-drains", url_or_id))
+
+    # --- domains and certificates ---------------------------------------------------------------
+
+    def list_domains(self, app: str) -> list[Json]:
+        return self.request("GET", _path("apps", app, "domains"))
+
+    def add_domain(self, app: str, hostname: str) -> Json:
+        return self.request(
+            "POST", _path("apps", app, "domains"), {"hostname": hostname})
+
+    def remove_domain(self, app: str, hostname: str) -> None:
+        self.request("DELETE", _path("apps", app, "domains", hostname))
+
+    def list_certs(self, app: str) -> list[Json]:
+        return self.request("GET", _path("apps", app, "sni-endpoints"))
+
+    def add_cert(self, app: str, domain: str, cert_pem: str, key_pem: str) -> Json:
+        payload = {"domain": domain, "certificate_chain": cert_pem, "private_key": key_pem}
+        return self.request("POST", _path("apps", app, "sni-endpoints"), payload)
+
+    # --- stacks and the daemon ------------------------------------------------------------------
+
+    def list_stacks(self) -> list[Json]:
+        return self.request("GET", "/stacks")
+
+    def build_stack(self, name: str, progress: Callable[[str], None]) -> Json:
+        """Build a stack, passing each progress line to ``progress``; returns the stack."""
+        previous: str | None = None
+        for line in self._stream("POST", _path("stacks", name, "actions", "build")):
+            # The last line is the JSON outcome: hold each line back until the next one arrives.
+            if previous is not None:
+                progress(previous)
+            previous = line
+        try:
+            outcome = json.loads(previous or "")
+        except ValueError:
+            outcome = None
+        if not isinstance(outcome, dict) or not ("stack" in outcome or "error" in outcome):
+            if previous is not None:
+                progress(previous)
+            raise UserError(f"The build of stack {name} ended without a result; see dynod's log.",
+                            status=502, code="stream_broken")
+        if "error" in outcome:
+            error = outcome["error"]
+            raise UserError(str(error.get("message")), code=str(error.get("id", "error")))
+        return outcome["stack"]
+
+    def status(self) -> Json:
+        return self.request("GET", "/status")
+
+    def shutdown(self, stop_dynos: bool = False) -> None:
+        self.request("POST", "/shutdown", {"stop_dynos": stop_dynos})
+
+
+def _log_query(lines: int, ps: str | None, source: str | None, *, tail: bool) -> dict[str, str]:
+    query = {"lines": str(lines)}
+    if tail:
+        query["tail"] = "true"
+    if ps:
+        query["ps"] = ps
+    if source:
+        query["source"] = source
+    return query
+
+
+def _read_response_head(sock: socket.socket) -> tuple[int, str, dict[str, str], bytes]:
+    """Status, reason, headers (lower-case names) and the bytes already read past the head.
+
+    Hand-written because http.client's reader buffers past the 101 and cannot hand those bytes
+    back; the head it must read is one status line and a few headers from our own server.
+    """
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        data = sock.recv(65536)
+        if not data:
+            raise _broken("dynod closed the connection without answering; see its log.")
+        buffer += data
+        if len(buffer) > MAX_RESPONSE_HEAD:
+            raise _broken("dynod's answer has an oversized head.")
+    head, rest = buffer.split(b"\r\n\r\n", 1)
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise _broken(f"dynod's answer is not HTTP: {status_line[:60]!r}.")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(parts[1]), parts[2] if len(parts) > 2 else "", headers, rest
+
+
+class AttachSession:
+    """The client end of an attached one-off dyno: frames over a non-blocking socket.
+
+    ``send_stdin``/``close_stdin``/``resize`` queue frames; ``flush`` writes what the socket takes
+    now; ``receive`` returns the frames that have arrived (None at end of stream). A caller with
+    a terminal (dynoctl run) drives these from its own select loop; ``communicate`` does it for a
+    program that just wants the output and the exit code.
+    """
+
+    def __init__(self, sock: socket.socket, already_received: bytes = b"") -> None:
+        self.sock = sock
+        sock.setblocking(False)
+        self._decoder = FrameDecoder()
+        self._outgoing = bytearray()
+        self._ready: list[Frame] = self._feed(already_received)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> AttachSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _feed(self, data: bytes) -> list[Frame]:
+        try:
+            return self._decoder.feed(data)
+        except AttachProtocolError as exc:
+            raise _broken(f"dynod sent a broken attach stream: {exc}.") from None
+
+    # outgoing
+
+    def send_stdin(self, data: bytes) -> None:
+        self._outgoing += encode_data(FrameType.STDIN, data)
+
+    def close_stdin(self) -> None:
+        self._outgoing += encode_frame(FrameType.STDIN_EOF)
+
+    def resize(self, rows: int, cols: int) -> None:
+        self._outgoing += encode_resize(rows, cols)
+
+    @property
+    def queued(self) -> int:
+        """Bytes of frames not yet written to the socket."""
+        return len(self._outgoing)
+
+    def flush(self) -> None:
+        while self._outgoing:
+            try:
+                sent = self.sock.send(self._outgoing)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                raise _lost(exc) from None
+            del self._outgoing[:sent]
+
+    # incoming
+
+    def receive(self) -> list[Frame] | None:
+        """Frames that arrived (possibly none); None once the server closed the stream."""
+        if self._ready:
+            frames, self._ready = self._ready, []
+            return frames
+        try:
+            data = self.sock.recv(256 * 1024)
+        except BlockingIOError:
+            return []
+        except OSError as exc:
+            raise _lost(exc) from None
+        if not data:
+            if self._decoder.pending:
+                raise _broken("The attach stream from dynod ended in the middle of a frame.")
+            return None
+        return self._feed(data)
+
+    @property
+    def has_ready_frames(self) -> bool:
+        """Frames already decoded (they arrived with the 101): handle them before waiting."""
+        return bool(self._ready)
+
+    def communicate(self, stdin: bytes = b"", on_output: Callable[[FrameType, bytes], None] | None = None,
+                    ) -> int:
+        """Send ``stdin`` then EOF, pass each output chunk to ``on_output``, return the exit code."""
+        self.send_stdin(stdin)
+        self.close_stdin()
+        while True:
+            self.flush()
+            if not self.has_ready_frames:
+                writers = [self.sock] if self.queued else []
+                select.select([self.sock], writers, [])
+            frames = self.receive()
+            if frames is None:
+                raise _broken("dynod closed the attach stream before the dyno exited; see its log.")
+            for frame in frames:
+                code = handle_server_frame(frame, on_output)
+                if code is not None:
+                    return code
+
+
+def handle_server_frame(frame: Frame, on_output: Callable[[FrameType, bytes], None] | None) -> int | None:
+    """Apply one frame from the server: output goes to ``on_output``; EXIT returns the code."""
+    if frame.type in (FrameType.STDOUT, FrameType.STDERR):
+        if on_output is not None:
+            on_output(frame.type, frame.payload)
+        return None
+    if frame.type is FrameType.EXIT:
+        try:
+            return decode_exit(frame.payload)
+        except AttachProtocolError as exc:
+            raise _broken(f"dynod sent a broken exit frame: {exc}.") from None
+    if frame.type is FrameType.ERROR:
+        raise UserError(frame.payload.decode("utf-8", "replace"), status=500, code="attach_error")
+    raise _broken(f"dynod sent an unexpected {frame.type.name} frame.")

@@ -1,0 +1,574 @@
+"""The API's routing table: an HTTP request in, a ``PlatformService`` call, a response value out.
+
+Nothing here touches a socket. The server (``server.py``) parses HTTP with h11 and hands each
+request over as a ``Request``; a handler validates the input (a bad field is a ``UserError``
+before the platform is ever called), calls the platform and returns one of the response values
+below, which the server then writes. So every route tests against a fake platform without I/O.
+
+Paths and shapes follow Heroku's Platform API; see docs/api.md for the full list.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+import trio
+
+from ..errors import NotFound, UserError
+from .attach import UPGRADE_TOKEN
+from .service import AttachedDyno, Json, PlatformService
+
+# A JSON request is a few fields; anything bigger is a mistake (slugs have their own route).
+MAX_JSON_BODY = 1024 * 1024
+# Heroku's log stream keeps 1,500 lines per app and serves at most that many.
+MAX_LOG_LINES = 1500
+DEFAULT_LOG_LINES = 100
+LOG_SOURCES = ("app", "dynod")
+
+log = logging.getLogger("dynod.api")
+
+
+class RequestBody(Protocol):
+    """The request body as the server delivers it: whole (bounded) or streamed."""
+
+    async def read(self, limit: int) -> bytes:
+        """All of it; a UserError (413) past ``limit`` bytes."""
+        ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str  # without the query string, still percent-encoded
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    body: RequestBody
+
+    @property
+    def wants_attach(self) -> bool:
+        connection = {t.strip().lower() for t in self.headers.get("connection", "").split(",")}
+        return "upgrade" in connection and self.headers.get("upgrade", "").lower() == UPGRADE_TOKEN
+
+
+@dataclass(frozen=True, slots=True)
+class JsonResponse:
+    status: int
+    body: Any  # None: 204 No Content
+    # Runs once the answer is on the wire: for requests (shutdown) that would cut it off.
+    after: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TextResponse:
+    status: int
+    text: str
+    content_type: str = "text/plain; charset=utf-8"
+
+
+Write = Callable[[bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResponse:
+    """A chunked body produced as it happens (log tails, stack builds).
+
+    ``produce(write)`` writes every piece and returns at the end. With ``stop_when_client_leaves``
+    the server cancels it as soon as the client hangs up, even if nothing is being written (a
+    quiet tail would otherwise live forever); otherwise it runs to completion regardless.
+    """
+
+    produce: Callable[[Write], Awaitable[None]]
+    content_type: str = "text/plain; charset=utf-8"
+    stop_when_client_leaves: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AttachResponse:
+    """Switch the connection to attach frames (101) and pump between it and the dyno."""
+
+    dyno: AttachedDyno
+
+
+Response = JsonResponse | TextResponse | StreamResponse | AttachResponse
+Handler = Callable[["ApiRoutes", Request, dict[str, str]], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    method: str
+    segments: tuple[str, ...]  # literal segments, or "{name}" captures
+    handler: Handler
+
+
+_ROUTES: list[_Route] = []
+
+
+def _route(method: str, pattern: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        _ROUTES.append(_Route(method, tuple(pattern.strip("/").split("/")), handler))
+        return handler
+
+    return register
+
+
+def match_route(method: str, path: str) -> tuple[Handler, dict[str, str]]:
+    """Find the handler for a request; NotFound for no such path, 405 for a known path's wrong verb."""
+    segments = tuple(unquote(s) for s in path.strip("/").split("/"))
+    allowed: list[str] = []
+    for route in _ROUTES:
+        params = _match_segments(route.segments, segments)
+        if params is None:
+            continue
+        if route.method == method:
+            return route.handler, params
+        allowed.append(route.method)
+    if allowed:
+        raise UserError(
+            f"{method} is not allowed on {path}: use {' or '.join(sorted(set(allowed)))}.",
+            status=405, code="method_not_allowed",
+        )
+    raise NotFound(f"No such API path {path}: see docs/api.md for the routes dynod serves.")
+
+
+def _match_segments(pattern: tuple[str, ...], segments: tuple[str, ...]) -> dict[str, str] | None:
+    if len(pattern) != len(segments):
+        return None
+    params: dict[str, str] = {}
+    for want, got in zip(pattern, segments, strict=True):
+        if want.startswith("{"):
+            if not got:
+                return None
+            params[want[1:-1]] = got
+        elif want != got:
+            return None
+    return params
+
+
+class ApiRoutes:
+    """Dispatches requests to the platform. One instance serves every connection."""
+
+    def __init__(self, platform: PlatformService) -> None:
+        self.platform = platform
+
+    async def dispatch(self, request: Request) -> Response:
+        handler, params = match_route(request.method, request.path)
+        return await handler(self, request, params)
+
+
+# --- input checks: every one raises a UserError naming the field and what it should be -------------
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body.read(MAX_JSON_BODY)
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"The request body is not valid JSON ({exc}): send a JSON object.",
+                        status=400, code="bad_request") from None
+    if not isinstance(value, dict):
+        raise UserError("The request body must be a JSON object.", status=400, code="bad_request")
+    return value
+
+
+def _optional_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise UserError(f"Field {key!r} must be a string.")
+    return value
+
+
+def _required_str(body: dict[str, Any], key: str) -> str:
+    value = _optional_str(body, key)
+    if not value:
+        raise UserError(f"Field {key!r} is required: give a non-empty string.")
+    return value
+
+
+def _bool(body: dict[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise UserError(f"Field {key!r} must be true or false.")
+    return value
+
+
+def _int(body: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = body.get(key, default)
+    # bool is an int subclass in Python; true as a row count is a client bug, not a 1.
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UserError(f"Field {key!r} must be an integer from {low} to {high}.")
+    return value
+
+
+def _version(text: str) -> int:
+    digits = text[1:] if text[:1] in ("v", "V") else text
+    if not digits.isdigit() or int(digits) < 1:
+        raise UserError(f"Invalid release version {text!r}: use a version like v3 (or 'current').")
+    return int(digits)
+
+
+def _env(body: dict[str, Any]) -> dict[str, str]:
+    env = body.get("env") or {}
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
+        raise UserError("Field 'env' must be an object of string names to string values.")
+    return env
+
+
+def _query_lines(request: Request) -> int:
+    raw = request.query.get("lines", str(DEFAULT_LOG_LINES))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LOG_LINES:
+        raise UserError(f"lines must be a whole number from 1 to {MAX_LOG_LINES}, got {raw!r}.")
+    return int(raw)
+
+
+def _query_source(request: Request) -> str | None:
+    source = request.query.get("source") or None
+    if source is not None and source not in LOG_SOURCES:
+        raise UserError(f"Unknown log source {source!r}: use one of {', '.join(LOG_SOURCES)}.")
+    return source
+
+
+def _formation_updates(body: dict[str, Any]) -> list[Json]:
+    updates = body.get("updates")
+    if not isinstance(updates, list) or not updates:
+        raise UserError("Field 'updates' must be a non-empty list of {\"type\", \"quantity\"?, \"size\"?}.")
+    checked: list[Json] = []
+    for update in updates:
+        if not isinstance(update, dict):
+            raise UserError("Each formation update must be an object with a 'type'.")
+        item: Json = {"type": _required_str(update, "type")}
+        if "quantity" in update:
+            quantity = update["quantity"]
+            if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
+                raise UserError(f"Quantity for {item['type']} must be a whole number of 0 or more.")
+            item["quantity"] = quantity
+        if "size" in update:
+            item["size"] = _required_str(update, "size")
+        if len(item) == 1:
+            raise UserError(f"Formation update for {item['type']} needs a 'quantity' or a 'size'.")
+        checked.append(item)
+    return checked
+
+
+# --- apps -------------------------------------------------------------------------------------------
+
+
+@_route("GET", "/apps")
+async def _list_apps(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.list_apps())
+
+
+@_route("POST", "/apps")
+async def _create_app(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    return JsonResponse(201, await self.platform.create_app(_optional_str(body, "name") or None))
+
+
+@_route("GET", "/apps/{app}")
+async def _get_app(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.get_app(p["app"]))
+
+
+@_route("PATCH", "/apps/{app}")
+async def _patch_app(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    if "maintenance" not in body:
+        raise UserError("Nothing to change: send {\"maintenance\": true|false}.")
+    return JsonResponse(200, await self.platform.set_maintenance(p["app"], _bool(body, "maintenance", False)))
+
+
+@_route("DELETE", "/apps/{app}")
+async def _destroy_app(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    await self.platform.destroy_app(p["app"])
+    return JsonResponse(204, None)
+
+
+# --- config vars ------------------------------------------------------------------------------------
+
+
+@_route("GET", "/apps/{app}/config-vars")
+async def _get_config(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.get_config(p["app"]))
+
+
+@_route("PATCH", "/apps/{app}/config-vars")
+async def _update_config(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    if not body:
+        raise UserError("No config vars given: send {\"NAME\": \"value\"} to set, {\"NAME\": null} to unset.")
+    for name, value in body.items():
+        if value is not None and not isinstance(value, str):
+            raise UserError(f"Config var {name} must be a string (or null to unset it).")
+    return JsonResponse(200, await self.platform.update_config(p["app"], body))
+
+
+# --- slugs and releases -----------------------------------------------------------------------------
+
+
+@_route("POST", "/apps/{app}/slugs")
+async def _upload_slug(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(201, await self.platform.upload_slug(p["app"], request.body.chunks()))
+
+
+@_route("GET", "/apps/{app}/releases")
+async def _list_releases(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.list_releases(p["app"]))
+
+
+@_route("POST", "/apps/{app}/releases")
+async def _create_release(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    if "rollback" in body:
+        if "slug" in body:
+            raise UserError("Give either 'slug' (a new release) or 'rollback' (an old one), not both.")
+        target = body["rollback"]
+        if target is None:
+            version = None
+        elif isinstance(target, str):
+            version = _version(target)
+        elif isinstance(target, int) and not isinstance(target, bool) and target >= 1:
+            version = target
+        else:
+            raise UserError(
+                "Field 'rollback' must be a version like 3 or \"v3\", or null for the previous one."
+            )
+        return JsonResponse(201, await self.platform.rollback(p["app"], version))
+    slug = _required_str(body, "slug")
+    description = _optional_str(body, "description")
+    return JsonResponse(201, await self.platform.create_release(p["app"], slug, description))
+
+
+@_route("GET", "/apps/{app}/releases/{version}")
+async def _get_release(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    version = None if p["version"] == "current" else _version(p["version"])
+    return JsonResponse(200, await self.platform.get_release(p["app"], version))
+
+
+# --- formation and dynos ----------------------------------------------------------------------------
+
+
+@_route("GET", "/apps/{app}/formation")
+async def _get_formation(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.get_formation(p["app"]))
+
+
+@_route("PATCH", "/apps/{app}/formation")
+async def _update_formation(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    updates = _formation_updates(await _json_object(request))
+    return JsonResponse(200, await self.platform.update_formation(p["app"], updates))
+
+
+@_route("GET", "/apps/{app}/dynos")
+async def _list_dynos(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.list_dynos(p["app"]))
+
+
+@_route("POST", "/apps/{app}/dynos")
+async def _run_dyno(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    command = _required_str(body, "command")
+    size = _optional_str(body, "size")
+    env = _env(body)
+    if not _bool(body, "attach", False):
+        return JsonResponse(201, await self.platform.run_detached(p["app"], command, size, env))
+    if not request.wants_attach:
+        raise UserError(
+            f"An attached run needs the headers 'Connection: Upgrade' and 'Upgrade: {UPGRADE_TOKEN}'.",
+            status=400, code="bad_request",
+        )
+    dyno = await self.platform.run_attached(
+        p["app"], command, size, env,
+        tty=_bool(body, "tty", False),
+        rows=_int(body, "rows", 24, 1, 0xFFFF),
+        cols=_int(body, "cols", 80, 1, 0xFFFF),
+    )
+    return AttachResponse(dyno)
+
+
+@_route("DELETE", "/apps/{app}/dynos")
+async def _restart_all(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    await self.platform.restart_dynos(p["app"], None)
+    return JsonResponse(202, {})
+
+
+@_route("DELETE", "/apps/{app}/dynos/{target}")
+async def _restart(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    await self.platform.restart_dynos(p["app"], p["target"])
+    return JsonResponse(202, {})
+
+
+@_route("POST", "/apps/{app}/dynos/{target}/actions/stop")
+async def _stop(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    await self.platform.stop_dyno(p["app"], p["target"])
+    return JsonResponse(202, {})
+
+
+# --- logs and drains --------------------------------------------------------------------------------
+
+
+@_route("GET", "/apps/{app}/logs")
+async def _logs(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    app = p["app"]
+    lines = _query_lines(request)
+    ps = request.query.get("ps") or None
+    source = _query_source(request)
+    if request.query.get("tail", "").lower() not in ("true", "1"):
+        text = "".join(_line(line) for line in await self.platform.log_lines(app, lines, ps, source))
+        return TextResponse(200, text)
+    # Once the 200 is sent an error can no longer be an error answer: check the app exists first.
+    await self.platform.get_app(app)
+    platform = self.platform
+
+    async def produce(write: Write) -> None:
+        lines_iter = platform.tail_logs(app, lines, ps, source)
+        try:
+            async for line in lines_iter:
+                await write(_line(line).encode("utf-8", "replace"))
+        finally:
+            aclose = getattr(lines_iter, "aclose", None)
+            if aclose is not None:
+                with trio.CancelScope(shield=True):
+                    await aclose()
+
+    return StreamResponse(produce)
+
+
+def _line(line: str) -> str:
+    return line if line.endswith("\n") else line + "\n"
+
+
+@_route("GET", "/apps/{app}/log-drains")
+async def _list_drains(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.list_drains(p["app"]))
+
+
+@_route("POST", "/apps/{app}/log-drains")
+async def _add_drain(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    return JsonResponse(201, await self.platform.add_drain(p["app"], _required_str(body, "url")))
+
+
+@_route("DELETE", "/apps/{app}/log-drains/{drain}")
+async def _remove_drain(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    await self.platform.remove_drain(p["app"], p["drain"])
+    return JsonResponse(204, None)
+
+
+# --- domains and certificates -----------------------------------------------------------------------
+
+
+@_route("GET", "/apps/{app}/domains")
+async def _list_domains(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.list_domains(p["app"]))
+
+
+@_route("POST", "/apps/{app}/domains")
+async def _add_domain(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    return JsonResponse(201, await self.platform.add_domain(p["app"], _required_str(body, "hostname")))
+
+
+@_route("DELETE", "/apps/{app}/domains/{hostname}")
+async def _remove_domain(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    await self.platform.remove_domain(p["app"], p["hostname"])
+    return JsonResponse(204, None)
+
+
+@_route("GET", "/apps/{app}/sni-endpoints")
+async def _list_certs(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.list_certs(p["app"]))
+
+
+@_route("POST", "/apps/{app}/sni-endpoints")
+async def _add_cert(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    cert = await self.platform.add_cert(
+        p["app"], _required_str(body, "domain"),
+        _required_str(body, "certificate_chain"), _required_str(body, "private_key"),
+    )
+    return JsonResponse(201, cert)
+
+
+# --- stacks and the daemon --------------------------------------------------------------------------
+
+
+@_route("GET", "/stacks")
+async def _list_stacks(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.list_stacks())
+
+
+@_route("POST", "/stacks/{name}/actions/build")
+async def _build_stack(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    platform = self.platform
+    name = p["name"]
+
+    async def produce(write: Write) -> None:
+        # build_stack reports progress through a plain callback; a channel carries each line to
+        # this task, which owns the socket. Unbounded, because the callback must never block.
+        send, receive = trio.open_memory_channel[str](math.inf)
+        final: Json = {}
+
+        async def build() -> None:
+            try:
+                final["stack"] = await platform.build_stack(name, send.send_nowait)
+            except UserError as exc:
+                final["error"] = {"id": exc.code, "message": str(exc)}
+            except Exception:
+                log.exception("building stack %s failed", name)
+                final["error"] = {"id": "internal_error",
+                                  "message": f"Building stack {name} failed inside dynod; see its log."}
+            finally:
+                send.close()
+
+        client_here = True
+
+        async def write_while_client_here(data: bytes) -> None:
+            nonlocal client_here
+            if client_here:
+                try:
+                    await write(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    client_here = False
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(build)
+            async for line in receive:
+                await write_while_client_here(_line(line).encode("utf-8", "replace"))
+        await write_while_client_here(json.dumps(final).encode() + b"\n")
+
+    # A half-built stack is worse than one finished for nobody: the build outlives its client.
+    return StreamResponse(produce, stop_when_client_leaves=False)
+
+
+@_route("GET", "/status")
+async def _status(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.status())
+
+
+@_route("POST", "/shutdown")
+async def _shutdown(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    stop_dynos = _bool(body, "stop_dynos", False)
+    platform = self.platform
+
+    async def shut_down() -> None:
+        await platform.shutdown(stop_dynos)
+
+    return JsonResponse(202, {"stop_dynos": stop_dynos}, after=shut_down)
+
+
+__all__ = [
+    "ApiRoutes", "AttachResponse", "JsonResponse", "Request", "RequestBody", "Response", "StreamResponse",
+    "TextResponse", "match_route",
+]

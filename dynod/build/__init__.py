@@ -1,0 +1,1 @@
+"""Turning source into slugs: pack/verify/store (``slug``), buildpacks and git receive."""

@@ -1,0 +1,507 @@
+"""The buildpack runner: Heroku's buildpack API, run inside a build container, never on the host.
+
+A build compiles the app in place: the source directory is /app inside the container, so every
+path a buildpack writes (a venv's shebangs, node_modules/.bin links) stays valid in the dyno,
+where the slug is unpacked at /app again. The steps, as Heroku defines them:
+
+1. ``.slugignore`` removes what the slug must not carry (before any buildpack sees the tree);
+2. choose buildpacks: those named by the BUILDPACK_URL config var or the app's ``.buildpacks``
+   file (built-in names, local paths, git URLs; several = multi-buildpack), else the first
+   built-in whose ``bin/detect /app`` exits 0; detect prints the name shown to the user;
+3. ``bin/compile /app /tmp/cache /tmp/env`` for each, with STACK set and ENV_DIR holding one file
+   per config var; the cache directory is the app's and survives between builds;
+4. ``bin/release /app`` prints YAML (``default_process_types``, ``addons``); the app's Procfile
+   overrides the buildpack's defaults, type by type.
+
+Rules kept here: one deadline for the whole build (Heroku's 15 minutes by default), after which
+the container kills everything the build started; output is streamed line by line with a bound
+per line and a bound in total, so no buildpack can make dynod hold megabytes; every failure is a
+``BuildError``, one sentence saying what failed and what to do. Files the container wrote are
+read from the host with O_NOFOLLOW, so a build cannot point dynod (root) at a host file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import trio
+import yaml
+
+from ..errors import UserError
+from ..model import CONFIG_VAR_RE
+from ..procfile import parse_procfile
+from .builds import LineSplitter, detail, seconds, step
+from .slugignore import apply_slugignore
+
+# Where things are inside the build container (Heroku's layout: the app is built where it runs).
+APP_DIR = "/app"
+CACHE_DIR = "/tmp/cache"
+ENV_DIR = "/tmp/env"
+BUILDPACKS_DIR = "/buildpacks"
+BUILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+DEFAULT_TIMEOUT = 15 * 60.0  # Heroku's compile limit
+DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024  # more than any honest build prints
+MAX_DETECT_OUTPUT = 4096
+MAX_RELEASE_YAML_BYTES = 1024 * 1024
+MAX_APP_FILE_BYTES = 1024 * 1024  # Procfile, .buildpacks
+GIT_CLONE_TIMEOUT = 120.0
+
+BUILTIN_ROOT = Path(__file__).resolve().parents[2] / "buildpacks"
+BUILTIN_ORDER = ("python", "nodejs", "procfile")  # detection order, most specific first
+
+
+class BuildTimeout(Exception):
+    """Raised by a BuildContainer when a command outlives its timeout (its process tree is gone)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"command exceeded {timeout:.0f} s")
+        self.timeout = timeout
+
+
+class BuildError(UserError):
+    """A build that failed: the sentence says which step failed and what the user can do."""
+
+
+class BuildContainer(Protocol):
+    async def run(self, argv: list[str], *, env: dict[str, str], timeout: float,
+                  output: Callable[[bytes], None]) -> int:
+        """Run ``argv`` in the container; stdout and stderr both go to ``output`` as they come.
+
+        /app is the build dir (read-write), /tmp/cache the app's build cache, /tmp/env the ENV_DIR,
+        /buildpacks/<name> each buildpack (read-only). Returns the exit code; raises BuildTimeout
+        past ``timeout``. Past the timeout, and when the calling task is cancelled, the whole
+        process tree is killed before this returns or raises.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Buildpack:
+    name: str  # its directory under /buildpacks
+    path: Path  # on the host: holds bin/detect, bin/compile, bin/release
+    source: str  # what the user named (a built-in name, a path, a git URL), for messages
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseInfo:
+    default_process_types: dict[str, str] = field(default_factory=dict)
+    addons: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class CompileResult:
+    buildpacks: list[str]  # the names the buildpacks' detect printed, in run order
+    process_types: dict[str, str]  # buildpack defaults overlaid with the Procfile
+    addons: list[str]
+    slugignored: list[str]  # paths .slugignore removed
+    timings: dict[str, float]  # step -> seconds
+
+
+def builtin_buildpacks(root: Path = BUILTIN_ROOT) -> list[Buildpack]:
+    return [Buildpack(name, root / name, name) for name in BUILTIN_ORDER]
+
+
+# --- pure rules ---------------------------------------------------------------------------
+
+
+def parse_release_yaml(text: str, buildpack: str) -> ReleaseInfo:
+    """bin/release's YAML -> ReleaseInfo; anything that is not Heroku's shape is a BuildError."""
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise BuildError(f"Buildpack {buildpack}: bin/release printed invalid YAML{at}; "
+                         "it must print a mapping with default_process_types and addons.") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise BuildError(f"Buildpack {buildpack}: bin/release must print a YAML mapping, "
+                         f"not a {type(data).__name__}.")
+    types = data.get("default_process_types") or {}
+    if not isinstance(types, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_-]+", k) and v.strip()
+        for k, v in types.items()
+    ):
+        raise BuildError(f"Buildpack {buildpack}: default_process_types in bin/release's YAML must map "
+                         "process type names to command strings.")
+    addons = data.get("addons") or []
+    if not isinstance(addons, list) or not all(isinstance(a, str) for a in addons):
+        raise BuildError(f"Buildpack {buildpack}: addons in bin/release's YAML must be a list of names.")
+    return ReleaseInfo({k: v.strip() for k, v in types.items()}, list(addons))
+
+
+def parse_buildpacks_file(text: str) -> list[str]:
+    """A ``.buildpacks`` file: one buildpack per line; blank lines and '#' comments skipped."""
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def parse_buildpack_url(value: str) -> list[str]:
+    """BUILDPACK_URL: one buildpack, or several separated by commas or whitespace."""
+    return [part for part in re.split(r"[,\s]+", value) if part]
+
+
+def classify_buildpack(ref: str, builtin_names: set[str]) -> str:
+    """'builtin', 'git' or 'path'. ``heroku/python`` names the built-in ``python`` too."""
+    if ref in builtin_names or (ref.startswith("heroku/") and ref[7:] in builtin_names):
+        return "builtin"
+    if re.match(r"^(https?|git|ssh|file)://", ref) or re.match(r"^[\w.-]+@[\w.-]+:", ref):
+        return "git"
+    return "path"
+
+
+def merge_process_types(defaults: dict[str, str], procfile: dict[str, str] | None) -> dict[str, str]:
+    """Procfile entries replace a buildpack's default of the same type; other defaults stay."""
+    merged = dict(defaults)
+    merged.update(procfile or {})
+    return merged
+
+
+def config_env_files(config: Mapping[str, str]) -> dict[str, str]:
+    """ENV_DIR's content: one file per config var, named after it (so names must be file-safe)."""
+    for name in config:
+        if not CONFIG_VAR_RE.match(name):
+            raise BuildError(f"Config var {name!r} cannot be given to buildpacks: rename it to letters, "
+                             "digits and underscores.")
+    return dict(config)
+
+
+# --- host-side file handling --------------------------------------------------------------
+
+
+def read_app_file(directory: Path, name: str, limit: int = MAX_APP_FILE_BYTES) -> str | None:
+    """A regular file directly in ``directory`` that the build may have written; None if absent.
+
+    O_NOFOLLOW: dynod runs as root, and a symlink planted by a build must not make it read a
+    host file. Bigger than ``limit`` is refused rather than read.
+    """
+    try:
+        fd = os.open(directory / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BuildError(f"{name} in the app cannot be read ({exc.strerror}); "
+                         "it must be a plain file.") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise BuildError(f"{name} in the app must be a plain file.")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise BuildError(f"{name} in the app is over {limit // 1024} KiB; it cannot be that big.")
+    return data.decode("utf-8", errors="replace")
+
+
+def requested_buildpacks(source_dir: Path, config: Mapping[str, str]) -> tuple[list[str], str]:
+    """The buildpacks the user named and where: BUILDPACK_URL wins over ``.buildpacks``."""
+    if config.get("BUILDPACK_URL", "").strip():
+        return parse_buildpack_url(config["BUILDPACK_URL"]), "BUILDPACK_URL"
+    text = read_app_file(source_dir, ".buildpacks")
+    if text is not None and parse_buildpacks_file(text):
+        return parse_buildpacks_file(text), ".buildpacks"
+    return [], ""
+
+
+def _slot_name(index: int, ref: str) -> str:
+    base = re.sub(r"(\.git)?(#.*)?$", "", ref.rstrip("/")).rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    base = re.sub(r"[^A-Za-z0-9_.-]", "-", base).strip(".-") or "buildpack"
+    return f"{index}-{base}"[:64]
+
+
+async def install_buildpacks(refs: list[str], *, dest: Path, builtins: list[Buildpack],
+                             source_dir: Path, local_roots: tuple[Path, ...] = ()) -> list[Buildpack]:
+    """Place each named buildpack under ``dest`` (seen as /buildpacks in the container).
+
+    Built-ins are copied; a git URL (``URL#ref`` picks a branch or tag) is cloned; a relative
+    path names a directory inside the app; an absolute path must lie under one of ``local_roots``
+    (the operator's choice), because copying it exposes it to the build.
+    """
+    by_name = {bp.name: bp for bp in builtins}
+    installed: list[Buildpack] = []
+    for index, ref in enumerate(refs):
+        kind = classify_buildpack(ref, set(by_name))
+        if kind == "builtin":
+            builtin = by_name[ref.removeprefix("heroku/")]
+            target = dest / builtin.name
+            if not target.exists():
+                shutil.copytree(builtin.path, target, symlinks=True)
+            installed.append(Buildpack(builtin.name, target, ref))
+            continue
+        target = dest / _slot_name(index, ref)
+        if kind == "git":
+            await _git_clone(ref, target)
+        else:
+            _copy_local(ref, target, source_dir, local_roots)
+        compile_script = target / "bin" / "compile"
+        if not (compile_script.is_file() and os.access(compile_script, os.X_OK)):
+            shutil.rmtree(target, ignore_errors=True)
+            raise BuildError(f"Buildpack {ref} has no executable bin/compile; a buildpack needs "
+                             "bin/detect, bin/compile and bin/release.")
+        installed.append(Buildpack(target.name, target, ref))
+    return installed
+
+
+def _copy_local(ref: str, target: Path, source_dir: Path, local_roots: tuple[Path, ...]) -> None:
+    path = Path(ref)
+    if path.is_absolute():
+        real = Path(os.path.realpath(path))
+        if not any(real.is_relative_to(os.path.realpath(root)) for root in local_roots):
+            allowed = ", ".join(str(r) for r in local_roots) or "none configured"
+            raise BuildError(f"Buildpack path {ref} is outside the directories buildpacks may come from "
+                             f"({allowed}); put it there or use a git URL.")
+    else:
+        real = Path(os.path.realpath(source_dir / path))
+        if not real.is_relative_to(os.path.realpath(source_dir)):
+            raise BuildError(f"Buildpack path {ref} leaves the app; a relative path must stay inside it.")
+    if not real.is_dir():
+        raise BuildError(f"Buildpack {ref} is not a directory; name a buildpack directory or a git URL.")
+    shutil.copytree(real, target, symlinks=True)
+
+
+async def _git_clone(ref: str, target: Path) -> None:
+    url, _, branch = ref.partition("#")
+    argv = ["git", "-c", "protocol.ext.allow=never", "clone", "--quiet", "--depth", "1"]
+    if branch:
+        argv += ["--branch", branch]
+    argv += ["--", url, str(target)]
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
+    with trio.move_on_after(GIT_CLONE_TIMEOUT) as scope:
+        done = await trio.run_process(argv, env=env, capture_stdout=True, capture_stderr=True, check=False)
+    if scope.cancelled_caught:
+        shutil.rmtree(target, ignore_errors=True)
+        raise BuildError(f"Cloning buildpack {ref} took over {GIT_CLONE_TIMEOUT:.0f} s; check the URL.")
+    if done.returncode != 0:
+        shutil.rmtree(target, ignore_errors=True)
+        reason = done.stderr.decode(errors="replace").strip().splitlines()
+        raise BuildError(f"Buildpack {ref} could not be cloned ({reason[-1] if reason else 'git failed'}); "
+                         "check the URL and branch.")
+
+
+# --- running the steps ---------------------------------------------------------------------
+
+
+class _OutputBudget:
+    """Counts what buildpacks print and stops the running step once the total passes the cap."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.exceeded = False
+        self.scope: trio.CancelScope | None = None
+
+    def charge(self, size: int) -> None:
+        self.used += size
+        if self.used > self.limit and not self.exceeded:
+            self.exceeded = True
+            if self.scope is not None:
+                self.scope.cancel()
+
+
+class _Runner:
+    def __init__(self, container: BuildContainer, env: dict[str, str], deadline: float,
+                 timeout: float, budget: _OutputBudget, output: Callable[[str], None]) -> None:
+        self.container = container
+        self.env = env
+        self.deadline = deadline
+        self.timeout = timeout
+        self.budget = budget
+        self.output = output
+
+    async def run(self, argv: list[str], what: str, sink: Callable[[bytes], None] | None = None) -> int:
+        """Run one step; its output streams to the user line by line unless ``sink`` takes it."""
+        splitter = LineSplitter()
+
+        def stream(data: bytes) -> None:
+            self.budget.charge(len(data))
+            if self.budget.exceeded:
+                return
+            if sink is not None:
+                sink(data)
+                return
+            for line in splitter.feed(data):
+                self.output(line)
+
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._timeout_error(what)
+        with trio.CancelScope() as scope:
+            self.budget.scope = scope
+            try:
+                code = await self.container.run(argv, env=self.env, timeout=remaining, output=stream)
+            except BuildTimeout:
+                raise self._timeout_error(what) from None
+            finally:
+                self.budget.scope = None
+        if sink is None:
+            for line in splitter.flush():
+                self.output(line)
+        if scope.cancelled_caught or self.budget.exceeded:
+            raise BuildError(f"The build printed over {self.budget.limit // (1024 * 1024)} MiB of output "
+                             f"while {what} ran and was stopped; make it print less.")
+        return code
+
+    def _timeout_error(self, what: str) -> BuildError:
+        return BuildError(f"The build exceeded its {_minutes(self.timeout)} limit while {what} ran; "
+                          "everything it started was stopped. Make the build faster or ask the "
+                          "operator to raise the build timeout.")
+
+
+def _minutes(limit: float) -> str:
+    return f"{limit / 60:g} min" if limit >= 60 else f"{limit:g} s"
+
+
+async def _detect(runner: _Runner, bp: Buildpack) -> str | None:
+    """The name bin/detect prints when it accepts the app; None when it declines (exit != 0)."""
+    captured = bytearray()
+
+    def keep(data: bytes) -> None:
+        captured.extend(data[: max(0, MAX_DETECT_OUTPUT - len(captured))])
+
+    if not (bp.path / "bin" / "detect").is_file():
+        return bp.name
+    code = await runner.run([f"{BUILDPACKS_DIR}/{bp.name}/bin/detect", APP_DIR],
+                            f"{bp.source}'s bin/detect", sink=keep)
+    if code != 0:
+        return None
+    lines = captured.decode(errors="replace").strip().splitlines()
+    return lines[0].strip() if lines else bp.name
+
+
+async def _release(runner: _Runner, bp: Buildpack, source_dir: Path) -> ReleaseInfo:
+    if not (bp.path / "bin" / "release").is_file():
+        return ReleaseInfo()
+    # The container has one output stream (stdout and stderr merged); the YAML must be stdout
+    # alone, so the shell sends it to a file in /app that the host reads and removes.
+    name = f".dynod-release-{secrets.token_hex(8)}.yml"
+    argv = ["/bin/sh", "-c", 'exec "$0" "$1" > "$2"', f"{BUILDPACKS_DIR}/{bp.name}/bin/release",
+            APP_DIR, f"{APP_DIR}/{name}"]
+    try:
+        code = await runner.run(argv, f"{bp.source}'s bin/release")
+        if code != 0:
+            raise BuildError(f"Buildpack {bp.source}: bin/release exited with {code}; see the output above.")
+        try:
+            text = read_app_file(source_dir, name, MAX_RELEASE_YAML_BYTES) or ""
+        except BuildError:
+            raise BuildError(f"Buildpack {bp.source}: bin/release printed more than "
+                             f"{MAX_RELEASE_YAML_BYTES // 1024} KiB, or no plain YAML.") from None
+    finally:
+        (source_dir / name).unlink(missing_ok=True)
+    return parse_release_yaml(text, bp.source)
+
+
+def _write_env_dir(env_dir: Path, config: Mapping[str, str]) -> None:
+    files = config_env_files(config)
+    for old in env_dir.iterdir():
+        old.unlink()
+    for name, value in files.items():
+        (env_dir / name).write_text(value)
+
+
+async def compile_app(
+    source_dir: Path,
+    *,
+    container: BuildContainer,
+    buildpacks: list[Buildpack],
+    buildpacks_dir: Path,
+    config: dict[str, str],
+    cache_dir: Path,
+    env_dir: Path,
+    stack: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    output: Callable[[str], None],
+    source_version: str | None = None,
+    local_roots: tuple[Path, ...] = (),
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+) -> CompileResult:
+    """Compile ``source_dir`` (the container's /app) in place; raise BuildError on any failure.
+
+    ``buildpacks`` are the built-ins in detection order; ``buildpacks_dir`` is the host directory
+    the container shows read-only at /buildpacks (empty at start: the chosen buildpacks are
+    placed there). ``cache_dir``/``env_dir`` are the host sides of /tmp/cache and /tmp/env.
+    ``output`` receives each line of output, Heroku-framed, as it happens.
+    """
+    del cache_dir  # the container binds it; named here so callers keep host and container in step
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    output(step(f"Building on the {stack} stack"))
+
+    removed = apply_slugignore(source_dir)
+    if removed:
+        took = seconds(time.monotonic() - started)
+        output(step(f"Removed {len(removed)} paths listed in .slugignore ({took})"))
+    _write_env_dir(env_dir, config)
+
+    env = {"PATH": BUILD_PATH, "HOME": APP_DIR, "STACK": stack, "LANG": "C.UTF-8",
+           "DYNOD_BUILD": "1", "CNB_STACK_ID": stack}
+    if source_version:
+        env["SOURCE_VERSION"] = source_version
+    runner = _Runner(container, env, started + timeout, timeout, _OutputBudget(max_output_bytes), output)
+
+    refs, named_by = requested_buildpacks(source_dir, config)
+    t = time.monotonic()
+    chosen: list[tuple[Buildpack, str]] = []
+    if refs:
+        output(step(f"Using buildpacks from {named_by}: {', '.join(refs)}"))
+        for bp in await install_buildpacks(refs, dest=buildpacks_dir, builtins=buildpacks,
+                                           source_dir=source_dir, local_roots=local_roots):
+            name = await _detect(runner, bp)
+            if name is None:
+                raise BuildError(f"App not compatible with buildpack {bp.source}: its bin/detect declined "
+                                 f"the app; fix the app or change {named_by}.")
+            chosen.append((bp, name))
+    else:
+        installed = await install_buildpacks([bp.name for bp in buildpacks], dest=buildpacks_dir,
+                                             builtins=buildpacks, source_dir=source_dir)
+        for bp in installed:
+            name = await _detect(runner, bp)
+            if name is not None:
+                chosen.append((bp, name))
+                break
+        if not chosen:
+            raise BuildError("No default language could be detected for this app: add a requirements.txt, "
+                             "pyproject.toml, package.json or Procfile, or set BUILDPACK_URL.")
+    timings["detect"] = time.monotonic() - t
+
+    for bp, name in chosen:
+        t = time.monotonic()
+        output(step(f"{name} app detected"))
+        code = await runner.run([f"{BUILDPACKS_DIR}/{bp.name}/bin/compile", APP_DIR, CACHE_DIR, ENV_DIR],
+                                f"{bp.source}'s bin/compile")
+        elapsed = time.monotonic() - t
+        timings[f"compile {bp.name}"] = elapsed
+        if code != 0:
+            raise BuildError(f"Failed to compile the {name} app: {bp.source}'s bin/compile exited with "
+                             f"{code} after {seconds(elapsed)}; see the output above.")
+        output(step(f"{name} app compiled ({seconds(elapsed)})"))
+
+    t = time.monotonic()
+    output(step("Discovering process types"))
+    defaults: dict[str, str] = {}
+    addons: list[str] = []
+    for bp, _name in chosen:
+        info = await _release(runner, bp, source_dir)
+        defaults.update(info.default_process_types)  # a later buildpack's default wins
+        addons.extend(a for a in info.addons if a not in addons)
+    procfile_text = read_app_file(source_dir, "Procfile")
+    procfile = parse_procfile(procfile_text) if procfile_text is not None else None
+    process_types = merge_process_types(defaults, procfile)
+    if procfile is not None:
+        output(detail(f"Procfile declares types     -> {', '.join(procfile) or '(none)'}"))
+    if defaults:
+        output(detail(f"Default types for buildpack -> {', '.join(defaults)}"))
+    if not process_types:
+        output(detail("No process types: add a Procfile (e.g. 'web: python app.py') to run dynos."))
+    timings["release"] = time.monotonic() - t
+    output(step(f"Compiled in {seconds(time.monotonic() - started)}"))
+    return CompileResult(buildpacks=[name for _, name in chosen], process_types=process_types,
+                         addons=addons, slugignored=removed, timings=timings)

@@ -1,0 +1,211 @@
+"""Builds as records: what was built, from which source, how it ended, and its output.
+
+A build's output is a stream of lines: bytes from buildpacks are split into lines (no line over
+``MAX_LINE_BYTES``, the same cut Logplex makes), forwarded to whoever watches, and kept in a log
+file next to the record so ``dynoctl builds:output`` can replay it. Memory stays bounded whatever a
+buildpack prints: the splitter holds at most one line, the log file stops growing at its cap.
+
+Records live as one JSON file per build under ``state_dir/builds/<app>/``: builds are not part
+of the release ledger (a failed build makes no release) and their output is too big for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import NotFound
+from ..model import check_app_name
+
+MAX_LINE_BYTES = 10_000  # Logplex splits lines at 10,000 bytes; build output does the same
+DEFAULT_LOG_CAP_BYTES = 8 * 1024 * 1024  # what builds:output keeps of one build's output
+
+
+class LineSplitter:
+    """Sans-I/O: bytes in, complete text lines (without their newline) out."""
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self.max_line_bytes = max_line_bytes
+        self._partial = bytearray()
+
+    def feed(self, data: bytes) -> list[str]:
+        lines: list[str] = []
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                break
+            self._partial += data[start:end]
+            lines.extend(self._cut(final=True))
+            start = end + 1
+        self._partial += data[start:]
+        lines.extend(self._cut(final=False))
+        return lines
+
+    def flush(self) -> list[str]:
+        """The last line of a stream that did not end with a newline."""
+        return self._cut(final=True) if self._partial else []
+
+    def _cut(self, *, final: bool) -> list[str]:
+        out: list[str] = []
+        while len(self._partial) > self.max_line_bytes:
+            out.append(_decode(self._partial[: self.max_line_bytes]))
+            del self._partial[: self.max_line_bytes]
+        if final:
+            out.append(_decode(self._partial))
+            self._partial.clear()
+        return out
+
+
+def _decode(raw: bytes | bytearray) -> str:
+    return bytes(raw).rstrip(b"\r").decode("utf-8", errors="replace")
+
+
+# Heroku's build output framing: a step header, and indented detail lines below it.
+def step(text: str) -> str:
+    return f"-----> {text}"
+
+
+def detail(text: str) -> str:
+    return f"       {text}"
+
+
+def seconds(elapsed: float) -> str:
+    return f"{elapsed:.2f} s"
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRecord:
+    id: str
+    app: str
+    status: str  # "pending" while it runs, then "succeeded" or "failed"
+    source: str  # "git" or "tarball"
+    source_version: str | None  # the pushed commit for git builds
+    created_at: float
+    finished_at: float | None = None
+    buildpacks: list[str] = field(default_factory=list)
+    process_types: dict[str, str] = field(default_factory=dict)
+    slug_id: str | None = None
+    release: int | None = None
+    error: str | None = None  # the one-line reason a failed build failed
+    user: str | None = None  # who started it: an SSH key id, "local", "api"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class BuildLog:
+    """One build's output: each line is written to its log file (up to a cap) and forwarded."""
+
+    def __init__(self, path: Path, *, forward: Callable[[str], None] | None = None,
+                 cap_bytes: int = DEFAULT_LOG_CAP_BYTES) -> None:
+        self.path = path
+        self._forward = forward
+        self._cap = cap_bytes
+        self._written = 0
+        self._truncated = False
+        self._file: IO[str] | None = path.open("a", encoding="utf-8", errors="replace")
+
+    def line(self, text: str) -> None:
+        if self._forward is not None:
+            self._forward(text)
+        if self._file is None or self._truncated:
+            return
+        size = len(text) + 1
+        if self._written + size > self._cap:
+            # The watcher still sees everything; the replay notes where it stopped.
+            self._file.write(f"[dynod: output after {self._written} bytes was not kept]\n")
+            self._truncated = True
+            return
+        self._file.write(text + "\n")
+        self._written += size
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class BuildStore:
+    """Build records and their output under ``state_dir/builds/<app>/<id>.json|.log``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _dir(self, app: str) -> Path:
+        return self.root / check_app_name(app)
+
+    def create(self, app: str, *, source: str, source_version: str | None = None,
+               user: str | None = None) -> BuildRecord:
+        directory = self._dir(app)
+        directory.mkdir(parents=True, exist_ok=True)
+        # Time-ordered ids: listing by name lists by age, and ids stay unique without a counter.
+        build_id = f"{time.time_ns():x}-{secrets.token_hex(4)}"
+        record = BuildRecord(id=build_id, app=app, status="pending", source=source,
+                             source_version=source_version, created_at=time.time(), user=user)
+        self._write(record)
+        return record
+
+    def finish(self, record: BuildRecord, **changes: Any) -> BuildRecord:
+        done = replace(record, finished_at=time.time(), **changes)
+        self._write(done)
+        return done
+
+    def open_log(self, record: BuildRecord, forward: Callable[[str], None] | None = None,
+                 cap_bytes: int = DEFAULT_LOG_CAP_BYTES) -> BuildLog:
+        return BuildLog(self.log_path(record.app, record.id), forward=forward, cap_bytes=cap_bytes)
+
+    def log_path(self, app: str, build_id: str) -> Path:
+        return self._dir(app) / f"{_check_id(build_id)}.log"
+
+    def get(self, app: str, build_id: str | None = None) -> BuildRecord:
+        """One build; None: the newest."""
+        if build_id is None:
+            builds = self.list(app)
+            if not builds:
+                raise NotFound(f"App {app} has no builds yet; deploy it with git push or dynoctl deploy.")
+            return builds[-1]
+        path = self._dir(app) / f"{_check_id(build_id)}.json"
+        try:
+            return BuildRecord(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise NotFound(f"No build {build_id} for app {app}; list them with dynoctl builds.") from None
+
+    def list(self, app: str) -> list[BuildRecord]:
+        """Oldest first."""
+        directory = self._dir(app)
+        if not directory.is_dir():
+            return []
+        return [BuildRecord(**json.loads(p.read_text())) for p in sorted(directory.glob("*.json"))]
+
+    def output(self, app: str, build_id: str | None = None) -> str:
+        record = self.get(app, build_id)
+        try:
+            return self.log_path(app, record.id).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def delete_app(self, app: str) -> None:
+        directory = self._dir(app)
+        if directory.is_dir():
+            for path in directory.iterdir():
+                path.unlink()
+            directory.rmdir()
+
+    def _write(self, record: BuildRecord) -> None:
+        path = self._dir(record.app) / f"{record.id}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record.to_json(), sort_keys=True))
+        os.replace(tmp, path)  # a reader never sees half a record
+
+
+def _check_id(build_id: str) -> str:
+    if not build_id or not all(c in "0123456789abcdef-" for c in build_id):
+        raise NotFound(f"No build {build_id!r}: build ids are like 18a3c0f2e1b4d000-1f2e3d4c.")
+    return build_id

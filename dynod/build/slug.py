@@ -1,0 +1,618 @@
+"""Slugs: a built app as one gzip-compressed tarball whose members all live under ``app/``.
+
+A slug is addressed by the sha256 of its bytes, so the same build is stored once and a release
+names exactly what it runs. Nothing enters the store unverified: every member is checked
+against the rules below before the file is renamed into place, and the same rules run again,
+member by member, when a slug is unpacked, so a file changed on disk cannot escape either.
+
+Member rules (one ``UserError`` naming the member on the first break):
+- paths are relative, have no ``..`` component and lie under ``app/`` (a leading ``./`` is allowed,
+  as ``tar czf slug.tgz ./app`` writes it);
+- regular files, directories, symlinks and hard links only: no device nodes, FIFOs or others;
+- no setuid/setgid bits (the dyno runs with no_new_privs, but the slug should not ask);
+- a symlink's target stays inside /app: relative ones resolve inside ``app/``, absolute ones
+  point at /app or below; a hard link names an earlier regular file inside ``app/``;
+- no member sits beneath a symlink or a file, and no path appears twice (so extraction can
+  never be steered through a link);
+- the compressed file and the uncompressed content (512 bytes of header per member plus file
+  sizes, so a million empty files counts too) each stay within the limit (Heroku: 1 GB).
+
+This module imports only the standard library and ``dynod.procfile``/``dynod.errors``: dynoctl
+uses ``pack_directory`` and must start fast. ``SlugStore.store_stream`` imports trio lazily.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import posixpath
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from ..errors import NotFound, UserError
+from ..procfile import parse_procfile
+
+SLUG_LIMIT = 1 << 30  # Heroku's maximum slug size, 1 GB
+ROOT = "app"
+PROCFILE = "app/Procfile"
+PROCFILE_LIMIT = 1 << 20  # a Procfile is a few lines; more is a mistake, not a config
+STALE_TEMP_SECONDS = 3600.0  # gc removes temp files this old: a store that crashed mid-write
+_SLUG_ID = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+_MEMBER_HEADER = 512
+
+
+@dataclass(frozen=True)
+class SlugInfo:
+    id: str  # sha256 hex of the tarball
+    path: Path
+    size: int  # bytes of the tarball (compressed)
+    process_types: dict[str, str]  # from app/Procfile; {} when there is none
+
+
+# ---- member rules, shared by pack, verify and unpack ------------------------------------------
+
+class _MemberRules:
+    """Checks members in archive order; remembers what came before (links, duplicates, sizes)."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self.total = 0
+        self.kinds: dict[str, str] = {}  # normalized path -> "dir" | "file" | "symlink" | "link"
+        self.implicit_dirs: set[str] = set()  # parents seen only through their children so far
+
+    def check(self, member: tarfile.TarInfo) -> str:
+        """Return the member's normalized path ("app/..."), or raise UserError saying why not."""
+        path = _normalize(member.name, member.name)
+        label = member.name
+        if member.isdir():
+            kind = "dir"
+        elif member.isreg():
+            kind = "file"
+        elif member.issym():
+            kind = "symlink"
+        elif member.islnk():
+            kind = "link"
+        elif member.ischr() or member.isblk():
+            raise _bad(label, "is a device node", "remove it from the app")
+        elif member.isfifo():
+            raise _bad(label, "is a FIFO", "remove it from the app")
+        else:
+            raise _bad(label, f"has an unsupported type ({member.type!r})", "keep only files, "
+                       "directories and links")
+        if path == ROOT and kind != "dir":
+            raise _bad(label, "must be the app directory", "put the app's files under app/")
+        if path == PROCFILE and kind != "file":
+            raise _bad(label, "must be a regular file", "replace the link with the Procfile itself")
+        if member.mode & (stat.S_ISUID | stat.S_ISGID):
+            raise _bad(label, "has the setuid or setgid bit", "clear it (chmod u-s,g-s)")
+
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            parent_kind = self.kinds.get(parent, "dir")
+            if parent_kind != "dir":
+                raise _bad(label, f"lies beneath {parent}, which is a {parent_kind}",
+                           "archive real directories, not links to them")
+        if path in self.kinds and not (kind == "dir" and path in self.implicit_dirs):
+            raise _bad(label, "appears twice in the archive", "archive each path once")
+
+        if kind == "symlink":
+            _check_symlink_target(label, path, member.linkname)
+        elif kind == "link":
+            target = _normalize(member.linkname, label)
+            if self.kinds.get(target) != "file":
+                raise _bad(label, f"is a hard link to {member.linkname!r}, which is not an earlier file "
+                           "in app/", "archive the file itself")
+
+        self.total += _MEMBER_HEADER + (member.size if kind == "file" else 0)
+        if self.total > self.limit_bytes:
+            raise UserError(
+                f"Slug content is over the {_human(self.limit_bytes)} limit at member {label!r}; "
+                "remove unneeded files (list them in .slugignore) and build again.")
+
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if parent not in self.kinds:
+                self.kinds[parent] = "dir"
+                self.implicit_dirs.add(parent)
+        self.kinds[path] = kind
+        self.implicit_dirs.discard(path)
+        return path
+
+
+def _normalize(name: str, label: str) -> str:
+    if not name or "\x00" in name:
+        raise _bad(label, "has an empty or invalid name", "rebuild the slug with tar")
+    if name.startswith("/"):
+        raise _bad(label, "is an absolute path", "archive paths relative to the slug root, like app/...")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise _bad(label, "has a '..' component", "archive paths without '..'")
+    if not parts or parts[0] != ROOT:
+        raise _bad(label, "is outside app/", "put every file of the slug under app/")
+    return "/".join(parts)
+
+
+def _check_symlink_target(label: str, path: str, target: str) -> None:
+    if not target or "\x00" in target:
+        raise _bad(label, "is a symlink with an empty target", "remove it")
+    if target.startswith("/"):
+        resolved = posixpath.normpath(target)
+        inside = resolved == "/" + ROOT or resolved.startswith("/" + ROOT + "/")
+    else:
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+        inside = resolved == ROOT or resolved.startswith(ROOT + "/")
+    if not inside:
+        raise _bad(label, f"is a symlink to {target!r}, outside /app",
+                   "vendor the target into the app or point the link inside /app")
+
+
+def _bad(label: str, what: str, advice: str) -> UserError:
+    return UserError(f"Slug member {label!r} {what}; {advice}.")
+
+
+def _human(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MB" if n >= (1 << 20) else f"{n} bytes"
+
+
+# ---- packing ------------------------------------------------------------------------------
+
+class _HashingWriter:
+    """A write-only file object that hashes, counts and limits what passes through it."""
+
+    def __init__(self, out: IO[bytes], limit_bytes: int) -> None:
+        self._out = out
+        self._limit = limit_bytes
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self._limit:
+            raise UserError(f"The compressed slug is over the {_human(self._limit)} limit; remove "
+                            "unneeded files (list them in .slugignore) and build again.")
+        self.sha.update(data)
+        return self._out.write(data)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
+def pack_directory(src: Path, dest_dir: Path, *, limit_bytes: int = SLUG_LIMIT) -> SlugInfo:
+    """Pack ``src`` as ``app/`` into ``dest_dir/<sha256>.tgz``, byte-for-byte reproducible.
+
+    Members are sorted, owned by 0:0 with no user/group names, keep their modes and mtimes
+    (whole seconds); the gzip header carries no name and mtime 0. ``.git`` is skipped. A src
+    without a Procfile packs fine (``process_types`` is then {}).
+    """
+    src = Path(src)
+    if not src.is_dir():
+        raise UserError(f"{src} is not a directory; pass the directory holding the app's files.")
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    rules = _MemberRules(limit_bytes)
+    process_types: dict[str, str] = {}
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-pack-", suffix=".tgz", dir=dest_dir)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            writer = _HashingWriter(out, limit_bytes)
+            with gzip.GzipFile(filename="", mode="wb", fileobj=writer, mtime=0) as gz, \
+                    tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for path, info in _walk_for_pack(src):
+                    rules.check(info)
+                    if info.isreg():
+                        with path.open("rb") as data:
+                            if info.name == PROCFILE:
+                                process_types = _parse_procfile_bytes(data.read(PROCFILE_LIMIT + 1))
+                                data.seek(0)
+                            tar.addfile(info, data)
+                    else:
+                        tar.addfile(info)
+            out.flush()
+            os.fsync(out.fileno())
+        slug_id = writer.sha.hexdigest()
+        final = dest_dir / f"{slug_id}.tgz"
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return SlugInfo(id=slug_id, path=final, size=writer.size, process_types=process_types)
+
+
+def _walk_for_pack(src: Path) -> Iterable[tuple[Path, tarfile.TarInfo]]:
+    yield src, _tarinfo(src, ROOT, src.stat())  # src itself may be a link to the app directory
+    yield from _walk_dir(src, ROOT)
+
+
+def _walk_dir(directory: Path, name: str) -> Iterable[tuple[Path, tarfile.TarInfo]]:
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise UserError(f"Cannot read {directory}: {exc.strerror}; fix its permissions.") from None
+    for entry in entries:
+        if entry == ".git":  # history is not part of the app (Heroku slugs leave it out too)
+            continue
+        path = directory / entry
+        member = f"{name}/{entry}"
+        st = path.lstat()
+        if stat.S_ISSOCK(st.st_mode):
+            continue  # a leftover socket of a dev server: it cannot be archived and means nothing
+        info = _tarinfo(path, member, st)
+        yield path, info
+        if info.isdir():
+            yield from _walk_dir(path, member)
+
+
+def _tarinfo(path: Path, name: str, st: os.stat_result | None = None) -> tarfile.TarInfo:
+    st = st or path.lstat()
+    info = tarfile.TarInfo(name)
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.mtime = int(st.st_mtime)
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISREG(st.st_mode):
+        info.type = tarfile.REGTYPE
+        info.size = st.st_size
+    elif stat.S_ISLNK(st.st_mode):
+        info.type = tarfile.SYMTYPE
+        info.linkname = os.readlink(path)
+    elif stat.S_ISFIFO(st.st_mode):
+        info.type = tarfile.FIFOTYPE
+    else:
+        info.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
+    return info  # the rules refuse FIFOs and devices with a message naming the member
+
+
+def _parse_procfile_bytes(raw: bytes) -> dict[str, str]:
+    if len(raw) > PROCFILE_LIMIT:
+        raise UserError(f"The Procfile is over {_human(PROCFILE_LIMIT)}; keep one line per process type.")
+    try:
+        return parse_procfile(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError("The Procfile is not UTF-8 text; save it as UTF-8.") from None
+
+
+# ---- reading a slug --------------------------------------------------------------------------
+
+_NOT_A_SLUG = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def _read_members(path: Path, limit_bytes: int,
+                  on_member: Callable[[tarfile.TarInfo, str, IO[bytes] | None], None]) -> None:
+    """Stream through the slug at ``path``, checking each member before ``on_member`` sees it."""
+    rules = _MemberRules(limit_bytes)
+    seen = 0
+    # gzip.GzipFile, not tarfile's "r|gz": it checks the CRC and the end-of-stream marker, so a
+    # truncated upload is refused even when the cut falls in the archive's zero padding.
+    with path.open("rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+        try:
+            with tarfile.open(fileobj=gz, mode="r|") as tar:
+                for member in tar:
+                    normalized = rules.check(member)
+                    data = tar.extractfile(member) if member.isreg() else None
+                    on_member(member, normalized, data)
+                    seen += 1
+            # The rest (padding) must decompress and match the CRC too, and counts toward the
+            # limit: gigabytes of zeros after the end-of-archive marker are a bomb, not padding.
+            while chunk := gz.read(_CHUNK):
+                rules.total += len(chunk)
+                if rules.total > limit_bytes:
+                    raise UserError(f"Slug content is over the {_human(limit_bytes)} limit after the "
+                                    "archive's end; rebuild the slug with tar.")
+        except _NOT_A_SLUG as exc:
+            raise UserError(f"The slug is not a gzip-compressed tar archive ({exc}); make one with "
+                            "`tar czf slug.tgz app`.") from None
+    if seen == 0:
+        raise UserError("The slug is an empty archive; it must contain app/ with the app's files.")
+
+
+def _scan_process_types(path: Path, limit_bytes: int) -> dict[str, str]:
+    found: dict[str, str] = {}
+
+    def visit(member: tarfile.TarInfo, normalized: str, data: IO[bytes] | None) -> None:
+        if normalized == PROCFILE and data is not None:
+            found.update(_parse_procfile_bytes(data.read(PROCFILE_LIMIT + 1)))
+
+    _read_members(path, limit_bytes, visit)
+    return found
+
+
+class _Extractor:
+    """Writes members below ``root`` through directory fds, never following a link on the host."""
+
+    def __init__(self, root: Path, uid: int, gid: int) -> None:
+        self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        self.uid = uid
+        self.gid = gid
+        # path -> (mode, mtime or None for a parent the archive never listed), applied at the end
+        self.dirs: dict[str, tuple[int, int | None]] = {}
+
+    def close(self) -> None:
+        os.close(self.root_fd)
+
+    def _open_dir(self, parts: list[str], *, create: bool) -> int:
+        fd = os.dup(self.root_fd)
+        try:
+            for depth, part in enumerate(parts, start=1):
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                        os.chown(part, self.uid, self.gid, dir_fd=fd, follow_symlinks=False)
+                        self.dirs.setdefault("/".join(parts[:depth]), (0o755, None))
+                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def add(self, member: tarfile.TarInfo, normalized: str, data: IO[bytes] | None) -> None:
+        parts = normalized.split("/")
+        try:
+            parent = self._open_dir(parts[:-1], create=True)
+            try:
+                self._add_in(parent, parts[-1], member, data)
+            finally:
+                os.close(parent)
+        except OSError as exc:
+            raise UserError(f"Cannot unpack slug member {member.name!r}: {exc.strerror}; check free "
+                            "disk space and rebuild the slug.") from None
+        if member.isdir():
+            self.dirs[normalized] = (stat.S_IMODE(member.mode), int(member.mtime))
+
+    def _add_in(self, parent: int, name: str, member: tarfile.TarInfo, data: IO[bytes] | None) -> None:
+        if member.isdir():
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=parent)
+        elif member.isreg():
+            assert data is not None
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(data, out, _CHUNK)
+                out.flush()  # before utime: a later flush would move mtime to now
+                os.fchown(out.fileno(), self.uid, self.gid)
+                os.fchmod(out.fileno(), stat.S_IMODE(member.mode))
+                os.utime(out.fileno(), (member.mtime, member.mtime))
+        elif member.issym():
+            os.symlink(member.linkname, name, dir_fd=parent)
+            os.chown(name, self.uid, self.gid, dir_fd=parent, follow_symlinks=False)
+            os.utime(name, (member.mtime, member.mtime), dir_fd=parent, follow_symlinks=False)
+        elif member.islnk():
+            target = _normalize(member.linkname, member.name).split("/")
+            source_dir = self._open_dir(target[:-1], create=False)
+            try:
+                os.link(target[-1], name, src_dir_fd=source_dir, dst_dir_fd=parent, follow_symlinks=False)
+            finally:
+                os.close(source_dir)
+
+    def finish(self) -> None:
+        # Deepest first, so setting a directory's mtime comes after every change inside it.
+        for path in sorted(self.dirs, key=lambda p: p.count("/"), reverse=True):
+            mode, mtime = self.dirs[path]
+            fd = self._open_dir(path.split("/"), create=False)
+            try:
+                os.fchown(fd, self.uid, self.gid)
+                os.fchmod(fd, mode)
+                if mtime is not None:
+                    os.utime(fd, (mtime, mtime))
+            finally:
+                os.close(fd)
+
+
+# ---- the store --------------------------------------------------------------------------------
+
+class SlugStore:
+    """Verified slugs under ``root`` as <sha256>.tgz (+ <sha256>.json with what was read from it).
+
+    ``unpacked/<sha256>/app`` holds each slug unpacked once, the lower layer of its dynos' overlay.
+    Safe to use from several threads; a slug that is refused leaves nothing behind.
+    """
+
+    def __init__(self, root: Path, *, limit_bytes: int = SLUG_LIMIT) -> None:
+        self.root = Path(root)
+        self.limit_bytes = limit_bytes
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.unpacked_root = self.root / "unpacked"
+        self.unpacked_root.mkdir(exist_ok=True)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # -- taking slugs in
+
+    def store_file(self, path: Path) -> SlugInfo:
+        try:
+            source = Path(path).open("rb")
+        except OSError as exc:
+            raise UserError(f"Cannot read slug file {path}: {exc.strerror}; check the path.") from None
+        with source:
+            fd, tmp = self._new_temp()
+            try:
+                sha, size = hashlib.sha256(), 0
+                with os.fdopen(fd, "wb") as out:
+                    while chunk := source.read(_CHUNK):
+                        size += len(chunk)
+                        self._check_compressed(size)
+                        sha.update(chunk)
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        return self._keep(tmp, sha.hexdigest(), size)
+
+    async def store_stream(self, chunks: AsyncIterator[bytes]) -> SlugInfo:
+        import trio  # here, not at the top: dynoctl imports this module and must start fast
+
+        fd, tmp = self._new_temp()
+        out = os.fdopen(fd, "wb")
+        try:
+            sha, size = hashlib.sha256(), 0
+            pending: list[bytes] = []
+            pending_size = 0
+            async for chunk in chunks:
+                size += len(chunk)
+                self._check_compressed(size)
+                sha.update(chunk)
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= _CHUNK:  # batch small chunks: one thread hop per MiB
+                    await trio.to_thread.run_sync(out.write, b"".join(pending))
+                    pending, pending_size = [], 0
+            await trio.to_thread.run_sync(_write_and_sync, out, b"".join(pending))
+            out.close()
+            return await trio.to_thread.run_sync(self._keep, tmp, sha.hexdigest(), size)
+        except BaseException:
+            out.close()
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _new_temp(self) -> tuple[int, Path]:
+        fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".tgz", dir=self.root)
+        return fd, Path(name)
+
+    def _check_compressed(self, size: int) -> None:
+        if size > self.limit_bytes:
+            raise UserError(f"The slug is over the {_human(self.limit_bytes)} limit; remove unneeded "
+                            "files (list them in .slugignore) and build again.")
+
+    def _keep(self, tmp: Path, slug_id: str, size: int) -> SlugInfo:
+        """Verify the temp file, then rename it into place (or drop it if already stored)."""
+        final = self._path(slug_id)
+        try:
+            if final.exists():
+                tmp.unlink()
+                return self.get(slug_id)
+            process_types = _scan_process_types(tmp, self.limit_bytes)
+            self._write_meta(slug_id, process_types)
+            os.replace(tmp, final)
+            _fsync_dir(self.root)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return SlugInfo(id=slug_id, path=final, size=size, process_types=process_types)
+
+    def _write_meta(self, slug_id: str, process_types: dict[str, str]) -> None:
+        fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.root)
+        try:
+            with os.fdopen(fd, "w") as out:
+                json.dump({"process_types": process_types}, out, sort_keys=True)
+            os.replace(name, self._meta_path(slug_id))
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+
+    # -- reading slugs
+
+    def get(self, slug_id: str) -> SlugInfo:
+        path = self._existing(slug_id)
+        try:
+            process_types = json.loads(self._meta_path(slug_id).read_text())["process_types"]
+        except (OSError, ValueError, KeyError):
+            # The metadata is a cache of the tarball's own Procfile: rebuild it when missing.
+            process_types = _scan_process_types(path, self.limit_bytes)
+            self._write_meta(slug_id, process_types)
+        return SlugInfo(id=slug_id, path=path, size=path.stat().st_size, process_types=process_types)
+
+    def unpacked(self, slug_id: str, uid: int, gid: int) -> Path:
+        """Return ``unpacked/<sha>`` (which contains ``app/`` owned by uid:gid), unpacking once."""
+        path = self._existing(slug_id)
+        final = self.unpacked_root / slug_id
+        with self._lock_for(slug_id):
+            if final.is_dir():
+                return final
+            work = Path(tempfile.mkdtemp(prefix=f".tmp-{slug_id[:12]}-", dir=self.unpacked_root))
+            try:
+                extractor = _Extractor(work, uid, gid)
+                try:
+                    _read_members(path, self.limit_bytes, extractor.add)
+                    extractor.finish()
+                finally:
+                    extractor.close()
+                os.chmod(work, 0o755)
+                try:
+                    os.rename(work, final)  # atomic: readers see nothing or the whole tree
+                except OSError:
+                    if not final.is_dir():  # another process won the race: its copy is as good
+                        raise
+                    shutil.rmtree(work)
+            except BaseException:
+                shutil.rmtree(work, ignore_errors=True)
+                raise
+        return final
+
+    def gc(self, keep: set[str]) -> list[str]:
+        """Remove stored slugs (and their unpacked trees) whose id is not in ``keep``."""
+        removed: list[str] = []
+        for tarball in sorted(self.root.glob("*.tgz")):
+            slug_id = tarball.name.removesuffix(".tgz")
+            if not _SLUG_ID.match(slug_id) or slug_id in keep:
+                continue
+            with self._lock_for(slug_id):
+                tarball.unlink(missing_ok=True)
+                self._meta_path(slug_id).unlink(missing_ok=True)
+                shutil.rmtree(self.unpacked_root / slug_id, ignore_errors=True)
+            removed.append(slug_id)
+        self._remove_stale_temps()
+        return removed
+
+    def _remove_stale_temps(self) -> None:
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for directory in (self.root, self.unpacked_root):
+            for leftover in directory.glob(".tmp-*"):
+                with contextlib.suppress(FileNotFoundError):
+                    if leftover.lstat().st_mtime < cutoff:
+                        if leftover.is_dir() and not leftover.is_symlink():
+                            shutil.rmtree(leftover, ignore_errors=True)
+                        else:
+                            leftover.unlink()
+
+    # -- paths
+
+    def _path(self, slug_id: str) -> Path:
+        return self.root / f"{slug_id}.tgz"
+
+    def _meta_path(self, slug_id: str) -> Path:
+        return self.root / f"{slug_id}.json"
+
+    def _existing(self, slug_id: str) -> Path:
+        # The id becomes a file name: only a sha256 hex string may get that far.
+        if not isinstance(slug_id, str) or not _SLUG_ID.match(slug_id) or not self._path(slug_id).is_file():
+            raise NotFound(f"Couldn't find that slug: {slug_id}.")
+        return self._path(slug_id)
+
+    def _lock_for(self, slug_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(slug_id, threading.Lock())
+
+
+def _write_and_sync(out: IO[bytes], data: bytes) -> None:
+    out.write(data)
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,154 @@
+"""dynoctl: the platform from the command line, with Heroku CLI habits.
+
+``dynoctl COMMAND [options]``. Each topic is a module with one function per command; only the
+module of the command being run is imported, because ``dynoctl run`` must start in tens of
+milliseconds. Every failure prints one line on stderr and exits 1 (130 on Ctrl-C); a traceback
+is never what a user sees.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from ..errors import UserError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import TextIO
+
+    from .command import Context
+
+# name -> (module, function, summary). Heroku's topic:command names, in the order help shows them.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "apps": ("apps", "list_apps", "list the apps"),
+    "apps:create": ("apps", "create", "create an app: apps:create [NAME]"),
+    "apps:destroy": ("apps", "destroy", "destroy an app for good (asks for its name)"),
+    "apps:info": ("apps", "info", "show an app's details and web URL"),
+    "config": ("config", "show", "show the config vars"),
+    "config:get": ("config", "get", "print one config var: config:get KEY"),
+    "config:set": ("config", "set_vars", "set config vars: config:set KEY=value..."),
+    "config:unset": ("config", "unset", "remove config vars: config:unset KEY..."),
+    "deploy": ("deploy", "deploy", "pack a directory into a slug and release it: deploy [DIR]"),
+    "releases": ("releases", "list_releases", "list the releases"),
+    "releases:info": ("releases", "info", "show a release: releases:info [vN]"),
+    "releases:rollback": ("releases", "rollback", "release an old release again: releases:rollback [vN]"),
+    "releases:create": ("releases", "create", "upload a slug and release it: releases:create --slug FILE"),
+    "ps": ("ps", "show", "list the dynos"),
+    "ps:scale": ("ps", "scale", "scale process types: ps:scale web=3 worker=2:standard-2X web+1"),
+    "ps:type": ("ps", "dyno_type", "show or set dyno sizes: ps:type [web=standard-2X...]"),
+    "ps:restart": ("ps", "restart", "restart dynos: ps:restart [DYNO|TYPE]"),
+    "ps:stop": ("ps", "stop", "stop a dyno: ps:stop DYNO|TYPE"),
+    "run": ("run", "run", "run a one-off dyno attached to this terminal: run COMMAND..."),
+    "run:detached": ("run", "run_detached", "run a one-off dyno logging its output: run:detached COMMAND..."),
+    "logs": ("logs", "logs", "show the logs: logs [-n N] [-t] [-p DYNO] [-s app|dynod]"),
+    "drains": ("drains", "show", "list log drains"),
+    "drains:add": ("drains", "add", "add a log drain: drains:add URL"),
+    "drains:remove": ("drains", "remove", "remove a log drain: drains:remove URL"),
+    "domains": ("domains", "show", "list the hostnames routed to the app"),
+    "domains:add": ("domains", "add", "route a hostname to the app: domains:add HOST"),
+    "domains:remove": ("domains", "remove", "stop routing a hostname: domains:remove HOST"),
+    "certs": ("certs", "show", "list TLS certificates"),
+    "certs:add": ("certs", "add", "add a TLS certificate: certs:add CERT KEY --domain D"),
+    "maintenance": ("maintenance", "show", "show maintenance mode"),
+    "maintenance:on": ("maintenance", "on", "serve a maintenance page (H80)"),
+    "maintenance:off": ("maintenance", "off", "serve the app again"),
+    "stacks": ("stacks", "show", "list the stacks"),
+    "stacks:build": ("stacks", "build", "build a stack: stacks:build [NAME]"),
+    "status": ("status", "status", "show dynod's status"),
+    "system:shutdown": ("status", "shutdown", "stop dynod: system:shutdown [--stop-dynos]"),
+}
+
+# Heroku's shorthands.
+ALIASES = {
+    "create": "apps:create", "destroy": "apps:destroy", "info": "apps:info", "apps:list": "apps",
+    "config:add": "config:set", "config:remove": "config:unset", "releases:list": "releases",
+    "rollback": "releases:rollback", "scale": "ps:scale", "restart": "ps:restart", "stop": "ps:stop",
+    "dyno:scale": "ps:scale", "dyno:restart": "ps:restart", "dyno:stop": "ps:stop", "ps:resize": "ps:type",
+    "drains:list": "drains", "domains:list": "domains", "certs:list": "certs",
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["Usage: dynoctl COMMAND [-a APP] [options]   (dynoctl COMMAND --help for its options)", "",
+             "Commands:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, _, summary) in COMMANDS.items()]
+    lines += ["", "Environment: DYNOD_APP (the app), DYNOD_SOCKET (default /run/dynod/api.sock)."]
+    return "\n".join(lines)
+
+
+def resolve(name: str) -> tuple[str, str]:
+    """A command name (or alias) -> (module, function); UserError naming the closest command."""
+    name = ALIASES.get(name, name)
+    if name in COMMANDS:
+        module, function, _ = COMMANDS[name]
+        return module, function
+    import difflib
+
+    close = difflib.get_close_matches(name, list(COMMANDS) + list(ALIASES), n=1)
+    hint = f"did you mean `dynoctl {close[0]}`?" if close else "see `dynoctl help`."
+    raise UserError(f"Unknown command {name!r}: {hint}")
+
+
+def run_command(ctx: Context, argv: list[str]) -> int:
+    """Run ``argv`` (without the program name) in ``ctx``; exceptions propagate (see ``main``)."""
+    from .command import HelpShown
+
+    if not argv or argv[0] in ("help", "-h", "--help"):
+        if len(argv) > 1:
+            return run_command(ctx, [argv[1], "--help"])
+        ctx.out(usage())
+        return 0
+    if argv[0] == "--version":
+        from .. import __version__
+
+        ctx.out(f"dynoctl {__version__}")
+        return 0
+    module, function = resolve(argv[0])
+    command = getattr(importlib.import_module(f"{__name__}.{module}"), function)
+    try:
+        return command(ctx, argv[1:])
+    except HelpShown:
+        return 0
+
+
+def main(
+    argv: list[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    stdin: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+    fds: tuple[int, int, int] = (0, 1, 2),
+) -> int:
+    """dynoctl's entry point; returns the exit status (the console script passes it to sys.exit)."""
+    from .command import Context
+
+    ctx = Context(stdout=stdout, stderr=stderr, stdin=stdin, environ=environ, fds=fds)
+    try:
+        return run_command(ctx, sys.argv[1:] if argv is None else argv)
+    except UserError as exc:
+        _fail(ctx, f"{exc}")
+        return 1
+    except KeyboardInterrupt:
+        _fail(ctx, "Interrupted.")
+        return 130
+    except BrokenPipeError:
+        return 1  # stdout went away (`dynoctl logs | head`): nobody is left to tell
+    except Exception as exc:  # noqa: BLE001 - the one place a bug becomes one line, not a traceback
+        _fail(ctx, f"dynoctl failed unexpectedly ({type(exc).__name__}: {exc}); please report it.")
+        return 1
+    finally:
+        ctx.close()
+
+
+def _fail(ctx: Context, message: str) -> None:
+    try:
+        ctx.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    # Heroku's CLI marks errors with ' !'; one line, on stderr, so stdout stays parseable.
+    ctx.stderr.write(f" !    {message}\n")
+    ctx.stderr.flush()

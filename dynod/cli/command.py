@@ -1,0 +1,108 @@
+"""What every dynoctl command shares: its context (streams, environment, API client) and parser.
+
+A command is a function ``(ctx, argv) -> exit code`` in its topic's module. It parses ``argv``
+with ``ctx.parser(...)``, whose errors are one ``UserError`` line (never argparse's usage dump and
+exit 2), asks the API through ``ctx.client()``, and prints with ``ctx.out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from ..api.client import ApiClient, default_socket_path
+from ..errors import UserError
+
+# typing costs startup time; the constant is all dynoctl needs from it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from datetime import tzinfo
+    from typing import NoReturn, TextIO
+
+
+class HelpShown(Exception):  # noqa: N818 - a signal to stop, not an error
+    """``--help`` was printed: the command is over, successfully."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse, but bad arguments are a UserError and help goes to the context's stdout."""
+
+    def __init__(self, *args: object, stdout: TextIO, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._stdout = stdout
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message[:1].upper()}{message[1:]}: see `dynoctl {self.prog.split()[-1]} --help`.")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if status:
+            raise UserError(message.strip() if message else f"{self.prog} failed.")
+        raise HelpShown
+
+    def _print_message(self, message: str, file: object = None) -> None:
+        if message:
+            self._stdout.write(message)
+
+
+class Context:
+    """One dynoctl invocation's world; tests build their own with captured streams."""
+
+    def __init__(
+        self,
+        *,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        stdin: TextIO | None = None,
+        environ: Mapping[str, str] | None = None,
+        fds: tuple[int, int, int] = (0, 1, 2),
+        now: Callable[[], float] = time.time,
+        tz: tzinfo | None = None,
+    ) -> None:
+        self.stdout = stdout if stdout is not None else sys.stdout
+        self.stderr = stderr if stderr is not None else sys.stderr
+        self.stdin = stdin if stdin is not None else sys.stdin
+        self.environ = environ if environ is not None else os.environ
+        self.fds = fds  # raw stdin, stdout, stderr for `run`, which bypasses Python's buffers
+        self.now = now
+        self.tz = tz  # None: the local time zone, as Heroku's CLI prints times
+        self._client: ApiClient | None = None
+        self._socket: str | None = None
+
+    def parser(self, command: str, description: str, *, app: bool = True) -> CommandParser:
+        parser = CommandParser(prog=f"dynoctl {command}", description=description, stdout=self.stdout,
+                               allow_abbrev=False)
+        if app:
+            parser.add_argument("-a", "--app", help="the app (default: $DYNOD_APP)")
+        parser.add_argument("--socket", help="the API socket (default: $DYNOD_SOCKET, /run/dynod/api.sock)")
+        return parser
+
+    def parse(self, parser: CommandParser, argv: list[str]) -> argparse.Namespace:
+        args = parser.parse_args(argv)
+        self._socket = args.socket
+        return args
+
+    def app(self, args: argparse.Namespace) -> str:
+        app = getattr(args, "app", None) or self.environ.get("DYNOD_APP")
+        if not app:
+            raise UserError("No app specified: use -a APP or set $DYNOD_APP.")
+        return app
+
+    def client(self) -> ApiClient:
+        if self._client is None:
+            self._client = ApiClient(self._socket or default_socket_path(dict(self.environ)))
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def out(self, text: str = "") -> None:
+        self.stdout.write(text + "\n")
+
+    def progress(self, text: str) -> None:
+        """Heroku's ``Doing something... done`` lines: the start now, the end by ``out`` later."""
+        self.stdout.write(text)
+        self.stdout.flush()

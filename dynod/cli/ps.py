@@ -1,0 +1,203 @@
+"""ps, ps:scale, ps:type, ps:restart, ps:stop: the formation and the dynos running it."""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import UserError
+from ..model import DYNO_SIZES, dyno_size
+from .command import Context
+from .output import header, table, time_ago
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from datetime import tzinfo
+
+    from ..api.client import Json
+
+    ScaleChange = tuple[str, str, int | None, str | None]  # type, "=" "+" or "-", quantity, size
+
+_SCALE_HELP = "write it like web=2, web=2:standard-2X, web+1 or web-1"
+# A type may itself contain '-' (Procfiles allow it): the greedy type leaves only the last +N/-N.
+_RELATIVE = re.compile(r"^(.+)([+-])(\d+)$")
+_TYPE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def parse_scale(words: list[str]) -> list[ScaleChange]:
+    """``web=3 worker+1 web=2:standard-2X`` -> [(type, "=", 3, None), ("worker", "+", 1, None), ...].
+
+    The operator is "=" (absolute), "+" or "-" (relative to the current quantity); a size may
+    follow an absolute quantity after ':', or stand alone (``web=standard-2X``: size only).
+    """
+    if not words:
+        raise UserError(f"Nothing to scale: {_SCALE_HELP}.")
+    changes: list[ScaleChange] = []
+    seen: set[str] = set()
+    for word in words:
+        type, sep, rest = word.partition("=")
+        if sep:
+            quantity_text, colon, size = rest.partition(":")
+            if quantity_text.isdigit() and (size or not colon):
+                change = (type, "=", int(quantity_text), _check_size(size) if size else None)
+            elif not colon and quantity_text.lower() in DYNO_SIZES:
+                change = (type, "=", None, _check_size(quantity_text))  # web=standard-2X: the size alone
+            else:
+                raise UserError(f"Invalid scale argument {word!r}: quantities are whole numbers "
+                                f"of 0 or more; {_SCALE_HELP}.")
+        else:
+            match = _RELATIVE.match(word)
+            if match is None:
+                raise UserError(f"Invalid scale argument {word!r}: {_SCALE_HELP}.")
+            change = (match.group(1), match.group(2), int(match.group(3)), None)
+        if not _TYPE.match(change[0]):
+            raise UserError(f"Invalid process type in {word!r}: use a name from the Procfile; {_SCALE_HELP}.")
+        if change[0] in seen:
+            raise UserError(f"{change[0]} is scaled twice in one command: give each type once.")
+        seen.add(change[0])
+        changes.append(change)
+    return changes
+
+
+def _check_size(name: str) -> str:
+    return dyno_size(name).name
+
+
+def resolve_scale(changes: list[ScaleChange], formation: list[Json]) -> list[Json]:
+    """Turn relative changes into absolute formation updates against the current formation."""
+    current = {f["type"]: f["quantity"] for f in formation}
+    updates: list[Json] = []
+    for type, op, quantity, size in changes:
+        update: Json = {"type": type}
+        if op == "=":
+            if quantity is not None:
+                update["quantity"] = quantity
+        else:
+            if type not in current:
+                raise UserError(f"No {type} process type in the formation: see `dynoctl ps:type`.")
+            assert quantity is not None
+            target = current[type] + quantity if op == "+" else current[type] - quantity
+            if target < 0:
+                raise UserError(f"Cannot scale {type} to {target}: it runs {current[type]}.")
+            update["quantity"] = target
+        if size is not None:
+            update["size"] = size
+        updates.append(update)
+    return updates
+
+
+def parse_type_sizes(words: list[str]) -> list[Json]:
+    """``web=standard-2X worker=performance-M`` -> formation size updates."""
+    updates: list[Json] = []
+    for word in words:
+        type, sep, size = word.partition("=")
+        if not sep or not type or not size or not _TYPE.match(type):
+            raise UserError(f"Invalid dyno type argument {word!r}: write it like web=standard-2X.")
+        updates.append({"type": type, "size": size})
+    return updates
+
+
+def _dyno_order(name: str) -> tuple[str, int]:
+    type, _, number = name.rpartition(".")
+    return type, int(number) if number.isdigit() else 0
+
+
+def format_ps(app: str, dynos: list[Json], formation: list[Json], now: float, tz: tzinfo | None = None,
+              ) -> list[str]:
+    if not dynos:
+        return [f"No dynos on {app}."]
+    commands = {f["type"]: f.get("command") for f in formation}
+    by_type: dict[str, list[Json]] = {}
+    for dyno in dynos:
+        by_type.setdefault(dyno["type"], []).append(dyno)
+    # Heroku's order: web first, the other process types by name, one-off dynos last.
+    types = sorted(by_type, key=lambda t: (t == "run", t != "web", t))
+    lines: list[str] = []
+    for type in types:
+        group = sorted(by_type[type], key=lambda d: _dyno_order(d["name"]))
+        if lines:
+            lines.append("")
+        if type == "run":
+            lines.append(header(f"run: one-off processes ({len(group)})"))
+            for dyno in group:
+                when = time_ago(dyno.get("updated_at"), now, tz)
+                lines.append(f"{dyno['name']} ({dyno['size']}): {dyno['state']} {when}: {dyno['command']}")
+            continue
+        command = commands.get(type) or group[0].get("command", "")
+        lines.append(header(f"{type} ({group[0]['size']}): {command} ({len(group)})"))
+        for dyno in group:
+            lines.append(f"{dyno['name']}: {dyno['state']} {time_ago(dyno.get('updated_at'), now, tz)}")
+    return lines
+
+
+def format_dyno_types(formation: list[Json]) -> list[str]:
+    rows = [(f["type"], f["size"], f["quantity"]) for f in sorted(formation, key=lambda f: f["type"])]
+    return [header("Dyno Types")] + table(("type", "size", "qty"), rows)
+
+
+def show(ctx: Context, argv: list[str]) -> int:
+    parser = ctx.parser("ps", "List an app's dynos.")
+    parser.add_argument("type", nargs="?", help="only this process type")
+    args = ctx.parse(parser, argv)
+    app = ctx.app(args)
+    client = ctx.client()
+    dynos = client.list_dynos(app)
+    if args.type:
+        dynos = [d for d in dynos if d["type"] == args.type]
+    for line in format_ps(app, dynos, client.get_formation(app), ctx.now(), ctx.tz):
+        ctx.out(line)
+    return 0
+
+
+def scale(ctx: Context, argv: list[str]) -> int:
+    parser = ctx.parser("ps:scale", f"Change how many dynos of each type run, and their size: {_SCALE_HELP}.")
+    parser.add_argument("changes", nargs="*", metavar="TYPE=N[:SIZE]|TYPE+N|TYPE-N")
+    args = ctx.parse(parser, argv)
+    app = ctx.app(args)
+    changes = parse_scale(args.changes)  # before any request: bad input costs nothing
+    client = ctx.client()
+    needs_current = any(op != "=" for _, op, _, _ in changes)
+    updates = resolve_scale(changes, client.get_formation(app) if needs_current else [])
+    ctx.progress("Scaling dynos... ")
+    formation = client.update_formation(app, updates)
+    scaled = {u["type"] for u in updates}
+    running = ", ".join(
+        f"{f['type']} at {f['quantity']}:{f['size']}" for f in formation if f["type"] in scaled)
+    ctx.out(f"done, now running {running}")
+    return 0
+
+
+def dyno_type(ctx: Context, argv: list[str]) -> int:
+    parser = ctx.parser("ps:type", "Show the dyno size of each process type, or set it (web=standard-2X).")
+    parser.add_argument("changes", nargs="*", metavar="TYPE=SIZE")
+    args = ctx.parse(parser, argv)
+    app = ctx.app(args)
+    updates = parse_type_sizes(args.changes)
+    client = ctx.client()
+    formation = client.update_formation(app, updates) if updates else client.get_formation(app)
+    for line in format_dyno_types(formation):
+        ctx.out(line)
+    return 0
+
+
+def restart(ctx: Context, argv: list[str]) -> int:
+    parser = ctx.parser("ps:restart", "Restart one dyno (web.1), every dyno of a type (web), or all.")
+    parser.add_argument("target", nargs="?", metavar="DYNO|TYPE")
+    args = ctx.parse(parser, argv)
+    app = ctx.app(args)
+    what = "dynos" if args.target is None else f"{args.target} dyno" + ("" if "." in args.target else "s")
+    ctx.progress(f"Restarting {what} on {app}... ")
+    ctx.client().restart_dynos(app, args.target)
+    ctx.out("done")
+    return 0
+
+
+def stop(ctx: Context, argv: list[str]) -> int:
+    parser = ctx.parser("ps:stop", "Stop a dyno (web.1) or all of a type; the formation brings them back.")
+    parser.add_argument("target", metavar="DYNO|TYPE")
+    args = ctx.parse(parser, argv)
+    app = ctx.app(args)
+    what = f"{args.target} dyno" + ("" if "." in args.target else "s")
+    ctx.progress(f"Stopping {what} on {app}... ")
+    ctx.client().stop_dyno(app, args.target)
+    ctx.out("done")
+    return 0

@@ -1,0 +1,201 @@
+"""run CMD... (attached one-off dyno) and run:detached CMD... (output to the log stream).
+
+Attached: with a terminal on stdin, the terminal goes raw so every key (Ctrl-C included) reaches
+the dyno as a byte, and SIGWINCH becomes a RESIZE frame; without one, stdin/stdout/stderr are
+piped through. dynoctl exits with the command's exit code. One select loop over the terminal,
+the API socket and a signal wake-up pipe: no threads, nothing to import beyond the stdlib.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+
+from ..api.attach import FrameType
+from ..api.client import AttachSession, handle_server_frame
+from ..errors import UserError
+from .command import CommandParser, Context
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+
+# Stop reading stdin while this much is queued for a dyno that is not reading it.
+MAX_QUEUED = 1024 * 1024
+# A shell killed by SIGPIPE reports 128 + 13; a `dynoctl run ... | head` should look the same.
+EXIT_BROKEN_PIPE = 141
+
+
+def split_command(ctx: Context, command: str, argv: list[str], description: str,
+                  ) -> tuple[argparse.Namespace, str]:
+    """dynoctl's options come first; the command is everything from its first word (or after --).
+
+    Like Heroku's CLI the words are joined with spaces and the dyno's shell parses them, so
+    `dynoctl run 'echo $HOME'` expands $HOME in the dyno.
+    """
+    parser = _parser(ctx, command, description)
+    words: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, words = argv[:at], argv[at + 1:]
+    else:
+        for index, word in enumerate(argv):
+            # An option's value never starts the command: the options here all take one, but flags.
+            if not word.startswith("-") and (index == 0 or not _takes_value(argv[index - 1])):
+                argv, words = argv[:index], argv[index:]
+                break
+    args = ctx.parse(parser, argv)
+    if not words:
+        raise UserError(f"Usage: dynoctl {command} [-a APP] [-s SIZE] [-e K=V;...] [--] COMMAND...")
+    return args, " ".join(words)
+
+
+_VALUE_OPTIONS = ("-a", "--app", "-s", "--size", "-e", "--env", "--socket")
+
+
+def _takes_value(word: str) -> bool:
+    return word in _VALUE_OPTIONS
+
+
+def _parser(ctx: Context, command: str, description: str) -> CommandParser:
+    parser = ctx.parser(command, description)
+    parser.add_argument("-s", "--size", help="dyno size (default: standard-1X)")
+    parser.add_argument("-e", "--env", action="append", default=[], metavar="'K=V;K2=V2'",
+                        help="extra environment for this dyno, ';'-separated, repeatable")
+    if command == "run":
+        parser.add_argument("--no-tty", action="store_true", help="never allocate a terminal")
+    return parser
+
+
+def parse_env(values: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for value in values:
+        for pair in value.split(";"):
+            if not pair.strip():
+                continue
+            name, sep, setting = pair.partition("=")
+            if not sep or not name.strip():
+                raise UserError(f"Invalid -e value {pair!r}: write it as NAME=value (';' between several).")
+            env[name.strip()] = setting
+    return env
+
+
+def run_detached(ctx: Context, argv: list[str]) -> int:
+    args, command = split_command(ctx, "run:detached", argv, "Run a one-off dyno, its output to the logs.")
+    env = parse_env(args.env)
+    app = ctx.app(args)
+    ctx.progress(f"Running {command} on {app}... ")
+    dyno = ctx.client().run_detached(app, command, args.size, env)
+    ctx.out(f"done, {dyno['name']} ({dyno['size']})")
+    ctx.out(f"Run dynoctl logs --app {app} --ps {dyno['name']} to view the output.")
+    return 0
+
+
+def run(ctx: Context, argv: list[str]) -> int:
+    args, command = split_command(ctx, "run", argv, "Run a one-off dyno attached to this terminal.")
+    env = parse_env(args.env)
+    app = ctx.app(args)
+    stdin_fd, stdout_fd, stderr_fd = ctx.fds
+    use_tty = not args.no_tty and os.isatty(stdin_fd)
+    rows, cols = _terminal_size(stdin_fd) if use_tty else (24, 80)
+    ctx.stdout.flush()
+    session = ctx.client().run_attached(app, command, size=args.size, env=env, tty=use_tty,
+                                        rows=rows, cols=cols)
+    with session:
+        return _pump(session, stdin_fd, stdout_fd, stderr_fd, use_tty)
+
+
+def _terminal_size(fd: int) -> tuple[int, int]:
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:
+        return 24, 80
+    return size.lines or 24, size.columns or 80
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _pump(session: AttachSession, stdin_fd: int, stdout_fd: int, stderr_fd: int, use_tty: bool) -> int:
+    import termios
+    import tty
+
+    saved_mode = termios.tcgetattr(stdin_fd) if use_tty else None
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    resize_handled = False
+    previous_wakeup = -1
+    previous_handler = None
+    try:
+        if use_tty:
+            try:
+                # A Python-level handler must exist for SIGWINCH to interrupt select at all;
+                # the wake-up fd carries the news into the loop.
+                previous_handler = signal.signal(signal.SIGWINCH, lambda signum, frame: None)
+                previous_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+                resize_handled = True
+            except ValueError:
+                pass  # not the main thread (an embedding program): no resize, the rest works
+            tty.setraw(stdin_fd)
+        size = _terminal_size(stdin_fd) if use_tty else None
+        stdin_open = True
+
+        def output(kind: FrameType, data: bytes) -> None:
+            _write_all(stderr_fd if kind is FrameType.STDERR else stdout_fd, data)
+
+        while True:
+            session.flush()
+            if not session.has_ready_frames:
+                readers: list[object] = [session]
+                if stdin_open and session.queued < MAX_QUEUED:
+                    readers.append(stdin_fd)
+                if resize_handled:
+                    readers.append(wake_r)
+                writers = [session] if session.queued else []
+                ready, _, _ = select.select(readers, writers, [])
+                if wake_r in ready:
+                    _drain(wake_r)
+                    new_size = _terminal_size(stdin_fd)
+                    if new_size != size:
+                        size = new_size
+                        session.resize(*size)
+                if stdin_fd in ready:
+                    data = os.read(stdin_fd, 64 * 1024)
+                    if data:
+                        session.send_stdin(data)
+                    else:
+                        stdin_open = False
+                        session.close_stdin()
+                if session not in ready:
+                    continue
+            frames = session.receive()
+            if frames is None:
+                raise UserError("dynod closed the attach stream before the dyno exited; see its log.")
+            for frame in frames:
+                try:
+                    code = handle_server_frame(frame, output)
+                except BrokenPipeError:
+                    return EXIT_BROKEN_PIPE  # closing the session makes dynod stop the dyno
+                if code is not None:
+                    return code
+    finally:
+        if saved_mode is not None:
+            termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved_mode)
+        if resize_handled:
+            signal.set_wakeup_fd(previous_wakeup)
+            signal.signal(signal.SIGWINCH, signal.SIG_DFL if previous_handler is None else previous_handler)
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass

@@ -1,0 +1,113 @@
+"""Rewriting heads as they cross the router: hop-by-hop headers out, Heroku's headers in. No I/O.
+
+Connection-level headers (RFC 9110 7.6.1) describe one hop, so the router drops them both ways and
+frames each side itself: dynos always get HTTP/1.1 keep-alive, clients get what their version allows.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from .parse import CHUNKED, NO_BODY, UNTIL_CLOSE, RequestHead, ResponseHead
+
+VIA = b"1.1 dynod"
+MAX_REQUEST_ID = 200
+_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+                         b"transfer-encoding", b"upgrade"})
+# Headers the router sets itself: a client's copy would be a lie (X-Forwarded-For is appended to).
+_ROUTER_SET = frozenset({b"x-forwarded-proto", b"x-forwarded-port", b"x-request-start",
+                         b"x-request-id", b"x-forwarded-for"})
+_REQUEST_ID_OK = re.compile(rb"^[\x21-\x7e]{1,200}$")
+_CONNECTION_TOKENS_SAFE = frozenset({b"keep-alive", b"close", b"upgrade", b""})
+
+
+def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
+    """Extra header names a Connection header marks as hop-by-hop (rare: usually empty)."""
+    extra: set[bytes] = set()
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == b"connection":
+            for token in value.lower().split(b","):
+                token = token.strip()
+                if token not in _CONNECTION_TOKENS_SAFE:
+                    extra.add(token)
+    return extra
+
+
+def pick_request_id(head: RequestHead) -> bytes:
+    """The client's X-Request-Id when it is at most 200 visible characters, else a new uuid4."""
+    for name, value in head.headers:
+        if len(name) == 12 and name.lower() == b"x-request-id":
+            if _REQUEST_ID_OK.match(value):
+                return value
+            break
+    return str(uuid.uuid4()).encode()
+
+
+def upstream_head(head: RequestHead, *, client_ip: bytes, proto: bytes, port: bytes,
+                  request_id: bytes, start_ms: int) -> bytes:
+    """The request head sent to a dyno: HTTP/1.1, keep-alive, Heroku's forwarding headers."""
+    extra = _connection_tokens(head.headers)
+    lines = [b"%s %s HTTP/1.1\r\n" % (head.method, head.target)]
+    forwarded_for = client_ip
+    via = VIA
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower in _HOP_BY_HOP or lower in extra:
+            continue
+        if lower in _ROUTER_SET:
+            if lower == b"x-forwarded-for":
+                forwarded_for = value + b", " + client_ip
+            continue
+        if lower == b"via":
+            via = value + b", " + VIA
+            continue
+        lines.append(b"%s: %s\r\n" % (name, value))
+    if head.framing == CHUNKED:
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    if head.upgrade:
+        for name, value in head.headers:
+            if name.lower() == b"upgrade":
+                lines.append(b"Upgrade: %s\r\nConnection: Upgrade\r\n" % value)
+                break
+    lines.append(
+        b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Port: %s\r\n"
+        b"X-Request-Start: %d\r\nX-Request-Id: %s\r\nVia: %s\r\n\r\n"
+        % (forwarded_for, proto, port, start_ms, request_id, via))
+    return b"".join(lines)
+
+
+def client_head(head: ResponseHead, *, framing: int, keep_alive: bool, client_version: str) -> bytes:
+    """The response head sent to the client; ``framing`` is how the router frames the body for it."""
+    extra = _connection_tokens(head.headers) if head.status != 101 else set()
+    lines = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason)]
+    via = VIA
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower in _HOP_BY_HOP or lower in extra:
+            if head.status == 101 and lower in (b"upgrade", b"connection"):
+                lines.append(b"%s: %s\r\n" % (name, value))
+            continue
+        if lower == b"via":
+            via = value + b", " + VIA
+            continue
+        if (framing == CHUNKED or framing == UNTIL_CLOSE) and lower == b"content-length":
+            continue  # the router re-frames this body; a stale length would corrupt the stream
+        lines.append(b"%s: %s\r\n" % (name, value))
+    if framing == CHUNKED:
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    if head.status >= 200 and head.status != 101:
+        if not keep_alive:
+            lines.append(b"Connection: close\r\n")
+        elif client_version == "1.0":
+            lines.append(b"Connection: keep-alive\r\n")
+    lines.append(b"Via: %s\r\n\r\n" % via)
+    return b"".join(lines)
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+__all__ = ["upstream_head", "client_head", "pick_request_id", "chunk", "LAST_CHUNK", "NO_BODY"]

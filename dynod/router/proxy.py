@@ -1,0 +1,599 @@
+"""The data plane of one worker: a client connection's requests, each proxied to one web dyno.
+
+One task per client connection reads requests in order (so pipelined requests are answered in order),
+picks a dyno from the current route table, and relays the response. Bodies are streamed in both
+directions as they arrive; a request body that is already in hand goes in the same write as its head,
+and only a body still arriving gets a second task, so the common request costs no task spawn.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from random import Random
+
+import trio
+
+from . import codes
+from .codes import RouterCode
+from .headers import LAST_CHUNK, chunk, client_head, pick_request_id, upstream_head
+from .logline import access_line
+from .netio import ConnectRefused, ConnectTimeout, Pipe
+from .options import RouterOptions
+from .parse import (
+    CHUNKED,
+    END,
+    NO_BODY,
+    UNTIL_CLOSE,
+    Body,
+    ProtocolError,
+    RequestHead,
+    RequestReader,
+    ResponseHead,
+    Tunnel,
+)
+from .pool import DynoConn, DynoPool
+from .routes import AppRoute, DynoRoute, RouteTable, choose_dyno
+
+LogSink = Callable[[str, str], None]
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+_now = time.monotonic
+
+
+class _ClientGone(Exception):
+    """The client closed or reset its connection, or stalled past the idle window."""
+
+
+class _Failure(Exception):
+    """The request failed with a Heroku code; ``sent`` says whether the client already got bytes."""
+
+    def __init__(self, code: RouterCode, *, sent: bool = False) -> None:
+        super().__init__(code.code)
+        self.code = code
+        self.sent = sent
+
+
+class _StaleConn(Exception):
+    """A reused dyno connection was closed before it answered: safe to resend on a fresh one."""
+
+
+class _Upload:
+    """What the body-upload task tells the response relay."""
+
+    __slots__ = ("done", "broken", "client_gone")
+
+    def __init__(self) -> None:
+        self.done = False  # the whole body reached the dyno
+        self.broken = False  # the dyno stopped reading (closed or reset) mid-body
+        self.client_gone = False
+
+
+# What a connection is waiting for, which says what its deadline means when it passes.
+_BUSY = 0  # no deadline (routing, holding for boot, connecting: those have their own timeouts)
+_KEEPALIVE = 1  # between requests: close quietly
+_HEAD = 2  # mid-head: 408, then close (slowloris)
+_FIRST_BYTE = 3  # request sent, no response yet: H12
+_STREAMING = 4  # response started: H15 (rolling)
+_TUNNEL = 5  # WebSocket passthrough: close quietly (rolling)
+_INF = float("inf")
+
+
+class _Client:
+    """One client connection: what the log line needs, and its single deadline.
+
+    A cancel scope per wait costs more than the proxying itself here, so each connection has one
+    scope for its whole life and a plain float deadline that the proxy's watchdog checks a few
+    times a second; moving a deadline is an attribute store.
+    """
+
+    __slots__ = ("pipe", "ip", "ip_bytes", "proto", "proto_bytes", "port_bytes", "scope", "deadline",
+                 "phase", "expired", "reply")
+
+    def __init__(self, pipe: Pipe, ip: str, proto: str, port: int) -> None:
+        self.pipe = pipe
+        self.ip = ip
+        self.ip_bytes = ip.encode()
+        self.proto = proto
+        self.proto_bytes = proto.encode()
+        self.port_bytes = str(port).encode()
+        self.scope = trio.CancelScope()
+        self.deadline = _INF
+        self.phase = _BUSY
+        self.expired = _BUSY  # the phase whose deadline passed, once the watchdog fired
+        self.reply = b""  # what to tell the client after an expiry (408, H12's 503)
+
+    def wait_for(self, phase: int, seconds: float) -> None:
+        self.phase = phase
+        self.deadline = _now() + seconds
+
+
+class Proxy:
+    """Routes and relays requests for one worker process."""
+
+    def __init__(self, options: RouterOptions, emit_log: LogSink, rng: Random | None = None) -> None:
+        self.options = options
+        self.emit_log = emit_log
+        self.rng = rng or Random()
+        self.table = RouteTable((), options.base_domain)
+        self._routes_changed = trio.Event()
+        self.pool = DynoPool(max_idle=options.pool_idle, idle_timeout=options.pool_idle_timeout)
+        self.connections = 0
+        self.requests = 0
+        self.codes: Counter[str] = Counter()
+        self._clients: set[_Client] = set()
+        self._draining = False
+
+    def statistics(self) -> dict[str, object]:
+        return {"connections": self.connections, "requests": self.requests, "codes": dict(self.codes),
+                "dyno_conns_opened": self.pool.opened, "dyno_conns_reused": self.pool.reused,
+                "dyno_conns_idle": self.pool.idle_count()}
+
+    def draining(self) -> None:
+        """Stop keeping connections alive: idle ones close now, busy ones after their response."""
+        self._draining = True
+        for client in self._clients:
+            if client.phase == _KEEPALIVE:
+                client.scope.cancel()
+
+    def set_routes(self, table: RouteTable) -> None:
+        """Swap in a new table: in-flight requests keep their dyno; held requests look again."""
+        self.table = table
+        self.pool.retain((d.host, d.port) for app in table.apps.values() for d in app.dynos)
+        changed, self._routes_changed = self._routes_changed, trio.Event()
+        changed.set()
+
+    # ---------------------------------------------------------------- client connection
+    async def watch_deadlines(self) -> None:
+        """Cancel connections whose deadline passed; runs for the worker's life."""
+        opts = self.options
+        shortest = min(opts.header_timeout, opts.request_timeout, opts.idle_timeout, opts.keepalive_timeout)
+        period = min(0.25, shortest / 5)
+        clients = self._clients
+        while True:
+            await trio.sleep(period)
+            now = _now()
+            for client in [c for c in clients if c.deadline <= now]:
+                client.expired = client.phase
+                client.deadline = _INF
+                client.scope.cancel()
+
+    async def serve(self, pipe: Pipe, ip: str, proto: str, port: int) -> None:
+        """Serve one client connection until it closes; never raises."""
+        self.connections += 1
+        client = _Client(pipe, ip, proto, port)
+        self._clients.add(client)
+        try:
+            with client.scope:
+                await self._serve(client)
+            if client.reply:
+                await _send_quietly(pipe, client.reply)
+        except (_ClientGone, OSError):
+            pass
+        except Exception:  # a bug must cost one connection, never the worker
+            traceback.print_exc(file=sys.stderr)
+        finally:
+            self._clients.discard(client)
+            pipe.close()
+            self.connections -= 1
+
+    async def _serve(self, client: _Client) -> None:
+        opts = self.options
+        reader = RequestReader()
+        events = reader.events
+        pipe = client.pipe
+        while True:
+            if not events:
+                if self._draining:
+                    return
+                client.wait_for(_KEEPALIVE, opts.keepalive_timeout)
+                while not events:
+                    try:
+                        data = await pipe.recv()
+                    except trio.Cancelled:
+                        if client.expired == _HEAD:  # a head that never ends (slowloris)
+                            client.reply = codes.bad_request_response(408)
+                        raise
+                    if not data:
+                        return
+                    if client.phase == _KEEPALIVE:
+                        client.wait_for(_HEAD, opts.header_timeout)
+                    try:
+                        reader.feed(data)
+                    except ProtocolError as exc:
+                        client.reply = codes.bad_request_response(exc.status)
+                        return
+            client.phase = _BUSY
+            client.deadline = _INF
+            head = events.popleft()
+            if type(head) is not RequestHead:
+                return  # bytes after a refused upgrade: nothing more can be parsed here
+            self.requests += 1
+            if not await self._handle(client, reader, head):
+                return
+
+    async def _handle(self, client: _Client, reader: RequestReader, head: RequestHead) -> bool:
+        """Answer one request; True when the client connection may carry another."""
+        start_wall = time.time()
+        app = self.table.lookup(head.host)
+        if app is None:
+            keep = head.keep_alive and _drop_body(reader)
+            await _send(client.pipe, codes.not_found_response(keep_alive=keep,
+                                                              head_only=head.method == b"HEAD"))
+            return keep
+        request_id = pick_request_id(head)
+        start = _now()
+        dyno: DynoRoute | None = None
+        connect_s: float | None = None
+        try:
+            if app.maintenance:
+                raise _Failure(codes.H80)
+            if not app.dynos and app.booting:
+                app = await self._wait_for_boot(app.name, start + self.options.boot_timeout)
+                if app is None:
+                    raise _Failure(codes.H14)
+                if not app.dynos and app.booting:
+                    raise _Failure(codes.H20)
+            if not app.dynos:
+                raise _Failure(codes.H10 if app.crashed else codes.H14)
+            dyno, conn, connect_s = await self._connect(app)
+            addr = conn.addr
+            in_flight = self.pool.in_flight
+            in_flight[addr] = in_flight.get(addr, 0) + 1
+            try:
+                up = upstream_head(head, client_ip=client.ip_bytes, proto=client.proto_bytes,
+                                   port=client.port_bytes, request_id=request_id,
+                                   start_ms=int(start_wall * 1000))
+                service_start = _now()
+                try:
+                    status, nbytes, keep, tunnel = await self._exchange(client, reader, head, conn, up)
+                except _StaleConn:
+                    conn.close()
+                    conn = await self._connect_to(dyno)
+                    status, nbytes, keep, tunnel = await self._exchange(client, reader, head, conn, up)
+            except BaseException:
+                conn.close()  # never pool a connection whose exchange did not finish
+                raise
+            finally:
+                in_flight[addr] -= 1
+        except trio.Cancelled:
+            expired = client.expired
+            if expired == _FIRST_BYTE or expired == _STREAMING:
+                code = codes.H12 if expired == _FIRST_BYTE else codes.H15
+                self.codes[code.code] += 1
+                self._log(app.name, head, client, request_id, dyno, connect_s, _now() - start,
+                          code.status, 0, code)
+                if expired == _FIRST_BYTE:
+                    client.reply = codes.error_response(code, keep_alive=False,
+                                                        head_only=head.method == b"HEAD")
+            raise
+        except _Failure as failure:
+            code = failure.code
+            self.codes[code.code] += 1
+            service = None if dyno is None else _now() - start
+            self._log(app.name, head, client, request_id, dyno, connect_s, service,
+                      code.status, 0 if dyno is not None else None, code)
+            if failure.sent or code is codes.H27:
+                return False
+            keep = head.keep_alive and _drop_body(reader)
+            await _send(client.pipe, codes.error_response(code, keep_alive=keep,
+                                                          head_only=head.method == b"HEAD"))
+            return keep
+        self._log(app.name, head, client, request_id, dyno, connect_s, _now() - service_start,
+                  status, nbytes, None)
+        if tunnel is not None:
+            events = reader.events
+            client_first = events.pop().data if events and type(events[-1]) is Tunnel else b""
+            await self._tunnel(client, conn, client_first, tunnel)
+            return False
+        return keep
+
+    def _log(self, app: str, head: RequestHead, client: _Client, request_id: bytes,
+             dyno: DynoRoute | None, connect: float | None, service: float | None, status: int,
+             nbytes: int | None, code: RouterCode | None) -> None:
+        self.emit_log(app, access_line(
+            method=head.method.decode("latin-1"), path=head.target.decode("latin-1"),
+            host=head.host.decode("latin-1"), request_id=request_id.decode("latin-1"), fwd=client.ip,
+            dyno=dyno.name if dyno else "", connect=connect, service=service, status=status,
+            nbytes=nbytes, protocol=client.proto, code=code))
+
+    async def _wait_for_boot(self, name: str, deadline: float) -> AppRoute | None:
+        """Hold a request while the app's web dynos boot; released the moment one is up (H20)."""
+        while True:
+            app = self.table.apps.get(name)
+            if app is None or app.dynos or not app.booting:
+                return app
+            with trio.move_on_after(max(0.0, deadline - _now())) as scope:
+                await self._routes_changed.wait()
+            if scope.cancelled_caught:
+                return app
+
+    async def _connect(self, app: AppRoute) -> tuple[DynoRoute, DynoConn, float]:
+        """A connection to a random dyno, trying others on failure (H19 timeout, H21 refused)."""
+        tried: list[DynoRoute] = []
+        timed_out = False
+        pool = self.pool
+        while len(tried) < self.options.connect_attempts:
+            dyno = choose_dyno(app, pool.in_flight, self.rng, tried)
+            if dyno is None:
+                break
+            conn = pool.take_idle((dyno.host, dyno.port))
+            if conn is not None:
+                return dyno, conn, 0.0
+            t0 = _now()
+            try:
+                conn = await pool.connect((dyno.host, dyno.port), self.options.connect_timeout)
+                return dyno, conn, _now() - t0
+            except ConnectTimeout:
+                timed_out = True
+            except (ConnectRefused, OSError):
+                pass
+            tried.append(dyno)
+        raise _Failure(codes.H19 if timed_out else codes.H21)
+
+    async def _connect_to(self, dyno: DynoRoute) -> DynoConn:
+        try:
+            return await self.pool.connect((dyno.host, dyno.port), self.options.connect_timeout)
+        except ConnectTimeout:
+            raise _Failure(codes.H19) from None
+        except (ConnectRefused, OSError):
+            raise _Failure(codes.H21) from None
+
+    # ---------------------------------------------------------------- one request/response
+    async def _exchange(self, client: _Client, reader: RequestReader, head: RequestHead,
+                        conn: DynoConn, up: bytes) -> tuple[int, int, bool, bytes | None]:
+        """Send the request, relay the response; (status, body bytes, client keep-alive, tunnel)."""
+        events = reader.events
+        chunked = head.framing == CHUNKED
+        out = [up]
+        upload = _Upload()
+        # Whatever part of the body is already parsed goes out with the head, in one write.
+        while events:
+            ev = events[0]
+            if type(ev) is Body:
+                events.popleft()
+                out.append(chunk(ev.data) if chunked else ev.data)
+            elif ev is END:
+                events.popleft()
+                if chunked:
+                    out.append(LAST_CHUNK)
+                upload.done = True
+                break
+            else:
+                break
+        # Only a bodiless request can be sent again: a body, once read from the client, is gone.
+        resendable = conn.reused and head.framing == NO_BODY
+        try:
+            await conn.pipe.send_all(b"".join(out) if len(out) > 1 else up)
+        except OSError:
+            conn.close()
+            if resendable:
+                raise _StaleConn() from None
+            raise _Failure(codes.H13 if upload.done else codes.H18) from None
+        stale_ok = resendable and head.method in _IDEMPOTENT
+        if upload.done:
+            return await self._relay(client, head, conn, upload, stale_ok)
+        result = None
+        failure: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._upload, client.pipe, reader, conn, chunked, upload, nursery.cancel_scope)
+            try:
+                result = await self._relay(client, head, conn, upload, False)
+            except (_Failure, _ClientGone) as exc:
+                failure = exc
+            nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        if result is None:  # the upload task saw the client leave and cancelled the relay
+            conn.close()
+            raise _Failure(codes.H27)
+        status, nbytes, _keep, tunnel = result
+        # The client's body was not read to its end: the next request's start cannot be found.
+        return status, nbytes, False, tunnel
+
+    async def _upload(self, client: Pipe, reader: RequestReader, conn: DynoConn,
+                      chunked: bool, upload: _Upload, scope: trio.CancelScope) -> None:
+        """Stream the rest of a request body from the client to the dyno as it arrives."""
+        events = reader.events
+        idle = self.options.idle_timeout
+        while True:
+            out = []
+            while events:
+                ev = events[0]
+                if type(ev) is Body:
+                    events.popleft()
+                    out.append(chunk(ev.data) if chunked else ev.data)
+                elif ev is END:
+                    events.popleft()
+                    if chunked:
+                        out.append(LAST_CHUNK)
+                    upload.done = True
+                    break
+                else:
+                    break
+            if out:
+                try:
+                    await conn.pipe.send_all(b"".join(out))
+                except OSError:
+                    upload.broken = True  # the dyno stopped reading; its answer (or silence) tells why
+                    return
+            if upload.done:
+                return
+            data = b""
+            with trio.move_on_after(idle):
+                try:
+                    data = await client.recv()
+                except OSError:
+                    data = b""
+            if data:
+                try:
+                    reader.feed(data)
+                    continue
+                except ProtocolError:
+                    pass
+            upload.client_gone = True
+            scope.cancel()
+            return
+
+    async def _relay(self, client: _Client, head: RequestHead, conn: DynoConn, upload: _Upload,
+                     stale_ok: bool) -> tuple[int, int, bool, bytes | None]:
+        opts = self.options
+        pipe = conn.pipe
+        rr = conn.reader
+        rr.start(head_only=head.method == b"HEAD")
+        revents = rr.events
+        client_pipe = client.pipe
+        client_11 = head.http_version != "1.0"
+        client.wait_for(_FIRST_BYTE, opts.request_timeout)
+        got_any = False
+        # Interim (1xx) heads are passed on; the final head decides the framing for the client.
+        while True:
+            while not revents:
+                try:
+                    data = await pipe.recv()
+                except OSError:
+                    data = b""
+                if not data:
+                    conn.close()
+                    if stale_ok and not got_any:
+                        raise _StaleConn()
+                    raise _Failure(codes.H13 if upload.done and not got_any else codes.H18)
+                got_any = True
+                try:
+                    rr.feed(data)
+                except ProtocolError:
+                    conn.close()
+                    raise _Failure(codes.H13) from None
+            rhead = revents.popleft()
+            if type(rhead) is not ResponseHead:
+                conn.close()
+                raise _Failure(codes.H13)
+            if rhead.status >= 200 or rhead.status == 101:
+                break
+            if revents and revents[0] is END:
+                revents.popleft()
+            if client_11:
+                await _send(client_pipe, client_head(rhead, framing=NO_BODY, keep_alive=True,
+                                                     client_version="1.1"))
+        status = rhead.status
+        if status == 101:
+            if not head.upgrade or not revents or type(revents[-1]) is not Tunnel:
+                conn.close()
+                raise _Failure(codes.H13)
+            await _send(client_pipe, client_head(rhead, framing=NO_BODY, keep_alive=False,
+                                                 client_version=head.http_version))
+            return 101, 0, False, revents.pop().data
+        framing = rhead.framing
+        if framing == CHUNKED or framing == UNTIL_CLOSE:
+            framing = CHUNKED if client_11 else UNTIL_CLOSE
+        keep = head.keep_alive and framing != UNTIL_CLOSE and not head.upgrade and upload.done
+        chunked_out = framing == CHUNKED
+        out = [client_head(rhead, framing=framing, keep_alive=keep, client_version=head.http_version)]
+        nbytes = 0
+        done = False
+        sent = False
+        idle = opts.idle_timeout
+        client.wait_for(_STREAMING, idle)
+        while True:
+            while revents:
+                ev = revents.popleft()
+                if type(ev) is Body:
+                    nbytes += len(ev.data)
+                    out.append(chunk(ev.data) if chunked_out else ev.data)
+                elif ev is END:
+                    done = True
+                    break
+            if done and chunked_out:
+                out.append(LAST_CHUNK)
+            if out:
+                try:
+                    await client_pipe.send_all(b"".join(out) if len(out) > 1 else out[0])
+                except OSError:
+                    conn.close()
+                    raise _Failure(codes.H27, sent=True) from None
+                out = []
+                sent = True
+            if done:
+                break
+            try:
+                data = await pipe.recv()
+            except OSError:
+                data = b""
+            if not data:
+                if rhead.framing == UNTIL_CLOSE:
+                    rr.feed(b"")
+                    conn.close()
+                    done = True
+                    continue
+                conn.close()
+                raise _Failure(codes.H18, sent=sent)
+            client.deadline = _now() + idle
+            try:
+                rr.feed(data)
+            except ProtocolError:
+                conn.close()
+                raise _Failure(codes.H18, sent=sent) from None
+        client.phase = _BUSY
+        client.deadline = _INF
+        if rhead.keep_alive and upload.done and not upload.broken and rhead.framing != UNTIL_CLOSE:
+            self.pool.put(conn)
+        else:
+            conn.close()
+        return status, nbytes, keep, None
+
+    async def _tunnel(self, client: _Client, conn: DynoConn, client_first: bytes, dyno_first: bytes) -> None:
+        """Pass bytes both ways after 101 Switching Protocols (WebSocket) until either side ends."""
+        idle = self.options.idle_timeout
+        client.wait_for(_TUNNEL, idle)
+
+        async def pump(src: Pipe, dst: Pipe, first: bytes, done: trio.CancelScope) -> None:
+            try:
+                if first:
+                    await dst.send_all(first)
+                while True:
+                    data = await src.recv()
+                    if not data:
+                        break
+                    await dst.send_all(data)
+                    client.deadline = _now() + idle
+            except OSError:
+                pass
+            done.cancel()  # one side ended: the tunnel is over
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump, client.pipe, conn.pipe, client_first, nursery.cancel_scope)
+                nursery.start_soon(pump, conn.pipe, client.pipe, dyno_first, nursery.cancel_scope)
+        finally:
+            conn.close()
+
+
+def _drop_body(reader: RequestReader) -> bool:
+    """Discard an unanswered request's body; True when it was all here (the connection can go on)."""
+    events = reader.events
+    while events:
+        ev = events.popleft()
+        if ev is END:
+            return True
+        if type(ev) is not Body:
+            return False
+    return False
+
+
+async def _send(pipe: Pipe, data: bytes) -> None:
+    try:
+        await pipe.send_all(data)
+    except OSError:
+        raise _ClientGone() from None
+
+
+async def _send_quietly(pipe: Pipe, data: bytes) -> None:
+    with trio.move_on_after(1.0):
+        try:
+            await pipe.send_all(data)
+        except OSError:
+            pass
+
+

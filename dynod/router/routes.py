@@ -1,0 +1,146 @@
+"""The route table: which app a Host names, and which of its up web dynos gets a request. No I/O.
+
+dynod sends a full snapshot each time (never a diff), so a table is immutable and replacing it is one
+assignment: requests already routed keep their dyno, new requests see the new table at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UserError
+
+POLICIES = ("random", "p2c")
+
+
+@dataclass(frozen=True, slots=True)
+class DynoRoute:
+    name: str  # web.1: what the log line names
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppRoute:
+    name: str
+    domains: tuple[str, ...]
+    maintenance: bool
+    policy: str
+    booting: bool  # web dynos exist but none is up yet: hold requests (H20)
+    crashed: bool  # every web dyno crashed (H10)
+    dynos: tuple[DynoRoute, ...]
+
+
+def _fail(message: str) -> UserError:
+    return UserError(f"Bad routes snapshot: {message}.")
+
+
+def _parse_addr(app: str, addr: Any) -> tuple[str, int]:
+    if not isinstance(addr, str) or ":" not in addr:
+        raise _fail(f"app {app!r}: dyno addr {addr!r} must be 'IPv4:PORT'")
+    host, _, port_s = addr.rpartition(":")
+    try:
+        ipaddress.IPv4Address(host)
+        port = int(port_s)
+    except ValueError:
+        raise _fail(f"app {app!r}: dyno addr {addr!r} must be 'IPv4:PORT'") from None
+    if not 0 < port < 65536:
+        raise _fail(f"app {app!r}: dyno addr {addr!r} has no valid port")
+    return host, port
+
+
+def _bool(app: str, entry: Mapping[str, Any], key: str) -> bool:
+    value = entry.get(key, False)
+    if not isinstance(value, bool):
+        raise _fail(f"app {app!r}: {key} must be true or false")
+    return value
+
+
+def normalize_domain(domain: str) -> str:
+    return domain.strip().rstrip(".").lower()
+
+
+def parse_app(name: Any, entry: Any) -> AppRoute:
+    if not isinstance(name, str) or not name:
+        raise _fail(f"app name {name!r} must be a non-empty string")
+    if not isinstance(entry, Mapping):
+        raise _fail(f"app {name!r} must map to an object")
+    domains = entry.get("domains", [])
+    if not isinstance(domains, list) or not all(isinstance(d, str) and d for d in domains):
+        raise _fail(f"app {name!r}: domains must be a list of host names")
+    policy = entry.get("policy", "random")
+    if policy not in POLICIES:
+        raise _fail(f"app {name!r}: policy {policy!r} is not one of {', '.join(POLICIES)}")
+    dynos_in = entry.get("dynos", [])
+    if not isinstance(dynos_in, list):
+        raise _fail(f"app {name!r}: dynos must be a list")
+    dynos = []
+    for d in dynos_in:
+        if not isinstance(d, Mapping) or not isinstance(d.get("name"), str):
+            raise _fail(f"app {name!r}: each dyno needs a name and an addr")
+        host, port = _parse_addr(name, d.get("addr"))
+        dynos.append(DynoRoute(d["name"], host, port))
+    return AppRoute(
+        name=name, domains=tuple(normalize_domain(d) for d in domains),
+        maintenance=_bool(name, entry, "maintenance"), policy=policy,
+        booting=_bool(name, entry, "booting"), crashed=_bool(name, entry, "crashed"),
+        dynos=tuple(dynos),
+    )
+
+
+class RouteTable:
+    """Host -> app, built once per snapshot."""
+
+    __slots__ = ("apps", "base_domain", "_by_host")
+
+    def __init__(self, apps: Iterable[AppRoute], base_domain: str) -> None:
+        self.base_domain = normalize_domain(base_domain)
+        self.apps: dict[str, AppRoute] = {}
+        self._by_host: dict[bytes, AppRoute] = {}
+        for app in apps:
+            self.apps[app.name] = app
+            self._by_host[f"{app.name}.{self.base_domain}".encode()] = app
+        # Custom domains go second: an app's default host name is never taken over by another app.
+        for app in self.apps.values():
+            for domain in app.domains:
+                self._by_host.setdefault(domain.encode(), app)
+
+    @classmethod
+    def from_snapshot(cls, apps: Any, base_domain: str) -> RouteTable:
+        """Validate dynod's {"myapp": {...}} snapshot; UserError names the first thing wrong."""
+        if not isinstance(apps, Mapping):
+            raise _fail("apps must be an object of app name -> route")
+        return cls((parse_app(name, entry) for name, entry in apps.items()), base_domain)
+
+    def lookup(self, host: bytes) -> AppRoute | None:
+        """The app a Host header names (any port, any case, a trailing dot allowed), or None."""
+        app = self._by_host.get(host)
+        if app is not None:
+            return app
+        if host.startswith(b"["):
+            return None  # an IPv6 literal never names an app
+        name = host.partition(b":")[0].rstrip(b".").lower()
+        return self._by_host.get(name)
+
+
+def choose_dyno(app: AppRoute, in_flight: Mapping[tuple[str, int], int], rng: random.Random,
+                exclude: Iterable[DynoRoute] = ()) -> DynoRoute | None:
+    """Heroku's random choice, or power-of-two-choices by requests in flight; None when none is left."""
+    dynos = app.dynos
+    if exclude:
+        skip = set(exclude)
+        dynos = tuple(d for d in dynos if d not in skip)
+    if not dynos:
+        return None
+    if len(dynos) == 1:
+        return dynos[0]
+    if app.policy == "p2c":
+        a, b = rng.sample(dynos, 2)
+        load_a = in_flight.get((a.host, a.port), 0)
+        load_b = in_flight.get((b.host, b.port), 0)
+        return a if load_a <= load_b else b
+    return dynos[rng.randrange(len(dynos))]

@@ -1,0 +1,156 @@
+"""Certificates: the self-signed default for *.<base domain>, per-domain certs, and SNI selection.
+
+The stdlib ssl module does the TLS (it is OpenSSL, and trio.SSLStream drives it); `cryptography` is
+here only to make the default certificate and to check a pair before it replaces a working one.
+ssl can load a certificate chain only from files, so certificates live under <state-dir>/certs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import ssl
+from collections.abc import Iterable
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from ..errors import UserError
+from .routes import normalize_domain
+
+DEFAULT_VALIDITY_DAYS = 825
+_RENEW_BEFORE = datetime.timedelta(days=30)
+
+
+def check_cert_pair(domain: str, cert_pem: str, key_pem: str) -> x509.Certificate:
+    """Refuse a pair that could not serve ``domain``: unreadable PEM or a key that is not the cert's."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    except ValueError:
+        raise UserError(f"The certificate for {domain} is not a PEM certificate; pass the .crt/.pem file.") \
+            from None
+    try:
+        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    except (ValueError, TypeError):
+        raise UserError(f"The key for {domain} is not an unencrypted PEM private key; "
+                        "decrypt it first (openssl pkey -in KEY -out KEY.plain).") from None
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    if cert.public_key().public_bytes(enc, pub) != key.public_key().public_bytes(enc, pub):
+        raise UserError(f"The key for {domain} does not belong to its certificate; pass the matching key.")
+    return cert
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _covers(cert: x509.Certificate, names: Iterable[str]) -> bool:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    have = set(san.get_values_for_type(x509.DNSName))
+    return all(n in have for n in names)
+
+
+def ensure_default_cert(certs_dir: Path, base_domain: str) -> Path:
+    """The self-signed cert+key (one PEM file) for *.<base domain>, made once and reused while valid."""
+    base = normalize_domain(base_domain)
+    certs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = certs_dir / f"default-{base}.pem"
+    names = [f"*.{base}", base]
+    now = datetime.datetime.now(datetime.UTC)
+    if path.exists():
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+            if cert.not_valid_after_utc - now > _RENEW_BEFORE and _covers(cert, names):
+                return path
+        except ValueError:
+            pass  # unreadable: make a new one below
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"*.{base}"),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dynod router (self-signed)")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=DEFAULT_VALIDITY_DAYS))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    _write_private(path, pem)
+    return path
+
+
+def store_certs(certs_dir: Path, certs: object) -> list[tuple[str, Path]]:
+    """Validate dynod's [{"domain", "cert_pem", "key_pem"}] and write each as one private PEM file.
+
+    All are checked before any is written, so a bad entry changes nothing.
+    """
+    if not isinstance(certs, list):
+        raise UserError("Bad certs message: certs must be a list.")
+    checked: list[tuple[str, bytes]] = []
+    for entry in certs:
+        if not isinstance(entry, dict) or not all(
+                isinstance(entry.get(k), str) for k in ("domain", "cert_pem", "key_pem")):
+            raise UserError("Bad certs message: each cert needs domain, cert_pem and key_pem strings.")
+        domain = normalize_domain(entry["domain"])
+        check_cert_pair(domain, entry["cert_pem"], entry["key_pem"])
+        pem = entry["cert_pem"].rstrip("\n") + "\n" + entry["key_pem"].rstrip("\n") + "\n"
+        checked.append((domain, pem.encode()))
+    certs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stored = []
+    for domain, pem in checked:
+        # The file name is a hash: a domain is user input and must never become a path.
+        path = certs_dir / f"domain-{hashlib.sha256(domain.encode()).hexdigest()[:32]}.pem"
+        _write_private(path, pem)
+        stored.append((domain, path))
+    return stored
+
+
+def _server_context(pem_path: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.load_cert_chain(pem_path)
+    return ctx
+
+
+class CertStore:
+    """The server-side SSLContext: picks a certificate by SNI, falling back to the default one."""
+
+    def __init__(self, default_pem: Path) -> None:
+        self.context = _server_context(default_pem)
+        self._by_domain: dict[str, ssl.SSLContext] = {}
+        self.context.sni_callback = self._select
+
+    def update(self, certs: Iterable[tuple[str, Path]]) -> None:
+        """Replace the per-domain certificates (a full set, as dynod sends them)."""
+        self._by_domain = {normalize_domain(domain): _server_context(path) for domain, path in certs}
+
+    def context_for(self, server_name: str) -> ssl.SSLContext | None:
+        name = normalize_domain(server_name)
+        ctx = self._by_domain.get(name)
+        if ctx is None and "." in name:
+            ctx = self._by_domain.get("*." + name.split(".", 1)[1])
+        return ctx
+
+    def _select(self, sslobj: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
+                _ctx: ssl.SSLContext) -> None:
+        if server_name:
+            ctx = self.context_for(server_name)
+            if ctx is not None:
+                sslobj.context = ctx

@@ -1,0 +1,206 @@
+"""A router worker process: accepts on the listening sockets it inherited and proxies requests.
+
+Started by the router's parent (supervisor) with its sockets and a socketpair end as file
+descriptors; it never binds anything itself. Route snapshots and certificates come down the
+socketpair, log lines go up it in batches (one write per 20 ms, not one per request).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import trio
+
+from ..errors import UserError
+from . import codes
+from .netio import SocketPipe, StreamPipe, wait_readable
+from .options import RouterOptions
+from .proxy import Proxy
+from .routes import RouteTable
+from .tls import CertStore, ensure_default_cert
+from .wire import LineSplitter, decode, encode
+
+_FLUSH_EVERY = 0.02
+
+
+class LogBatcher:
+    """Log lines waiting to go up to the parent, bounded: beyond ``limit`` new lines are dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.pending: list[bytes] = []
+        self.dropped = 0
+
+    def emit(self, app: str, line: str) -> None:
+        if len(self.pending) >= self.limit:
+            self.dropped += 1
+            return
+        self.pending.append(encode({"type": "log", "app": app, "line": line}))
+
+    def send_nowait(self, message: dict[str, object]) -> None:
+        self.pending.append(encode(message))
+
+
+class Worker:
+    def __init__(self, options: RouterOptions, channel: socket.socket,
+                 listeners: list[tuple[str, socket.socket, int]]) -> None:
+        self.options = options
+        self.channel = SocketPipe(channel)
+        self.listeners = listeners
+        self.logs = LogBatcher(options.log_buffer)
+        self.proxy = Proxy(options, self.logs.emit)
+        self.certs: CertStore | None = None
+        if any(kind == "https" for kind, _, _ in listeners):
+            default = ensure_default_cert(options.state_dir / "certs", options.base_domain)
+            self.certs = CertStore(default)
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._flush_logs)
+            async with trio.open_nursery() as serving:
+                accepting = trio.CancelScope()
+                serving.start_soon(self._accept_all, serving, accepting)
+                nursery.start_soon(self.proxy.watch_deadlines)
+                self.logs.send_nowait({"type": "ready", "pid": os.getpid()})
+                await self._follow_parent()
+                # Stop: no new connections; idle ones close now, busy ones get drain_timeout.
+                accepting.cancel()
+                self.proxy.draining()
+                with trio.move_on_after(self.options.drain_timeout):
+                    while self.proxy.connections:
+                        await trio.sleep(0.05)
+                serving.cancel_scope.cancel()
+            self.proxy.pool.close_all()
+            await self._flush_once()
+            nursery.cancel_scope.cancel()
+
+    async def _accept_all(self, serving: trio.Nursery, accepting: trio.CancelScope) -> None:
+        with accepting:
+            async with trio.open_nursery() as loops:
+                for kind, sock, port in self.listeners:
+                    loops.start_soon(self._accept, serving, kind, sock, port)
+
+    async def _accept(self, serving: trio.Nursery, kind: str, lsock: socket.socket, port: int) -> None:
+        limit = self.options.max_connections
+        proxy = self.proxy
+        while True:
+            try:
+                sock, addr = lsock.accept()
+            except BlockingIOError:
+                await wait_readable(lsock)
+                continue
+            except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                print(f"router worker {os.getpid()}: accept failed: {exc}", file=sys.stderr)
+                await trio.sleep(0.1)
+                continue
+            sock.setblocking(False)
+            if proxy.connections >= limit:
+                try:
+                    sock.send(codes.OVERLOADED)
+                except OSError:
+                    pass
+                sock.close()
+                proxy.codes["overloaded"] += 1
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if kind == "https":
+                serving.start_soon(self._serve_tls, sock, addr[0], port)
+            else:
+                serving.start_soon(proxy.serve, SocketPipe(sock), addr[0], "http", port)
+
+    async def _serve_tls(self, sock: socket.socket, ip: str, port: int) -> None:
+        assert self.certs is not None
+        stream = trio.SSLStream(trio.SocketStream(trio.socket.from_stdlib_socket(sock)),
+                                self.certs.context, server_side=True, https_compatible=True)
+        pipe = StreamPipe(stream)
+        with trio.move_on_after(self.options.header_timeout) as handshake:
+            try:
+                await stream.do_handshake()
+            except trio.BrokenResourceError:
+                pipe.close()
+                return
+        if handshake.cancelled_caught:
+            pipe.close()
+            return
+        await self.proxy.serve(pipe, ip, "https", port)
+
+    async def _follow_parent(self) -> None:
+        """Apply the parent's messages until it says stop or goes away."""
+        lines = LineSplitter()
+        while True:
+            try:
+                data = await self.channel.recv()
+            except OSError:
+                data = b""
+            if not data:
+                return
+            for line in lines.feed(data):
+                message = decode(line)
+                kind = message["type"]
+                if kind == "routes":
+                    self.proxy.set_routes(RouteTable.from_snapshot(message["apps"], self.options.base_domain))
+                elif kind == "certs" and self.certs is not None:
+                    self.certs.update((d, Path(p)) for d, p in message["certs"])
+                elif kind == "stats":
+                    stats = self.proxy.statistics()
+                    stats.update(type="stats", pid=os.getpid(), log_dropped=self.logs.dropped)
+                    self.logs.send_nowait(stats)
+                elif kind == "stop":
+                    return
+
+    async def _flush_logs(self) -> None:
+        while True:
+            await trio.sleep(_FLUSH_EVERY)
+            await self._flush_once()
+
+    async def _flush_once(self) -> None:
+        if self.logs.pending:
+            data = b"".join(self.logs.pending)
+            self.logs.pending.clear()
+            try:
+                await self.channel.send_all(data)
+            except OSError:
+                pass  # the parent is gone; _follow_parent sees the EOF and stops this worker
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dynod.router.worker")
+    parser.add_argument("--options", required=True)
+    parser.add_argument("--channel", type=int, required=True)
+    parser.add_argument("--listen", action="append", default=[], help="KIND:FD:PORT")
+    args = parser.parse_args(argv)
+    options = RouterOptions.from_json(args.options)
+    # The parent decides when a worker stops (it sends "stop" or closes the channel); a Ctrl-C meant
+    # for the parent's terminal must not kill workers mid-request.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _raise_fd_limit()
+    channel = socket.socket(fileno=args.channel)
+    channel.setblocking(False)
+    listeners = []
+    for spec in args.listen:
+        kind, fd, port = spec.split(":")
+        sock = socket.socket(fileno=int(fd))
+        sock.setblocking(False)
+        listeners.append((kind, sock, int(port)))
+    try:
+        trio.run(Worker(options, channel, listeners).run)
+    except UserError as exc:
+        print(f"router worker: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install what the tests need (starting nothing), lint, then run the whole suite.
+#   ./test.sh                 everything
+#   ./test.sh -k stack -x     extra arguments go to pytest
+# The exit code is pytest's; a lint failure is reported but does not hide the test results.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+./install.sh --deps-only
+echo
+echo "-----> ruff check dynod tests"
+lint=0
+.venv/bin/ruff check dynod tests || lint=$?
+echo
+echo "-----> pytest -q tests $*"
+status=0
+.venv/bin/pytest -q tests "$@" || status=$?
+if [ "$lint" -ne 0 ]; then
+    echo "ruff check found problems (exit $lint); see above." >&2
+fi
+exit "$status"

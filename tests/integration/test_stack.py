@@ -1,0 +1,109 @@
+"""The real default stack, built by debootstrap + apt (install.sh --deps-only builds it before the
+suite, so here it is usually found built), and a real failing build that must leave nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dynod.errors import UserError
+from dynod.settings import load_settings
+from dynod.stack import StackStore, mounts_beneath
+
+pytestmark = pytest.mark.integration
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap and chroot need root")
+
+
+@pytest.fixture(scope="module")
+def settings():
+    return load_settings()
+
+
+@pytest.fixture(scope="module")
+def rootfs(settings) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("building the stack needs root")
+    store = StackStore(settings.stacks_dir, default=settings.stack, uid=settings.dynos.uid,
+                       gid=settings.dynos.gid)
+    return store.ensure(settings.stack, print)
+
+
+def in_stack(rootfs: Path, script: str, uid: int) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` as ``uid`` in a throwaway bubblewrap container whose / is the stack."""
+    return subprocess.run(
+        ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", str(rootfs), "/",
+         "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/app",
+         "--uid", str(uid), "--gid", str(uid), "--setenv", "HOME", "/app", "--chdir", "/app",
+         "/bin/sh", "-c", script],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+@needs_root
+def test_default_stack_has_init_python_and_node(rootfs: Path) -> None:
+    for tool in ("usr/bin/tini", "usr/bin/tini-static", "usr/bin/python3", "usr/bin/node", "usr/bin/npm",
+                 "usr/bin/git", "usr/bin/curl", "bin/bash"):
+        assert os.access(rootfs / tool, os.X_OK), tool
+
+
+@needs_root
+def test_default_stack_has_the_dyno_user_with_an_empty_home(rootfs: Path, settings) -> None:
+    uid, gid = settings.dynos.uid, settings.dynos.gid
+    assert f"dyno:x:{uid}:{gid}:dyno:/app:/bin/bash" in (rootfs / "etc/passwd").read_text().splitlines()
+    assert f"dyno:x:{gid}:" in (rootfs / "etc/group").read_text().splitlines()
+    app = rootfs / "app"
+    assert app.is_dir() and list(app.iterdir()) == []
+    assert (app.stat().st_uid, app.stat().st_gid) == (uid, gid)
+
+
+@needs_root
+def test_default_stack_has_no_apt_lists_caches_or_build_leftovers(rootfs: Path) -> None:
+    assert list((rootfs / "var/lib/apt/lists").glob("*")) == []
+    assert list((rootfs / "var/cache/apt").rglob("*.deb")) == []
+    assert list((rootfs / "var/cache/apt").glob("*.bin")) == []
+    assert not (rootfs / "usr/sbin/policy-rc.d").exists()
+    assert not (rootfs / "debootstrap").exists()
+    resolv = rootfs / "etc/resolv.conf"
+    assert not resolv.is_symlink() and "nameserver" in resolv.read_text()
+    assert (rootfs / "etc/hostname").read_text() == "dyno\n"
+
+
+@needs_root
+def test_tools_run_inside_the_stack_as_the_dyno_user(rootfs: Path, settings) -> None:
+    done = in_stack(rootfs, "id -un; python3 -c 'import ssl, venv; print(\"py ok\")'; "
+                            "node -e 'console.log(\"node ok\")'; npm --version; tini --version; "
+                            "python3 -m venv /tmp/v && /tmp/v/bin/pip --version",
+                    settings.dynos.uid)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:3] == ["dyno", "py ok", "node ok"]
+    assert lines[3][0].isdigit()  # npm's version: npm runs (Debian's npm needs apt's full resolution)
+    assert lines[4].startswith("tini version")
+    assert lines[5].startswith("pip ")
+
+
+@needs_root
+def test_a_failed_build_leaves_no_stack_no_mounts_no_processes(tmp_path: Path) -> None:
+    definitions = tmp_path / "defs"
+    definitions.mkdir()
+    (definitions / "broken.toml").write_text(
+        'suite = "trixie"\nmirror = "http://deb.debian.org/debian"\n'
+        'packages = ["tini", "no-such-package-dynod-test"]\n')
+    stacks = tmp_path / "stacks"
+    store = StackStore(stacks, definitions, default="broken")
+    lines: list[str] = []
+    with pytest.raises(UserError) as err:
+        store.build("broken", lines.append)
+    assert "no-such-package-dynod-test" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert not store.is_built("broken")
+    assert [p.name for p in stacks.iterdir() if p.name.startswith((".building", "broken-"))] == []
+    assert mounts_beneath(stacks, Path("/proc/self/mountinfo").read_text()) == []
+    leftover = subprocess.run(["pgrep", "-f", str(stacks)], capture_output=True, text=True, check=False)
+    assert leftover.stdout == ""
+    shutil.rmtree(stacks)

@@ -1,0 +1,416 @@
+"""Slugs: reproducible packing, verification of hostile tarballs, store, unpack and gc."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import stat
+import tarfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from dynod.build.slug import STALE_TEMP_SECONDS, SlugStore, pack_directory
+from dynod.errors import NotFound, UserError
+
+MTIME = 1_600_000_000
+
+
+# ---- building tarballs in memory -----------------------------------------------------------------
+
+def _info(name: str, kind: bytes, mode: int = 0o644, **attrs) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.mtime = MTIME
+    for key, value in attrs.items():
+        setattr(info, key, value)
+    return info
+
+
+def reg(name: str, data: bytes = b"x", mode: int = 0o644):
+    return _info(name, tarfile.REGTYPE, mode, size=len(data)), data
+
+
+def dir_(name: str, mode: int = 0o755):
+    return _info(name, tarfile.DIRTYPE, mode), None
+
+
+def sym(name: str, target: str):
+    return _info(name, tarfile.SYMTYPE, 0o777, linkname=target), None
+
+
+def hard(name: str, target: str):
+    return _info(name, tarfile.LNKTYPE, 0o644, linkname=target), None
+
+
+def special(name: str, kind: bytes):
+    return _info(name, kind, 0o644, devmajor=1, devminor=3), None
+
+
+def tarball(*members, compress: bool = True) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    raw = buffer.getvalue()
+    return gzip.compress(raw, mtime=0) if compress else raw
+
+
+GOOD = (dir_("app"), reg("app/Procfile", b"web: python -m http.server $PORT\nworker: python w.py\n"),
+        reg("app/server.py", b"print('hi')\n", 0o755), dir_("app/lib"),
+        sym("app/lib/current", "../server.py"), sym("app/abs", "/app/lib"),
+        hard("app/server-copy.py", "app/server.py"))
+
+
+# ---- fixtures ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def store(tmp_path: Path) -> SlugStore:
+    return SlugStore(tmp_path / "slugs", limit_bytes=1 << 20)
+
+
+def listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    (src / "lib").mkdir(parents=True)
+    (src / "Procfile").write_text("web: ./server $PORT\n")
+    (src / "server").write_text("#!/bin/sh\nexec sleep 1\n")
+    (src / "server").chmod(0o755)
+    (src / "lib" / "data.txt").write_text("data\n")
+    (src / "lib" / "link").symlink_to("data.txt")
+    (src / ".git").mkdir()
+    (src / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    for path in [*src.rglob("*"), src]:
+        os.utime(path, (MTIME, MTIME), follow_symlinks=False)
+    return src
+
+
+# ---- packing -------------------------------------------------------------------------------------
+
+def test_pack_is_reproducible_and_normalized(app_dir: Path, tmp_path: Path) -> None:
+    first = pack_directory(app_dir, tmp_path / "out1")
+    os.utime(app_dir / "lib" / "data.txt", (MTIME + 99, MTIME))  # atime differs: must not matter
+    second = pack_directory(app_dir, tmp_path / "out2")
+    assert first.id == second.id
+    assert first.path == tmp_path / "out1" / f"{first.id}.tgz"
+    raw = first.path.read_bytes()
+    assert hashlib.sha256(raw).hexdigest() == first.id and first.size == len(raw)
+    assert raw[4:8] == b"\0\0\0\0"  # gzip header mtime 0
+    assert first.process_types == {"web": "./server $PORT"}
+    with tarfile.open(first.path) as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members] == ["app", "app/Procfile", "app/lib", "app/lib/data.txt",
+                                         "app/lib/link", "app/server"]  # sorted, .git skipped
+    assert all((m.uid, m.gid, m.uname, m.gname) == (0, 0, "", "") for m in members)
+    by_name = {m.name: m for m in members}
+    assert by_name["app/server"].mode == 0o755 and by_name["app/server"].mtime == MTIME
+    assert by_name["app/lib/link"].issym() and by_name["app/lib/link"].linkname == "data.txt"
+    assert [p.name for p in (tmp_path / "out1").iterdir()] == [first.path.name]  # no temp left
+
+
+def test_pack_changes_with_content(app_dir: Path, tmp_path: Path) -> None:
+    before = pack_directory(app_dir, tmp_path / "a")
+    (app_dir / "lib" / "data.txt").write_text("other\n")
+    os.utime(app_dir / "lib" / "data.txt", (MTIME, MTIME))
+    assert pack_directory(app_dir, tmp_path / "b").id != before.id
+
+
+def test_pack_without_procfile_has_no_process_types(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "index.html").write_text("hi")
+    assert pack_directory(src, tmp_path / "out").process_types == {}
+
+
+def _setuid_file(path: Path) -> None:
+    path.write_text("x")
+    path.chmod(0o4755)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda src: os.mkfifo(src / "pipe"), "'app/pipe' is a FIFO"),
+    (lambda src: _setuid_file(src / "tool"), "'app/tool' has the setuid"),
+    (lambda src: (src / "leak").symlink_to("/etc/passwd"), "'app/leak' is a symlink to '/etc/passwd'"),
+    (lambda src: (src / "up").symlink_to("../../outside"), "outside /app"),
+    (lambda src: (src / "Procfile").write_text("not a procfile line\n"), "Malformed Procfile line 1"),
+])
+def test_pack_refuses_what_the_store_would_refuse(tmp_path: Path, make: Callable[[Path], object],
+                                                   message: str) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    make(src)
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match=message):
+        pack_directory(src, out)
+    assert list(out.iterdir()) == []
+
+
+def test_pack_over_the_limit_leaves_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(64 * 1024))
+    with pytest.raises(UserError, match="over the 32768 bytes limit.*'app/big'"):
+        pack_directory(src, tmp_path / "out", limit_bytes=32 * 1024)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_pack_of_a_missing_directory_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="is not a directory"):
+        pack_directory(tmp_path / "nope", tmp_path / "out")
+
+
+def test_slug_module_imports_no_third_party_code() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, dynod.build.slug; "
+            "bad = [m for m in ('trio', 'h11', 'httptools', 'pyroute2', 'yaml', 'cryptography') "
+            "if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# ---- the store: good slugs -----------------------------------------------------------------------
+
+def test_store_file_keeps_a_verified_slug_and_reads_its_procfile(store: SlugStore, tmp_path: Path) -> None:
+    upload = tmp_path / "upload.tgz"
+    upload.write_bytes(tarball(*GOOD))
+    info = store.store_file(upload)
+    assert info.id == hashlib.sha256(upload.read_bytes()).hexdigest()
+    assert info.path == store.root / f"{info.id}.tgz" and info.size == upload.stat().st_size
+    assert info.process_types == {"web": "python -m http.server $PORT", "worker": "python w.py"}
+    assert store.get(info.id) == info
+    assert store.store_file(upload) == info  # storing twice is a no-op
+    assert listing(store.root) == sorted([f"{info.id}.tgz", f"{info.id}.json", "unpacked"])
+
+
+async def test_store_stream_matches_store_file(store: SlugStore) -> None:
+    data = tarball(*GOOD)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 100):  # many small chunks, as HTTP delivers them
+            yield data[start:start + 100]
+
+    info = await store.store_stream(chunks())
+    assert info.id == hashlib.sha256(data).hexdigest()
+    assert store.get(info.id).process_types["web"].startswith("python")
+
+
+def test_dot_slash_names_are_accepted(store: SlugStore, tmp_path: Path) -> None:
+    upload = tmp_path / "s.tgz"
+    upload.write_bytes(tarball(dir_("./app"), reg("./app/Procfile", b"web: x\n")))
+    assert store.store_file(upload).process_types == {"web": "x"}
+
+
+def test_get_rebuilds_lost_metadata(store: SlugStore, tmp_path: Path) -> None:
+    upload = tmp_path / "s.tgz"
+    upload.write_bytes(tarball(*GOOD))
+    info = store.store_file(upload)
+    (store.root / f"{info.id}.json").unlink()
+    assert store.get(info.id) == info
+    assert (store.root / f"{info.id}.json").exists()
+
+
+@pytest.mark.parametrize("slug_id", ["0" * 64, "../../etc/passwd", "ABC", ""])
+def test_get_and_unpacked_of_unknown_ids_are_not_found(store: SlugStore, slug_id: str) -> None:
+    with pytest.raises(NotFound, match="Couldn't find that slug"):
+        store.get(slug_id)
+    with pytest.raises(NotFound):
+        store.unpacked(slug_id, os.getuid(), os.getgid())
+
+
+# ---- the store: hostile slugs --------------------------------------------------------------------
+
+HOSTILE = [
+    ("absolute path", [dir_("app"), reg("/etc/cron.d/x")], "'/etc/cron.d/x' is an absolute path"),
+    ("dotdot", [dir_("app"), reg("app/../../evil")], "'app/../../evil' has a '..' component"),
+    ("outside app", [dir_("app"), reg("etc/passwd")], "'etc/passwd' is outside app/"),
+    ("root not a dir", [reg("app")], "'app' must be the app directory"),
+    ("symlink absolute out", [dir_("app"), sym("app/x", "/etc/shadow")],
+     "'app/x' is a symlink to '/etc/shadow'"),
+    ("symlink relative out", [dir_("app"), sym("app/a/x", "../../../etc")], "'app/a/x' is a symlink"),
+    ("symlink to /application", [dir_("app"), sym("app/x", "/application")], "outside /app"),
+    ("hard link out", [dir_("app"), hard("app/x", "etc/passwd")], "'app/x' is outside app/"),
+    ("hard link absolute", [dir_("app"), hard("app/x", "/etc/passwd")], "absolute path"),
+    ("hard link to nothing", [dir_("app"), hard("app/x", "app/missing")], "not an earlier file"),
+    ("hard link to a symlink", [dir_("app"), sym("app/s", "/app"), hard("app/x", "app/s")], "not an earlier"),
+    ("char device", [dir_("app"), special("app/null", tarfile.CHRTYPE)], "'app/null' is a device node"),
+    ("block device", [dir_("app"), special("app/sda", tarfile.BLKTYPE)], "'app/sda' is a device node"),
+    ("fifo", [dir_("app"), special("app/p", tarfile.FIFOTYPE)], "'app/p' is a FIFO"),
+    ("setuid", [dir_("app"), reg("app/su", b"x", 0o4755)], "'app/su' has the setuid or setgid"),
+    ("setgid dir", [dir_("app"), dir_("app/d", 0o2755)], "'app/d' has the setuid or setgid"),
+    ("through a symlink", [dir_("app"), sym("app/l", "/app/real"), reg("app/l/f")],
+     "'app/l/f' lies beneath app/l, which is a symlink"),
+    ("beneath a file", [dir_("app"), reg("app/f"), reg("app/f/g")], "beneath app/f, which is a file"),
+    ("duplicate", [dir_("app"), reg("app/f"), reg("app/f", b"again")], "'app/f' appears twice"),
+    ("symlink then file", [dir_("app"), sym("app/f", "/app/g"), reg("app/f")], "appears twice"),
+    ("procfile link", [dir_("app"), sym("app/Procfile", "/app/x")], "'app/Procfile' must be a regular file"),
+    ("bad procfile", [dir_("app"), reg("app/Procfile", b"???\n")], "Malformed Procfile line 1"),
+    ("too big", [dir_("app"), reg("app/big", b"\0" * (2 << 20))], "over the 1 MB limit at member 'app/big'"),
+    ("many members", [dir_("app"), *[dir_(f"app/d{i}") for i in range(2100)]], "over the 1 MB limit"),
+]
+
+
+@pytest.mark.parametrize("members, message", [case[1:] for case in HOSTILE], ids=[c[0] for c in HOSTILE])
+def test_hostile_tarballs_are_refused_leaving_nothing(store: SlugStore, tmp_path: Path, members,
+                                                      message: str) -> None:
+    upload = tmp_path / "hostile.tgz"
+    upload.write_bytes(tarball(*members))
+    before = listing(store.root)
+    with pytest.raises(UserError, match=message):
+        store.store_file(upload)
+    assert listing(store.root) == before
+
+
+@pytest.mark.parametrize("payload, message", [
+    (tarball(dir_("app"), reg("app/f"), compress=False), "not a gzip-compressed tar"),
+    (gzip.compress(b"just some text, not a tar archive" * 40), "not a gzip-compressed tar"),
+    (os.urandom(4096), "not a gzip-compressed tar"),
+    (tarball(*GOOD)[:-30], "not a gzip-compressed tar"),  # truncated
+    (tarball(), "empty archive"),
+    (gzip.compress(tarball(*GOOD, compress=False) + b"\0" * (2 << 20)), "limit after the archive's end"),
+    (b"", "not a gzip-compressed tar"),
+], ids=["plain tar", "gzip of text", "random bytes", "truncated", "empty tar", "trailing bomb", "empty file"])
+def test_things_that_are_not_slugs_are_refused_leaving_nothing(store: SlugStore, tmp_path: Path,
+                                                               payload: bytes, message: str) -> None:
+    upload = tmp_path / "upload.tgz"
+    upload.write_bytes(payload)
+    with pytest.raises(UserError, match=message):
+        store.store_file(upload)
+    assert listing(store.root) == ["unpacked"]
+
+
+async def test_a_stream_over_the_compressed_limit_stops_early_leaving_nothing(store: SlugStore) -> None:
+    sent = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal sent
+        while True:
+            sent += 64 * 1024
+            yield os.urandom(64 * 1024)
+
+    with pytest.raises(UserError, match="over the 1 MB limit"):
+        await store.store_stream(endless())
+    assert sent <= (1 << 20) + 64 * 1024
+    assert listing(store.root) == ["unpacked"]
+
+
+async def test_a_hostile_stream_is_refused_leaving_nothing(store: SlugStore) -> None:
+    data = tarball(dir_("app"), sym("app/x", "/etc"))
+
+    async def once() -> AsyncIterator[bytes]:
+        yield data
+
+    with pytest.raises(UserError, match="outside /app"):
+        await store.store_stream(once())
+    assert listing(store.root) == ["unpacked"]
+
+
+def test_missing_upload_file_is_a_user_error(store: SlugStore, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="Cannot read slug file"):
+        store.store_file(tmp_path / "nope.tgz")
+
+
+# ---- unpacking -----------------------------------------------------------------------------------
+
+def test_unpacked_tree_has_content_modes_links_and_owner(store: SlugStore, tmp_path: Path) -> None:
+    upload = tmp_path / "s.tgz"
+    upload.write_bytes(tarball(*GOOD))
+    info = store.store_file(upload)
+    uid, gid = (61000, 61000) if os.getuid() == 0 else (os.getuid(), os.getgid())
+    root = store.unpacked(info.id, uid, gid)
+    assert root == store.unpacked_root / info.id
+    app = root / "app"
+    assert (app / "server.py").read_bytes() == b"print('hi')\n"
+    assert stat.S_IMODE((app / "server.py").stat().st_mode) == 0o755
+    assert (app / "server.py").stat().st_mtime == MTIME
+    assert os.readlink(app / "lib" / "current") == "../server.py"
+    assert os.readlink(app / "abs") == "/app/lib"
+    assert (app / "server-copy.py").stat().st_ino == (app / "server.py").stat().st_ino
+    assert app.stat().st_mtime == MTIME and (app / "lib").stat().st_mtime == MTIME
+    for path in [app, *app.rglob("*")]:
+        st = path.lstat()
+        assert (st.st_uid, st.st_gid) == (uid, gid), path
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755
+    assert store.unpacked(info.id, uid, gid) == root  # second call reuses it
+
+
+def test_parents_missing_from_the_archive_are_created(store: SlugStore, tmp_path: Path) -> None:
+    upload = tmp_path / "s.tgz"
+    upload.write_bytes(tarball(reg("app/deep/er/file", b"z")))
+    info = store.store_file(upload)
+    root = store.unpacked(info.id, os.getuid(), os.getgid())
+    assert (root / "app" / "deep" / "er" / "file").read_bytes() == b"z"
+
+
+def test_concurrent_unpacks_agree_and_leave_no_temp(store: SlugStore, tmp_path: Path) -> None:
+    upload = tmp_path / "s.tgz"
+    upload.write_bytes(tarball(*GOOD, *[reg(f"app/f{i}", b"y" * 100) for i in range(200)]))
+    info = store.store_file(upload)
+    results: list[Path | BaseException] = []
+
+    def unpack() -> None:
+        try:
+            results.append(store.unpacked(info.id, os.getuid(), os.getgid()))
+        except BaseException as exc:
+            results.append(exc)
+
+    # A second store on the same root has its own locks: only the atomic rename keeps it safe.
+    other = SlugStore(store.root, limit_bytes=store.limit_bytes)
+    threads = [threading.Thread(target=unpack) for _ in range(3)]
+    threads.append(threading.Thread(target=lambda: results.append(
+        other.unpacked(info.id, os.getuid(), os.getgid()))))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [store.unpacked_root / info.id] * 4
+    assert [p.name for p in store.unpacked_root.iterdir()] == [info.id]
+    # GOOD has five entries directly in app/, plus the 200 files.
+    assert len(list((store.unpacked_root / info.id / "app").iterdir())) == 5 + 200
+
+
+def test_unpack_rechecks_a_tarball_swapped_on_disk(store: SlugStore, tmp_path: Path) -> None:
+    upload = tmp_path / "s.tgz"
+    upload.write_bytes(tarball(*GOOD))
+    info = store.store_file(upload)
+    info.path.write_bytes(tarball(dir_("app"), sym("app/l", "/app/x"), reg("app/l/passwd")))
+    with pytest.raises(UserError, match="lies beneath app/l"):
+        store.unpacked(info.id, os.getuid(), os.getgid())
+    assert list(store.unpacked_root.iterdir()) == []
+
+
+# ---- gc ------------------------------------------------------------------------------------------
+
+def test_gc_removes_unkept_slugs_with_their_trees_and_stale_temps(store: SlugStore, tmp_path: Path) -> None:
+    ids = []
+    for n in range(3):
+        upload = tmp_path / f"s{n}.tgz"
+        upload.write_bytes(tarball(dir_("app"), reg("app/n", str(n).encode())))
+        ids.append(store.store_file(upload).id)
+        store.unpacked(ids[-1], os.getuid(), os.getgid())
+    stale = store.root / ".tmp-crashed.tgz"
+    stale.write_bytes(b"half")
+    old = time.time() - STALE_TEMP_SECONDS - 10
+    os.utime(stale, (old, old))
+    fresh = store.root / ".tmp-writing.tgz"
+    fresh.write_bytes(b"in progress")
+
+    removed = store.gc({ids[1]})
+    assert sorted(removed) == sorted([ids[0], ids[2]])
+    assert listing(store.root) == sorted([
+        ".tmp-writing.tgz", f"{ids[1]}.json", f"{ids[1]}.tgz", "unpacked", f"unpacked/{ids[1]}",
+        f"unpacked/{ids[1]}/app", f"unpacked/{ids[1]}/app/n"])
+    with pytest.raises(NotFound):
+        store.get(ids[0])
+    assert store.gc({ids[1]}) == []
