@@ -122,11 +122,15 @@ class Platform:
 
     async def destroy_app(self, app: str) -> None:
         self.ledger.get_app(app)
-        async with trio.open_nursery() as nursery:
-            for live in self.manager.dynos_of(app):
-                nursery.start_soon(self.manager.stop, live, "app destroyed")
-        self.ledger.destroy_app(app)
-        self.logs.forget_app(app)
+        self.manager.retiring.add(app)
+        try:
+            async with trio.open_nursery() as nursery:
+                for live in self.manager.dynos_of(app):
+                    nursery.start_soon(self.manager.stop, live, "app destroyed")
+            self.ledger.destroy_app(app)
+            self.logs.forget_app(app)  # after the dynos stopped: a live pump would recreate its files
+        finally:
+            self.manager.retiring.discard(app)
         self.routes_changed()
 
     async def set_maintenance(self, app: str, on: bool) -> Json:

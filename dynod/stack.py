@@ -576,7 +576,7 @@ class StackStore:
                          f"into {final}")
                 self._bootstrap(definition, temp / "rootfs", self.stacks_dir / ".debs", progress)
                 bootstrapped = time.monotonic()
-                progress(f"debootstrap done in {bootstrapped - started:.1f} s")
+                progress(f"Base system and packages installed in {bootstrapped - started:.1f} s")
                 finish_rootfs(definition, temp / "rootfs", self.uid, self.gid, progress=progress)
                 size = disk_usage(temp / "rootfs")
                 meta = {"name": name, "hash": digest, "suite": definition.suite,
@@ -602,6 +602,7 @@ class StackStore:
                 raise
             if old is not None:
                 remove_tree(old)
+            (self.stacks_dir / f"{key}.failed.log").unlink(missing_ok=True)
             progress(f"Stack {name} built in {meta['build_seconds']} s, {size / 1e6:.0f} MB: "
                      f"{final / 'rootfs'}")
             return final / "rootfs"

@@ -122,6 +122,12 @@ async def run(args: argparse.Namespace) -> None:
             {"name": f"web.{i + 1}", "addr": f"127.0.0.1:{p}"} for i, p in enumerate(dyno_ports)]}})
         stats = await control.statistics()
         router_pids = [control.pid] + [w["pid"] for w in stats["workers"]]
+        log_lines = 0
+
+        async def read_logs() -> None:  # as dynod does: every request's log line is received
+            nonlocal log_lines
+            async for _app, _line in control.receive_logs():
+                log_lines += 1
 
         upstream = "\n".join(f"        server 127.0.0.1:{p};" for p in dyno_ports)
         procs.append(start_nginx(tmp, "peer", f"""
@@ -140,14 +146,21 @@ async def run(args: argparse.Namespace) -> None:
     }}""", args.workers))
         wait_port(nginx_port)
 
-        # Warm up (pools, caches), then measure.
-        wrk(f"http://127.0.0.1:{router_port}/", "bench.localhost", 2, args.connections)
-        cpu0 = cpu_seconds(router_pids)
-        router = wrk(f"http://127.0.0.1:{router_port}/", "bench.localhost", args.duration, args.connections)
-        router_cpu = cpu_seconds(router_pids) - cpu0
-        direct = wrk(f"http://127.0.0.1:{dyno_ports[0]}/", None, args.duration, args.connections)
-        wrk(f"http://127.0.0.1:{nginx_port}/", None, 2, args.connections)
-        nginx = wrk(f"http://127.0.0.1:{nginx_port}/", None, args.duration, args.connections)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_logs)
+            # Warm up (pools, caches), then measure; wrk runs in a thread so logs keep flowing.
+            run_wrk = trio.to_thread.run_sync
+            await run_wrk(wrk, f"http://127.0.0.1:{router_port}/", "bench.localhost", 2, args.connections)
+            cpu0 = cpu_seconds(router_pids)
+            router = await run_wrk(wrk, f"http://127.0.0.1:{router_port}/", "bench.localhost", args.duration,
+                                   args.connections)
+            router_cpu = cpu_seconds(router_pids) - cpu0
+            direct = await run_wrk(wrk, f"http://127.0.0.1:{dyno_ports[0]}/", None, args.duration,
+                                   args.connections)
+            await run_wrk(wrk, f"http://127.0.0.1:{nginx_port}/", None, 2, args.connections)
+            nginx = await run_wrk(wrk, f"http://127.0.0.1:{nginx_port}/", None, args.duration, args.connections)
+            await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
 
         print(f"wrk -t2 -c{args.connections} -d{args.duration}s, router workers={args.workers}, "
               f"{os.cpu_count()} CPUs")
@@ -158,6 +171,7 @@ async def run(args: argparse.Namespace) -> None:
                   f"non2xx={r['non2xx']} socket={r['socket_errors']}")
         print(f"router CPU per request: {router_cpu / router['requests'] * 1e6:.1f} us "
               f"({router_cpu:.2f} CPU-s for {router['requests']:.0f} requests)")
+        print(f"router log lines received: {log_lines}")
         print(f"router/nginx req/s: {router['rps'] / nginx['rps']:.1%}  (aim >= 25%)")
         print(f"router/direct req/s: {router['rps'] / direct['rps']:.1%}")
         print(f"p99 added by the router over direct: {router['p99'] - direct['p99']:.2f} ms; "

@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import secrets
+import shutil
+import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
-from ..errors import NotFound
+import trio
+
+from ..errors import NotFound, UserError
 from ..model import check_app_name
 
 MAX_LINE_BYTES = 10_000  # Logplex splits lines at 10,000 bytes; build output does the same
@@ -209,3 +214,164 @@ def _check_id(build_id: str) -> str:
     if not build_id or not all(c in "0123456789abcdef-" for c in build_id):
         raise NotFound(f"No build {build_id!r}: build ids are like 18a3c0f2e1b4d000-1f2e3d4c.")
     return build_id
+
+
+# --- one build, start to end -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BuildDirs:
+    """A build's host directories: /app, /tmp/env and /buildpacks are per build, the cache per app."""
+
+    root: Path
+    app: Path
+    env: Path
+    buildpacks: Path
+    cache: Path
+
+    @classmethod
+    def create(cls, work_root: Path, cache_root: Path, app: str, build_id: str, *, uid: int, gid: int
+               ) -> BuildDirs:
+        root = work_root / f"{check_app_name(app)}-{_check_id(build_id)}"
+        dirs = cls(root=root, app=root / "app", env=root / "env", buildpacks=root / "buildpacks",
+                   cache=cache_root / app)
+        root.mkdir(parents=True, mode=0o755)
+        for path in (dirs.app, dirs.env, dirs.buildpacks):
+            path.mkdir(mode=0o755)
+        dirs.cache.mkdir(parents=True, exist_ok=True, mode=0o755)
+        os.chown(dirs.app, uid, gid)  # buildpacks run as the build uid, never root
+        os.chown(dirs.cache, uid, gid)
+        return dirs
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def unpack_source(archive: IO[bytes], dest: Path, *, uid: int, gid: int,
+                  limit_bytes: int = 2 * 1024 * 1024 * 1024) -> None:
+    """Extract a source tarball (tar or tar.gz) into ``dest``, owned by the build uid.
+
+    Only regular files, directories and symlinks; no absolute path or '..' and no member below a
+    symlink, so nothing lands outside ``dest`` (Python 3.11.2 predates tarfile's filters).
+    """
+    total = 0
+    links: set[str] = set()
+    try:
+        with tarfile.open(fileobj=archive, mode="r|*") as tar:
+            for member in tar:
+                name = posixpath.normpath(member.name.lstrip("/")) if member.name.strip("/.") else "."
+                if name == ".":
+                    continue
+                parts = name.split("/")
+                if member.name.startswith("/") or ".." in parts or any(
+                        "/".join(parts[:i]) in links for i in range(1, len(parts))):
+                    raise UserError(f"The source archive has an unsafe path {member.name!r}; "
+                                    "archive the app's directory with relative paths.")
+                target = dest / name
+                total += member.size
+                if total > limit_bytes:
+                    raise UserError("The source archive unpacks to more than "
+                                    f"{limit_bytes // (1024 ** 3)} GB; leave large files out of it.")
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                elif member.isreg():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    source = tar.extractfile(member)
+                    assert source is not None
+                    with target.open("wb") as out:
+                        shutil.copyfileobj(source, out)
+                    target.chmod(0o755 if member.mode & 0o111 else 0o644)
+                elif member.issym():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink(member.linkname, target)
+                    links.add(name)
+                    continue
+                else:
+                    continue  # hard links, devices, FIFOs: git never archives them; drop them
+                os.lchown(target, uid, gid)
+    except tarfile.TarError as exc:
+        raise UserError(f"The source is not a readable tar archive ({exc}); send a .tar or .tar.gz.") from None
+    for top, dirs, _files in os.walk(dest):
+        for name in dirs:
+            os.lchown(os.path.join(top, name), uid, gid)
+        os.lchown(top, uid, gid)
+
+
+class Slug(Protocol):
+    id: str
+    size: int
+
+
+class Builder:
+    """Runs builds start to end, one at a time per app, recording each and its output.
+
+    The steps: unpack the source into a fresh /app, compile it with the buildpacks (in the
+    container ``container_for`` makes for the build's directories), ``pack`` /app into a slug,
+    ``release`` it (the daemon makes the release and runs its release phase; returns its version).
+    Any UserError on the way fails the build with that sentence; nothing is released then.
+    A git push and a ``dynoctl deploy`` of the same app wait for each other here.
+    """
+
+    def __init__(self, store: BuildStore, *, work_root: Path, cache_root: Path, buildpacks: list[Any],
+                 stack: str, uid: int, gid: int, container_for: Callable[[BuildDirs], Any],
+                 timeout: float | None = None, local_roots: tuple[Path, ...] = ()) -> None:
+        self.store = store
+        self.work_root = work_root
+        self.cache_root = cache_root
+        self.buildpacks = buildpacks
+        self.stack = stack
+        self.uid, self.gid = uid, gid
+        self.container_for = container_for
+        self.timeout = timeout
+        self.local_roots = local_roots
+        self._locks: dict[str, trio.Lock] = {}
+
+    def statistics(self) -> dict[str, Any]:
+        return {"apps_building": sorted(app for app, lock in self._locks.items() if lock.locked())}
+
+    async def build(self, app: str, archive: IO[bytes], *, config: dict[str, str], source: str,
+                    source_version: str | None, user: str | None, output: Callable[[str], None],
+                    pack: Callable[[Path], Awaitable[Slug]],
+                    release: Callable[[BuildRecord, Any, Slug], Awaitable[int]]) -> BuildRecord:
+        # buildpack.py frames its output with this module's helpers, so it is imported here.
+        from .buildpack import DEFAULT_TIMEOUT, compile_app
+
+        record = self.store.create(app, source=source, source_version=source_version, user=user)
+        log = self.store.open_log(record, forward=output)
+        lock = self._locks.setdefault(app, trio.Lock())
+        try:
+            if lock.locked():
+                log.line(step("Another build of this app is running; waiting for it to finish"))
+            async with lock:
+                dirs = BuildDirs.create(self.work_root, self.cache_root, app, record.id,
+                                        uid=self.uid, gid=self.gid)
+                try:
+                    await trio.to_thread.run_sync(
+                        lambda: unpack_source(archive, dirs.app, uid=self.uid, gid=self.gid))
+                    result = await compile_app(
+                        dirs.app, container=self.container_for(dirs), buildpacks=self.buildpacks,
+                        buildpacks_dir=dirs.buildpacks, config=config, cache_dir=dirs.cache,
+                        env_dir=dirs.env, stack=self.stack, timeout=self.timeout or DEFAULT_TIMEOUT,
+                        output=log.line, source_version=source_version, local_roots=self.local_roots)
+                    started = time.monotonic()
+                    log.line(step("Compressing..."))
+                    slug = await pack(dirs.app)
+                    log.line(detail(f"Done: {slug.size / (1024 * 1024):.1f} MB "
+                                    f"({seconds(time.monotonic() - started)})"))
+                    record = replace(record, buildpacks=result.buildpacks,
+                                     process_types=result.process_types, slug_id=slug.id)
+                    log.line(step("Launching..."))
+                    version = await release(record, result, slug)
+                    record = self.store.finish(record, status="succeeded", release=version)
+                finally:
+                    dirs.remove()
+        except UserError as exc:
+            log.line(f" !     {exc}")
+            record = self.store.finish(record, status="failed", error=str(exc))
+        except BaseException:
+            # Cancelled (dynod stopping) or a bug: the record must not stay "pending" forever.
+            record = self.store.finish(record, status="failed", error="The build was interrupted.")
+            raise
+        finally:
+            log.close()
+        return record

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import select
+import shlex
 import signal
 
 from ..api.attach import FrameType
@@ -31,8 +32,10 @@ def split_command(ctx: Context, command: str, argv: list[str], description: str,
                   ) -> tuple[argparse.Namespace, str]:
     """dynoctl's options come first; the command is everything from its first word (or after --).
 
-    Like Heroku's CLI the words are joined with spaces and the dyno's shell parses them, so
-    `dynoctl run 'echo $HOME'` expands $HOME in the dyno.
+    One word is a shell command line, parsed by the dyno's shell (`dynoctl run 'echo $HOME'`
+    expands $HOME in the dyno, as on Heroku). Several words are an argv and keep their
+    boundaries (`dynoctl run -- sh -c 'echo hi; id'` runs exactly that), which Heroku's plain
+    join with spaces would break.
     """
     parser = _parser(ctx, command, description)
     words: list[str] = []
@@ -48,7 +51,7 @@ def split_command(ctx: Context, command: str, argv: list[str], description: str,
     args = ctx.parse(parser, argv)
     if not words:
         raise UserError(f"Usage: dynoctl {command} [-a APP] [-s SIZE] [-e K=V;...] [--] COMMAND...")
-    return args, " ".join(words)
+    return args, words[0] if len(words) == 1 else shlex.join(words)
 
 
 _VALUE_OPTIONS = ("-a", "--app", "-s", "--size", "-e", "--env", "--socket")

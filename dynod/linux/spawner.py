@@ -118,14 +118,19 @@ class Spawner:
                     sc.setns(self.own_netns, sc.CLONE_NEWNET)
         if pid == 0:
             self._child(spec, child_fds, go_r, err_w)  # never returns
-        for fd in (*child_fds, go_r, err_w):
+        for fd in {*child_fds, go_r, err_w}:  # a pty slave stands for all three of 0, 1, 2
             os.close(fd)
+        self.send({"op": "spawned", "id": spec.id, "pid": pid, "kinds": kinds}, parent_fds)
+        if "stdin" in kinds:
+            # dynod alone may hold the write end: the dyno must see EOF when dynod closes it.
+            os.close(parent_fds[kinds.index("stdin")])
+            parent_fds = [fd for fd, kind in zip(parent_fds, kinds, strict=True) if kind != "stdin"]
+            kinds = [kind for kind in kinds if kind != "stdin"]
         child = Child(spec.id, pid, kinds, parent_fds, go_w, err_r)
         self.children[spec.id] = child
         self.by_pid[pid] = child
         self.by_err_fd[err_r] = child
         self.selector.register(err_r, selectors.EVENT_READ, "err")
-        self.send({"op": "spawned", "id": spec.id, "pid": pid, "kinds": kinds}, parent_fds)
 
     def _stdio(self, spec: DynoSpec) -> tuple[list[int], list[int], list[str]]:
         """(fds the spawner keeps, fds 0/1/2 for the child, kinds of the kept ones)."""

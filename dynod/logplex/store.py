@@ -2,9 +2,9 @@
 
 Lines: two append-only files per app, ``current.log`` and ``previous.log``. Every batch the
 stream accepts is appended to current.log with one write(2) (O_APPEND, so a batch is never torn
-by another writer); once current.log holds ``lines`` lines it is renamed over previous.log and a
-fresh one begun. Together they always hold at least the last ``lines`` lines and at most twice
-that, and a rotation costs one rename instead of rewriting the ring.
+by another writer); once current.log holds ``lines`` lines it becomes previous.log (the old one
+is unlinked first) and a fresh one is begun. Together they always hold at least the last
+``lines`` lines and at most twice that, and a rotation costs a rename instead of rewriting the ring.
 
 Durability (the fsync policy): lines are not fsynced. A write(2) is in the page cache the moment
 it returns, so a dynod crash or restart loses nothing it had accepted; only a host crash can
@@ -98,8 +98,13 @@ class AppLogFile:
             self._rotate()
 
     def _rotate(self) -> None:
+        # unlink + rename rather than rename over previous.log: ext4 (auto_da_alloc) flushes a
+        # file renamed over another to disk at once, 1.6 ms against 0.1 ms here, once per
+        # `lines` lines. A crash between the two loses only the older half, never current.log.
         try:
-            os.replace(self.directory / CURRENT, self.directory / PREVIOUS)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.directory / PREVIOUS)
+            os.rename(self.directory / CURRENT, self.directory / PREVIOUS)
         except OSError as exc:
             self._fail(exc)
             return

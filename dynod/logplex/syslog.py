@@ -40,15 +40,22 @@ def _header_field(value: str) -> str:
     return value
 
 
+def _header(line: str, host: str) -> tuple[str, bytes]:
+    """(the stored line's prefix, the RFC 5424 header replacing it); ("", fallback) for a line
+    not in the stored shape (never produced by this package; kept deliverable, not dropped)."""
+    parsed = parse_line(line)
+    if parsed is None:
+        return "", f"<{FACILITY_LOCAL0 * 8 + SEVERITY_INFO}>1 - {_header_field(host)} dynod - - - ".encode()
+    prefix = line[: len(line) - len(parsed.message)]
+    header = (f"<{priority(parsed.source, parsed.dyno)}>1 {parsed.timestamp} {_header_field(host)} "
+              f"{_header_field(parsed.source)} {_header_field(parsed.dyno)} - - ")
+    return prefix, header.encode()
+
+
 def message(line: str, host: str) -> bytes:
     """One stored line as an RFC 5424 message (without framing)."""
-    parsed = parse_line(line)
-    if parsed is None:  # never produced by this package; kept deliverable rather than dropped
-        return f"<{FACILITY_LOCAL0 * 8 + SEVERITY_INFO}>1 - {_header_field(host)} dynod - - - {line}".encode()
-    return (
-        f"<{priority(parsed.source, parsed.dyno)}>1 {parsed.timestamp} {_header_field(host)} "
-        f"{_header_field(parsed.source)} {_header_field(parsed.dyno)} - - {parsed.message}"
-    ).encode("utf-8", "backslashreplace")
+    prefix, header = _header(line, host)
+    return header + line[len(prefix):].encode("utf-8", "backslashreplace")
 
 
 def frame(msg: bytes) -> bytes:
@@ -57,7 +64,17 @@ def frame(msg: bytes) -> bytes:
 
 
 def frames(lines: list[str], host: str) -> bytes:
-    return b"".join([frame(message(line, host)) for line in lines])
+    """Lines as one buffer of framed messages. Lines come in runs sharing time, source and dyno
+    (one pump read, one emit), so the header is built once per run, not once per line."""
+    out = []
+    prefix: str | None = None
+    header = b""
+    for line in lines:
+        if prefix is None or not line.startswith(prefix) or not prefix:
+            prefix, header = _header(line, host)
+        body = line[len(prefix):].encode("utf-8", "backslashreplace")
+        out.append(b"%d %s%s" % (len(header) + len(body), header, body))
+    return b"".join(out)
 
 
 def l10_message(dropped: int, since: float) -> str:

@@ -27,13 +27,14 @@ class _Gap:
 
 
 class TailSession:
-    __slots__ = ("filter", "capacity", "_queue", "_queued_lines", "_wakeup", "closed", "dropped_total")
+    __slots__ = ("filter", "capacity", "_queue", "_queued_lines", "_gaps", "_wakeup", "closed", "dropped_total")
 
     def __init__(self, line_filter: LineFilter, capacity: int) -> None:
         self.filter = line_filter
         self.capacity = capacity
         self._queue: deque[str | _Gap] = deque()
         self._queued_lines = 0
+        self._gaps = 0  # _Gap entries in the queue; none is the common, fast case
         self._wakeup: trio.Event | None = None
         self.closed = False
         self.dropped_total = 0
@@ -55,6 +56,7 @@ class TailSession:
                 last.count += dropped
             else:
                 self._queue.append(_Gap(dropped, now))
+                self._gaps += 1
         self._wake()
 
     def close(self) -> None:
@@ -69,8 +71,14 @@ class TailSession:
 
     def take_nowait(self) -> list[str]:
         """Everything queued now, with L11 lines where gaps were."""
-        out: list[str] = []
         queue = self._queue
+        self._queued_lines = 0
+        if not self._gaps:
+            out: list[str] = list(queue)  # type: ignore[arg-type]  # no gaps: all are lines
+            queue.clear()
+            return out
+        out = []
+        self._gaps = 0
         while queue:
             item = queue.popleft()
             if isinstance(item, _Gap):
@@ -78,7 +86,6 @@ class TailSession:
                 out.append(line_prefix(time.time(), "dynod", LOGPLEX_PROCID) + notice)
             else:
                 out.append(item)
-        self._queued_lines = 0
         return out
 
     async def next_lines(self) -> list[str]:

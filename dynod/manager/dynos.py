@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ..errors import UserError
+from ..errors import NotFound, UserError
 from ..ledger import Ledger
 from ..linux.cgroups import CgroupBackend, CgroupLimits, DynoCgroup, MemoryWatch
 from ..linux.net import DYNO_IFNAME, Network
@@ -111,6 +111,7 @@ class DynoManager:
         self.mnt = str(settings.run_dir / "mnt")
         self._task_exits: dict[str, trio.MemorySendChannel[SpawnerEvent]] = {}
         self.closing = False  # set by stop_all: nothing starts any more
+        self.retiring: set[str] = set()  # apps being destroyed: their dynos stop, none start
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -152,6 +153,8 @@ class DynoManager:
                     self.emit(dyno, "Cycling")
                     self.nursery.start_soon(self.stop, dyno, "cycling")
             for app in self.ledger.list_apps():
+                if app.name in self.retiring:
+                    continue
                 try:
                     await self.reconcile_app(app.name)
                 except UserError as exc:
@@ -181,14 +184,16 @@ class DynoManager:
 
     def _forget_record(self, dyno_id: str) -> None:
         self.restart_at.pop(dyno_id, None)
-        self.ledger.delete_dyno(dyno_id)
+        self.ledger.delete_dyno(dyno_id)  # idempotent: a destroyed app's records are gone already
 
     async def _start_logged(self, app: str, action: Start, release: Release) -> None:
         try:
             await self.start(app, action.type, action.name, release, action.size, action.command)
         except (UserError, SpawnerError, OSError) as exc:
+            if app in self.retiring or isinstance(exc, NotFound):
+                return  # the app went away while its dyno was being made
             self.logs.emit(app, "dynod", action.name, f"Error: the dyno could not start: {exc}")
-            log.exception("start %s %s", app, action.name)
+            log.warning("start %s %s: %s", app, action.name, exc)
 
     # -- start -------------------------------------------------------------------------------
     def environment(self, release: Release, name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -203,6 +208,8 @@ class DynoManager:
                     cols: int = 80, attached: bool = False) -> LiveDyno:
         if self.closing:
             raise UserError("dynod is shutting down: no new dynos start; try again once it is back.")
+        if app in self.retiring:
+            raise UserError(f"{app} is being destroyed: no new dynos start.")
         if release.slug_id is None:
             raise UserError(f"{app} has no slug yet: deploy it first (dynoctl deploy DIR -a {app}).")
         spec_size = dyno_size(size)
@@ -233,8 +240,8 @@ class DynoManager:
                     "gateway": self.network.pool.gateway},
             "stdio": stdio, "rows": rows, "cols": cols,
         }
-        self.ledger.put_dyno(record)
         try:
+            self.ledger.put_dyno(record)
             spawned = await self.spawner.spawn(spec)
         except BaseException:
             self.ledger.delete_dyno(dyno_id)
@@ -243,7 +250,11 @@ class DynoManager:
             raise
         live = LiveDyno(replace(record, pid=spawned.pid), cgroup, spawned.fds)
         self.live[dyno_id] = live
-        self.ledger.set_dyno_state(dyno_id, DynoState.STARTING, pid=spawned.pid)
+        try:
+            self.ledger.set_dyno_state(dyno_id, DynoState.STARTING, pid=spawned.pid)
+            orphaned = False
+        except NotFound:
+            orphaned = True  # its app was destroyed while it was being made: stop it once it runs
         try:
             await self.network.attach(dyno_id, spawned.pid)
         except Exception:
@@ -253,6 +264,8 @@ class DynoManager:
         if not attached:
             self.emit(live, f"Starting process with command `{command}`")
         self._watch(live)
+        if orphaned or app in self.retiring or self.closing:  # gone or shutting down meanwhile
+            self.nursery.start_soon(self.stop, live, "retired")
         return live
 
     def _watch(self, live: LiveDyno) -> None:
@@ -346,7 +359,10 @@ class DynoManager:
         if old == state:
             return
         live.record = replace(live.record, state=state, state_changed_at=time.time())
-        self.ledger.set_dyno_state(live.id, state, pid=live.record.pid, exit_status=live.exit_status)
+        try:
+            self.ledger.set_dyno_state(live.id, state, pid=live.record.pid, exit_status=live.exit_status)
+        except NotFound:
+            pass  # its app was destroyed meanwhile: the record went with it
         if not live.record.attached:
             self.emit(live, f"State changed from {old} to {state}")
         if live.record.type == "web":
@@ -433,7 +449,11 @@ class DynoManager:
             if event.op == "started":
                 live.started.set()
             elif event.op == "exited":
-                await self._on_exit(live, event)
+                try:
+                    await self._on_exit(live, event)
+                except Exception:  # one dyno's bookkeeping must never stop the manager
+                    log.exception("exit of %s", live.id)
+                    live.exited.set()
 
     async def _on_exit(self, live: LiveDyno, event: SpawnerEvent | AdoptedDyno) -> None:
         status = event.status if event.status is not None else -1

@@ -168,6 +168,10 @@ def _alive(pid: int, process: subprocess.Popen[bytes] | None) -> bool:
     if process is not None:
         return process.poll() is None
     try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child (an earlier RouterControl started it)
+    except ChildProcessError:
+        pass
+    try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False

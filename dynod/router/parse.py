@@ -83,7 +83,7 @@ Event = RequestHead | ResponseHead | Body | EndOfMessage | Tunnel
 class _Reader:
     """Shared callback plumbing; subclasses set the parser and build their head event."""
 
-    __slots__ = ("events", "_parser", "_headers", "_head_bytes", "_line_len", "_in_head",
+    __slots__ = ("events", "_parser", "_headers", "_head_bytes", "_line_len", "_in_head", "_tail",
                  "_framing", "_upgrade_hdr", "_expect", "_host", "_failed")
 
     def __init__(self) -> None:
@@ -93,6 +93,7 @@ class _Reader:
         self._in_head = True
         self._head_bytes = 0
         self._line_len = 0
+        self._tail = b""
 
     def _reset_head(self) -> None:
         self._headers: list[tuple[bytes, bytes]] = []
@@ -136,10 +137,19 @@ class _Reader:
         self._in_head = True
         self._head_bytes = 0
         self._line_len = 0
+        self._tail = b""
 
     # -- feeding
     def _check_head_limits(self, data: bytes) -> None:
         """Enforce the per-line and per-head caps before httptools buffers anything."""
+        # Only the head counts: the body that may follow in the same chunk has no lines.
+        probe = self._tail + data
+        end = probe.find(b"\r\n\r\n")
+        if end >= 0:
+            data = data[:max(0, end + 4 - len(self._tail))]
+            self._tail = b""
+        else:
+            self._tail = probe[-3:]
         self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES:
             raise ProtocolError(431, "Request header fields too large")
@@ -162,17 +172,22 @@ class _Reader:
 class RequestReader(_Reader):
     """Reads requests from a client connection."""
 
-    __slots__ = ("_url", "_url_parts")
+    __slots__ = ("_url", "_url_parts", "_past_request_line")
 
     def __init__(self) -> None:
         super().__init__()
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._url_parts: list[bytes] = []
+        self._past_request_line = False
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._url_parts = []
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._past_request_line = False
 
     def on_url(self, url: bytes) -> None:
         self._url_parts.append(url)
@@ -191,7 +206,7 @@ class RequestReader(_Reader):
         ))
 
     def _line_too_long(self) -> None:
-        if not self._headers:
+        if not self._past_request_line:
             raise ProtocolError(414, "Request-URI too long")
         raise ProtocolError(431, "Request header fields too large")
 
@@ -200,6 +215,9 @@ class RequestReader(_Reader):
         if self._failed:
             raise ProtocolError(400, "Bad request")
         if self._in_head:
+            if not self._past_request_line and b"\n" in data:
+                # The limit a line breaks decides the status: 414 for the request line, else 431.
+                self._past_request_line = self._line_len + data.find(b"\n") <= MAX_LINE
             self._check_head_limits(data)
         try:
             self._parser.feed_data(data)
@@ -280,3 +298,4 @@ class ResponseReader(_Reader):
         self._in_head = True
         self._head_bytes = 0
         self._line_len = 0
+        self._tail = b""

@@ -378,7 +378,7 @@ class Proxy:
         result = None
         failure: Exception | None = None
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._upload, client.pipe, reader, conn, chunked, upload, nursery.cancel_scope)
+            nursery.start_soon(self._upload, client, reader, conn, chunked, upload, nursery.cancel_scope)
             try:
                 result = await self._relay(client, head, conn, upload, False)
             except (_Failure, _ClientGone) as exc:
@@ -393,7 +393,7 @@ class Proxy:
         # The client's body was not read to its end: the next request's start cannot be found.
         return status, nbytes, False, tunnel
 
-    async def _upload(self, client: Pipe, reader: RequestReader, conn: DynoConn,
+    async def _upload(self, client: _Client, reader: RequestReader, conn: DynoConn,
                       chunked: bool, upload: _Upload, scope: trio.CancelScope) -> None:
         """Stream the rest of a request body from the client to the dyno as it arrives."""
         events = reader.events
@@ -420,11 +420,13 @@ class Proxy:
                     upload.broken = True  # the dyno stopped reading; its answer (or silence) tells why
                     return
             if upload.done:
+                if client.phase == _FIRST_BYTE:  # H12's 30 s start once the whole request is in
+                    client.deadline = _now() + self.options.request_timeout
                 return
             data = b""
             with trio.move_on_after(idle):
                 try:
-                    data = await client.recv()
+                    data = await client.pipe.recv()
                 except OSError:
                     data = b""
             if data:
@@ -447,6 +449,8 @@ class Proxy:
         client_pipe = client.pipe
         client_11 = head.http_version != "1.0"
         client.wait_for(_FIRST_BYTE, opts.request_timeout)
+        if not upload.done:
+            client.deadline = _INF  # the upload task starts the clock when the body is in
         got_any = False
         # Interim (1xx) heads are passed on; the final head decides the framing for the client.
         while True:
@@ -515,6 +519,7 @@ class Proxy:
                     raise _Failure(codes.H27, sent=True) from None
                 out = []
                 sent = True
+                client.deadline = _now() + idle  # a slow client is not an idle dyno
             if done:
                 break
             try:

@@ -120,7 +120,8 @@ class Supervisor:
             for kind, sock, port in self.listeners:
                 cmd += ["--listen", f"{kind}:{sock.fileno()}:{port}"]
                 fds.append(sock.fileno())
-            w.ready = trio.Event()
+            if w.ready.is_set():
+                w.ready = trio.Event()  # a replacement: run() waits on the first start's event
             w.process = await trio.lowlevel.open_process(cmd, pass_fds=fds, stdin=subprocess.DEVNULL)
             child_end.close()
             w.pid = w.process.pid
@@ -216,10 +217,15 @@ class Supervisor:
                 if not data:
                     return
                 try:
-                    for line in lines.feed(data):
-                        await self._control_message(client, line)
+                    batch = lines.feed(data)
                 except UserError as exc:
+                    batch = []
                     await client.send(encode({"type": "error", "message": str(exc)}))
+                for line in batch:
+                    try:
+                        await self._control_message(client, line)
+                    except UserError as exc:  # refused: the router keeps what it had
+                        await client.send(encode({"type": "error", "message": str(exc)}))
         finally:
             if self.attached is client:
                 self.attached = None
@@ -230,7 +236,7 @@ class Supervisor:
         kind = message["type"]
         if kind == "attach":
             self.attached = client
-            await client.send(encode({"type": "hello", "pid": os.getpid(),
+            await client.send(encode({"type": "hello", "pid": os.getpid(), "listen": self.describe(),
                                       "workers": [w.pid for w in self.workers]}))
             self.logs_waiting.set()
         elif kind == "routes":
@@ -258,7 +264,7 @@ class Supervisor:
             while len(self._stats_replies) < len(live):
                 self._stats_arrived = trio.Event()
                 await self._stats_arrived.wait()
-        return {"type": "stats", "pid": os.getpid(), "workers": self._stats_replies,
+        return {"type": "stats", "pid": os.getpid(), "listen": self.describe(), "workers": self._stats_replies,
                 "worker_restarts": self.restarts, "log_buffered": len(self.logs),
                 "log_dropped": self.log_dropped, "attached": self.attached is not None}
 

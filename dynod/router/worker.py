@@ -27,6 +27,7 @@ from .tls import CertStore, ensure_default_cert
 from .wire import LineSplitter, decode, encode
 
 _FLUSH_EVERY = 0.02
+_MAX_SHEDDING = 64  # connections being told "503, over the limit" at once
 
 
 class LogBatcher:
@@ -37,14 +38,18 @@ class LogBatcher:
         self.pending: list[bytes] = []
         self.dropped = 0
 
+        self.arrived = trio.Event()
+
     def emit(self, app: str, line: str) -> None:
         if len(self.pending) >= self.limit:
             self.dropped += 1
             return
         self.pending.append(encode({"type": "log", "app": app, "line": line}))
+        self.arrived.set()
 
     def send_nowait(self, message: dict[str, object]) -> None:
         self.pending.append(encode(message))
+        self.arrived.set()
 
 
 class Worker:
@@ -56,6 +61,7 @@ class Worker:
         self.logs = LogBatcher(options.log_buffer)
         self.proxy = Proxy(options, self.logs.emit)
         self.certs: CertStore | None = None
+        self.shedding = 0
         if any(kind == "https" for kind, _, _ in listeners):
             default = ensure_default_cert(options.state_dir / "certs", options.base_domain)
             self.certs = CertStore(default)
@@ -101,18 +107,33 @@ class Worker:
                 continue
             sock.setblocking(False)
             if proxy.connections >= limit:
-                try:
-                    sock.send(codes.OVERLOADED)
-                except OSError:
-                    pass
-                sock.close()
                 proxy.codes["overloaded"] += 1
+                if self.shedding < _MAX_SHEDDING:
+                    serving.start_soon(self._shed, sock)
+                else:
+                    sock.close()  # a flood: not even a 503 is worth more tasks
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if kind == "https":
                 serving.start_soon(self._serve_tls, sock, addr[0], port)
             else:
                 serving.start_soon(proxy.serve, SocketPipe(sock), addr[0], "http", port)
+
+    async def _shed(self, sock: socket.socket) -> None:
+        """Tell one client over the limit "503" and close without a reset (which would hide it)."""
+        self.shedding += 1
+        pipe = SocketPipe(sock)
+        try:
+            with trio.move_on_after(1.0):
+                await pipe.send_all(codes.OVERLOADED)
+                sock.shutdown(socket.SHUT_WR)
+                while await pipe.recv():  # read what it sent, so close() sends FIN, not RST
+                    pass
+        except OSError:
+            pass
+        finally:
+            pipe.close()
+            self.shedding -= 1
 
     async def _serve_tls(self, sock: socket.socket, ip: str, port: int) -> None:
         assert self.certs is not None
@@ -156,7 +177,9 @@ class Worker:
 
     async def _flush_logs(self) -> None:
         while True:
-            await trio.sleep(_FLUSH_EVERY)
+            await self.logs.arrived.wait()
+            await trio.sleep(_FLUSH_EVERY)  # gather what else comes: one write per batch
+            self.logs.arrived = trio.Event()
             await self._flush_once()
 
     async def _flush_once(self) -> None:

@@ -193,6 +193,9 @@ metrics_interval = 0
             if d.proc is not None and d.proc.poll() is None:
                 d.proc.kill()
         leftovers = _host_leftovers(d)
+        log = root / "dynod.log"
+        if log.exists():  # kept for a post-mortem: the state dir itself goes
+            shutil.copy(log, Path(tempfile.gettempdir()) / "dynod-it-last.log")
         shutil.rmtree(root, ignore_errors=True)
         assert not leftovers, f"the suite left these on the host: {leftovers}"
 

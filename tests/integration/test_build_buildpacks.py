@@ -102,22 +102,31 @@ async def test_python_example_builds_with_cache_reused_on_the_second_build(build
     assert sorted(result.slugignored) == ["README.md", "tests"]
     assert "-----> Python app detected" in build.lines
     assert "-----> Using Python 3.13" in build.output
-    assert "Restoring pip cache" not in build.output
+    assert "Restoring cached packages" not in build.output
     assert any(line.startswith("-----> Python app compiled (") for line in build.lines)
     app = build.dirs["app"]
     assert (app / ".heroku/python/bin/gunicorn").exists()
     assert (app / ".profile.d/python.sh").is_file()
     assert not (app / "README.md").exists() and not (app / "tests").exists()
     assert not list(app.glob(".dynod-release-*"))
-    cached_wheels = list((build.dirs["cache"] / "pip").rglob("*"))
-    assert cached_wheels, "pip wrote nothing to the build cache"
+    cached = build.dirs["cache"] / "python"
+    assert list(cached.glob("venv/lib/python3.13/site-packages/flask-3.1.1.dist-info"))
+    assert "python=3.13" in (cached / "key").read_text()
     # The venv works at /app, where the dyno runs it.
     assert build.run_in_app("python -c 'import flask; print(flask.__version__)'").strip() == "3.1.1"
 
     build.load(EXAMPLES / "python-flask")
     await build.compile()
-    assert "Restoring pip cache" in build.output
-    assert "Using cached flask-3.1.1" in build.output.lower()
+    assert "Restoring cached packages" in build.output
+    assert "Requirement already satisfied: flask==3.1.1" in build.output
+    assert "Downloading" not in build.output
+
+    # A changed dependency list starts afresh, so nothing removed from it lingers in the slug.
+    build.load(EXAMPLES / "python-flask")
+    (build.dirs["app"] / "requirements.txt").write_text("flask==3.1.1\n")
+    await build.compile()
+    assert "Discarding the cached packages" in build.output
+    assert not (build.dirs["app"] / ".heroku/python/bin/gunicorn").exists()
 
 
 async def test_python_version_not_on_the_stack_is_an_error_naming_what_is_available(build: Build):

@@ -5,7 +5,11 @@ runner apart from it) this one keeps the same contract: the stack read-only as /
 bound at /app, /tmp/cache, /tmp/env and /buildpacks, every namespace but the network unshared,
 uid 61999 both inside and on the host (bwrap runs unprivileged through setpriv, so the build
 really is that uid), and the whole process tree killed on timeout or cancellation: the tree is
-the sandbox's pid namespace, whose init dies with bwrap (--die-with-parent).
+the sandbox's pid namespace, and killing its init (bwrap reports its pid on --info-fd) ends it.
+
+No --die-with-parent: it is PR_SET_PDEATHSIG, which fires when the parent *thread* exits, and
+trio forks from a worker thread that exits after 10 s idle -- every build would be SIGKILLed
+ten seconds after it started.
 
 The tests at the bottom prove that contract; the other build tests import this module.
 """
@@ -54,7 +58,7 @@ class BwrapBuildContainer:
     def _argv(self, argv: list[str], env: dict[str, str]) -> list[str]:
         uid = str(self.uid)
         cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-               "bwrap", "--unshare-all", "--share-net", "--die-with-parent", "--new-session",
+               "bwrap", "--unshare-all", "--share-net", "--new-session",
                "--uid", uid, "--gid", uid, "--tmpfs", "/"]
         # A tmpfs root holding the stack's top-level entries read-only: the mount points /app and
         # /buildpacks can then be made without writing into the stack.

@@ -325,12 +325,14 @@ async def test_stuck_drain_never_affects_tails_or_other_drains(tmp_path):
         nursery.start_soon(tail)
         ls.emit("myapp", "dynod", "api", "warm-up: both drains connect before the flood")
         await healthy.wait_for(lambda f: len(f) >= 1)
-        total = 20_000
+        # 25k lines/s: well within what the healthy receiver (parsing strictly, in this same
+        # process) takes, while the stuck one's 4 KiB window fills at once.
+        total, step = 20_000, 250
         started = time.perf_counter()
-        for batch in range(total // 500):
-            for i in range(500):
-                ls.emit("myapp", "app", "web.1", f"{batch * 500 + i} " + "x" * 100)
-            await trio.sleep(0.005)
+        for batch in range(total // step):
+            for i in range(step):
+                ls.emit("myapp", "app", "web.1", f"{batch * step + i} " + "x" * 100)
+            await trio.sleep(0.01)
         emit_time = time.perf_counter() - started
         with trio.move_on_after(10):
             await healthy.wait_for(lambda f: len(app_messages(f)) >= total, timeout=10)

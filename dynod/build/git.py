@@ -1,0 +1,315 @@
+"""`git push dynod main`: a bare repository per app whose pre-receive hook builds the push.
+
+The hook runs inside git-receive-pack, before any ref moves. It refuses what dynod cannot
+deploy (a branch other than main or master, a deletion), exports the pushed commit with
+`git archive` (the pushed objects sit in git's quarantine, visible to the hook only, so the
+daemon cannot read them from the repository itself), and streams it to dynod's API:
+
+    POST /apps/{app}/builds?source=git&source_version=<sha>&user=<key id>
+    Content-Type: application/x-tar, Content-Length: n, body: the tar of the commit
+
+dynod answers 200 with ``application/x-ndjson``: one ``{"line": "..."}`` per output line while it
+builds, then one ``{"build": {...}}`` (a BuildRecord's JSON; "status" is "succeeded" or "failed",
+"error" the reason, "release" the new version, plus "web_url"). A refusal before the build
+starts is the API's usual error answer (4xx, ``{"id", "message"}``). The hook prints every line
+to its stdout, which git shows the pusher as ``remote:`` lines, and exits non-zero unless the
+build succeeded, so a failed build rejects the push and the ref stays where it was.
+
+Pushes to one app are serialized by an exclusive flock on ``<repo>/dynod-push.lock``, held from
+the hook's start until git-receive-pack has exited (a child process keeps it, because git updates
+the ref after the hook returns). A push that waited re-checks that the branch still is where its
+pusher saw it; if another push moved it, it is rejected the way git rejects any stale push, so
+the released code and the branch never disagree and no push is silently lost.
+
+Over SSH, each authorized key's forced command is ``python -m dynod.build.git serve KEYID``
+(see keys.py): it accepts only ``git-receive-pack '<app>.git'`` and runs git-receive-pack on that
+app's repository. Pushes from the host itself go straight to the repository path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import http.client
+import json
+import os
+import re
+import select
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import urllib.parse
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from ..errors import NotFound, UserError
+from ..model import check_app_name
+
+DEPLOY_BRANCHES = ("refs/heads/main", "refs/heads/master")
+ZERO_SHA = "0" * 40
+LOCK_FILE = "dynod-push.lock"
+LOCK_KEEP_SECONDS = 120.0  # how long the lock may outlive the hook while git updates the ref
+HOOK_TEMPLATE = """#!/bin/sh
+# Written by dynod: every push to this app is built before the branch moves.
+exec {python} -m dynod.build.git pre-receive --app {app} --api-socket {socket}
+"""
+
+
+# --- the repositories --------------------------------------------------------------------
+
+
+def repo_path(repos_dir: Path, app: str) -> Path:
+    return repos_dir / f"{check_app_name(app)}.git"
+
+
+def create_repo(repos_dir: Path, app: str, *, api_socket: Path, python: str = sys.executable) -> Path:
+    """The app's bare repository with dynod's pre-receive hook; re-running refreshes the hook."""
+    path = repo_path(repos_dir, app)
+    if not path.exists():
+        repos_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(path)],
+                       check=True, capture_output=True)
+        # Heroku accepts force pushes; deletes are refused by the hook with a message instead.
+        subprocess.run(["git", "-C", str(path), "config", "receive.denyNonFastForwards", "false"], check=True)
+    hook = path / "hooks" / "pre-receive"
+    hook.write_text(HOOK_TEMPLATE.format(python=shlex.quote(python), app=shlex.quote(app),
+                                         socket=shlex.quote(str(api_socket))))
+    hook.chmod(0o755)
+    return path
+
+
+def delete_repo(repos_dir: Path, app: str) -> None:
+    shutil.rmtree(repo_path(repos_dir, app), ignore_errors=True)
+
+
+# --- pure rules ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RefUpdate:
+    old: str
+    new: str
+    ref: str
+
+
+def parse_ref_updates(lines: Iterable[str]) -> list[RefUpdate]:
+    updates = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3:
+            updates.append(RefUpdate(*parts))
+    return updates
+
+
+def deploy_update(updates: list[RefUpdate]) -> RefUpdate:
+    """The one update dynod builds; a UserError (shown to the pusher) for anything else."""
+    for update in updates:
+        if update.ref not in DEPLOY_BRANCHES:
+            name = update.ref.removeprefix("refs/heads/")
+            raise UserError(f"Pushed to {name}: dynod deploys only main or master; "
+                            f"push with `git push dynod {name}:main`.")
+    if len(updates) != 1:
+        raise UserError("Push main or master, not both, in one push.")
+    update = updates[0]
+    if update.new == ZERO_SHA:
+        raise UserError(f"Deleting {update.ref.removeprefix('refs/heads/')} is not allowed: "
+                        "it is what the app runs; destroy the app instead.")
+    return update
+
+
+def parse_ssh_command(command: str | None) -> tuple[str, str]:
+    """SSH_ORIGINAL_COMMAND -> (git service, app). Only receive-pack of ``<app>.git`` passes."""
+    if not command:
+        raise UserError("This key can push apps to dynod with git; it opens no shell.")
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        raise UserError("Unreadable git command; push with `git push dynod main`.") from None
+    if len(words) == 3 and words[0] == "git":
+        words = [f"git-{words[1]}", words[2]]
+    if len(words) != 2 or words[0] not in ("git-receive-pack", "git-upload-pack"):
+        raise UserError("Only `git push` is served here; this key opens no shell and runs no commands.")
+    if words[0] != "git-receive-pack":
+        raise UserError("dynod accepts pushes only; clone from where the app's code lives.")
+    match = re.fullmatch(r"/?(?:~/)?([^/]+?)(?:\.git)?/?", words[1])
+    if match is None:
+        raise UserError(f"{words[1]} is not an app repository; the remote is ssh://HOST/<app>.git.")
+    return words[0], check_app_name(match.group(1))
+
+
+# --- the pre-receive hook --------------------------------------------------------------------
+
+
+def _say(text: str, out: IO[str]) -> None:
+    out.write(text + "\n")
+    out.flush()
+
+
+def _current(ref: str) -> str:
+    done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", ref], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else ZERO_SHA
+
+
+@contextlib.contextmanager
+def _push_lock(git_dir: Path, out: IO[str]) -> Iterator[None]:
+    fd = os.open(git_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say("-----> Another push to this app is building; waiting for it to finish", out)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _keep_lock_until_git_exits() -> None:
+    """Hold the push lock in a child until git-receive-pack (our parent) exits.
+
+    git moves the ref only after this hook returns; releasing the lock earlier would let the
+    next push check the branch before it moved. The child closes every stream git reads, or git
+    would wait for it forever. The lock's descriptor is inherited across fork (O_CLOEXEC only
+    acts on exec), and the flock lasts until the last copy closes: the child's, at its exit.
+    """
+    git_pid = os.getppid()
+    try:
+        pidfd = os.pidfd_open(git_pid)
+    except OSError:
+        return
+    if os.fork() != 0:
+        os.close(pidfd)
+        return
+    try:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for std in (0, 1, 2):
+            os.dup2(devnull, std)
+        select.select([pidfd], [], [], LOCK_KEEP_SECONDS)
+    finally:
+        os._exit(0)
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def request_build(api_socket: Path, app: str, archive: IO[bytes], size: int, *, source_version: str,
+                  user: str | None, out: IO[str], timeout: float = 3600.0) -> bool:
+    """POST the source to dynod and print its output as it comes; True if the build succeeded."""
+    query = urllib.parse.urlencode({"source": "git", "source_version": source_version,
+                                    **({"user": user} if user else {})})
+    conn = _UnixHTTPConnection(str(api_socket), timeout)
+    try:
+        conn.request("POST", f"/apps/{app}/builds?{query}", body=archive,
+                     headers={"Content-Type": "application/x-tar", "Content-Length": str(size),
+                              "Accept": "application/x-ndjson"})
+        response = conn.getresponse()
+        if response.status != 200:
+            try:
+                message = json.loads(response.read()).get("message")
+            except ValueError:
+                message = None
+            _say(f" !     {message or f'dynod answered {response.status} {response.reason}'}", out)
+            return False
+        build: dict[str, object] | None = None
+        for raw in response:
+            event = json.loads(raw)
+            if "line" in event:
+                _say(str(event["line"]), out)
+            elif "build" in event:
+                build = event["build"]
+        if build is None:
+            _say(" !     dynod stopped answering before the build finished; the push is rejected.", out)
+            return False
+        if build.get("status") != "succeeded":
+            _say(f" !     Push rejected: {build.get('error') or 'the build failed'}", out)
+            return False
+        if build.get("release") is not None:
+            _say(f"       Released v{build['release']}", out)
+        if build.get("web_url"):
+            _say(f"       {build['web_url']} deployed to dynod", out)
+        return True
+    except (OSError, http.client.HTTPException) as exc:
+        _say(f" !     Cannot reach dynod at {api_socket} ({exc}); is it running?", out)
+        return False
+    finally:
+        conn.close()
+
+
+def pre_receive(stdin: IO[str], out: IO[str], *, app: str, api_socket: Path,
+                user: str | None) -> int:
+    """The hook: 0 lets git move the branch, anything else rejects the push."""
+    try:
+        update = deploy_update(parse_ref_updates(stdin))
+    except UserError as exc:
+        _say(f" !     {exc}", out)
+        return 1
+    git_dir = Path(os.environ.get("GIT_DIR", ".")).resolve()
+    with _push_lock(git_dir, out):
+        if _current(update.ref) != update.old:
+            _say(" !     Another push moved this branch while this one waited; "
+                 "fetch, merge and push again.", out)
+            return 1
+        branch = update.ref.removeprefix("refs/heads/")
+        _say(f"-----> Building {app} from {branch} ({update.new[:8]})", out)
+        with tempfile.TemporaryFile() as archive:
+            subprocess.run(["git", "archive", "--format=tar", update.new], stdout=archive, check=True)
+            size = archive.tell()
+            archive.seek(0)
+            ok = request_build(api_socket, app, archive, size, source_version=update.new, user=user, out=out)
+        if ok:
+            _keep_lock_until_git_exits()
+        return 0 if ok else 1
+
+
+# --- the SSH forced command -----------------------------------------------------------------
+
+
+def serve(command: str | None, *, repos_dir: Path, key_id: str) -> list[str]:
+    """The argv to exec for an SSH session's command, or a UserError to show the pusher."""
+    service, app = parse_ssh_command(command)
+    path = repo_path(repos_dir, app)
+    if not path.is_dir():
+        raise NotFound(f"No app named {app} here; create it with `dynoctl apps:create {app}`.")
+    os.environ["DYNOD_KEY_ID"] = key_id  # the hook names the pusher in the build record
+    return [service, str(path)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dynod.build.git")
+    sub = parser.add_subparsers(dest="command", required=True)
+    hook = sub.add_parser("pre-receive")
+    hook.add_argument("--app", required=True)
+    hook.add_argument("--api-socket", required=True, type=Path)
+    ssh = sub.add_parser("serve")
+    ssh.add_argument("--repos", required=True, type=Path)
+    ssh.add_argument("key_id")
+    args = parser.parse_args(argv)
+    if args.command == "pre-receive":
+        user = os.environ.get("DYNOD_KEY_ID") or "local"
+        return pre_receive(sys.stdin, sys.stdout, app=args.app, api_socket=args.api_socket, user=user)
+    try:
+        exec_argv = serve(os.environ.get("SSH_ORIGINAL_COMMAND"), repos_dir=args.repos, key_id=args.key_id)
+    except UserError as exc:
+        sys.stderr.write(f"dynod: {exc}\n")
+        return 1
+    os.execvp(exec_argv[0], exec_argv)
+    return 127  # unreachable: execvp replaced this process or raised
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The buildpack runner's pure rules and its step logic, against an in-memory container."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+from dynod.build.buildpack import (
+    BuildError,
+    Buildpack,
+    BuildTimeout,
+    classify_buildpack,
+    compile_app,
+    merge_process_types,
+    parse_buildpack_url,
+    parse_buildpacks_file,
+    parse_release_yaml,
+    read_app_file,
+    requested_buildpacks,
+)
+
+BUILTINS = {"python", "nodejs", "procfile"}
+
+
+def test_release_yaml_heroku_shape():
+    info = parse_release_yaml("---\naddons:\n  - heroku-postgresql\ndefault_process_types:\n  web: npm start\n",
+                              "nodejs")
+    assert info.default_process_types == {"web": "npm start"}
+    assert info.addons == ["heroku-postgresql"]
+
+
+@pytest.mark.parametrize("text", ["", "---\n", "--- {}\n"])
+def test_release_yaml_empty_is_no_defaults(text: str):
+    assert parse_release_yaml(text, "bp").default_process_types == {}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("default_process_types: {web: [unclosed", "invalid YAML at line 1"),
+    ("- a\n- b\n", "must print a YAML mapping, not a list"),
+    ("default_process_types:\n  web: [1, 2]\n", "must map process type names to command strings"),
+    ("default_process_types:\n  'bad name': x\n", "must map process type names"),
+    ("addons: heroku-postgresql\n", "addons in bin/release's YAML must be a list"),
+])
+def test_release_yaml_errors_are_one_sentence(text: str, message: str):
+    with pytest.raises(BuildError, match=message) as err:
+        parse_release_yaml(text, "bp")
+    assert "\n" not in str(err.value)
+
+
+def test_buildpacks_file_skips_comments_and_blanks():
+    assert parse_buildpacks_file("# first\nhttps://x/y.git#v1\n\n  nodejs  \n") == ["https://x/y.git#v1", "nodejs"]
+
+
+def test_buildpack_url_may_list_several():
+    assert parse_buildpack_url("nodejs, python\n/opt/bp") == ["nodejs", "python", "/opt/bp"]
+
+
+@pytest.mark.parametrize("ref, kind", [
+    ("python", "builtin"), ("heroku/nodejs", "builtin"),
+    ("https://github.com/heroku/heroku-buildpack-ruby.git", "git"), ("git@github.com:me/bp.git", "git"),
+    ("file:///srv/bp.git#main", "git"), ("/srv/buildpacks/go", "path"), ("vendor/bp", "path"),
+])
+def test_classify(ref: str, kind: str):
+    assert classify_buildpack(ref, BUILTINS) == kind
+
+
+def test_procfile_overrides_defaults_type_by_type():
+    assert merge_process_types({"web": "npm start", "worker": "node w.js"}, {"web": "node server.js"}) == {
+        "web": "node server.js", "worker": "node w.js"}
+    assert merge_process_types({"web": "npm start"}, None) == {"web": "npm start"}
+
+
+def test_buildpack_url_wins_over_dot_buildpacks(tmp_path: Path):
+    (tmp_path / ".buildpacks").write_text("nodejs\n")
+    assert requested_buildpacks(tmp_path, {"BUILDPACK_URL": "python"}) == (["python"], "BUILDPACK_URL")
+    assert requested_buildpacks(tmp_path, {}) == (["nodejs"], ".buildpacks")
+    assert requested_buildpacks(tmp_path / "missing", {}) == ([], "")
+
+
+def test_app_files_are_never_read_through_a_symlink(tmp_path: Path):
+    secret = tmp_path / "secret"
+    secret.write_text("web: leaked\n")
+    app = tmp_path / "app"
+    app.mkdir()
+    os.symlink(secret, app / "Procfile")
+    with pytest.raises(BuildError, match="Procfile in the app cannot be read"):
+        read_app_file(app, "Procfile")
+
+
+# --- compile_app's steps, against a container that runs shell-free Python stand-ins ---------
+
+
+class ScriptedContainer:
+    """Plays each buildpack script from a table: (argv[0] suffix) -> (exit code, output, side effect)."""
+
+    def __init__(self, app: Path, scripts: dict[str, tuple[int, bytes, Callable[[], None] | None]]) -> None:
+        self.app = app
+        self.scripts = scripts
+        self.calls: list[list[str]] = []
+        self.envs: list[dict[str, str]] = []
+
+    async def run(self, argv: list[str], *, env: dict[str, str], timeout: float,
+                  output: Callable[[bytes], None]) -> int:
+        self.calls.append(argv)
+        self.envs.append(env)
+        program = argv[3] if argv[0] == "/bin/sh" else argv[0]
+        code, out, effect = self.scripts.get(program, (1, b"", None))
+        if out == b"HANG":
+            await trio.sleep(timeout)
+            raise BuildTimeout(timeout)
+        if effect:
+            effect()
+        if argv[0] == "/bin/sh":  # bin/release: stdout goes to the file named in argv[5]
+            (self.app / Path(argv[5]).name).write_bytes(out)
+        else:
+            for i in range(0, len(out), 1000):
+                output(out[i:i + 1000])
+                await trio.sleep(0)
+        return code
+
+
+def builtins_at(root: Path) -> list[Buildpack]:
+    bps = []
+    for name in ("python", "nodejs", "procfile"):
+        (root / name / "bin").mkdir(parents=True)
+        for script in ("detect", "compile", "release"):
+            (root / name / "bin" / script).write_text("#!/bin/sh\n")
+            (root / name / "bin" / script).chmod(0o755)
+        bps.append(Buildpack(name, root / name, name))
+    return bps
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> dict[str, Path]:
+    d = {name: tmp_path / name for name in ("app", "cache", "env", "bps", "builtins")}
+    for path in d.values():
+        path.mkdir()
+    return d
+
+
+async def run_compile(dirs: dict[str, Path], container: ScriptedContainer, config: dict[str, str] | None = None,
+                      **kw) -> tuple[list[str], object]:
+    lines: list[str] = []
+    result = await compile_app(dirs["app"], container=container, buildpacks=builtins_at(dirs["builtins"]),
+                               buildpacks_dir=dirs["bps"], config=config or {}, cache_dir=dirs["cache"],
+                               env_dir=dirs["env"], stack="debian-13", output=lines.append, **kw)
+    return lines, result
+
+
+async def test_detection_runs_in_order_and_stops_at_the_first_match(dirs: dict[str, Path]):
+    (dirs["app"] / "Procfile").write_text("web: node index.js\n")
+    container = ScriptedContainer(dirs["app"], {
+        "/buildpacks/nodejs/bin/detect": (0, b"Node.js\n", None),
+        "/buildpacks/nodejs/bin/compile": (0, b"-----> Installing\n       done", None),
+        "/buildpacks/nodejs/bin/release": (0, b"default_process_types:\n  web: npm start\n  worker: x\n", None),
+    })
+    lines, result = await run_compile(dirs, container, {"SECRET": "s3"})
+    detects = [c[0] for c in container.calls if c[0].endswith("/detect")]
+    assert detects == ["/buildpacks/python/bin/detect", "/buildpacks/nodejs/bin/detect"]
+    assert container.calls[2] == ["/buildpacks/nodejs/bin/compile", "/app", "/tmp/cache", "/tmp/env"]
+    assert result.buildpacks == ["Node.js"]
+    assert result.process_types == {"web": "node index.js", "worker": "x"}
+    assert lines[0] == "-----> Building on the debian-13 stack"
+    assert "-----> Node.js app detected" in lines and "       done" in lines
+    assert any(line.startswith("-----> Node.js app compiled (") for line in lines)
+    assert "       Procfile declares types     -> web" in lines
+    assert (dirs["env"] / "SECRET").read_text() == "s3"
+    assert all(env["STACK"] == "debian-13" and "SECRET" not in env for env in container.envs)
+    assert not list(dirs["app"].glob(".dynod-release-*"))
+
+
+async def test_nothing_detected(dirs: dict[str, Path]):
+    with pytest.raises(BuildError, match="No default language could be detected"):
+        await run_compile(dirs, ScriptedContainer(dirs["app"], {}))
+
+
+async def test_explicit_buildpack_that_declines_the_app(dirs: dict[str, Path]):
+    with pytest.raises(BuildError, match="App not compatible with buildpack nodejs"):
+        await run_compile(dirs, ScriptedContainer(dirs["app"], {}), {"BUILDPACK_URL": "nodejs"})
+
+
+async def test_timeout_is_a_build_error_naming_the_step(dirs: dict[str, Path]):
+    container = ScriptedContainer(dirs["app"], {
+        "/buildpacks/python/bin/detect": (0, b"Python\n", None),
+        "/buildpacks/python/bin/compile": (0, b"HANG", None),
+    })
+    with pytest.raises(BuildError, match=r"exceeded its 0.2 s limit while python's bin/compile ran"):
+        await run_compile(dirs, container, timeout=0.2)
+
+
+async def test_output_over_the_cap_cancels_the_step(dirs: dict[str, Path]):
+    container = ScriptedContainer(dirs["app"], {
+        "/buildpacks/python/bin/detect": (0, b"Python\n", None),
+        "/buildpacks/python/bin/compile": (0, b"x" * 50_000, None),
+    })
+    with pytest.raises(BuildError, match="printed over 0 MiB of output while python's bin/compile ran"):
+        await run_compile(dirs, container, max_output_bytes=10_000)
+
+
+async def test_slugignore_runs_before_any_buildpack(dirs: dict[str, Path]):
+    (dirs["app"] / ".slugignore").write_text("*.log\n")
+    (dirs["app"] / "debug.log").write_text("x")
+    seen: list[bool] = []
+    container = ScriptedContainer(dirs["app"], {
+        "/buildpacks/python/bin/detect": (0, b"Python", lambda: seen.append((dirs["app"] / "debug.log").exists())),
+        "/buildpacks/python/bin/compile": (0, b"", None),
+        "/buildpacks/python/bin/release": (0, b"--- {}\n", None),
+    })
+    _lines, result = await run_compile(dirs, container)
+    assert seen == [False] and result.slugignored == ["debug.log"]
