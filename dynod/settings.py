@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import sys
+import tomllib  # Python >= 3.11 (Debian 12's) has it: the design card's tomli is not needed
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - the design card's fallback for older interpreters
-    import tomli as tomllib
 
 from .errors import UserError
 
