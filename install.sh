@@ -32,6 +32,7 @@ die() { echo "error: $*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "install.sh needs root (it installs packages and a service): run it with sudo."
 command -v apt-get >/dev/null || die "no apt-get here: dynod installs on Debian 12 or 13."
+# shellcheck source=/dev/null
 . /etc/os-release
 case "${ID:-}:${VERSION_ID:-}" in
     debian:12|debian:13) ;;
@@ -56,17 +57,23 @@ service_running() {
     fi
 }
 
+installed() {  # true if any of the named packages is installed
+    local status
+    status="$(dpkg-query -W -f='${Status}\n' "$@" 2>/dev/null || true)"
+    [[ "$status" == *"install ok installed"* ]]
+}
+
 missing_packages() {
     local p
     for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+        installed "$p" || echo "$p"
     done
 }
 
 step "Debian packages"
 mapfile -t MISSING < <(missing_packages "${PACKAGES[@]}")
 # Debian 13 dropped nginx-light; plain nginx is the same server with more modules.
-if ! dpkg-query -W -f='${Status}' nginx-light nginx 2>/dev/null | grep -q "install ok installed"; then
+if ! installed nginx-light nginx; then
     MISSING+=(nginx-light)
 fi
 if [ "${#MISSING[@]}" -gt 0 ]; then
@@ -106,8 +113,15 @@ fi
 STAMP="$VENV/.dynod-installed"
 WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$VENV/bin/python" -c "import dynod" 2>/dev/null; then
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+    # setuptools prints pages of deprecation notices while building: shown only if pip fails.
+    pip_log="$(mktemp)"
+    if ! "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]' >"$pip_log" 2>&1; then
+        cat "$pip_log" >&2; rm -f "$pip_log"
+        die "pip install -e '.[test]' failed (output above)."
+    fi
+    rm -f "$pip_log"
     echo "$WANT" > "$STAMP"
+    echo "installed dynod and its dependencies"
 else
     echo "up to date"
 fi
@@ -242,7 +256,7 @@ Try next:
   dynoctl ps -a $APP                    # its dynos
   dynoctl ps:scale web=3 worker=1 -a $APP
   dynoctl logs --tail -a $APP           # the log stream (Ctrl-C to stop)
-  dynoctl run bash -a $APP              # a one-off dyno with a terminal
+  dynoctl run -a $APP bash              # a one-off dyno with a terminal
   dynoctl config:set GREETING=hi -a $APP
   dynoctl releases -a $APP
   dynoctl releases:rollback -a $APP

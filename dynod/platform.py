@@ -52,6 +52,9 @@ class Platform:
         self.routes_changed = routes_changed
         self._request_shutdown = request_shutdown
         self._started_at = time.time()
+        from .deploys import Deploys
+
+        self.deploys = Deploys(self)
 
     # -- helpers -----------------------------------------------------------------------------
     def web_url(self, app: str) -> str:
@@ -114,6 +117,7 @@ class Platform:
         # Heroku makes v1 "Initial release" at creation, so config changes have a base to copy.
         self.ledger.create_release(name, slug_id=None, config={}, process_types={},
                                    description="Initial release")
+        self.deploys.app_created(name)
         self.logs.emit(name, "dynod", "api", "Created app")
         return self._app_json(app)
 
@@ -128,6 +132,7 @@ class Platform:
                 for live in self.manager.dynos_of(app):
                     nursery.start_soon(self.manager.stop, live, "app destroyed")
             self.ledger.destroy_app(app)
+            self.deploys.app_destroyed(app)
             self.logs.forget_app(app)  # after the dynos stopped: a live pump would recreate its files
         finally:
             self.manager.retiring.discard(app)
@@ -166,8 +171,8 @@ class Platform:
             parts.append(f"Set {', '.join(sorted(set_names))} config vars")
         if unset_names:
             parts.append(f"Remove {', '.join(sorted(unset_names))} config vars")
-        self._release(app, slug_id=release.slug_id if release else None, config=new,
-                      process_types=release.process_types if release else {}, description="; ".join(parts))
+        await self.deploys.release_after_config_change(app, release=release, config=new,
+                                                       description="; ".join(parts))
         return new
 
     # -- slugs and releases ------------------------------------------------------------------
@@ -228,6 +233,9 @@ class Platform:
         checked: list[tuple[str, int | None, str | None]] = []
         for update in updates:
             type_ = update.get("type")
+            if type_ == "release":
+                raise UserError("The release process type runs once per release (the release phase); "
+                                "it cannot be scaled.")
             if type_ not in types:
                 known = ", ".join(sorted(types)) or "none: deploy a Procfile first"
                 raise NotFound(f"Couldn't find that process type ({type_}); this app has: {known}.")
@@ -308,6 +316,27 @@ class Platform:
         live = await self._one_off(app, command, size, env, stdio="tty" if tty else "pipes", rows=rows,
                                    cols=cols, attached=True)
         return AttachedSession(live, self.manager, self.logs)
+
+    # -- builds and keys ---------------------------------------------------------------------
+    async def build_source(self, app: str, archive: Any, *, source: str, source_version: str | None,
+                           user: str | None, output: Callable[[str], None]) -> Json:
+        return await self.deploys.build(app, archive, source=source, source_version=source_version, user=user,
+                                        output=output)
+
+    async def list_builds(self, app: str) -> list[Json]:
+        return self.deploys.list_builds(app)
+
+    async def build_output(self, app: str, build_id: str | None) -> str:
+        return self.deploys.build_output(app, build_id)
+
+    async def list_keys(self) -> list[Json]:
+        return [key.to_json() for key in self.deploys.keys.list()]
+
+    async def add_key(self, public_key: str) -> Json:
+        return self.deploys.keys.add(public_key).to_json()
+
+    async def remove_key(self, which: str) -> None:
+        self.deploys.keys.remove(which)
 
     # -- logs --------------------------------------------------------------------------------
     async def log_lines(self, app: str, lines: int, ps: str | None, source: str | None) -> list[str]:

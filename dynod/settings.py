@@ -53,6 +53,14 @@ class RouterSettings:
 
 
 @dataclass(frozen=True)
+class BuildSettings:
+    timeout: float = 900.0  # Heroku's 15-minute compile limit
+    slug_limit_mb: int = 1024  # Heroku's 1 GB slug limit (a warning above 300 MB)
+    # Host directories a .buildpacks file or BUILDPACK_URL may name as local buildpacks.
+    local_buildpack_roots: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class LogSettings:
     lines: int = 1500  # Heroku keeps the last 1,500 lines per app
     metrics_interval: float = 20.0  # 0 turns runtime metrics off
@@ -71,6 +79,7 @@ class Settings:
     cgroups: CgroupSettings = field(default_factory=CgroupSettings)
     router: RouterSettings = field(default_factory=RouterSettings)
     logs: LogSettings = field(default_factory=LogSettings)
+    builds: BuildSettings = field(default_factory=BuildSettings)
 
     @property
     def api_socket(self) -> Path:
@@ -98,7 +107,7 @@ class Settings:
 
 
 _SECTIONS = {"dynos": DynoSettings, "network": NetworkSettings, "cgroups": CgroupSettings,
-             "router": RouterSettings, "logs": LogSettings}
+             "router": RouterSettings, "logs": LogSettings, "builds": BuildSettings}
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:

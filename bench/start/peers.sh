@@ -39,7 +39,9 @@ PYEOF
 
 RUNC=(runc run --bundle "$BUNDLE" "$ID")
 BWRAP=(bwrap --unshare-all --ro-bind "$STACK" / --proc /proc --dev /dev --die-with-parent /bin/true)
-"${RUNC[@]}" && "${BWRAP[@]}" || { echo "error: a peer cannot run /bin/true on $STACK." >&2; exit 1; }
+if ! "${RUNC[@]}" || ! "${BWRAP[@]}"; then
+    echo "error: a peer cannot run /bin/true on $STACK." >&2; exit 1
+fi
 
 echo "stack: $STACK"
 echo "runs: $RUNS each (hyperfine -N, 20 warm-ups), $(nproc) CPUs, kernel $(uname -r)"

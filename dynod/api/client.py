@@ -268,6 +268,56 @@ class ApiClient:
             raise _error_from(response.status, response.reason, data)
         return json.loads(data)
 
+    def build(self, app: str, archive_path: str | os.PathLike[str], *, source: str = "tarball",
+              source_version: str | None = None) -> Generator[Json, None, None]:
+        """Upload source (tar.gz) for a buildpack build; yields {"line"} objects, then {"build"|"error"}."""
+        import http.client
+
+        query = {"source": source, **({"source_version": source_version} if source_version else {})}
+        connection = self._new_connection()
+        try:
+            with open(archive_path, "rb") as archive:
+                headers = {"Content-Type": "application/gzip",
+                           "Content-Length": str(os.fstat(archive.fileno()).st_size)}
+                response = self._send(connection, "POST", _path("apps", app, "builds") + "?" + urlencode(query),
+                                      archive, headers)
+            if response.status >= 400:
+                raise _error_from(response.status, response.reason, response.read())
+            try:
+                while line := response.readline():
+                    yield json.loads(line)
+            except (http.client.IncompleteRead, ValueError):
+                raise UserError("The build stream from dynod ended in the middle; see `dynoctl builds:output`.",
+                                status=502, code="stream_broken") from None
+            except OSError as exc:
+                raise _lost(exc) from None
+        finally:
+            connection.close()
+
+    def list_builds(self, app: str) -> list[Json]:
+        return self.request("GET", _path("apps", app, "builds"))
+
+    def build_output(self, app: str, build_id: str | None = None) -> str:
+        connection = self._new_connection()
+        try:
+            response = self._send(connection, "GET", _path("apps", app, "builds", build_id or "latest", "output"),
+                                  None, {})
+            data = response.read()
+        finally:
+            connection.close()
+        if response.status >= 400:
+            raise _error_from(response.status, response.reason, data)
+        return data.decode("utf-8", "replace")
+
+    def list_keys(self) -> list[Json]:
+        return self.request("GET", "/keys")
+
+    def add_key(self, public_key: str) -> Json:
+        return self.request("POST", "/keys", {"public_key": public_key})
+
+    def remove_key(self, which: str) -> None:
+        self.request("DELETE", _path("keys", which))
+
     def list_releases(self, app: str) -> list[Json]:
         return self.request("GET", _path("apps", app, "releases"))
 

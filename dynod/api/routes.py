@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -549,6 +550,104 @@ async def _build_stack(self: ApiRoutes, request: Request, p: dict[str, str]) -> 
 
     # A half-built stack is worse than one finished for nobody: the build outlives its client.
     return StreamResponse(produce, stop_when_client_leaves=False)
+
+
+# --- builds and keys (git push, dynoctl deploy) ------------------------------------------------------
+
+MAX_SOURCE_BYTES = 1 << 30  # a source archive larger than the largest slug cannot make one
+
+
+@_route("POST", "/apps/{app}/builds")
+async def _build(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    """Heroku's build-with-source-blob: a tar (git archive) or tar.gz body, output as ndjson."""
+    app = p["app"]
+    source = request.query.get("source", "tarball")
+    if source not in ("git", "tarball"):
+        raise UserError(f"Unknown build source {source!r}: use git or tarball.")
+    await self.platform.get_app(app)  # refuse before the 200 goes out
+    archive = tempfile.TemporaryFile(prefix="dynod-source-")
+    size = 0
+    try:
+        async for chunk in request.body.chunks():
+            size += len(chunk)
+            if size > MAX_SOURCE_BYTES:
+                raise UserError("The source archive is over 1 GB: add large files to .slugignore "
+                                "or .gitignore.", status=413, code="too_large")
+            await trio.to_thread.run_sync(archive.write, chunk)
+        archive.seek(0)
+    except BaseException:
+        archive.close()
+        raise
+    platform = self.platform
+
+    async def produce(write: Write) -> None:
+        send, receive = trio.open_memory_channel[bytes](math.inf)
+        final: Json = {}
+
+        async def build() -> None:
+            try:
+                final["build"] = await platform.build_source(
+                    app, archive, source=source, source_version=request.query.get("source_version"),
+                    user=request.query.get("user"),
+                    output=lambda line: send.send_nowait(json.dumps({"line": line}).encode() + b"\n"))
+            except UserError as exc:
+                final["error"] = {"id": exc.code, "message": str(exc)}
+            except Exception:
+                log.exception("build of %s failed", app)
+                final["error"] = {"id": "internal_error", "message": "The build failed inside dynod; see its log."}
+            finally:
+                archive.close()
+                send.close()
+
+        client_here = True
+
+        async def write_while_client_here(data: bytes) -> None:
+            nonlocal client_here
+            if client_here:
+                try:
+                    await write(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    client_here = False
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(build)
+            async for data in receive:
+                await write_while_client_here(data)
+        await write_while_client_here(json.dumps(final).encode() + b"\n")
+
+    # A build, like a push, finishes (or fails) as a whole even if the client hangs up.
+    return StreamResponse(produce, content_type="application/x-ndjson", stop_when_client_leaves=False)
+
+
+@_route("GET", "/apps/{app}/builds")
+async def _list_builds(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.list_builds(p["app"]))
+
+
+@_route("GET", "/apps/{app}/builds/{id}/output")
+async def _build_output(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    build_id = None if p["id"] == "latest" else p["id"]
+    return TextResponse(200, await self.platform.build_output(p["app"], build_id))
+
+
+@_route("GET", "/keys")
+async def _list_keys(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.list_keys())
+
+
+@_route("POST", "/keys")
+async def _add_key(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    key = body.get("public_key")
+    if not isinstance(key, str) or not key.strip():
+        raise UserError('Give the key as {"public_key": "ssh-ed25519 AAAA... comment"}.')
+    return JsonResponse(201, await self.platform.add_key(key))
+
+
+@_route("DELETE", "/keys/{key}")
+async def _remove_key(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    await self.platform.remove_key(p["key"])
+    return JsonResponse(204, None)
 
 
 @_route("GET", "/status")

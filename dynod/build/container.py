@@ -13,7 +13,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..linux.cgroups import CgroupLimits
@@ -24,6 +24,7 @@ from .buildpack import BuildTimeout
 BUILD_MEMORY_MB = 2048  # Heroku's build dynos are performance-sized; a pip or npm build needs room
 BUILD_PIDS = 4096
 BUILD_TMPFS_MB = 4096
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 @dataclass
@@ -34,26 +35,20 @@ class SpawnerBuildContainer:
     build_dir: Path
     cache_dir: Path
     env_dir: Path
-    buildpacks: dict[str, Path] = field(default_factory=dict)  # name -> host dir
+    buildpacks_dir: Path  # every chosen buildpack, one directory each, bound at /buildpacks
 
     def _binds(self) -> list[dict[str, object]]:
         binds: list[dict[str, object]] = [
             {"source": str(self.build_dir), "target": "/app", "writable": True},
             {"source": str(self.cache_dir), "target": "/tmp/cache", "writable": True},
             {"source": str(self.env_dir), "target": "/tmp/env", "writable": False},
+            {"source": str(self.buildpacks_dir), "target": "/buildpacks", "writable": False},
         ]
-        for name, path in sorted(self.buildpacks.items()):
-            binds.append({"source": str(path), "target": f"/buildpacks/{name}", "writable": False})
+        if os.path.isfile(HOST_CA_BUNDLE):
+            # Builds fetch from package registries through whatever CAs the host trusts (a site's
+            # own CA included), so the host's bundle stands in for the stack's during the build.
+            binds.append({"source": HOST_CA_BUNDLE, "target": HOST_CA_BUNDLE, "writable": False})
         return binds
-
-    def prepare(self) -> None:
-        """Hand the writable dirs to the build uid: buildpacks must not run as root."""
-        uid, gid = self.manager.settings.dynos.uid, self.manager.settings.dynos.gid
-        for top in (self.build_dir, self.cache_dir):
-            for base, dirs, files in os.walk(top):
-                for name in (*dirs, *files):
-                    os.lchown(os.path.join(base, name), uid, gid)
-            os.chown(top, uid, gid)
 
     async def run(self, argv: list[str], *, env: dict[str, str], timeout: float,
                   output: Callable[[bytes], None]) -> int:

@@ -1,7 +1,13 @@
-"""deploy [DIR]: pack a directory into a slug, upload it and release it."""
+"""deploy [DIR]: build a directory's source with buildpacks and release it (Heroku's source builds).
+
+`deploy --no-build DIR` skips the buildpacks: DIR already holds a runnable app and is packed into a
+slug as it is. builds / builds:output show past builds.
+"""
 
 from __future__ import annotations
 
+import os
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -9,6 +15,8 @@ from ..errors import UserError
 from .command import Context
 from .output import human_size
 from .releases import upload_and_release
+
+SKIP = {".git", ".hg", ".svn"}
 
 
 def pack_directory(src: Path, dest_dir: Path):  # noqa: ANN201 - dynod.build.slug.SlugInfo
@@ -18,20 +26,74 @@ def pack_directory(src: Path, dest_dir: Path):  # noqa: ANN201 - dynod.build.slu
     return pack(src, dest_dir)
 
 
+def pack_source(src: Path, dest: Path) -> int:
+    """The source as a tar.gz (version-control dirs left out); returns its size."""
+    with tarfile.open(dest, "w:gz", compresslevel=6) as tar:
+        for base, dirs, files in os.walk(src):
+            dirs[:] = sorted(d for d in dirs if d not in SKIP)
+            for name in sorted(dirs) + sorted(files):
+                path = Path(base) / name
+                tar.add(path, arcname=str(path.relative_to(src)), recursive=False)
+    return dest.stat().st_size
+
+
 def deploy(ctx: Context, argv: list[str]) -> int:
-    parser = ctx.parser("deploy", "Deploy a directory (app source with its Procfile) as a new release.")
+    parser = ctx.parser("deploy", "Build a directory's source with buildpacks and release it.")
     parser.add_argument("dir", nargs="?", default=".", help="the app's directory (default: .)")
+    parser.add_argument("--no-build", action="store_true",
+                        help="release DIR as it is (a runnable app with a Procfile), without buildpacks")
     args = ctx.parse(parser, argv)
     app = ctx.app(args)
     src = Path(args.dir).resolve()
     if not src.is_dir():
         raise UserError(f"{args.dir} is not a directory: give the app's source directory.")
     with tempfile.TemporaryDirectory(prefix="dynoctl-deploy-") as workdir:
-        ctx.progress(f"Packing {src}... ")
-        slug = pack_directory(src, Path(workdir))
-        types = ", ".join(sorted(slug.process_types)) or "no Procfile"
-        ctx.out(f"done, {human_size(slug.size)} ({types})")
-        release = upload_and_release(ctx, app, str(slug.path), None)
-    app_info = ctx.client().get_app(app)
-    ctx.out(f"{app_info['web_url']} deployed as v{release['version']}")
+        if args.no_build:
+            ctx.progress(f"Packing {src}... ")
+            slug = pack_directory(src, Path(workdir))
+            types = ", ".join(sorted(slug.process_types)) or "no Procfile"
+            ctx.out(f"done, {human_size(slug.size)} ({types})")
+            release = upload_and_release(ctx, app, str(slug.path), None)
+            ctx.out(f"{ctx.client().get_app(app)['web_url']} deployed as v{release['version']}")
+            return 0
+        archive = Path(workdir) / "source.tar.gz"
+        ctx.progress(f"Uploading source {src}... ")
+        size = pack_source(src, archive)
+        ctx.out(f"done, {human_size(size)}")
+        return stream_build(ctx, app, archive)
+
+
+def stream_build(ctx: Context, app: str, archive: Path) -> int:
+    final: dict = {}
+    for message in ctx.client().build(app, archive):
+        if "line" in message:
+            ctx.out(message["line"])
+        else:
+            final = message
+    if "error" in final:
+        raise UserError(final["error"]["message"])
+    build = final.get("build") or {}
+    if build.get("status") != "succeeded":
+        raise UserError(f"Build failed: {build.get('error') or 'see the output above'}.")
+    ctx.out(f"{build.get('web_url', '')} deployed as v{build.get('release')}")
+    return 0
+
+
+def builds(ctx: Context, argv: list[str]) -> int:
+    parser = ctx.parser("builds", "List the app's builds, newest first.")
+    args = ctx.parse(parser, argv)
+    app = ctx.app(args)
+    records = ctx.client().list_builds(app)
+    ctx.out(f"=== {app} Builds")
+    for record in records:
+        release = f"v{record['release']}" if record.get("release") else ""
+        ctx.out(f"{record['id']}  {record['status']:<9}  {record.get('source', '')}  {release}")
+    return 0
+
+
+def builds_output(ctx: Context, argv: list[str]) -> int:
+    parser = ctx.parser("builds:output", "Show a build's output (default: the latest).")
+    parser.add_argument("id", nargs="?", help="the build's id (see `dynoctl builds`)")
+    args = ctx.parse(parser, argv)
+    ctx.stdout.write(ctx.client().build_output(ctx.app(args), args.id))
     return 0

@@ -83,7 +83,12 @@ def make_root(spec: DynoSpec) -> str:
              f"lowerdir={':'.join(spec.lower)},upperdir={upper},workdir={work}")
     for bind in spec.binds:
         target = os.path.join(root, bind.target.lstrip("/"))
-        os.makedirs(target, exist_ok=True)
+        if os.path.isdir(bind.source):
+            os.makedirs(target, exist_ok=True)
+        else:  # a file is bound onto a file (copied up into this dyno's own layer if need be)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if not os.path.exists(target):
+                _mkfile(target)
         sc.mount(bind.source, target, None, sc.MS_BIND | sc.MS_REC)
         if not bind.writable:
             sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID)

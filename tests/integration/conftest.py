@@ -142,6 +142,41 @@ def _host_leftovers(d: Dynod) -> list[str]:
     return found
 
 
+def _force_cleanup(d: Dynod) -> None:
+    """After a failed shutdown: end what the suite started and remove what it made, by name."""
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    for line in out.splitlines()[1:]:
+        pid, _, args = line.strip().partition(" ")
+        if str(d.root) in args and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    groups = []
+    for base, dirs, _files in os.walk("/sys/fs/cgroup"):
+        if os.path.basename(base) == d.cgroup_name:
+            groups.append(base)
+            dirs.clear()
+        elif base.count("/") > 7:
+            dirs.clear()
+    for group in groups:
+        for child in os.scandir(group):
+            if child.is_dir():
+                for pid in open(os.path.join(child.path, "cgroup.procs")).read().split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+    time.sleep(0.5)
+    for group in groups:
+        for child in os.scandir(group):
+            if child.is_dir():
+                os.rmdir(child.path)
+        os.rmdir(group)
+    subprocess.run(["ip", "link", "del", d.bridge], capture_output=True)
+    subprocess.run(["umount", "-R", "-l", str(d.root)], capture_output=True)
+
+
 @pytest.fixture(scope="session")
 def dynod() -> Iterator[Dynod]:
     if os.geteuid() != 0:
@@ -193,6 +228,8 @@ metrics_interval = 0
             if d.proc is not None and d.proc.poll() is None:
                 d.proc.kill()
         leftovers = _host_leftovers(d)
+        if leftovers:
+            _force_cleanup(d)
         log = root / "dynod.log"
         if log.exists():  # kept for a post-mortem: the state dir itself goes
             shutil.copy(log, Path(tempfile.gettempdir()) / "dynod-it-last.log")

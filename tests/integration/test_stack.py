@@ -12,7 +12,7 @@ import pytest
 
 from dynod.errors import UserError
 from dynod.settings import load_settings
-from dynod.stack import StackStore, mounts_beneath
+from dynod.stack import StackStore, definition_hash, mounts_beneath
 
 pytestmark = pytest.mark.integration
 
@@ -97,9 +97,21 @@ def test_a_failed_build_leaves_no_stack_no_mounts_no_processes(tmp_path: Path) -
         'suite = "trixie"\nmirror = "http://127.0.0.1:9/debian"\npackages = ["tini"]\n')
     stacks = tmp_path / "stacks"
     store = StackStore(stacks, definitions, default="broken")
+    # What a builder killed mid-debootstrap leaves: its temp dir with a filesystem still mounted.
+    digest = definition_hash(store.definition("broken"), store.uid, store.gid)
+    crashed = stacks / f".building-broken-{digest[:12]}-99999"
+    (crashed / "rootfs/proc").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "dynod-test", str(crashed / "rootfs/proc")],
+                   check=True)
     lines: list[str] = []
-    with pytest.raises(UserError) as err:
-        store.build("broken", lines.append)
+    try:
+        with pytest.raises(UserError) as err:
+            store.build("broken", lines.append)
+    finally:  # never leave the mount behind, even when the sweep under test is broken
+        if mounts_beneath(crashed, Path("/proc/self/mountinfo").read_text()):
+            subprocess.run(["umount", "--lazy", str(crashed / "rootfs/proc")], check=False)
+    assert any("left by an interrupted build" in line for line in lines)
+    assert not crashed.exists()
     assert "Building stack broken failed (debootstrap exit" in str(err.value)
     assert "\n" not in str(err.value)
     assert not store.is_built("broken")

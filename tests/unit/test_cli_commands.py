@@ -83,11 +83,12 @@ async def test_config_set_get_unset_and_the_heroku_layout(cli: Cli) -> None:
     assert (await cli("config", "--shell"))[1] == "DATABASE_URL=postgres://db/x\n"
 
 
-async def test_deploy_packs_uploads_and_releases(cli: Cli, api: tuple[FakePlatform, Path], tmp_path: Path) -> None:
+async def test_deploy_no_build_packs_uploads_and_releases(cli: Cli, api: tuple[FakePlatform, Path],
+                                                         tmp_path: Path) -> None:
     platform, _ = api
     (tmp_path / "Procfile").write_text("web: python3 -m http.server $PORT\n")
     (tmp_path / "app.py").write_text("print('hi')\n")
-    code, out, err = await cli("deploy", str(tmp_path))
+    code, out, err = await cli("deploy", "--no-build", str(tmp_path))
     assert (code, err) == (0, "")
     slug_id = next(iter(platform.slugs))
     assert "Releasing myapp... done, v1" in out

@@ -1,0 +1,167 @@
+"""Deploys: source in (git push or `dynoctl deploy`), buildpacks, slug, release, release phase.
+
+This is where the build parts (dynod.build) meet the platform: the Builder compiles the source
+in a build container made by the dyno manager, the slug goes into the slug store, the release into
+the ledger, and a `release:` process type, when the app has one, runs in a one-off dyno before any
+dyno moves to the new release (Heroku's release phase). A failed release phase leaves the release
+"failed" and every dyno on the release before it.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import trio
+
+from .build.buildpack import BuildError, builtin_buildpacks
+from .build.builds import BuildDirs, Builder, BuildRecord, BuildStore
+from .build.container import SpawnerBuildContainer
+from .build.git import create_repo, delete_repo
+from .build.keys import AuthorizedKeys
+from .build.slug import SlugInfo, pack_directory
+from .errors import UserError
+from .manager.attach import AttachedSession
+from .model import Release
+
+RELEASE_TYPE = "release"
+
+
+class Deploys:
+    def __init__(self, platform: Any) -> None:
+        self.platform = platform
+        s = platform.settings
+        self.settings = s
+        self.repos_dir = s.state_dir / "repos"
+        self.store = BuildStore(s.state_dir / "builds")
+        self.keys = AuthorizedKeys(s.state_dir / "ssh" / "authorized_keys", serve_argv=[
+            sys.executable, "-m", "dynod.build.git", "serve", "--repos", str(self.repos_dir)])
+        for directory in (self.repos_dir, s.state_dir / "build-work", s.state_dir / "build-cache"):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.builder = Builder(
+            self.store, work_root=s.state_dir / "build-work", cache_root=s.state_dir / "build-cache",
+            buildpacks=builtin_buildpacks(), stack=s.stack, uid=s.dynos.uid, gid=s.dynos.gid,
+            container_for=self._container, timeout=s.builds.timeout,
+            local_roots=tuple(Path(p) for p in s.builds.local_buildpack_roots))
+        self._stack_path: Path | None = None
+
+    def _container(self, dirs: BuildDirs) -> SpawnerBuildContainer:
+        assert self._stack_path is not None
+        return SpawnerBuildContainer(self.platform.manager, self._stack_path, dirs.root.name, dirs.app,
+                                     dirs.cache, dirs.env, dirs.buildpacks)
+
+    # -- apps ------------------------------------------------------------------------------------
+    def app_created(self, app: str) -> None:
+        create_repo(self.repos_dir, app, api_socket=self.settings.api_socket)
+
+    def app_destroyed(self, app: str) -> None:
+        delete_repo(self.repos_dir, app)
+        self.store.delete_app(app)
+
+    # -- builds ----------------------------------------------------------------------------------
+    async def build(self, app: str, archive: IO[bytes], *, source: str, source_version: str | None,
+                    user: str | None, output: Callable[[str], None]) -> dict[str, Any]:
+        platform = self.platform
+        platform.ledger.get_app(app)
+        self._stack_path = await trio.to_thread.run_sync(
+            platform.stacks.ensure, self.settings.stack, lambda line: None)
+        current = platform.ledger.current_release(app)
+        config = dict(current.config) if current else {}
+        platform.logs.emit(app, "dynod", "api", f"Build started by {user or 'dynoctl'}")
+
+        async def pack(app_dir: Path) -> SlugInfo:
+            def work() -> SlugInfo:
+                with tempfile.TemporaryDirectory(dir=platform.slugs.root) as tmp:
+                    packed = pack_directory(app_dir, Path(tmp), limit_bytes=self.settings.builds.slug_limit_mb << 20)
+                    if packed.size > 300 << 20:
+                        output(f"       Warning: the slug is {packed.size >> 20} MB; over 300 MB slows every "
+                               "dyno start. Add large files that need not ship to .slugignore.")
+                    return platform.slugs.store_file(packed.path)
+
+            return await trio.to_thread.run_sync(work)
+
+        async def release(record: BuildRecord, result: Any, slug: SlugInfo) -> int:
+            described = f"Deploy {(source_version or slug.id)[:7]}"
+            return await self.release(app, slug_id=slug.id, process_types=dict(result.process_types),
+                                      config=config, description=described, output=output)
+
+        record = await self.builder.build(app, archive, config=config, source=source,
+                                          source_version=source_version, user=user, output=output,
+                                          pack=pack, release=release)
+        status = "succeeded" if record.status == "succeeded" else "failed"
+        platform.logs.emit(app, "dynod", "api", f"Build {status}" + (f": {record.error}" if record.error else ""))
+        return {**record.to_json(), "web_url": platform.web_url(app)}
+
+    async def release(self, app: str, *, slug_id: str | None, process_types: dict[str, str],
+                      config: dict[str, str], description: str,
+                      output: Callable[[str], None] | None = None) -> int:
+        """Make a release; with a release phase, it becomes current only once that succeeds."""
+        platform = self.platform
+        if RELEASE_TYPE not in process_types:
+            return platform._release(app, slug_id=slug_id, config=config, process_types=process_types,
+                                     description=description).version
+        pending = platform.ledger.create_release(app, slug_id=slug_id, config=config, process_types=process_types,
+                                                 description=description, status="pending")
+        say = output or (lambda line: None)
+        say(f"-----> Running release command: {process_types[RELEASE_TYPE]}")
+        code = await self._release_phase(app, pending, say)
+        if code != 0:
+            platform.ledger.set_release_status(app, pending.version, "failed")
+            platform.logs.emit(app, "dynod", "api", f"Release v{pending.version} failed: release command "
+                                                    f"exited with status {code}")
+            raise BuildError(f"Release phase failed (exit {code}): v{pending.version} is not released and the "
+                             "running dynos stay on the release before it; fix the release command and deploy again.")
+        platform.ledger.set_release_status(app, pending.version, "succeeded")
+        platform.logs.emit(app, "dynod", "api", f"Release v{pending.version} created: {description}")
+        platform.manager.reset_crashes(app)
+        platform.manager.wake()
+        return pending.version
+
+    async def _release_phase(self, app: str, release: Release, say: Callable[[str], None]) -> int:
+        platform = self.platform
+        name = f"{RELEASE_TYPE}.{platform.ledger.next_run_number(app)}"
+        live = await platform.manager.start(app, RELEASE_TYPE, name, release, "standard-1X",
+                                            release.process_types[RELEASE_TYPE], stdio="pipes", attached=True)
+        session = AttachedSession(live, platform.manager, platform.logs)
+        await session.close_stdin()
+        partial = b""
+        while (chunk := await session.receive()) is not None:
+            *lines, partial = (partial + chunk[1]).split(b"\n")
+            for line in lines:
+                say("       " + line.decode(errors="replace"))
+        if partial:
+            say("       " + partial.decode(errors="replace"))
+        return await session.wait()
+
+    async def release_after_config_change(self, app: str, *, release: Release | None,
+                                          config: dict[str, str], description: str) -> None:
+        """A config change makes a release; with a release phase it runs in the background."""
+        types = release.process_types if release else {}
+        slug_id = release.slug_id if release else None
+        if RELEASE_TYPE in types and slug_id is not None:
+            self.platform.manager.nursery.start_soon(self._background_release, app, slug_id, types, config,
+                                                     description)
+        else:
+            self.platform._release(app, slug_id=slug_id, config=config, process_types=types,
+                                   description=description)
+
+    async def _background_release(self, app: str, slug_id: str, types: dict[str, str], config: dict[str, str],
+                                  description: str) -> None:
+        try:
+            await self.release(app, slug_id=slug_id, process_types=types, config=config, description=description,
+                               output=lambda line: self.platform.logs.emit(app, "dynod", "release", line))
+        except UserError as exc:
+            self.platform.logs.emit(app, "dynod", "release", str(exc))
+
+    # -- queries ---------------------------------------------------------------------------------
+    def list_builds(self, app: str) -> list[dict[str, Any]]:
+        self.platform.ledger.get_app(app)
+        return [record.to_json() for record in self.store.list(app)]
+
+    def build_output(self, app: str, build_id: str | None) -> str:
+        self.platform.ledger.get_app(app)
+        return self.store.output(app, build_id)
+
