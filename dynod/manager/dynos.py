@@ -112,6 +112,7 @@ class DynoManager:
         self._task_exits: dict[str, trio.MemorySendChannel[SpawnerEvent]] = {}
         self.closing = False  # set by stop_all: nothing starts any more
         self.retiring: set[str] = set()  # apps being destroyed: their dynos stop, none start
+        self._starting: set[tuple[str, str]] = set()  # (app, dyno name) being made right now
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -123,6 +124,7 @@ class DynoManager:
             nursery.start_soon(self._events)
             nursery.start_soon(self._metrics)
             task_status.started()
+            self._wake.set()  # reconcile at once: the formation may have changed while dynod was down
             while True:
                 with trio.move_on_after(self._next_deadline()):
                     await self._wake.wait()
@@ -175,11 +177,14 @@ class DynoManager:
                 else:
                     self._forget_record(action.dyno_id)
             elif isinstance(action, Start) and release is not None:
+                if (app, action.name) in self._starting:
+                    continue  # its dyno is being made: the slot is taken
                 replaced = [r for r in records if r.name == action.name and r.id not in self.live]
                 for old in replaced:
                     self._forget_record(old.id)  # the crashed record this start replaces
                 if replaced:
                     self.logs.emit(app, "dynod", action.name, "State changed from crashed to starting")
+                self._starting.add((app, action.name))  # taken now, before the task gets to run
                 self.nursery.start_soon(self._start_logged, app, action, release)
 
     def _forget_record(self, dyno_id: str) -> None:
@@ -187,6 +192,7 @@ class DynoManager:
         self.ledger.delete_dyno(dyno_id)  # idempotent: a destroyed app's records are gone already
 
     async def _start_logged(self, app: str, action: Start, release: Release) -> None:
+        slot = (app, action.name)
         try:
             await self.start(app, action.type, action.name, release, action.size, action.command)
         except (UserError, SpawnerError, OSError) as exc:
@@ -194,6 +200,9 @@ class DynoManager:
                 return  # the app went away while its dyno was being made
             self.logs.emit(app, "dynod", action.name, f"Error: the dyno could not start: {exc}")
             log.warning("start %s %s: %s", app, action.name, exc)
+        finally:
+            self._starting.discard(slot)
+            self.wake()  # the slot is settled either way: look again
 
     # -- start -------------------------------------------------------------------------------
     def environment(self, release: Release, name: str, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -86,6 +86,20 @@ class Dynod:
         self.proc.wait()
         self.socket.unlink(missing_ok=True)
 
+    def diagnose(self) -> str:
+        """What every app's dynos look like now, for a failure message."""
+        try:
+            import sqlite3
+
+            db = sqlite3.connect(self.root / "state" / "dynod.sqlite3")
+            rows = db.execute("SELECT id, state, pid FROM dynos").fetchall()
+            db.close()
+            with self.client() as client:
+                status = client.request("GET", "/status")
+            return f"ledger dynos: {rows}\nstatus: {status}"
+        except Exception as exc:  # noqa: BLE001 - a diagnosis must not hide the failure
+            return f"(no diagnosis: {exc})"
+
     def log_tail(self) -> str:
         try:
             return (self.root / "dynod.log").read_text()[-4000:]
@@ -100,7 +114,7 @@ class Dynod:
             if last:
                 return last
             time.sleep(interval)
-        raise AssertionError(f"timed out waiting for {what}; last: {last!r}\n{self.log_tail()}")
+        raise AssertionError(f"timed out waiting for {what}; last: {last!r}\n{self.diagnose()}\n{self.log_tail()}")
 
     def dynos(self, app: str) -> list[dict]:
         with self.client() as client:
