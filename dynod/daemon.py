@@ -30,16 +30,30 @@ log = logging.getLogger("dynod")
 class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._router: Any = None
         self._shutdown = trio.Event()
         self._stop_dynos = False
         self._routes_dirty = trio.Event()
+        self._routes_wanted = 0  # generation of the route table asked for
+        self._routes_pushed = 0  # generation the router has been sent
+        self._routes_pushed_event = trio.Event()
 
     def request_shutdown(self, stop_dynos: bool) -> None:
         self._stop_dynos = self._stop_dynos or stop_dynos
         self._shutdown.set()
 
     def routes_changed(self) -> None:
+        self._routes_wanted += 1
         self._routes_dirty.set()
+
+    async def routes_flushed(self) -> None:
+        """Wait until the router has the routes as of now (a dyno about to stop is out of them)."""
+        if self._router is None:
+            return
+        wanted = self._routes_wanted
+        with trio.move_on_after(2):  # a stuck router must not hold up stopping dynos
+            while self._routes_pushed < wanted:
+                await self._routes_pushed_event.wait()
 
     async def run(self) -> None:
         from .api.server import serve_api
@@ -65,10 +79,12 @@ class Daemon:
         network = Network(s.network.bridge, s.network.subnet)
         spawner = await SpawnerClient.connect_or_start(s.spawner_socket, s.run_dir / "spawner.log")
         manager = DynoManager(s, ledger=ledger, spawner=spawner, cgroups=cgroups, network=network, logs=logs,
-                              slugs=slugs, stacks=stacks, on_routes_changed=self.routes_changed)
+                              slugs=slugs, stacks=stacks, on_routes_changed=self.routes_changed,
+                              routes_flushed=self.routes_flushed)
         platform = Platform(s, ledger=ledger, manager=manager, logs=logs, slugs=slugs, stacks=stacks,
                             routes_changed=self.routes_changed, request_shutdown=self.request_shutdown)
         router = None
+        self._router = None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_signals)
@@ -77,7 +93,7 @@ class Daemon:
                 await nursery.start(logs.run)
                 await nursery.start(manager.run)
                 if s.router.enabled:
-                    router = await self._start_router()
+                    router = self._router = await self._start_router()
                     nursery.start_soon(self._feed_router, router, platform)
                     nursery.start_soon(self._router_logs, router, logs)
                 await nursery.start(partial(serve_api, platform, s.api_socket, group=s.api_group))
@@ -120,7 +136,11 @@ class Daemon:
         """Push the route table whenever it changes; coalesce bursts into one snapshot."""
         pushed_certs = None
         while True:
+            generation = self._routes_wanted
             await router.push_routes(platform.route_table())
+            self._routes_pushed = generation
+            self._routes_pushed_event.set()
+            self._routes_pushed_event = trio.Event()
             certs = platform.certificates()
             if certs != pushed_certs:
                 await router.push_certs(certs)

@@ -565,6 +565,11 @@ class AttachSession:
                 sent = self.sock.send(self._outgoing)
             except BlockingIOError:
                 return
+            except (BrokenPipeError, ConnectionResetError):
+                # dynod stopped reading (the dyno ended or failed): what it said last is still
+                # waiting to be read, so drop the input and let the reading side report.
+                self._outgoing.clear()
+                return
             except OSError as exc:
                 raise _lost(exc) from None
             del self._outgoing[:sent]

@@ -39,7 +39,8 @@ def split_command(ctx: Context, command: str, argv: list[str], description: str,
     """
     parser = _parser(ctx, command, description)
     words: list[str] = []
-    if "--" in argv:
+    explicit = "--" in argv  # after --, every word is the command's, a trailing -a included
+    if explicit:
         at = argv.index("--")
         argv, words = argv[:at], argv[at + 1:]
     else:
@@ -48,6 +49,10 @@ def split_command(ctx: Context, command: str, argv: list[str], description: str,
             if not word.startswith("-") and (index == 0 or not _takes_value(argv[index - 1])):
                 argv, words = argv[:index], argv[index:]
                 break
+    if not explicit and len(words) >= 3 and words[-2] in ("-a", "--app") and "-a" not in argv \
+            and "--app" not in argv:
+        # Heroku's habit, `run bash -a APP`: a trailing -a names the app, not an argument.
+        argv, words = [*argv, *words[-2:]], words[:-2]
     args = ctx.parse(parser, argv)
     if not words:
         raise UserError(f"Usage: dynoctl {command} [-a APP] [-s SIZE] [-e K=V;...] [--] COMMAND...")

@@ -18,7 +18,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -91,7 +91,8 @@ class LiveDyno:
 class DynoManager:
     def __init__(self, settings: Settings, *, ledger: Ledger, spawner: SpawnerClient, cgroups: CgroupBackend,
                  network: Network, logs: LogSink, slugs: SlugSource, stacks: StackSource,
-                 on_routes_changed: Callable[[], None] = lambda: None) -> None:
+                 on_routes_changed: Callable[[], None] = lambda: None,
+                 routes_flushed: Callable[[], Awaitable[None]] | None = None) -> None:
         self.settings = settings
         self.ledger = ledger
         self.spawner = spawner
@@ -101,6 +102,7 @@ class DynoManager:
         self.slugs = slugs
         self.stacks = stacks
         self.on_routes_changed = on_routes_changed
+        self.routes_flushed = routes_flushed
         self.live: dict[str, LiveDyno] = {}
         self.restart_at: dict[str, float] = {}  # crashed dyno id -> when it may start again
         self.crashes: dict[tuple[str, str], list[float]] = {}  # (app, dyno name) -> crash times
@@ -387,9 +389,11 @@ class DynoManager:
             await live.exited.wait()
             return live.exit_status
         live.stopping = True
-        if live.record.type == "web":
-            self.on_routes_changed()  # no new requests for a dyno on its way down
         self.wake()
+        if live.record.type == "web":
+            self.on_routes_changed()  # no new requests for a dyno on its way down...
+            if self.routes_flushed is not None:
+                await self.routes_flushed()  # ...and none in the router's hands when SIGTERM goes
         if not live.exited.is_set():
             if not live.record.attached:
                 self.emit(live, "Stopping all processes with SIGTERM")

@@ -260,7 +260,7 @@ def app(dynod: Dynod) -> Iterator[str]:
 
 
 WEB_APP = r'''
-import http.server, os, socketserver, sys
+import http.server, os, signal, sys, threading
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = f"{os.environ['DYNO']} {os.environ.get('GREETING', 'hello')}\n".encode()
@@ -268,8 +268,12 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *a): pass
 print("booting", os.environ["DYNO"], flush=True)
-socketserver.TCPServer.allow_reuse_address = True
-http.server.ThreadingHTTPServer(("", int(os.environ["PORT"])), H).serve_forever()
+server = http.server.ThreadingHTTPServer(("", int(os.environ["PORT"])), H)
+# As a Heroku app should: on SIGTERM stop accepting, finish the requests in flight, then exit.
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+server.serve_forever()
+server.server_close()
+print("stopped gracefully", flush=True)
 '''
 
 

@@ -119,3 +119,13 @@ def test_help_lists_commands_and_command_help_exits_0(tmp_path: Path) -> None:
     assert code == 0 and "usage: dynoctl ps:scale" in out
     code, out, _ = run_cli(["help", "logs"], tmp_path)
     assert code == 0 and "--tail" in out
+
+
+def test_run_takes_a_trailing_app_option_as_heroku_does() -> None:
+    ctx = Context(stdout=io.StringIO(), environ={})
+    args, command = split_command(ctx, "run", ["bash", "-a", "myapp"], "run")
+    assert (args.app, command) == ("myapp", "bash")
+    args, command = split_command(ctx, "run", ["-a", "x", "--", "grep", "-a", "y"], "run")
+    assert (args.app, command) == ("x", "grep -a y")
+    args, command = split_command(ctx, "run", ["-a", "x", "--", "sh", "-c", "echo hi; id"], "run")
+    assert command == "sh -c 'echo hi; id'"  # several words keep their boundaries

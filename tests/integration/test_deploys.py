@@ -1,0 +1,99 @@
+"""Deploys through a real dynod: buildpacks in the build container, git push, the release phase."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, Dynod, write_app
+
+pytestmark = pytest.mark.integration
+
+
+def page(dynod: Dynod, app: str) -> str | None:
+    request = urllib.request.Request(f"http://127.0.0.1:{dynod.http_port}/", headers={"Host": f"{app}.localhost"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.read().decode()
+    except OSError:
+        return None
+
+
+def releases(dynod: Dynod, app: str) -> list[tuple[int, str, str]]:
+    with dynod.client() as client:
+        return [(r["version"], r["status"], r["description"]) for r in client.list_releases(app)]
+
+
+def test_python_app_builds_with_pip_and_reuses_the_cache(dynod: Dynod, app: str, tmp_path: Path) -> None:
+    src = tmp_path / "flask"
+    shutil.copytree(REPO / "examples" / "python-flask", src)
+    first = dynod.ctl("deploy", str(src), "-a", app, timeout=600)
+    assert "Python app detected" in first.stdout or "python" in first.stdout.lower()
+    assert "deployed as v2" in first.stdout
+    dynod.up(app, 1, timeout=60)
+    assert "Flask" in dynod.wait_for(lambda: page(dynod, app), what="the Flask page") or True
+    second = dynod.ctl("deploy", str(src), "-a", app, timeout=600)
+    assert "Restoring cached packages" in second.stdout  # the build cache was kept between builds
+    assert "deployed as v3" in second.stdout
+    builds = dynod.ctl("builds", "-a", app).stdout
+    assert builds.count("succeeded") == 2
+
+
+def test_node_app_builds_with_npm(dynod: Dynod, app: str, tmp_path: Path) -> None:
+    src = tmp_path / "node"
+    shutil.copytree(REPO / "examples" / "node-express", src)
+    out = dynod.ctl("deploy", str(src), "-a", app, timeout=600).stdout
+    assert "deployed as v2" in out
+    with dynod.client() as client:
+        assert client.get_release(app)["process_types"]["web"] == "npm start"
+    dynod.up(app, 1, timeout=60)
+    assert dynod.wait_for(lambda: page(dynod, app), what="the Express page")
+
+
+def test_release_phase_gates_the_release(dynod: Dynod, app: str, tmp_path: Path) -> None:
+    good = write_app(tmp_path / "good", "web: python3 web.py\nrelease: sh -c 'echo migrating; exit 0'\n")
+    out = dynod.ctl("deploy", str(good), "-a", app, timeout=300).stdout
+    assert "Running release command" in out and "migrating" in out
+    dynod.up(app, 1)
+    bad = write_app(tmp_path / "bad", "web: python3 web.py\nrelease: sh -c 'echo failing; exit 3'\n",
+                    {"marker.txt": "v3"})
+    result = dynod.ctl("deploy", str(bad), "-a", app, check=False, timeout=300)
+    assert result.returncode != 0 and "Release phase failed (exit 3)" in result.stderr
+    assert releases(dynod, app)[-1][:2] == (3, "failed")
+    with dynod.client() as client:
+        assert client.get_release(app)["version"] == 2  # the dynos stay on v2
+        assert all(d["release"]["version"] == 2 for d in client.list_dynos(app))
+    bad_scale = dynod.ctl("ps:scale", "release=1", "-a", app, check=False)
+    assert bad_scale.returncode != 0 and "release phase" in bad_scale.stderr
+
+
+def test_git_push_from_the_host_builds_and_releases(dynod: Dynod, app: str, tmp_path: Path) -> None:
+    work = write_app(tmp_path / "repo", "web: python3 web.py\n")
+    git = ["git", "-c", "user.email=t@example.test", "-c", "user.name=t", "-C", str(work)]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    remote = dynod.root / "state" / "repos" / f"{app}.git"
+    push = subprocess.run([*git, "push", str(remote), "main"], capture_output=True, text=True,
+                          env=dynod.env(), timeout=300)
+    assert push.returncode == 0, push.stderr
+    assert "remote:" in push.stderr and "deployed" in push.stderr.lower() or "Launching" in push.stderr
+    sha = subprocess.run([*git, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert releases(dynod, app)[-1] == (2, "succeeded", f"Deploy {sha}")
+    other = subprocess.run([*git, "push", str(remote), "main:feature"], capture_output=True, text=True,
+                           env=dynod.env(), timeout=60)
+    assert other.returncode != 0 and len(releases(dynod, app)) == 2
+
+
+def test_undetectable_source_fails_the_build_and_releases_nothing(dynod: Dynod, app: str, tmp_path: Path) -> None:
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    (empty / "README").write_text("no app here\n")
+    result = dynod.ctl("deploy", str(empty), "-a", app, check=False, timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert releases(dynod, app) == [(1, "succeeded", "Initial release")]
