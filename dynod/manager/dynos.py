@@ -33,7 +33,7 @@ from ..linux.spawner_client import AdoptedDyno, SpawnerClient, SpawnerError, Spa
 from ..model import DynoRecord, DynoState, MiB, Release, dyno_size
 from ..settings import Settings
 from . import cycling, restart_policy
-from .reconcile import Start, Stop, reconcile
+from .reconcile import Start, Stop, is_one_off, reconcile
 
 log = logging.getLogger("dynod.manager")
 
@@ -281,7 +281,7 @@ class DynoManager:
 
     def _watch(self, live: LiveDyno) -> None:
         """Start the tasks that follow one dyno: its logs, its memory, its boot."""
-        if live.record.type != ONE_OFF_TYPE:
+        if not is_one_off(live.record):
             s = self.settings.dynos
             live.cycle_at = cycling.next_cycle_at(live.record.created_at, self._rng, hours=s.cycle_hours,
                                                   jitter_minutes=s.cycle_jitter_minutes)
@@ -477,7 +477,7 @@ class DynoManager:
         elif not live.record.attached:
             self.emit(live, f"Process exited with status {status}")
         live.scope.cancel()
-        one_off = live.record.type == ONE_OFF_TYPE
+        one_off = is_one_off(live.record)  # run.N, the release phase: never restarted
         crashed = not live.stopping and not one_off
         if crashed:
             self._set_state(live, DynoState.CRASHED)

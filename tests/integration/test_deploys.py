@@ -66,7 +66,8 @@ def test_release_phase_gates_the_release(dynod: Dynod, app: str, tmp_path: Path)
     assert releases(dynod, app)[-1][:2] == (3, "failed")
     with dynod.client() as client:
         assert client.get_release(app)["version"] == 2  # the dynos stay on v2
-        assert all(d["release"]["version"] == 2 for d in client.list_dynos(app))
+        dynos = client.list_dynos(app)
+        assert all(d["release"]["version"] == 2 for d in dynos), dynos
     bad_scale = dynod.ctl("ps:scale", "release=1", "-a", app, check=False)
     assert bad_scale.returncode != 0 and "release phase" in bad_scale.stderr
 
