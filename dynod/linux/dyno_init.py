@@ -19,7 +19,7 @@ import prctl
 from . import netconf
 from . import syscalls as sc
 
-NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWCGROUP
+NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 MASKED_FILES = ("kcore", "keys", "timer_list", "sysrq-trigger", "latency_stats", "sched_debug")
 READ_ONLY_PROC = ("sys", "irq", "bus", "fs")
@@ -42,6 +42,9 @@ class DynoSpec:
     env: dict[str, str]
     lower: list[str]  # overlay lowerdirs, top first: the slug dir (holding app/), then the stack
     mnt: str  # an empty host directory; each dyno mounts its tmpfs over it in its own mount ns
+    # cgroup.procs files the child writes itself into. Empty when the parent moves it instead:
+    # each v1 move waits out an RCU grace period, which dynod's threads can overlap with each
+    # other and with wiring the veth, while a lone child would wait them out one by one.
     cgroup_procs: list[str]
     uid: int
     gid: int
@@ -175,6 +178,8 @@ def become_dyno(spec: DynoSpec, go_fd: int) -> None:
     if os.read(go_fd, 1) != b"g":
         raise RuntimeError("dynod withdrew the dyno before it started")
     os.close(go_fd)
+    # Only now is the dyno surely in its own cgroup: its cgroup namespace is rooted there.
+    sc.unshare(sc.CLONE_NEWCGROUP)
     if not spec.share_host_net:
         net = spec.net or {}
         netconf.configure(net.get("ifname"), net.get("address"), net.get("prefix", 24), net.get("gateway"))

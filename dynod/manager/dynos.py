@@ -224,11 +224,13 @@ class DynoManager:
         if release.slug_id is None:
             raise UserError(f"{app} has no slug yet: deploy it first (dynoctl deploy DIR -a {app}).")
         spec_size = dyno_size(size)
+        stages = [("begin", time.perf_counter())]
         uid, gid = self.settings.dynos.uid, self.settings.dynos.gid
         slug_dir = await trio.to_thread.run_sync(self.slugs.unpacked, release.slug_id, uid, gid)
         stack = await trio.to_thread.run_sync(
             self.stacks.ensure, self.settings.stack,
             lambda line: self.logs.emit(app, "dynod", "stack", line))
+        stages.append(("slug+stack", time.perf_counter()))
         dyno_id = f"{app}.{name}.{secrets.token_hex(3)}"
         quota = spec_size.memory_mb * MiB
         cgroup = self.cgroups.create(dyno_id, CgroupLimits(
@@ -245,15 +247,18 @@ class DynoManager:
             "argv": [*INIT, "/bin/bash", "-c", PROFILE + command],
             "env": self.environment(release, name, extra_env),
             "lower": [str(slug_dir), str(stack)], "mnt": self.mnt,
-            "cgroup_procs": cgroup.procs_files(), "uid": uid, "gid": gid,
+            "cgroup_procs": [], "uid": uid, "gid": gid,  # dynod moves it: see _wire
             "tmpfs_mb": self.settings.dynos.tmpfs_size_mb,
             "net": {"ifname": DYNO_IFNAME, "address": address, "prefix": self.network.pool.prefix,
                     "gateway": self.network.pool.gateway},
             "stdio": stdio, "rows": rows, "cols": cols,
         }
+        stages.append(("cgroup", time.perf_counter()))
         try:
             self.ledger.put_dyno(record)
+            stages.append(("ledger", time.perf_counter()))
             spawned = await self.spawner.spawn(spec)
+            stages.append(("spawn", time.perf_counter()))
         except BaseException:
             self.ledger.delete_dyno(dyno_id)
             self.network.pool.release(address)
@@ -267,17 +272,29 @@ class DynoManager:
         except NotFound:
             orphaned = True  # its app was destroyed while it was being made: stop it once it runs
         try:
-            await self.network.attach(dyno_id, spawned.pid)
+            await self._wire(dyno_id, spawned.pid, cgroup, network=True)
         except Exception:
             await self.spawner.abort(dyno_id)  # the child exits; _on_exit cleans up
             raise
+        stages.append(("wire", time.perf_counter()))
         await self.spawner.go(dyno_id)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("start %s: %s", dyno_id, " ".join(
+                f"{name}={(t - prev) * 1000:.1f}ms" for (_, prev), (name, t) in zip(stages, stages[1:], strict=False)))
         if not attached:
             self.emit(live, f"Starting process with command `{command}`")
         self._watch(live)
         if orphaned or app in self.retiring or self.closing:  # gone or shutting down meanwhile
             self.nursery.start_soon(self.stop, live, "retired")
         return live
+
+    async def _wire(self, dyno_id: str, pid: int, cgroup: DynoCgroup, *, network: bool) -> None:
+        """Move a new dyno into its cgroups and plug in its veth, all at once, before it may run."""
+        async with trio.open_nursery() as nursery:
+            for procs in cgroup.procs_files():
+                nursery.start_soon(trio.to_thread.run_sync, _write_pid, procs, pid)
+            if network:
+                nursery.start_soon(self.network.attach, dyno_id, pid)
 
     def _watch(self, live: LiveDyno) -> None:
         """Start the tasks that follow one dyno: its logs, its memory, its boot."""
@@ -583,12 +600,17 @@ class DynoManager:
         """
         task_id = spec["id"]
         cgroup = self.cgroups.create(task_id, limits)
-        spec = {**spec, "cgroup_procs": cgroup.procs_files(), "mnt": self.mnt, "stdio": "log"}
+        spec = {**spec, "cgroup_procs": [], "mnt": self.mnt, "stdio": "log"}
         exits_send, exits_recv = trio.open_memory_channel[SpawnerEvent](1)
         self._task_exits[task_id] = exits_send
         timed_out = False
         try:
             spawned = await self.spawner.spawn(spec)
+            try:
+                await self._wire(task_id, spawned.pid, cgroup, network=False)
+            except Exception:
+                await self.spawner.abort(task_id)
+                raise
             await self.spawner.go(task_id)
             async with trio.open_nursery() as nursery:
                 for kind in ("stdout", "stderr"):
@@ -663,6 +685,11 @@ async def _copy_output(fd: int, output: Callable[[bytes], None]) -> None:
             output(data)
     finally:
         os.close(fd)
+
+
+def _write_pid(procs: str, pid: int) -> None:
+    with open(procs, "w") as f:
+        f.write(str(pid))
 
 
 def _close(fd: int) -> None:

@@ -1,0 +1,227 @@
+"""Dyno start and one-off round trip, side by side with runc and bubblewrap, in one run.
+
+    sudo .venv/bin/python bench/start/bench_start.py [--runs 30] [--idle 100]
+
+Starts a private dynod (its own state dir, cgroup subtree, bridge and subnet; no router), then:
+1. dyno start latency: the time from the scale request (PATCH formation, worker 0 -> 1) to the
+   app process running, read from the app's own clock: its command prints `date +%s%N` first;
+2. `dynoctl run -- true` round trip (client start, API, dyno, exit code back), interleaved with
+   `runc run` and `bwrap --unshare-all` of /bin/true on the same stack rootfs;
+3. memory with N idle dynos: dynod's and the spawner's RSS, and per dyno the memory outside the
+   app (tini's PSS) and the whole dyno cgroup's charge.
+Medians are reported; ratios are dynod's time over the peer's. Everything it made is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO))
+
+from dynod.api.client import ApiClient  # noqa: E402
+from dynod.stack import StackStore  # noqa: E402
+
+
+def rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def pss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+class PrivateDynod:
+    def __init__(self, stacks: Path) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="dynod-bench-"))
+        token = secrets.token_hex(2)
+        self.socket = self.root / "run" / "api.sock"
+        self.config = self.root / "dynod.toml"
+        self.config.write_text(f"""
+state_dir = "{self.root / 'state'}"
+run_dir = "{self.root / 'run'}"
+stacks_path = "{stacks}"
+[dynos]
+stop_timeout = 2.0
+tmpfs_size_mb = 16
+[network]
+subnet = "198.19.{int(token, 16) % 250 + 1}.0/24"
+bridge = "dyb{token}"
+[cgroups]
+name = "dynod-bench-{token}"
+[router]
+enabled = false
+[logs]
+metrics_interval = 0
+""")
+        self.env = {**os.environ, "DYNOD_SOCKET": str(self.socket)}
+        self.log = open(self.root / "dynod.log", "ab")
+        self.proc = subprocess.Popen([str(BIN / "dynod"), "--config", str(self.config)], stdout=self.log,
+                                     stderr=self.log, env=self.env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(str(self.socket))
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit(f"dynod did not start; see {self.root / 'dynod.log'}")
+
+    def client(self) -> ApiClient:
+        return ApiClient(self.socket)
+
+    def ctl(self, *args: str) -> None:
+        subprocess.run([str(BIN / "dynoctl"), *args], env=self.env, check=True, capture_output=True)
+
+    def close(self) -> None:
+        try:
+            self.client().request("POST", "/shutdown", {"stop_dynos": True})
+            self.proc.wait(timeout=120)
+        finally:
+            self.log.close()
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def wait(predicate, timeout: float = 120.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.002)
+    raise SystemExit("timed out")
+
+
+def dyno_start_latency(d: PrivateDynod, app: str, runs: int) -> list[float]:
+    client = d.client()
+    samples = []
+    for _ in range(runs):
+        t0 = time.time_ns()
+        client.update_formation(app, [{"type": "clock", "quantity": 1}])
+        line = wait(lambda: next((x for x in client.log_lines(app, 1500, "clock", "app") if "T0=" in x
+                                  and int(x.split("T0=")[1]) > t0), None))
+        samples.append((int(line.split("T0=")[1]) - t0) / 1e6)
+        client.update_formation(app, [{"type": "clock", "quantity": 0}])
+        wait(lambda: not [x for x in client.list_dynos(app) if x["type"] == "clock"])
+    return samples
+
+
+def time_command(argv: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return (time.perf_counter() - start) * 1000
+
+
+def make_runc_bundle(stack: Path) -> Path:
+    bundle = Path(tempfile.mkdtemp(prefix="dynod-bench-runc-"))
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["root"] = {"path": str(stack), "readonly": True}
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = ["/bin/true"]
+    (bundle / "config.json").write_text(json.dumps(spec))
+    return bundle
+
+
+def idle_memory(d: PrivateDynod, app: str, count: int) -> dict[str, float]:
+    client = d.client()
+    client.update_formation(app, [{"type": "idle", "quantity": count}])
+    wait(lambda: len([x for x in client.list_dynos(app) if x["type"] == "idle" and x["state"] == "up"]) == count,
+         timeout=600)
+    time.sleep(2)
+    status = client.request("GET", "/status")
+    memory_root = Path(status["cgroup_roots"][0])
+    tini_pss, charges = [], []
+    for group in memory_root.iterdir():
+        if not group.is_dir() or ".idle." not in group.name:
+            continue
+        pids = [int(p) for p in (group / "cgroup.procs").read_text().split()]
+        inits = [p for p in pids if open(f"/proc/{p}/comm").read().strip() == "tini"]
+        tini_pss += [pss_kib(p) for p in inits]
+        charges.append(int((group / "memory.usage_in_bytes").read_text()) / 1024)
+    spawner = int(subprocess.run(["pgrep", "-f", f"spawner --socket {d.root}"], capture_output=True,
+                                 text=True).stdout.split()[0])
+    result = {
+        "dynos": len(charges),
+        "dynod_rss_mib": rss_kib(d.proc.pid) / 1024,
+        "spawner_rss_mib": rss_kib(spawner) / 1024,
+        "per_dyno_init_pss_kib": statistics.median(tini_pss),
+        "per_dyno_cgroup_kib": statistics.median(charges),
+    }
+    client.update_formation(app, [{"type": "idle", "quantity": 0}])
+    wait(lambda: not [x for x in client.list_dynos(app) if x["type"] == "idle"], timeout=300)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--idle", type=int, default=100)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root")
+    stacks = Path(os.environ.get("DYNOD_TEST_STACKS", "/var/lib/dynod/stacks"))
+    stack = StackStore(stacks).path("debian-13")
+    d = PrivateDynod(stacks)
+    bundle = make_runc_bundle(stack)
+    try:
+        app = "bench"
+        d.ctl("apps:create", app)
+        src = d.root / "src"
+        src.mkdir()
+        (src / "Procfile").write_text("clock: echo T0=$(date +%s%N); exec sleep infinity\n"
+                                      "idle: exec sleep infinity\n")
+        d.ctl("deploy", "--no-build", str(src), "-a", app)
+        starts = dyno_start_latency(d, app, args.runs)
+        run_true = [str(BIN / "dynoctl"), "run", "-a", app, "--no-tty", "--", "true"]
+        runc = ["runc", "run", "--bundle", str(bundle), f"dynod-bench-{os.getpid()}"]
+        bwrap = ["bwrap", "--unshare-all", "--ro-bind", str(stack), "/", "--proc", "/proc", "--dev", "/dev",
+                 "--die-with-parent", "/bin/true"]
+        times: dict[str, list[float]] = {"dynoctl run -- true": [], "runc run": [], "bwrap --unshare-all": []}
+        for _ in range(3):  # warm-up
+            time_command(run_true, d.env), time_command(runc), time_command(bwrap)
+        for _ in range(args.runs):  # interleaved, so drift hits all three alike
+            times["dynoctl run -- true"].append(time_command(run_true, d.env))
+            times["runc run"].append(time_command(runc))
+            times["bwrap --unshare-all"].append(time_command(bwrap))
+        memory = idle_memory(d, app, args.idle) if args.idle else {}
+    finally:
+        d.close()
+        shutil.rmtree(bundle, ignore_errors=True)
+    med = {name: statistics.median(values) for name, values in times.items()}
+    start_median = statistics.median(starts)
+    print(f"{os.cpu_count()} CPUs, kernel {os.uname().release}, {args.runs} runs each (medians)")
+    print(f"dyno start (scale request -> app process running)  {start_median:8.2f} ms "
+          f"(p90 {sorted(starts)[int(len(starts) * 0.9) - 1]:.2f})")
+    for name, value in med.items():
+        print(f"{name:<50} {value:8.2f} ms")
+    print(f"ratio dyno start / runc run                         {start_median / med['runc run']:8.2f}")
+    print(f"ratio dyno start / bwrap                            {start_median / med['bwrap --unshare-all']:8.2f}")
+    print(f"ratio dynoctl run -- true / runc run                "
+          f"{med['dynoctl run -- true'] / med['runc run']:8.2f}")
+    for key, value in memory.items():
+        print(f"{key:<50} {value:8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
