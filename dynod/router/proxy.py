@@ -363,6 +363,10 @@ class Proxy:
                 break
             else:
                 break
+        if head.framing == NO_BODY:
+            # A retry on a fresh connection (a pooled one had gone stale) finds the END event
+            # already taken by the first attempt: a bodiless request is complete all the same.
+            upload.done = True
         # Only a bodiless request can be sent again: a body, once read from the client, is gone.
         resendable = conn.reused and head.framing == NO_BODY
         try:

@@ -98,3 +98,63 @@ def test_undetectable_source_fails_the_build_and_releases_nothing(dynod: Dynod, 
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert releases(dynod, app) == [(1, "succeeded", "Initial release")]
+
+
+def test_git_push_over_ssh_with_a_key_added_by_dynoctl(dynod: Dynod, app: str, tmp_path: Path) -> None:
+    if not Path("/usr/sbin/sshd").exists():
+        pytest.skip("openssh-server is not installed")
+    ssh_dir = tmp_path / "ssh"
+    ssh_dir.mkdir()
+    for name, comment in (("host_key", "host"), ("client_key", "dev@example.test")):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(ssh_dir / name)],
+                       check=True)
+    dynod.ctl("keys:add", str(ssh_dir / "client_key.pub"))
+    assert "dev@example.test" in dynod.ctl("keys").stdout
+    from .conftest import free_port
+
+    port = free_port()
+    (ssh_dir / "sshd_config").write_text(
+        f"ListenAddress 127.0.0.1:{port}\nHostKey {ssh_dir / 'host_key'}\n"
+        f"AuthorizedKeysFile {dynod.root / 'state' / 'ssh' / 'authorized_keys'}\n"
+        "PermitRootLogin forced-commands-only\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "UsePAM no\nStrictModes no\nPidFile none\n")
+    made_privsep = not Path("/run/sshd").exists()
+    if made_privsep:
+        Path("/run/sshd").mkdir(mode=0o755)
+    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(ssh_dir / "sshd_config")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        dynod.wait_for(lambda: _port_open(port), what="sshd listening")
+        work = write_app(tmp_path / "repo", "web: python3 web.py\n")
+        git = ["git", "-c", "user.email=t@example.test", "-c", "user.name=t", "-C", str(work)]
+        subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+        subprocess.run([*git, "add", "."], check=True)
+        subprocess.run([*git, "commit", "-qm", "first"], check=True)
+        ssh = (f"ssh -i {ssh_dir / 'client_key'} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no "
+               "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes")
+        push = subprocess.run([*git, "push", f"ssh://root@127.0.0.1:{port}/{app}.git", "main"],
+                              capture_output=True, text=True, env={**dynod.env(), "GIT_SSH_COMMAND": ssh},
+                              timeout=300)
+        assert push.returncode == 0, push.stderr
+        assert "remote:" in push.stderr
+        assert releases(dynod, app)[-1][1] == "succeeded" and len(releases(dynod, app)) == 2
+        shell = subprocess.run([*ssh.split(), "-p", str(port), "root@127.0.0.1", "id"], capture_output=True,
+                               text=True, timeout=60)
+        assert shell.returncode != 0  # the key pushes; it opens no shell
+        dynod.ctl("keys:remove", "dev@example.test")
+        again = subprocess.run([*git, "push", f"ssh://root@127.0.0.1:{port}/{app}.git", "main"],
+                               capture_output=True, text=True, env={**dynod.env(), "GIT_SSH_COMMAND": ssh},
+                               timeout=60)
+        assert again.returncode != 0
+    finally:
+        sshd.terminate()
+        sshd.wait(timeout=10)
+        if made_privsep:
+            shutil.rmtree("/run/sshd", ignore_errors=True)
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
