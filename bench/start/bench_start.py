@@ -117,8 +117,8 @@ def dyno_start_latency(d: PrivateDynod, app: str, runs: int) -> list[float]:
     for _ in range(runs):
         t0 = time.time_ns()
         client.update_formation(app, [{"type": "clock", "quantity": 1}])
-        line = wait(lambda: next((x for x in client.log_lines(app, 1500, "clock", "app") if "T0=" in x
-                                  and int(x.split("T0=")[1]) > t0), None))
+        line = wait(lambda t0=t0: next((x for x in client.log_lines(app, 1500, "clock", "app") if "T0=" in x
+                                        and int(x.split("T0=")[1]) > t0), None))
         samples.append((int(line.split("T0=")[1]) - t0) / 1e6)
         client.update_formation(app, [{"type": "clock", "quantity": 0}])
         wait(lambda: not [x for x in client.list_dynos(app) if x["type"] == "clock"])

@@ -46,6 +46,7 @@ from ..errors import NotFound, UserError
 from ..procfile import parse_procfile
 
 SLUG_LIMIT = 1 << 30  # Heroku's maximum slug size, 1 GB
+PACK_LEVEL = 6  # gzip level of packed slugs
 ROOT = "app"
 PROCFILE = "app/Procfile"
 PROCFILE_LIMIT = 1 << 20  # a Procfile is a few lines; more is a mistake, not a config
@@ -211,7 +212,9 @@ def pack_directory(src: Path, dest_dir: Path, *, limit_bytes: int = SLUG_LIMIT) 
     try:
         with os.fdopen(fd, "wb") as out:
             writer = _HashingWriter(out, limit_bytes)
-            with gzip.GzipFile(filename="", mode="wb", fileobj=writer, mtime=0) as gz, \
+            # Level 6, not gzip's default 9: about three times faster for a few per cent more bytes,
+            # and packing is on every deploy's critical path (it was most of the build overhead).
+            with gzip.GzipFile(filename="", mode="wb", fileobj=writer, mtime=0, compresslevel=PACK_LEVEL) as gz, \
                     tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 for path, info in _walk_for_pack(src):
                     rules.check(info)
