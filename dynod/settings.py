@@ -23,6 +23,9 @@ class DynoSettings:
     boot_timeout: float = 60.0  # R10: a web dyno must accept on $PORT within this
     hard_limit_ratio: float = 2.0  # hard memory limit = quota * ratio (Heroku kills at 2x: R15)
     tmpfs_size_mb: int = 1024  # the ephemeral filesystem (overlay upper) of each dyno
+    # Dynos forked, moved into a cgroup and wired ahead of need, so that a start skips those
+    # steps (the cgroup v1 moves dominate a cold start). 0 turns the pool off.
+    warm_pool: int = 2
     restart_cooloff_max: float = 1200.0  # Heroku's longest cool-off between crash restarts (20 min)
     restart_cooloff_base: float = 20.0
     cycle_hours: float = 24.0  # daily cycling: 24 h plus a random 0-216 min per dyno

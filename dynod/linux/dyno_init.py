@@ -59,6 +59,11 @@ class DynoSpec:
     nofile: int = 10000  # Heroku's open-files limit
 
     @classmethod
+    def log_only(cls) -> DynoSpec:
+        """The stdio shape of a warm dyno before it knows what it will run."""
+        return cls(id="", hostname="", argv=[], env={}, lower=[], mnt="", cgroup_procs=[], uid=0, gid=0)
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> DynoSpec:
         data = dict(data)
         data["binds"] = [Bind(**b) for b in data.get("binds", [])]

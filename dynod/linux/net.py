@@ -8,8 +8,8 @@ all (a delete costs ~16 ms); ``prune`` removes pairs whose dyno vanished while d
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -25,9 +25,18 @@ VETH_PREFIX = "dy"
 DYNO_IFNAME = "eth0"
 
 
-def veth_name(dyno_id: str) -> str:
-    # IFNAMSIZ is 16 with the NUL: "dy" + 12 hex digits is unique enough and always fits.
-    return VETH_PREFIX + hashlib.sha1(dyno_id.encode()).hexdigest()[:12]
+def veth_name(address: str) -> str:
+    """The host end of the veth of the dyno at ``address``: "dy" + the address in hex.
+
+    Named by address, not by dyno: an address belongs to one dyno at a time, it is in the
+    ledger (so a restarted dynod knows which veths are its live dynos'), and a warm dyno, wired
+    before it knows what it will run, already has its final name.
+    """
+    return VETH_PREFIX + ipaddress.IPv4Address(address).packed.hex()
+
+
+def _ours(ifname: str) -> bool:
+    return ifname.startswith(VETH_PREFIX) and len(ifname) == 10 and all(c in "0123456789abcdef" for c in ifname[2:])
 
 
 class AddressPool:
@@ -39,7 +48,9 @@ class AddressPool:
         self.gateway = str(next(hosts))
         self._free_from = hosts
         self._in_use: set[str] = set()
-        self._released: list[str] = []
+        # Oldest first, and only once fresh addresses run out: a released address's old veth
+        # may still be going away with its network namespace (the kernel frees netns lazily).
+        self._released: deque[str] = deque()
 
     @property
     def prefix(self) -> int:
@@ -50,13 +61,13 @@ class AddressPool:
         self._in_use.add(address)
 
     def allocate(self) -> str:
-        while self._released:
-            address = self._released.pop()
+        for host in self._free_from:
+            address = str(host)
             if address not in self._in_use:
                 self._in_use.add(address)
                 return address
-        for host in self._free_from:
-            address = str(host)
+        while self._released:
+            address = self._released.popleft()
             if address not in self._in_use:
                 self._in_use.add(address)
                 return address
@@ -104,15 +115,21 @@ class Network:
         self._bridge_index = index
         return index
 
-    def _attach(self, dyno_id: str, pid: int) -> str:
+    def _attach(self, address: str, pid: int) -> str:
         ipr = self._iproute()
         index = self._bridge_index if self._bridge_index is not None else self._ensure_bridge()
-        name = veth_name(dyno_id)
+        name = veth_name(address)
         try:
             ipr.link("add", ifname=name, kind="veth", peer={"ifname": DYNO_IFNAME, "net_ns_pid": pid})
         except NetlinkError as exc:
-            if exc.code != 17:  # EEXIST: a leftover of a dyno with the same id; replace it
+            if exc.code != 17:
                 raise
+            # EEXIST: a leftover of an earlier dyno at this address, if it hangs on our bridge;
+            # anything else is another dynod's, whose subnet overlaps ours.
+            if name not in self._our_veths():
+                raise UserError(f"A network link {name} for {address} exists and is not on bridge {self.bridge}: "
+                                "another dynod on this host uses the same subnet; give each its own "
+                                "[network] subnet.") from None
             ipr.link("del", ifname=name)
             ipr.link("add", ifname=name, kind="veth", peer={"ifname": DYNO_IFNAME, "net_ns_pid": pid})
         veth = ipr.link_lookup(ifname=name)[0]
@@ -121,6 +138,15 @@ class Network:
 
     def _links(self) -> list[str]:
         return [link.get_attr("IFLA_IFNAME") for link in self._iproute().get_links()]
+
+    def _our_veths(self) -> list[str]:
+        """The veths on this dynod's bridge. Only those: other dynods on the host (tests run
+        several) name theirs the same way, and their veths are not ours to touch."""
+        found = self._iproute().link_lookup(ifname=self.bridge)
+        if not found:
+            return []
+        return [link.get_attr("IFLA_IFNAME") for link in self._iproute().get_links()
+                if link.get_attr("IFLA_MASTER") == found[0] and _ours(link.get_attr("IFLA_IFNAME"))]
 
     def _delete(self, names: Iterable[str]) -> None:
         ipr = self._iproute()
@@ -135,16 +161,16 @@ class Network:
     async def ensure_bridge(self) -> None:
         await self._call(self._ensure_bridge)
 
-    async def attach(self, dyno_id: str, pid: int) -> str:
-        """Wire dyno ``pid``'s netns to the bridge; returns the host-side veth name."""
-        return await self._call(lambda: self._attach(dyno_id, pid))
+    async def attach(self, address: str, pid: int) -> str:
+        """Wire the netns of ``pid`` (the dyno at ``address``) to the bridge; returns the veth's name."""
+        return await self._call(lambda: self._attach(address, pid))
 
-    async def prune(self, keep_dyno_ids: Iterable[str]) -> list[str]:
-        """Delete veths of ours whose dyno is not in ``keep_dyno_ids``."""
-        keep = {veth_name(d) for d in keep_dyno_ids}
+    async def prune(self, keep_addresses: Iterable[str]) -> list[str]:
+        """Delete veths of ours whose dyno's address is not in ``keep_addresses``."""
+        keep = {veth_name(a) for a in keep_addresses}
 
         def work() -> list[str]:
-            stale = [n for n in self._links() if n.startswith(VETH_PREFIX) and len(n) == 14 and n not in keep]
+            stale = [n for n in self._our_veths() if n not in keep]
             self._delete(stale)
             return stale
 
@@ -154,8 +180,7 @@ class Network:
         """Remove the bridge (and any veth of ours left on it)."""
 
         def work() -> None:
-            ours = [n for n in self._links() if n.startswith(VETH_PREFIX) and len(n) == 14]
-            self._delete(ours)
+            self._delete(self._our_veths())
             if self.bridge in self._links():
                 self._delete([self.bridge])
 

@@ -50,6 +50,7 @@ class Child:
     fds: list[int]  # the spawner's own copies, handed again to a re-connecting dynod
     go_w: int
     err_r: int
+    spec_w: int = -1  # a warm dyno's: its spec is written here when dynod assigns it
     status: int | None = None
     error: str = ""
     started: bool = False
@@ -103,19 +104,7 @@ class Spawner:
         parent_fds, child_fds, kinds = self._stdio(spec)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        # The child is born in its own PID namespace (as PID 1) and, unless it shares the host's,
-        # its own network namespace: dynod adds its veth as soon as it hears the pid, so the
-        # namespace must exist before the pid is told. The spawner steps back into its own
-        # namespaces right after the fork.
-        flags = sc.CLONE_NEWPID | (0 if spec.share_host_net else sc.CLONE_NEWNET)
-        sc.unshare(flags)
-        try:
-            pid = os.fork()
-        finally:
-            if os.getpid() == self.mypid:
-                sc.setns(self.own_pidns, sc.CLONE_NEWPID)
-                if flags & sc.CLONE_NEWNET:
-                    sc.setns(self.own_netns, sc.CLONE_NEWNET)
+        pid = self._fork(not spec.share_host_net)
         if pid == 0:
             self._child(spec, child_fds, go_r, err_w)  # never returns
         for fd in {*child_fds, go_r, err_w}:  # a pty slave stands for all three of 0, 1, 2
@@ -131,6 +120,113 @@ class Spawner:
         self.by_pid[pid] = child
         self.by_err_fd[err_r] = child
         self.selector.register(err_r, selectors.EVENT_READ, "err")
+
+    def _fork(self, new_net: bool) -> int:
+        """fork() with the child born in its own PID namespace (as PID 1) and, unless it shares the
+        host's, its own network namespace: dynod adds its veth as soon as it hears the pid, so the
+        namespace must exist before the pid is told. The spawner steps back into its own
+        namespaces right after the fork."""
+        flags = sc.CLONE_NEWPID | (sc.CLONE_NEWNET if new_net else 0)
+        sc.unshare(flags)
+        try:
+            return os.fork()
+        finally:
+            if os.getpid() == self.mypid:
+                sc.setns(self.own_pidns, sc.CLONE_NEWPID)
+                if new_net:
+                    sc.setns(self.own_netns, sc.CLONE_NEWNET)
+
+    def prefork(self, pool_id: str) -> None:
+        """A warm dyno: forked now into fresh namespaces, told what to run later by ``assign``.
+
+        dynod moves it into a cgroup and wires its veth while nobody waits; taking it then costs a
+        write of its spec instead of a fork, cgroup moves and a veth.
+        """
+        if pool_id in self.children:
+            self.send({"op": "error", "id": pool_id, "message": f"{pool_id} exists"})
+            return
+        parent_fds, child_fds, kinds = self._stdio(DynoSpec.log_only())
+        spec_r, spec_w = os.pipe2(os.O_CLOEXEC)
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        pid = self._fork(True)
+        if pid == 0:
+            self._warm_child(child_fds, spec_r, go_r, err_w)  # never returns
+        for fd in {*child_fds, spec_r, go_r, err_w}:
+            os.close(fd)
+        child = Child(pool_id, pid, kinds, parent_fds, go_w, err_r, spec_w=spec_w)
+        self.children[pool_id] = child
+        self.by_pid[pid] = child
+        self.by_err_fd[err_r] = child
+        self.selector.register(err_r, selectors.EVENT_READ, "err")
+        self.send({"op": "preforked", "id": pool_id, "pid": pid})
+
+    def assign(self, pool_id: str, raw_spec: dict[str, Any]) -> None:
+        spec_id = raw_spec["id"]
+        child = self.children.get(pool_id)
+        if child is None or child.spec_w < 0 or child.status is not None or spec_id in self.children:
+            self.send({"op": "error", "id": spec_id, "message": f"no warm dyno {pool_id} to assign"})
+            return
+        data = json.dumps(raw_spec).encode()
+        try:
+            os.write(child.spec_w, struct.pack("!I", len(data)))
+            view = memoryview(data)
+            while view:  # the warm child reads as we write: a spec larger than the pipe is fine
+                view = view[os.write(child.spec_w, view):]
+        except OSError as exc:
+            self.send({"op": "error", "id": spec_id, "message": f"warm dyno {pool_id} is gone: {exc}"})
+            return
+        finally:
+            os.close(child.spec_w)
+            child.spec_w = -1
+        del self.children[pool_id]
+        child.id = spec_id
+        self.children[spec_id] = child
+        self.send({"op": "spawned", "id": spec_id, "pid": child.pid, "kinds": child.kinds}, child.fds)
+
+    def _warm_child(self, stdio: list[int], spec_r: int, go_r: int, err_w: int) -> None:
+        try:
+            self._reset_signals()
+            keep = {*stdio, spec_r, go_r, err_w}
+            self._close_all_but(keep)
+            header = _read_exactly(spec_r, 4)
+            if not header:
+                os._exit(0)  # discarded before use
+            spec = DynoSpec.from_json(json.loads(_read_exactly(spec_r, struct.unpack("!I", header)[0])))
+            os.close(spec_r)
+            os.setsid()
+            for target, fd in enumerate(stdio):
+                os.dup2(fd, target, inheritable=True)
+            for fd in set(stdio) - {0, 1, 2}:
+                os.close(fd)
+            become_dyno(spec, go_r)
+        except BaseException as exc:  # noqa: BLE001 - everything must reach dynod as one line
+            self._die(err_w, exc)
+
+    @staticmethod
+    def _reset_signals() -> None:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+
+    @staticmethod
+    def _close_all_but(keep: set[int]) -> None:
+        for fd in os.listdir("/proc/self/fd"):
+            if int(fd) not in keep:
+                try:
+                    os.close(int(fd))
+                except OSError:
+                    pass
+
+    @staticmethod
+    def _die(err_w: int, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, OSError):
+            message += " | " + traceback.format_exc().replace("\n", " | ")[-800:]
+        try:
+            os.write(err_w, message.encode()[:4000])
+        finally:
+            os._exit(127)
 
     def _stdio(self, spec: DynoSpec) -> tuple[list[int], list[int], list[str]]:
         """(fds the spawner keeps, fds 0/1/2 for the child, kinds of the kept ones)."""
@@ -154,30 +250,16 @@ class Spawner:
 
     def _child(self, spec: DynoSpec, stdio: list[int], go_r: int, err_w: int) -> None:
         try:
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
-                signal.signal(sig, signal.SIG_DFL)
+            self._reset_signals()
             os.setsid()
             for target, fd in enumerate(stdio):
                 os.dup2(fd, target, inheritable=True)
             if spec.stdio == "tty":
                 fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-            keep = {0, 1, 2, go_r, err_w}
-            for fd in os.listdir("/proc/self/fd"):
-                if int(fd) not in keep:
-                    try:
-                        os.close(int(fd))
-                    except OSError:
-                        pass
+            self._close_all_but({0, 1, 2, go_r, err_w})
             become_dyno(spec, go_r)
         except BaseException as exc:  # noqa: BLE001 - everything must reach dynod as one line
-            message = f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, OSError):
-                message += " | " + traceback.format_exc().replace("\n", " | ")[-800:]
-            try:
-                os.write(err_w, message.encode()[:4000])
-            finally:
-                os._exit(127)
+            self._die(err_w, exc)
 
     def go(self, dyno_id: str, proceed: bool) -> None:
         child = self.children.get(dyno_id)
@@ -227,9 +309,10 @@ class Spawner:
     def _maybe_report_exit(self, child: Child) -> None:
         # Report once both the exit status and the error pipe's last word are in.
         if child.status is not None and child.err_r < 0:
-            if child.go_w >= 0:
-                os.close(child.go_w)
-                child.go_w = -1
+            for attr in ("go_w", "spec_w"):
+                if getattr(child, attr) >= 0:
+                    os.close(getattr(child, attr))
+                    setattr(child, attr, -1)
             self.send({"op": "exited", "id": child.id, "pid": child.pid, "status": child.status,
                        "error": child.error})
 
@@ -265,6 +348,13 @@ class Spawner:
                 self.spawn(message)
             except Exception as exc:  # noqa: BLE001 - a bad spec must not take the spawner down
                 self.send({"op": "error", "id": message.get("spec", {}).get("id"), "message": str(exc)})
+        elif op == "prefork":
+            try:
+                self.prefork(message["id"])
+            except Exception as exc:  # noqa: BLE001
+                self.send({"op": "error", "id": message.get("id"), "message": str(exc)})
+        elif op == "assign":
+            self.assign(message["id"], message["spec"])
         elif op == "go":
             self.go(message["id"], True)
         elif op == "abort":
@@ -309,7 +399,7 @@ class Spawner:
                 self.reap()
                 if not any(c.status is None for c in self.children.values()):
                     break
-            for key, _ in self.selector.select(timeout=0.5 if not self.running else 0.05):
+            for key, _ in self.selector.select(timeout=None if self.running else 0.05):
                 if key.data == "listen":
                     conn, _ = listener.accept()
                     self.drop_connection()  # one dynod at a time: the newest is the live one
@@ -348,6 +438,16 @@ class Spawner:
             self.send({"op": "error", "message": "not JSON"})
             return
         self.handle(message)
+
+
+def _read_exactly(fd: int, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = os.read(fd, count - len(data))
+        if not chunk:
+            return data
+        data += chunk
+    return data
 
 
 def main(argv: list[str] | None = None) -> int:

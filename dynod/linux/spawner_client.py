@@ -107,7 +107,7 @@ class SpawnerClient:
                 message.get("error", ""), message.get("started", False), message.get("spawned_at", 0.0)))
         elif op == "hello_done":
             self._hello_done.set()
-        elif op in ("spawned", "error"):
+        elif op in ("spawned", "preforked", "error"):
             waiter = self._waiting.pop(message.get("id") or "", None)
             if waiter is not None:
                 waiter.send_nowait((message, fds))
@@ -145,13 +145,27 @@ class SpawnerClient:
         return self._adopted
 
     async def spawn(self, spec: dict[str, Any]) -> SpawnedDyno:
+        message, fds = await self._request(spec["id"], {"op": "spawn", "spec": spec})
+        return SpawnedDyno(spec["id"], message["pid"], dict(zip(message["kinds"], fds, strict=False)))
+
+    async def prefork(self, pool_id: str) -> int:
+        """Fork a warm dyno now (it waits for ``assign``); returns its pid."""
+        message, _ = await self._request(pool_id, {"op": "prefork", "id": pool_id})
+        return int(message["pid"])
+
+    async def assign(self, pool_id: str, spec: dict[str, Any]) -> SpawnedDyno:
+        """Hand a warm dyno its spec: it becomes dyno ``spec["id"]``; then ``go`` as for a spawn."""
+        message, fds = await self._request(spec["id"], {"op": "assign", "id": pool_id, "spec": spec})
+        return SpawnedDyno(spec["id"], message["pid"], dict(zip(message["kinds"], fds, strict=False)))
+
+    async def _request(self, key: str, request: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         send, recv = trio.open_memory_channel[tuple[dict[str, Any], list[int]]](1)
-        self._waiting[spec["id"]] = send
-        await self._send({"op": "spawn", "spec": spec})
+        self._waiting[key] = send
+        await self._send(request)
         message, fds = await recv.receive()
         if message["op"] == "error":
-            raise SpawnerError(message.get("message", "spawn failed"))
-        return SpawnedDyno(spec["id"], message["pid"], dict(zip(message["kinds"], fds, strict=False)))
+            raise SpawnerError(message.get("message", f"{request['op']} failed"))
+        return message, fds
 
     async def go(self, dyno_id: str) -> None:
         await self._send({"op": "go", "id": dyno_id})

@@ -176,8 +176,7 @@ class LogStream:
                     session.offer(lines, now)
             if to_drains:
                 for sender in state.drains.values():
-                    sender.buffer.push(lines, now)
-                    sender.notify()
+                    sender.offer(lines, now)
 
     def emit(self, app: str, source: str, dyno: str, message: str, *, at: float | None = None) -> None:
         """A platform line (or several, if ``message`` holds newlines). Never blocks."""
@@ -255,24 +254,39 @@ class LogStream:
         """The last ``lines`` lines, then new ones as they arrive, until the app is forgotten or
         the stream stops. A reader that falls more than ``tail_buffer`` lines behind gets an L11
         line in place of what it missed. Arguments are checked now, not at the first line."""
+        return self._lines_of(self.tail_batches(app, lines, ps, source))
+
+    def tail_batches(self, app: str, lines: int = 100, ps: str | None = None, source: str | None = None
+                     ) -> AsyncIterator[list[str]]:
+        """``tail``, a list of lines at a time: everything queued since the reader last asked.
+        A reader that writes each batch at once (one chunk, one send) keeps up with floods that
+        a line-at-a-time reader cannot."""
         count = self._check_count(lines)
         line_filter = LineFilter.build(ps, source)
         return self._tail(app, count, line_filter)
 
-    async def _tail(self, app: str, count: int, line_filter: LineFilter) -> AsyncIterator[str]:
+    @staticmethod
+    async def _lines_of(batches: AsyncIterator[list[str]]) -> AsyncIterator[str]:
+        try:
+            async for batch in batches:
+                for line in batch:
+                    yield line
+        finally:
+            await batches.aclose()  # type: ignore[attr-defined]  # an async generator
+
+    async def _tail(self, app: str, count: int, line_filter: LineFilter) -> AsyncIterator[list[str]]:
         state = self._app(app)
         session = TailSession(line_filter, self.tail_buffer)
         backlog = self._select(state.ring, count, line_filter)
         state.tails.append(session)
         try:
-            for line in backlog:
-                yield line
+            if backlog:
+                yield backlog
             while True:
                 batch = await session.next_lines()
                 if not batch:
                     return
-                for line in batch:
-                    yield line
+                yield batch
         finally:
             self._tail_dropped_closed += session.dropped_total
             if session in state.tails:

@@ -88,6 +88,18 @@ class LiveDyno:
         return self.record.name
 
 
+# A warm dyno's limits until it is taken: what its idle Python fork needs, no more.
+WARM_LIMITS = CgroupLimits(memory_max=256 * MiB, memory_high=256 * MiB, pids_max=16, cpu_weight=100)
+
+
+@dataclass(eq=False)
+class WarmDyno:
+    pool_id: str
+    pid: int
+    address: str
+    cgroup: DynoCgroup
+
+
 class DynoManager:
     def __init__(self, settings: Settings, *, ledger: Ledger, spawner: SpawnerClient, cgroups: CgroupBackend,
                  network: Network, logs: LogSink, slugs: SlugSource, stacks: StackSource,
@@ -115,6 +127,9 @@ class DynoManager:
         self.closing = False  # set by stop_all: nothing starts any more
         self.retiring: set[str] = set()  # apps being destroyed: their dynos stop, none start
         self._starting: set[tuple[str, str]] = set()  # (app, dyno name) being made right now
+        self._warm: list[WarmDyno] = []
+        self._warm_filling = 0
+        self._warm_changed = trio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -125,6 +140,7 @@ class DynoManager:
             await self._adopt()
             nursery.start_soon(self._events)
             nursery.start_soon(self._metrics)
+            nursery.start_soon(self._keep_warm)
             task_status.started()
             self._wake.set()  # reconcile at once: the formation may have changed while dynod was down
             while True:
@@ -233,10 +249,21 @@ class DynoManager:
         stages.append(("slug+stack", time.perf_counter()))
         dyno_id = f"{app}.{name}.{secrets.token_hex(3)}"
         quota = spec_size.memory_mb * MiB
-        cgroup = self.cgroups.create(dyno_id, CgroupLimits(
-            memory_max=int(quota * self.settings.dynos.hard_limit_ratio), memory_high=quota,
-            pids_max=spec_size.pids, cpu_weight=spec_size.cpu_weight))
-        address = self.network.pool.allocate()
+        limits = CgroupLimits(memory_max=int(quota * self.settings.dynos.hard_limit_ratio), memory_high=quota,
+                              pids_max=spec_size.pids, cpu_weight=spec_size.cpu_weight)
+        warm = self._take_warm() if stdio == "log" else None
+        if warm is not None:
+            try:
+                cgroup = self.cgroups.rename(warm.cgroup, dyno_id, limits)
+            except OSError as exc:
+                log.warning("warm dyno %s unusable (%s): starting cold", warm.pool_id, exc)
+                self.nursery.start_soon(self._discard_warm, warm)
+                warm = None
+        if warm is None:
+            cgroup = self.cgroups.create(dyno_id, limits)
+            address = self.network.pool.allocate()
+        else:
+            address = warm.address
         now = time.time()
         record = DynoRecord(id=dyno_id, app=app, name=name, type=type, release=release.version,
                             size=spec_size.name, command=command, state=DynoState.STARTING, pid=None,
@@ -257,12 +284,19 @@ class DynoManager:
         try:
             self.ledger.put_dyno(record)
             stages.append(("ledger", time.perf_counter()))
-            spawned = await self.spawner.spawn(spec)
+            if warm is not None:
+                spawned = await self.spawner.assign(warm.pool_id, spec)
+            else:
+                spawned = await self.spawner.spawn(spec)
             stages.append(("spawn", time.perf_counter()))
         except BaseException:
             self.ledger.delete_dyno(dyno_id)
-            self.network.pool.release(address)
-            cgroup.remove()
+            if warm is not None:
+                warm.cgroup = cgroup
+                self.nursery.start_soon(self._discard_warm, warm)
+            else:
+                self.network.pool.release(address)
+                cgroup.remove()
             raise
         live = LiveDyno(replace(record, pid=spawned.pid), cgroup, spawned.fds)
         self.live[dyno_id] = live
@@ -271,11 +305,12 @@ class DynoManager:
             orphaned = False
         except NotFound:
             orphaned = True  # its app was destroyed while it was being made: stop it once it runs
-        try:
-            await self._wire(dyno_id, spawned.pid, cgroup, network=True)
-        except Exception:
-            await self.spawner.abort(dyno_id)  # the child exits; _on_exit cleans up
-            raise
+        if warm is None:  # a warm dyno was moved and wired while nobody waited
+            try:
+                await self._wire(address, spawned.pid, cgroup, network=True)
+            except Exception:
+                await self.spawner.abort(dyno_id)  # the child exits; _on_exit cleans up
+                raise
         stages.append(("wire", time.perf_counter()))
         await self.spawner.go(dyno_id)
         if log.isEnabledFor(logging.DEBUG):
@@ -288,13 +323,13 @@ class DynoManager:
             self.nursery.start_soon(self.stop, live, "retired")
         return live
 
-    async def _wire(self, dyno_id: str, pid: int, cgroup: DynoCgroup, *, network: bool) -> None:
+    async def _wire(self, address: str, pid: int, cgroup: DynoCgroup, *, network: bool) -> None:
         """Move a new dyno into its cgroups and plug in its veth, all at once, before it may run."""
         async with trio.open_nursery() as nursery:
             for procs in cgroup.procs_files():
                 nursery.start_soon(trio.to_thread.run_sync, _write_pid, procs, pid)
             if network:
-                nursery.start_soon(self.network.attach, dyno_id, pid)
+                nursery.start_soon(self.network.attach, address, pid)
 
     def _watch(self, live: LiveDyno) -> None:
         """Start the tasks that follow one dyno: its logs, its memory, its boot."""
@@ -320,10 +355,14 @@ class DynoManager:
 
     async def _boot(self, live: LiveDyno) -> None:
         await live.started.wait()
+        if live.exit_status is not None:
+            return  # it failed before it ran: the exit, not a boot, is what happened
         if live.record.type == "web" and live.record.ip:
             with trio.move_on_after(self.settings.dynos.boot_timeout) as scope:
                 while not await _accepts(live.record.ip, live.record.port):
                     await trio.sleep(0.05)
+            if live.exit_status is not None:
+                return
             if scope.cancelled_caught:
                 self.emit(live, f"Error R10 (Boot timeout) -> Web process failed to bind to $PORT within "
                                 f"{self.settings.dynos.boot_timeout:g} seconds of launch")
@@ -460,7 +499,10 @@ class DynoManager:
 
     async def stop_all(self) -> None:
         self.closing = True
+        self._warm_changed.set()
         async with trio.open_nursery() as nursery:
+            while self._warm:
+                nursery.start_soon(self._discard_warm, self._warm.pop())
             for live in list(self.live.values()):
                 nursery.start_soon(self.stop, live, "shutdown")
 
@@ -588,7 +630,62 @@ class DynoManager:
                         cgroup.remove()
                     except OSError as exc:
                         log.warning("stale cgroup %s not removed: %s", name, exc)
-        await self.network.prune(self.live)
+        await self.network.prune(d.record.ip for d in self.live.values() if d.record.ip)
+
+    # -- warm dynos ------------------------------------------------------------------------------
+    def _take_warm(self) -> WarmDyno | None:
+        if not self._warm:
+            return None
+        warm = self._warm.pop(0)
+        self._warm_changed.set()  # make another
+        return warm
+
+    async def _keep_warm(self) -> None:
+        while not self.closing:
+            while len(self._warm) + self._warm_filling < self.settings.dynos.warm_pool and not self.closing:
+                self._warm_filling += 1
+                self.nursery.start_soon(self._make_warm)
+            await self._warm_changed.wait()
+            self._warm_changed = trio.Event()
+
+    async def _make_warm(self) -> None:
+        pool_id = f"warm.{secrets.token_hex(4)}"
+        cgroup: DynoCgroup | None = None
+        address: str | None = None
+        pid: int | None = None
+        try:
+            cgroup = self.cgroups.create(pool_id, WARM_LIMITS)
+            address = self.network.pool.allocate()
+            pid = await self.spawner.prefork(pool_id)
+            await self._wire(address, pid, cgroup, network=True)
+            if self.closing:
+                raise UserError("dynod is shutting down")
+            self._warm.append(WarmDyno(pool_id, pid, address, cgroup))
+        except (OSError, SpawnerError, UserError) as exc:
+            if not self.closing:
+                log.warning("no warm dyno made: %s", exc)
+            if cgroup is not None and address is not None and pid is not None:
+                await self._discard_warm(WarmDyno(pool_id, pid, address, cgroup))
+            else:
+                self.network.pool.release(address)
+                if cgroup is not None:
+                    cgroup.remove()
+            await trio.sleep(1)  # whatever failed, do not spin on it
+        finally:
+            self._warm_filling -= 1
+            self._warm_changed.set()
+
+    async def _discard_warm(self, warm: WarmDyno) -> None:
+        try:
+            await self.spawner.kill(warm.pool_id, signal.SIGKILL)
+        except SpawnerError:
+            pass
+        warm.cgroup.kill_all()
+        try:
+            await trio.to_thread.run_sync(warm.cgroup.remove)
+        except OSError as exc:
+            log.warning("cgroup of warm dyno %s not removed: %s", warm.pool_id, exc)
+        self.network.pool.release(warm.address)
 
     # -- containers that are not dynos (builds) ------------------------------------------------
     async def run_container(self, spec: dict[str, Any], limits: CgroupLimits, *, output: Callable[[bytes], None],
@@ -607,7 +704,7 @@ class DynoManager:
         try:
             spawned = await self.spawner.spawn(spec)
             try:
-                await self._wire(task_id, spawned.pid, cgroup, network=False)
+                await self._wire("", spawned.pid, cgroup, network=False)
             except Exception:
                 await self.spawner.abort(task_id)
                 raise

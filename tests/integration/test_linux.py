@@ -137,7 +137,7 @@ async def _spawn_and_check(client: SpawnerClient, network: Network, cg, root: Pa
         "net": {"ifname": "eth0", "address": address, "prefix": network.pool.prefix,
                 "gateway": network.pool.gateway},
     })
-    await network.attach("d1", spawned.pid)
+    await network.attach(address, spawned.pid)
     await client.go("d1")
     events = client.events()
     started = time.monotonic()

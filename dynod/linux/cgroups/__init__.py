@@ -105,6 +105,10 @@ class CgroupBackend(abc.ABC):
     def create(self, name: str, limits: CgroupLimits) -> DynoCgroup: ...
 
     @abc.abstractmethod
+    def rename(self, group: DynoCgroup, name: str, limits: CgroupLimits) -> DynoCgroup:
+        """Give a group (with its processes) a new name and new limits: a warm dyno taken."""
+
+    @abc.abstractmethod
     def open(self, name: str, quota: int) -> DynoCgroup | None:
         """The existing group of a dyno (re-adoption after a dynod restart), or None."""
 

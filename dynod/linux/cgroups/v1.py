@@ -103,6 +103,26 @@ def _rmdir_when_empty(directory: str, timeout: float = 2.0) -> None:
             time.sleep(0.01)
 
 
+def _apply_limits(dirs: dict[str, str], limits: CgroupLimits) -> None:
+    for controller, directory in dirs.items():
+        if controller == "memory":
+            memory = MemoryController(_Dir(directory))
+            swap_limit = os.path.join(directory, "memory.memsw.limit_in_bytes")
+            has_swap_limit = os.path.exists(swap_limit)
+            if has_swap_limit and limits.memory_max > (memory.limit_in_bytes or 0):
+                # memsw may never be below the memory limit: raise it first when growing...
+                write(swap_limit, limits.memory_max)
+            memory.limit_in_bytes = limits.memory_max
+            memory.soft_limit_in_bytes = limits.memory_high
+            if has_swap_limit:
+                write(swap_limit, limits.memory_max)  # ...and no swap beyond the hard limit
+        elif controller == "pids":
+            write(os.path.join(directory, "pids.max"), limits.pids_max)
+        elif controller == "cpu":
+            # cpu.shares is 1024 for a default group; v2's weight is 100 for the same.
+            write(os.path.join(directory, "cpu.shares"), max(2, limits.cpu_weight * 1024 // 100))
+
+
 class CgroupV1(CgroupBackend):
     kind = "v1"
 
@@ -134,24 +154,28 @@ class CgroupV1(CgroupBackend):
         dirs = {c: os.path.join(root, check_name(name)) for c, root in self._roots.items()}
         made: list[str] = []
         try:
-            for controller, directory in dirs.items():
+            for directory in dirs.values():
                 os.mkdir(directory)
                 made.append(directory)
-                if controller == "memory":
-                    memory = MemoryController(_Dir(directory))
-                    memory.limit_in_bytes = limits.memory_max
-                    memory.soft_limit_in_bytes = limits.memory_high
-                    swap_limit = os.path.join(directory, "memory.memsw.limit_in_bytes")
-                    if os.path.exists(swap_limit):
-                        write(swap_limit, limits.memory_max)  # no swap beyond the hard limit
-                elif controller == "pids":
-                    write(os.path.join(directory, "pids.max"), limits.pids_max)
-                elif controller == "cpu":
-                    # cpu.shares is 1024 for a default group; v2's weight is 100 for the same.
-                    write(os.path.join(directory, "cpu.shares"), max(2, limits.cpu_weight * 1024 // 100))
+            _apply_limits(dirs, limits)
         except BaseException:
             for directory in reversed(made):
                 _rmdir_when_empty(directory)
+            raise
+        return CgroupV1Dyno(name, limits.memory_high, dirs)
+
+    def rename(self, group: DynoCgroup, name: str, limits: CgroupLimits) -> DynoCgroup:
+        assert isinstance(group, CgroupV1Dyno)
+        dirs = {c: os.path.join(os.path.dirname(d), check_name(name)) for c, d in group.dirs.items()}
+        _apply_limits(group.dirs, limits)  # first: a refusal leaves the group as it was
+        done: list[str] = []
+        try:
+            for controller, directory in group.dirs.items():
+                os.rename(directory, dirs[controller])  # cgroupfs renames within a parent, processes and all
+                done.append(controller)
+        except OSError:
+            for controller in done:
+                os.rename(dirs[controller], group.dirs[controller])
             raise
         return CgroupV1Dyno(name, limits.memory_high, dirs)
 

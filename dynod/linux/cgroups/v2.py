@@ -86,6 +86,19 @@ class CgroupV2Dyno(DynoCgroup):
         _rmdir_when_empty(self.directory)
 
 
+def _apply_limits(directory: str, controllers: set[str], limits: CgroupLimits) -> None:
+    if "memory" in controllers:
+        write(os.path.join(directory, "memory.max"), limits.memory_max)
+        write(os.path.join(directory, "memory.high"), limits.memory_high)
+        write(os.path.join(directory, "memory.oom.group"), 1)
+        if os.path.exists(os.path.join(directory, "memory.swap.max")):
+            write(os.path.join(directory, "memory.swap.max"), 0)
+    if "pids" in controllers:
+        write(os.path.join(directory, "pids.max"), limits.pids_max)
+    if "cpu" in controllers:
+        write(os.path.join(directory, "cpu.weight"), max(1, min(10000, limits.cpu_weight)))
+
+
 class CgroupV2(CgroupBackend):
     kind = "v2"
 
@@ -131,19 +144,17 @@ class CgroupV2(CgroupBackend):
         directory = os.path.join(self._root, check_name(name))
         os.mkdir(directory)
         try:
-            if "memory" in controllers:
-                write(os.path.join(directory, "memory.max"), limits.memory_max)
-                write(os.path.join(directory, "memory.high"), limits.memory_high)
-                write(os.path.join(directory, "memory.oom.group"), 1)
-                if os.path.exists(os.path.join(directory, "memory.swap.max")):
-                    write(os.path.join(directory, "memory.swap.max"), 0)
-            if "pids" in controllers:
-                write(os.path.join(directory, "pids.max"), limits.pids_max)
-            if "cpu" in controllers:
-                write(os.path.join(directory, "cpu.weight"), max(1, min(10000, limits.cpu_weight)))
+            _apply_limits(directory, controllers, limits)
         except BaseException:
             _rmdir_when_empty(directory)
             raise
+        return CgroupV2Dyno(name, limits.memory_high, directory)
+
+    def rename(self, group: DynoCgroup, name: str, limits: CgroupLimits) -> DynoCgroup:
+        assert isinstance(group, CgroupV2Dyno)
+        directory = os.path.join(self._root, check_name(name))
+        _apply_limits(group.directory, self.available_controllers() & set(WANTED), limits)
+        os.rename(group.directory, directory)
         return CgroupV2Dyno(name, limits.memory_high, directory)
 
     def open(self, name: str, quota: int) -> DynoCgroup | None:
