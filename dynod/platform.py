@@ -431,6 +431,7 @@ class Platform:
             trio.from_thread.run_sync(progress, line, trio_token=token)
 
         await trio.to_thread.run_sync(lambda: self.stacks.build(name or self.settings.stack, report, force=True))
+        self.manager.forget_stack()
         for stack in await self.list_stacks():
             if stack["name"] == (name or self.settings.stack):
                 return stack

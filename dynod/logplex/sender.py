@@ -84,18 +84,25 @@ class DrainSender:
         self.deferrals_total = 0  # times the socket was full and the task took over
         self._eager_fd: int | None = None  # set while a plain syslog connection is idle
         self._unsent = b""  # the tail of an eager write the kernel did not take
-        self._unsent_lines = 0  # lines whose frames are not wholly in _unsent's predecessors
+        self._unsent_batch = Batch([], 0, 0, 0.0)  # what _unsent holds, for the L10 if it is lost
 
     # -- called by the stream, never blocking --------------------------------------------------
 
     def offer(self, lines: list[str], now: float) -> None:
-        """New lines for the drain: written at once when the connection is idle, else buffered."""
-        fd = self._eager_fd
-        if fd is None or self.buffer.pending:
-            self.buffer.push(lines, now)
+        """New lines for the drain: buffered, and written at once when the connection is idle."""
+        self.buffer.push(lines, now)
+        if self._eager_fd is not None:
+            self._flush_nowait(self._eager_fd, now)
+        else:
             self.notify()
+
+    def _flush_nowait(self, fd: int, now: float) -> None:
+        """Everything buffered (an L10 line first, if owed) into the socket without waiting; what
+        the kernel does not take becomes ``_unsent`` and the task waits for room to send it."""
+        batch = self.buffer.take(len(self.buffer), now)
+        if not batch.lines:
             return
-        data = syslog.frames(lines, self.drain.token)
+        data = syslog.frames(batch.lines, self.drain.token)
         try:
             written = os.write(fd, data)
         except BlockingIOError:
@@ -105,17 +112,18 @@ class DrainSender:
                 raise
             written = 0  # the watcher task is about to see the broken connection too
         if written == len(data):
-            self.sent_total += len(lines)
-            self.eager_total += len(lines)
+            self.eager_total += batch.line_count
+            self._delivered(batch)
             return
         self.deferrals_total += 1
-        self._eager_fd = None  # the task takes over until the socket drains
-        if written == 0:
-            self.buffer.push(lines, now)
-        else:
-            self._unsent = data[written:]
-            self._unsent_lines = _lines_not_written(lines, data, written, self.drain.token)
-            self.sent_total += len(lines) - self._unsent_lines
+        self._eager_fd = None  # the task takes over until the socket has room again
+        self._unsent = data[written:]
+        not_written = _lines_not_written(batch.lines, written, self.drain.token)
+        l10_unwritten = batch.carried_drops > 0 and not_written == len(batch.lines)
+        buffered_unwritten = min(not_written, batch.line_count)
+        self._unsent_batch = Batch([], buffered_unwritten, batch.carried_drops if l10_unwritten else 0,
+                                   batch.carried_since)
+        self.sent_total += batch.line_count - buffered_unwritten
         self.notify()
 
     def notify(self) -> None:
@@ -229,30 +237,28 @@ class DrainSender:
                 raise _PeerClosed("the receiver closed the connection")
 
     async def _send_syslog(self, stream: trio.abc.Stream) -> None:
-        host = self.drain.token
-        # Eager writes need the raw socket; TLS goes through trio's SSLStream only.
+        # Eager writes need the raw socket; TLS goes through trio's SSLStream, a batch at a time.
         fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         try:
             while True:
                 if self._unsent:
-                    await self._send_unsent(stream)
-                self._eager_fd = fd
-                await self._wait_pending()
-                self._eager_fd = None
-                if self._unsent:
+                    with trio.fail_after(self.send_timeout):
+                        await stream.send_all(self._unsent)
+                    self.sent_total += self._unsent_batch.line_count
+                    self._unsent = b""
+                if fd is None:
+                    await self._wait_pending()
+                    await self._send_batch(stream, self.drain.token)
                     continue
-                await self._send_batch(stream, host)
+                self._eager_fd = fd
+                self._flush_nowait(fd, time.time())  # what waited while the socket was full
+                await self._wait_pending()  # offer() writes; this wakes when the socket is full
+                self._eager_fd = None
         finally:
             self._eager_fd = None
             if self._unsent:  # never surely arrived: counted into the next L10
-                self.buffer.lost(Batch([], self._unsent_lines, 0, 0.0), time.time())
-                self._unsent, self._unsent_lines = b"", 0
-
-    async def _send_unsent(self, stream: trio.abc.Stream) -> None:
-        with trio.fail_after(self.send_timeout):
-            await stream.send_all(self._unsent)
-        self.sent_total += self._unsent_lines
-        self._unsent, self._unsent_lines = b"", 0
+                self.buffer.lost(self._unsent_batch, time.time())
+                self._unsent = b""
 
     async def _send_batch(self, stream: trio.abc.Stream, host: str) -> None:
         batch = self.buffer.take(self.buffer.capacity, time.time())
@@ -320,8 +326,8 @@ class DrainSender:
             raise
 
 
-def _lines_not_written(lines: list[str], data: bytes, written: int, host: str) -> int:
-    """How many of ``lines`` (framed into ``data``) are not wholly within its first ``written``
+def _lines_not_written(lines: list[str], written: int, host: str) -> int:
+    """How many of ``lines``, framed, are not wholly within the first ``written``
     bytes. Only a partial eager write asks, so framing each line again costs nothing that matters."""
     end = 0
     for index, line in enumerate(lines):

@@ -128,6 +128,8 @@ class DynoManager:
         self.retiring: set[str] = set()  # apps being destroyed: their dynos stop, none start
         self._starting: set[tuple[str, str]] = set()  # (app, dyno name) being made right now
         self._warm: list[WarmDyno] = []
+        self._unpacked: dict[str, Path] = {}  # slug id -> its unpacked dir
+        self._stack_path: Path | None = None
         self._warm_filling = 0
         self._warm_changed = trio.Event()
 
@@ -242,10 +244,8 @@ class DynoManager:
         spec_size = dyno_size(size)
         stages = [("begin", time.perf_counter())]
         uid, gid = self.settings.dynos.uid, self.settings.dynos.gid
-        slug_dir = await trio.to_thread.run_sync(self.slugs.unpacked, release.slug_id, uid, gid)
-        stack = await trio.to_thread.run_sync(
-            self.stacks.ensure, self.settings.stack,
-            lambda line: self.logs.emit(app, "dynod", "stack", line))
+        slug_dir = await self._slug_dir(release.slug_id, uid, gid)
+        stack = await self._stack(app)
         stages.append(("slug+stack", time.perf_counter()))
         dyno_id = f"{app}.{name}.{secrets.token_hex(3)}"
         quota = spec_size.memory_mb * MiB
@@ -313,6 +313,8 @@ class DynoManager:
                 raise
         stages.append(("wire", time.perf_counter()))
         await self.spawner.go(dyno_id)
+        if warm is not None:
+            self._warm_changed.set()  # now make its replacement
         if log.isEnabledFor(logging.DEBUG):
             log.debug("start %s: %s", dyno_id, " ".join(
                 f"{name}={(t - prev) * 1000:.1f}ms" for (_, prev), (name, t) in zip(stages, stages[1:], strict=False)))
@@ -322,6 +324,27 @@ class DynoManager:
         if orphaned or app in self.retiring or self.closing:  # gone or shutting down meanwhile
             self.nursery.start_soon(self.stop, live, "retired")
         return live
+
+    async def _slug_dir(self, slug_id: str, uid: int, gid: int) -> Path:
+        """The slug's unpacked dir; after the first dyno of a release, a dict lookup and a stat."""
+        path = self._unpacked.get(slug_id)
+        if path is None or not path.is_dir():
+            path = await trio.to_thread.run_sync(self.slugs.unpacked, slug_id, uid, gid)
+            self._unpacked[slug_id] = path
+        return path
+
+    async def _stack(self, app: str) -> Path:
+        """The stack's rootfs, built on first need (its progress goes to the app's log)."""
+        if self._stack_path is None or not self._stack_path.is_dir():
+            def progress(line: str) -> None:
+                trio.from_thread.run_sync(self.logs.emit, app, "dynod", "stack", line)
+
+            self._stack_path = await trio.to_thread.run_sync(self.stacks.ensure, self.settings.stack, progress)
+        return self._stack_path
+
+    def forget_stack(self) -> None:
+        """The stack was rebuilt: look it up again for the next dyno."""
+        self._stack_path = None
 
     async def _wire(self, address: str, pid: int, cgroup: DynoCgroup, *, network: bool) -> None:
         """Move a new dyno into its cgroups and plug in its veth, all at once, before it may run."""
@@ -634,11 +657,9 @@ class DynoManager:
 
     # -- warm dynos ------------------------------------------------------------------------------
     def _take_warm(self) -> WarmDyno | None:
-        if not self._warm:
-            return None
-        warm = self._warm.pop(0)
-        self._warm_changed.set()  # make another
-        return warm
+        # Its replacement is made once this start is done (see start): forking and moving it now
+        # would compete with the very start the warm dyno is there to speed up.
+        return self._warm.pop(0) if self._warm else None
 
     async def _keep_warm(self) -> None:
         while not self.closing:
