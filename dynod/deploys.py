@@ -10,7 +10,6 @@ dyno moves to the new release (Heroku's release phase). A failed release phase l
 from __future__ import annotations
 
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -22,7 +21,7 @@ from .build.builds import BuildDirs, Builder, BuildRecord, BuildStore
 from .build.container import SpawnerBuildContainer
 from .build.git import create_repo, delete_repo
 from .build.keys import AuthorizedKeys
-from .build.slug import SlugInfo, pack_directory
+from .build.slug import SlugInfo
 from .errors import UserError
 from .manager.attach import AttachedSession
 from .model import Release
@@ -74,12 +73,15 @@ class Deploys:
 
         async def pack(app_dir: Path) -> SlugInfo:
             def work() -> SlugInfo:
-                with tempfile.TemporaryDirectory(dir=platform.slugs.root) as tmp:
-                    packed = pack_directory(app_dir, Path(tmp), limit_bytes=self.settings.builds.slug_limit_mb << 20)
-                    if packed.size > 300 << 20:
-                        output(f"       Warning: the slug is {packed.size >> 20} MB; over 300 MB slows every "
-                               "dyno start. Add large files that need not ship to .slugignore.")
-                    return platform.slugs.store_file(packed.path)
+                # Packed straight into the store, and the build's /app becomes the slug's unpacked
+                # tree for the first dyno: no copy, no re-verification, no second unpack.
+                packed = platform.slugs.store_directory(
+                    app_dir, limit_bytes=self.settings.builds.slug_limit_mb << 20,
+                    keep_tree_as=(self.settings.dynos.uid, self.settings.dynos.gid))
+                if packed.size > 300 << 20:
+                    output(f"       Warning: the slug is {packed.size >> 20} MB; over 300 MB slows every "
+                           "dyno start. Add large files that need not ship to .slugignore.")
+                return packed
 
             return await trio.to_thread.run_sync(work)
 

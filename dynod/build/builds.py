@@ -306,7 +306,8 @@ class Builder:
     """Runs builds start to end, one at a time per app, recording each and its output.
 
     The steps: unpack the source into a fresh /app, compile it with the buildpacks (in the
-    container ``container_for`` makes for the build's directories), ``pack`` /app into a slug,
+    container ``container_for`` makes for the build's directories), ``pack`` /app into a slug
+    (it may move /app away, e.g. into the slug store as the slug's unpacked tree),
     ``release`` it (the daemon makes the release and runs its release phase; returns its version).
     Any UserError on the way fails the build with that sentence; nothing is released then.
     A git push and a ``dynoctl deploy`` of the same app wait for each other here.

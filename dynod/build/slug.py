@@ -17,8 +17,15 @@ Member rules (one ``UserError`` naming the member on the first break):
 - the compressed file and the uncompressed content (512 bytes of header per member plus file
   sizes, so a million empty files counts too) each stay within the limit (Heroku: 1 GB).
 
-This module imports only the standard library and ``dynod.procfile``/``dynod.errors``: dynoctl
-uses ``pack_directory`` and must start fast. ``SlugStore.store_stream`` imports trio lazily.
+A slug dynod packs itself from a finished build (``SlugStore.store_directory``) is trusted as far
+as ``pack_directory``'s own checks go: the walk that wrote it checked every member, so it is
+renamed into the store without being read again, and the build directory itself becomes the
+slug's unpacked tree (owner set, ``.git`` and sockets dropped, hard links split) instead of being
+unpacked again for the first dyno. Uploaded slugs are read and checked in full, as above.
+
+At import time this module uses only the standard library and ``dynod.procfile``/``dynod.errors``:
+dynoctl uses ``pack_directory`` and must start fast. ``isal`` (gzip through Intel's ISA-L, for
+packing and reading) and trio (``SlugStore.store_stream``) are imported where they are used.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from ..errors import NotFound, UserError
 from ..procfile import parse_procfile
 
 SLUG_LIMIT = 1 << 30  # Heroku's maximum slug size, 1 GB
-PACK_LEVEL = 6  # gzip level of packed slugs
+PACK_LEVEL = 2  # ISA-L's gzip level (0-3) for packed slugs; see pack_directory
 ROOT = "app"
 PROCFILE = "app/Procfile"
 PROCFILE_LIMIT = 1 << 20  # a Procfile is a few lines; more is a mistake, not a config
@@ -212,9 +219,12 @@ def pack_directory(src: Path, dest_dir: Path, *, limit_bytes: int = SLUG_LIMIT) 
     try:
         with os.fdopen(fd, "wb") as out:
             writer = _HashingWriter(out, limit_bytes)
-            # Level 6, not gzip's default 9: about three times faster for a few per cent more bytes,
-            # and packing is on every deploy's critical path (it was most of the build overhead).
-            with gzip.GzipFile(filename="", mode="wb", fileobj=writer, mtime=0, compresslevel=PACK_LEVEL) as gz, \
+            # ISA-L at its level 2, not zlib at 6: compressing a 40 MB venv drops from ~2.9 s to
+            # ~0.3 s for ~13% more bytes, and packing is on every deploy's critical path. The output
+            # is plain gzip (any gunzip reads it) and deterministic for the same input.
+            from isal import igzip
+
+            with igzip.IGzipFile(filename="", mode="wb", fileobj=writer, mtime=0, compresslevel=PACK_LEVEL) as gz, \
                     tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 for path, info in _walk_for_pack(src):
                     rules.check(info)
@@ -294,17 +304,24 @@ def _parse_procfile_bytes(raw: bytes) -> dict[str, str]:
 
 # ---- reading a slug --------------------------------------------------------------------------
 
-_NOT_A_SLUG = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+def _not_a_slug_errors() -> tuple[type[BaseException], ...]:
+    from isal.isal_zlib import error as isal_error
+
+    return (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, isal_error)
 
 
 def _read_members(path: Path, limit_bytes: int,
                   on_member: Callable[[tarfile.TarInfo, str, IO[bytes] | None], None]) -> None:
     """Stream through the slug at ``path``, checking each member before ``on_member`` sees it."""
+    from isal import igzip
+
     rules = _MemberRules(limit_bytes)
     seen = 0
-    # gzip.GzipFile, not tarfile's "r|gz": it checks the CRC and the end-of-stream marker, so a
-    # truncated upload is refused even when the cut falls in the archive's zero padding.
-    with path.open("rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+    not_a_slug = _not_a_slug_errors()
+    # A GzipFile (ISA-L's: the same checks as the stdlib's, decompressing ~3x faster), not
+    # tarfile's "r|gz": it checks the CRC and the end-of-stream marker, so a truncated upload is
+    # refused even when the cut falls in the archive's zero padding.
+    with path.open("rb") as raw, igzip.IGzipFile(fileobj=raw, mode="rb") as gz:
         try:
             with tarfile.open(fileobj=gz, mode="r|") as tar:
                 for member in tar:
@@ -319,7 +336,7 @@ def _read_members(path: Path, limit_bytes: int,
                 if rules.total > limit_bytes:
                     raise UserError(f"Slug content is over the {_human(limit_bytes)} limit after the "
                                     "archive's end; rebuild the slug with tar.")
-        except _NOT_A_SLUG as exc:
+        except not_a_slug as exc:
             raise UserError(f"The slug is not a gzip-compressed tar archive ({exc}); make one with "
                             "`tar czf slug.tgz app`.") from None
     if seen == 0:
@@ -346,9 +363,23 @@ class _Extractor:
         self.gid = gid
         # path -> (mode, mtime or None for a parent the archive never listed), applied at the end
         self.dirs: dict[str, tuple[int, int | None]] = {}
+        # The last member's parent, kept open: members come sorted, so most share it, and opening
+        # the path component by component for each of thousands of files was most of an unpack.
+        self._parent: tuple[str, int] | None = None
 
     def close(self) -> None:
+        if self._parent is not None:
+            os.close(self._parent[1])
         os.close(self.root_fd)
+
+    def _parent_fd(self, parts: list[str]) -> int:
+        key = "/".join(parts)
+        if self._parent is None or self._parent[0] != key:
+            fd = self._open_dir(parts, create=True)
+            if self._parent is not None:
+                os.close(self._parent[1])
+            self._parent = (key, fd)
+        return self._parent[1]
 
     def _open_dir(self, parts: list[str], *, create: bool) -> int:
         fd = os.dup(self.root_fd)
@@ -370,11 +401,7 @@ class _Extractor:
     def add(self, member: tarfile.TarInfo, normalized: str, data: IO[bytes] | None) -> None:
         parts = normalized.split("/")
         try:
-            parent = self._open_dir(parts[:-1], create=True)
-            try:
-                self._add_in(parent, parts[-1], member, data)
-            finally:
-                os.close(parent)
+            self._add_in(self._parent_fd(parts[:-1]), parts[-1], member, data)
         except OSError as exc:
             raise UserError(f"Cannot unpack slug member {member.name!r}: {exc.strerror}; check free "
                             "disk space and rebuild the slug.") from None
@@ -418,6 +445,52 @@ class _Extractor:
                     os.utime(fd, (mtime, mtime))
             finally:
                 os.close(fd)
+
+
+def _match_unpacked_tree(root: Path, uid: int, gid: int) -> None:
+    """Make a packed directory what unpacking its slug would give: the same entries, owned by uid:gid.
+
+    pack_directory left out ``.git`` and sockets, so they go; a hard-linked file was packed as
+    a file of its own, so it gets an inode of its own (a link shared with anything else would let
+    a change there reach every dyno of the slug). The rest, the modes and links that the packing
+    walk checked, stays as it is.
+    """
+    pending = [root]
+    os.lchown(root, uid, gid)
+    while pending:
+        directory = pending.pop()
+        with os.scandir(directory) as scan:
+            entries = list(scan)  # listed first: splitting a hard link adds and renames entries
+        for entry in entries:
+            st = entry.stat(follow_symlinks=False)
+            if entry.name == ".git" or stat.S_ISSOCK(st.st_mode):
+                if stat.S_ISDIR(st.st_mode):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                st = _split_hard_link(entry.path, st)
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                os.lchown(entry.path, uid, gid)
+            if stat.S_ISDIR(st.st_mode):
+                pending.append(entry.path)
+
+
+def _split_hard_link(path: str, st: os.stat_result) -> os.stat_result:
+    """Replace the hard link at ``path`` with a copy of its content; returns the copy's stat."""
+    fd, copy = tempfile.mkstemp(prefix=".dynod-split-", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as source:
+            shutil.copyfileobj(source, out, _CHUNK)
+            out.flush()  # before utime: a later flush would move mtime to now
+            os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode))
+            os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(copy, path)
+    except BaseException:
+        Path(copy).unlink(missing_ok=True)
+        raise
+    return os.lstat(path)
 
 
 # ---- the store --------------------------------------------------------------------------------
@@ -487,6 +560,56 @@ class SlugStore:
             out.close()
             tmp.unlink(missing_ok=True)
             raise
+
+    def store_directory(self, src: Path, *, limit_bytes: int | None = None,
+                        keep_tree_as: tuple[int, int] | None = None) -> SlugInfo:
+        """Pack ``src`` (a finished build's /app) straight into the store.
+
+        Trusted as far as ``pack_directory``'s checks go: the walk that wrote the tarball checked
+        every member, so it is renamed in without being read back (no copy, no second pass).
+        With ``keep_tree_as=(uid, gid)``, ``src`` itself is then moved in as the slug's unpacked
+        tree, owned by uid:gid, so the first dyno does not unpack what was just packed; ``src`` is
+        gone afterwards. That needs ``src`` on the store's filesystem and nothing else writing
+        in it (the build container has exited); when it cannot be moved it stays where it is and
+        the first dyno unpacks the tarball as usual.
+        """
+        work = Path(tempfile.mkdtemp(prefix=".tmp-pack-", dir=self.root))
+        try:
+            packed = pack_directory(src, work, limit_bytes=min(limit_bytes or self.limit_bytes, self.limit_bytes))
+            final = self._path(packed.id)
+            with self._lock_for(packed.id):
+                if not final.exists():
+                    self._write_meta(packed.id, packed.process_types)
+                    os.replace(packed.path, final)
+                    _fsync_dir(self.root)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        if keep_tree_as is not None:
+            self._adopt_tree(packed.id, Path(src), *keep_tree_as)
+        return SlugInfo(id=packed.id, path=final, size=packed.size, process_types=packed.process_types)
+
+    def _adopt_tree(self, slug_id: str, src: Path, uid: int, gid: int) -> None:
+        """Move the directory ``src`` was packed from in as ``unpacked/<sha>/app``, if it can be."""
+        final = self.unpacked_root / slug_id
+        if not stat.S_ISDIR(src.lstat().st_mode):
+            return  # a link to the app directory: moving it would move the link, not the tree
+        with self._lock_for(slug_id):
+            if final.is_dir():
+                return
+            work = Path(tempfile.mkdtemp(prefix=f".tmp-{slug_id[:12]}-", dir=self.unpacked_root))
+            try:
+                os.rename(src, work / ROOT)
+            except OSError:  # another filesystem (EXDEV): the first dyno unpacks the tarball
+                work.rmdir()
+                return
+            try:
+                _match_unpacked_tree(work / ROOT, uid, gid)
+                os.chmod(work, 0o755)
+                os.rename(work, final)
+            except OSError:
+                # The tarball is stored and complete; only the shortcut failed, so the first dyno
+                # unpacks it as it would an uploaded slug.
+                shutil.rmtree(work, ignore_errors=True)
 
     def _new_temp(self) -> tuple[int, Path]:
         fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".tgz", dir=self.root)

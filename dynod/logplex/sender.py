@@ -91,7 +91,9 @@ class DrainSender:
     def offer(self, lines: list[str], now: float) -> None:
         """New lines for the drain: buffered, and written at once when the connection is idle."""
         self.buffer.push(lines, now)
-        if self._eager_fd is not None:
+        # A quarter full: write now, a round's flood must not overflow it before the task runs.
+        # Less (a few emitted lines): the task writes them on its turn, many in one write(2).
+        if self._eager_fd is not None and len(self.buffer) >= self.buffer.capacity // 4:
             self._flush_nowait(self._eager_fd, now)
         else:
             self.notify()
@@ -251,8 +253,9 @@ class DrainSender:
                     await self._send_batch(stream, self.drain.token)
                     continue
                 self._eager_fd = fd
-                self._flush_nowait(fd, time.time())  # what waited while the socket was full
-                await self._wait_pending()  # offer() writes; this wakes when the socket is full
+                self._flush_nowait(fd, time.time())  # what waited for this turn or for room
+                if not self._unsent:
+                    await self._wait_pending()
                 self._eager_fd = None
         finally:
             self._eager_fd = None

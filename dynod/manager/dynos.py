@@ -662,6 +662,8 @@ class DynoManager:
         return self._warm.pop(0) if self._warm else None
 
     async def _keep_warm(self) -> None:
+        if not self.cgroups.can_rename:
+            return  # see CgroupV2.can_rename
         while not self.closing:
             while len(self._warm) + self._warm_filling < self.settings.dynos.warm_pool and not self.closing:
                 self._warm_filling += 1

@@ -54,6 +54,19 @@ class SocketPipe:
                 await checkpoint()
             return data
 
+    async def recv_later(self) -> bytes:
+        """Like recv, for bytes that cannot be here yet (the peer has only just been written to).
+
+        Trying first would cost a failed syscall and a BlockingIOError per request: wait, then read.
+        """
+        sock = self.sock
+        while True:
+            await wait_readable(sock)
+            try:
+                return sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                continue
+
     async def send_all(self, data: bytes | memoryview) -> None:
         sock = self.sock
         view: memoryview | None = None
@@ -90,6 +103,8 @@ class StreamPipe:
             return await self.stream.receive_some(RECV_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ConnectionResetError(errno.ECONNRESET, "connection lost") from exc
+
+    recv_later = recv  # a TLS record may already be buffered: no cheaper order to read in
 
     async def send_all(self, data: bytes | memoryview) -> None:
         try:

@@ -184,6 +184,8 @@ class Proxy:
         reader = RequestReader()
         events = reader.events
         pipe = client.pipe
+        # A new connection's request is usually in already; after an answer, the next cannot be.
+        recv = pipe.recv
         while True:
             if not events:
                 if self._draining:
@@ -191,7 +193,7 @@ class Proxy:
                 client.wait_for(_KEEPALIVE, opts.keepalive_timeout)
                 while not events:
                     try:
-                        data = await pipe.recv()
+                        data = await recv()
                     except trio.Cancelled:
                         if client.expired == _HEAD:  # a head that never ends (slowloris)
                             client.reply = codes.bad_request_response(408)
@@ -205,6 +207,7 @@ class Proxy:
                     except ProtocolError as exc:
                         client.reply = codes.bad_request_response(exc.status)
                         return
+            recv = pipe.recv_later
             client.phase = _BUSY
             client.deadline = _INF
             head = events.popleft()
@@ -456,11 +459,13 @@ class Proxy:
         if not upload.done:
             client.deadline = _INF  # the upload task starts the clock when the body is in
         got_any = False
+        # The dyno has only just been sent the request: wait before reading (see recv_later).
+        recv = pipe.recv_later
         # Interim (1xx) heads are passed on; the final head decides the framing for the client.
         while True:
             while not revents:
                 try:
-                    data = await pipe.recv()
+                    data = await recv()
                 except OSError:
                     data = b""
                 if not data:
@@ -469,6 +474,7 @@ class Proxy:
                         raise _StaleConn()
                     raise _Failure(codes.H13 if upload.done and not got_any else codes.H18)
                 got_any = True
+                recv = pipe.recv
                 try:
                     rr.feed(data)
                 except ProtocolError:

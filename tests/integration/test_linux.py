@@ -56,6 +56,25 @@ def test_memory_limit_oom_kill_is_seen_through_the_event_fd(backend) -> None:  #
         cg.remove()
 
 
+def test_a_warm_group_is_renamed_with_its_process_and_given_new_limits(backend) -> None:  # type: ignore[no-untyped-def]
+    warm = backend.create("warm.x", CgroupLimits(memory_max=64 * MiB, memory_high=64 * MiB, pids_max=4,
+                                                 cpu_weight=100))
+    proc = subprocess.Popen(["sleep", "60"], preexec_fn=_join(warm.procs_files()))
+    try:
+        # Growing past the old limit: v1 wants memsw raised before the memory limit.
+        cg = backend.rename(warm, "app.web.1.abc", CgroupLimits(memory_max=1024 * MiB, memory_high=512 * MiB,
+                                                                 pids_max=256, cpu_weight=200))
+        assert backend.names() == ["app.web.1.abc"]
+        assert cg.pids() == [proc.pid]
+        assert cg.quota == 512 * MiB
+        for files in cg.procs_files():
+            assert os.path.exists(files)
+    finally:
+        proc.kill()
+        proc.wait()
+    cg.remove()
+
+
 def test_pids_limit_refuses_forks(backend) -> None:  # type: ignore[no-untyped-def]
     cg = backend.create("forks", CgroupLimits(memory_max=256 * MiB, memory_high=128 * MiB, pids_max=8, cpu_weight=100))
     script = (
@@ -84,6 +103,10 @@ def test_v2_backend_groups_kill_and_remove_on_the_unified_mount() -> None:
     try:
         assert cg.pids() == [proc.pid]
         assert backend.names() == ["d1"]
+        # cgroup2 has no rename (the kernel gives it no rename op): no warm pool on v2 hosts.
+        assert not backend.can_rename
+        with pytest.raises(PermissionError):
+            os.rename(cg.directory, os.path.join(os.path.dirname(cg.directory), "d2"))
         cg.kill_all()
         assert proc.wait(timeout=5) == -signal.SIGKILL
         cg.remove()

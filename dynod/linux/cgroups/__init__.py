@@ -100,6 +100,7 @@ class DynoCgroup(abc.ABC):
 
 class CgroupBackend(abc.ABC):
     kind: str
+    can_rename: bool  # whether rename() works (cgroup v1 only: cgroup2 has no rename op)
 
     @abc.abstractmethod
     def create(self, name: str, limits: CgroupLimits) -> DynoCgroup: ...

@@ -125,6 +125,7 @@ def _apply_limits(dirs: dict[str, str], limits: CgroupLimits) -> None:
 
 class CgroupV1(CgroupBackend):
     kind = "v1"
+    can_rename = True
 
     def __init__(self, mounts: CgroupMounts, *, parent: str | None, name: str) -> None:
         self._roots: dict[str, str] = {}

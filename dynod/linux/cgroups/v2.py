@@ -101,6 +101,9 @@ def _apply_limits(directory: str, controllers: set[str], limits: CgroupLimits) -
 
 class CgroupV2(CgroupBackend):
     kind = "v2"
+    # The kernel gives cgroup2 directories no rename: a warm dyno cannot become a named one. On
+    # v2 a cold start needs one move (one hierarchy), so dynod keeps no warm pool there.
+    can_rename = False
 
     def __init__(self, mounts: CgroupMounts, *, parent: str | None, name: str) -> None:
         assert mounts.v2 is not None
@@ -151,11 +154,7 @@ class CgroupV2(CgroupBackend):
         return CgroupV2Dyno(name, limits.memory_high, directory)
 
     def rename(self, group: DynoCgroup, name: str, limits: CgroupLimits) -> DynoCgroup:
-        assert isinstance(group, CgroupV2Dyno)
-        directory = os.path.join(self._root, check_name(name))
-        _apply_limits(group.directory, self.available_controllers() & set(WANTED), limits)
-        os.rename(group.directory, directory)
-        return CgroupV2Dyno(name, limits.memory_high, directory)
+        raise OSError(errno.EPERM, "cgroup2 directories cannot be renamed")
 
     def open(self, name: str, quota: int) -> DynoCgroup | None:
         directory = os.path.join(self._root, check_name(name))
