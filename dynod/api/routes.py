@@ -509,27 +509,30 @@ async def _list_stacks(self: ApiRoutes, request: Request, p: dict[str, str]) -> 
     return JsonResponse(200, await self.platform.list_stacks())
 
 
-@_route("POST", "/stacks/{name}/actions/build")
-async def _build_stack(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
-    platform = self.platform
-    name = p["name"]
+def _job_stream(job: Callable[[Callable[[bytes], None]], Awaitable[Json]], result_key: str, failed: str,
+                content_type: str = "text/plain; charset=utf-8", cleanup: Callable[[], None] = lambda: None,
+                ) -> StreamResponse:
+    """A long job's output line by line, then one JSON line: {result_key: result} or {"error"}.
+
+    The job reports through a plain callback; an unbounded channel carries each piece to the task
+    that owns the socket (the callback must never block). The job runs to its end even if the
+    client leaves: a half-built stack or build is worse than one finished for nobody.
+    """
 
     async def produce(write: Write) -> None:
-        # build_stack reports progress through a plain callback; a channel carries each line to
-        # this task, which owns the socket. Unbounded, because the callback must never block.
-        send, receive = trio.open_memory_channel[str](math.inf)
+        send, receive = trio.open_memory_channel[bytes](math.inf)
         final: Json = {}
 
-        async def build() -> None:
+        async def run() -> None:
             try:
-                final["stack"] = await platform.build_stack(name, send.send_nowait)
+                final[result_key] = await job(send.send_nowait)
             except UserError as exc:
                 final["error"] = {"id": exc.code, "message": str(exc)}
             except Exception:
-                log.exception("building stack %s failed", name)
-                final["error"] = {"id": "internal_error",
-                                  "message": f"Building stack {name} failed inside dynod; see its log."}
+                log.exception("%s", failed)
+                final["error"] = {"id": "internal_error", "message": f"{failed} inside dynod; see its log."}
             finally:
+                cleanup()
                 send.close()
 
         client_here = True
@@ -543,13 +546,23 @@ async def _build_stack(self: ApiRoutes, request: Request, p: dict[str, str]) -> 
                     client_here = False
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(build)
-            async for line in receive:
-                await write_while_client_here(_line(line).encode("utf-8", "replace"))
+            nursery.start_soon(run)
+            async for data in receive:
+                await write_while_client_here(data)
         await write_while_client_here(json.dumps(final).encode() + b"\n")
 
-    # A half-built stack is worse than one finished for nobody: the build outlives its client.
-    return StreamResponse(produce, stop_when_client_leaves=False)
+    return StreamResponse(produce, content_type=content_type, stop_when_client_leaves=False)
+
+
+@_route("POST", "/stacks/{name}/actions/build")
+async def _build_stack(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    platform = self.platform
+    name = p["name"]
+
+    async def job(emit: Callable[[bytes], None]) -> Json:
+        return await platform.build_stack(name, lambda line: emit(_line(line).encode("utf-8", "replace")))
+
+    return _job_stream(job, "stack", f"Building stack {name} failed")
 
 
 # --- builds and keys (git push, dynoctl deploy) ------------------------------------------------------
@@ -580,43 +593,14 @@ async def _build(self: ApiRoutes, request: Request, p: dict[str, str]) -> Respon
         raise
     platform = self.platform
 
-    async def produce(write: Write) -> None:
-        send, receive = trio.open_memory_channel[bytes](math.inf)
-        final: Json = {}
+    async def job(emit: Callable[[bytes], None]) -> Json:
+        return await platform.build_source(
+            app, archive, source=source, source_version=request.query.get("source_version"),
+            user=request.query.get("user"),
+            output=lambda line: emit(json.dumps({"line": line}).encode() + b"\n"))
 
-        async def build() -> None:
-            try:
-                final["build"] = await platform.build_source(
-                    app, archive, source=source, source_version=request.query.get("source_version"),
-                    user=request.query.get("user"),
-                    output=lambda line: send.send_nowait(json.dumps({"line": line}).encode() + b"\n"))
-            except UserError as exc:
-                final["error"] = {"id": exc.code, "message": str(exc)}
-            except Exception:
-                log.exception("build of %s failed", app)
-                final["error"] = {"id": "internal_error", "message": "The build failed inside dynod; see its log."}
-            finally:
-                archive.close()
-                send.close()
-
-        client_here = True
-
-        async def write_while_client_here(data: bytes) -> None:
-            nonlocal client_here
-            if client_here:
-                try:
-                    await write(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    client_here = False
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(build)
-            async for data in receive:
-                await write_while_client_here(data)
-        await write_while_client_here(json.dumps(final).encode() + b"\n")
-
-    # A build, like a push, finishes (or fails) as a whole even if the client hangs up.
-    return StreamResponse(produce, content_type="application/x-ndjson", stop_when_client_leaves=False)
+    return _job_stream(job, "build", f"The build of {app} failed", content_type="application/x-ndjson",
+                       cleanup=archive.close)
 
 
 @_route("GET", "/apps/{app}/builds")
