@@ -343,9 +343,9 @@ class Platform:
         self.ledger.get_app(app)
         return self.logs.recent(app, lines, ps=ps, source=source)
 
-    def tail_logs(self, app: str, lines: int, ps: str | None, source: str | None) -> AsyncIterator[str]:
+    def tail_logs(self, app: str, lines: int, ps: str | None, source: str | None) -> AsyncIterator[list[str]]:
         self.ledger.get_app(app)
-        return self.logs.tail(app, lines, ps=ps, source=source)
+        return self.logs.tail_batches(app, lines, ps=ps, source=source)
 
     async def list_drains(self, app: str) -> list[Json]:
         self.ledger.get_app(app)

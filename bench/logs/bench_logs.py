@@ -27,14 +27,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from dynod.logplex import LogStream  # noqa: E402
 
 WRITER = r"""
-import sys
-n, width = int(sys.argv[1]), int(sys.argv[2])
+import sys, time
+n, width, rate = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 w = sys.stdout.buffer.write
 pad = b"x" * (width - 20)
 block = 500
-for start in range(0, n, block):
-    w(b"".join(b"%12d %s\n" % (i, pad) for i in range(start, min(n, start + block))))
-sys.stdout.flush()
+start_at = time.monotonic()
+i = 0
+while i < n:
+    # Paced: write what is due by now, in small steps (a 1 ms tick); unpaced (rate 0): 500 at a time.
+    due = n if rate <= 0 else min(n, int((time.monotonic() - start_at) * rate) + 1)
+    if due <= i:
+        time.sleep(0.001)
+        continue
+    end = min(due, i + block)
+    w(b"".join(b"%12d %s\n" % (j, pad) for j in range(i, end)))
+    sys.stdout.flush()
+    i = end
 """
 
 RECEIVER = r"""
@@ -68,22 +77,23 @@ print(frames, flush=True)
 L11 = re.compile(r"dropped (\d+) messages since")
 
 
-def spawn_writers(count: int, lines: int, width: int) -> list[tuple[subprocess.Popen, int]]:
+def spawn_writers(count: int, lines: int, width: int, rate: float) -> list[tuple[subprocess.Popen, int]]:
     out = []
     for _ in range(count):
         r, w = os.pipe()
-        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", WRITER, str(lines), str(width)],
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", WRITER, str(lines), str(width), str(rate)],
                                 stdout=w, close_fds=True)
         os.close(w)
         out.append((proc, r))
     return out
 
 
-async def run_case(writers: int, total_lines: int, sink: str, width: int) -> dict:
+async def run_case(writers: int, total_lines: int, sink: str, width: int, rate: float) -> dict:
+    """``rate``: aggregate lines/s the writers are paced at (0: as fast as they can)."""
     per_writer = total_lines // writers
     with tempfile.TemporaryDirectory() as tmp:
         ls = LogStream(Path(tmp), backoff_min=0.05)
-        result: dict = {"writers": writers, "sink": sink, "lines": per_writer * writers}
+        result: dict = {"writers": writers, "sink": sink, "lines": per_writer * writers, "rate": rate}
         receiver = None
         tail_seen = 0
         tail_dropped = 0
@@ -102,12 +112,13 @@ async def run_case(writers: int, total_lines: int, sink: str, width: int) -> dic
 
             async def tail() -> None:
                 nonlocal tail_seen, tail_dropped, tail_l11
-                async for line in ls.tail("benchapp", 0):
-                    if " app[" in line:
-                        tail_seen += 1
-                    else:
-                        m = L11.search(line)
-                        if m:
+                # As the API serves a tail: a batch at a time, each joined into one write.
+                async for batch in ls.tail_batches("benchapp", 0):
+                    chunk = "\n".join(batch) + "\n"
+                    app_lines = chunk.count(" app[")
+                    tail_seen += app_lines
+                    if app_lines < len(batch):
+                        for m in L11.finditer(chunk):
                             tail_l11 += 1
                             tail_dropped += int(m.group(1))
                     if done.is_set():
@@ -116,7 +127,7 @@ async def run_case(writers: int, total_lines: int, sink: str, width: int) -> dic
             if sink == "tail":
                 nursery.start_soon(tail)
                 await trio.testing.wait_all_tasks_blocked()
-            procs = spawn_writers(writers, per_writer, width)
+            procs = spawn_writers(writers, per_writer, width, rate / writers)
             started = time.perf_counter()
             async with trio.open_nursery() as pumps:
                 for i, (_, fd) in enumerate(procs):
@@ -147,7 +158,8 @@ async def run_case(writers: int, total_lines: int, sink: str, width: int) -> dic
                 receiver.kill()
                 out, _ = receiver.communicate()
             frames = int(out.split()[-1]) if out.split() else 0
-            result.update(delivered=frames, dropped=stats["dropped"], drain_sent=stats["sent"])
+            result.update(delivered=frames, dropped=stats["dropped"], drain_sent=stats["sent"],
+                          eager=stats["eager"], deferrals=stats["deferrals"])
         assert app_in >= result["lines"], (app_in, result)
         return result
 
@@ -156,15 +168,19 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=200_000, help="total lines per case")
     parser.add_argument("--width", type=int, default=100, help="bytes per line, newline included")
+    parser.add_argument("--rates", default="100000,0",
+                        help="aggregate paced lines/s to run, comma-separated; 0 = unpaced maximum")
     args = parser.parse_args()
-    print(f"{'writers':>7} {'sink':>5} {'lines':>8} {'seconds':>8} {'lines/s':>9} {'delivered':>9} "
+    print(f"{'paced':>7} {'writers':>7} {'sink':>5} {'lines':>8} {'seconds':>8} {'lines/s':>9} {'delivered':>9} "
           f"{'dropped':>8} {'notices':>8}")
-    for writers in (1, 20):
-        for sink in ("tail", "drain"):
-            r = await run_case(writers, args.lines, sink, args.width)
-            notices = r.get("l11_lines", "L10" if r["dropped"] else "-")
-            print(f"{r['writers']:>7} {r['sink']:>5} {r['lines']:>8} {r['seconds']:>8} {r['lines_per_s']:>9} "
-                  f"{r['delivered']:>9} {r['dropped']:>8} {notices!s:>8}", flush=True)
+    for rate in (float(r) for r in args.rates.split(",")):
+        for writers in (1, 20):
+            for sink in ("tail", "drain"):
+                r = await run_case(writers, args.lines, sink, args.width, rate)
+                notices = r.get("l11_lines", "L10" if r["dropped"] else "-")
+                paced = f"{rate / 1000:g}k" if rate else "max"
+                print(f"{paced:>7} {r['writers']:>7} {r['sink']:>5} {r['lines']:>8} {r['seconds']:>8} "
+                      f"{r['lines_per_s']:>9} {r['delivered']:>9} {r['dropped']:>8} {notices!s:>8}", flush=True)
 
 
 if __name__ == "__main__":

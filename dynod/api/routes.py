@@ -434,8 +434,8 @@ async def _logs(self: ApiRoutes, request: Request, p: dict[str, str]) -> Respons
     async def produce(write: Write) -> None:
         lines_iter = platform.tail_logs(app, lines, ps, source)
         try:
-            async for line in lines_iter:
-                await write(_line(line).encode("utf-8", "replace"))
+            async for batch in lines_iter:
+                await write("".join(_line(line) for line in batch).encode("utf-8", "replace"))
         finally:
             aclose = getattr(lines_iter, "aclose", None)
             if aclose is not None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pty
 import select
 import subprocess
+import tarfile
 import time
 import urllib.request
 from pathlib import Path
@@ -208,6 +210,23 @@ def test_bad_input_is_one_clear_line(dynod: Dynod, web_app: str, tmp_path: Path)
     bad.mkdir()
     (bad / "Procfile").write_text("this is not a procfile line\n")
     assert "Procfile" in fails("deploy", str(bad), "-a", web_app)
+    slugs_dir = dynod.root / "state" / "slugs"
+    slugs_before = sorted(p.name for p in slugs_dir.rglob("*"))
+    for name, member in (("absolute", "/etc/evil"), ("dotdot", "app/../../evil"), ("outside", "etc/evil")):
+        evil = tmp_path / f"{name}.tgz"
+        with tarfile.open(evil, "w:gz") as tar:
+            data = b"x"
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        fails("releases:create", "--slug", str(evil), "-a", web_app)
+    setuid = tmp_path / "setuid.tgz"
+    with tarfile.open(setuid, "w:gz") as tar:
+        info = tarfile.TarInfo("app/bin/su")
+        info.size, info.mode = 1, 0o4755
+        tar.addfile(info, io.BytesIO(b"x"))
+    fails("releases:create", "--slug", str(setuid), "-a", web_app)
+    assert sorted(p.name for p in slugs_dir.rglob("*")) == slugs_before  # nothing left behind
     assert releases() == releases_before
     missing = subprocess.run([str(VENV_BIN / "dynoctl"), "apps"], capture_output=True, text=True,
                              env={**dynod.env(), "DYNOD_SOCKET": "/nonexistent/api.sock"})

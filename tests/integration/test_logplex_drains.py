@@ -51,6 +51,11 @@ def _name(cn: str) -> x509.Name:
 
 @pytest.fixture(scope="module")
 def test_ca() -> LoopbackCA:
+    return make_loopback_ca()
+
+
+def make_loopback_ca() -> LoopbackCA:
+    """A throwaway CA and a certificate it signed for 127.0.0.1 and localhost."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1)

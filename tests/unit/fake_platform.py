@@ -345,16 +345,18 @@ class FakePlatform:
         self._app(app)
         return [line for line in self.logs.get(app, []) if ps is None or f"[{ps}" in line][-lines:]
 
-    async def tail_logs(self, app: str, lines: int, ps: str | None, source: str | None) -> AsyncIterator[str]:
+    async def tail_logs(self, app: str, lines: int, ps: str | None, source: str | None
+                        ) -> AsyncIterator[list[str]]:
         self._call("tail_logs", app, lines, ps, source)
         self._app(app)
         send, receive = trio.open_memory_channel[str](math.inf)
         self._log_listeners.setdefault(app, []).append(send)
         try:
-            for line in self.logs.get(app, [])[-lines:]:
-                yield line
+            backlog = self.logs.get(app, [])[-lines:]
+            if backlog:
+                yield backlog
             async for line in receive:
-                yield line
+                yield [line]
         finally:
             if send in self._log_listeners.get(app, []):
                 self._log_listeners[app].remove(send)
