@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import signal
+import ssl
 import sys
 from functools import partial
 from pathlib import Path
@@ -72,7 +73,9 @@ class Daemon:
             directory.mkdir(parents=True, exist_ok=True)
         s.run_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         ledger = open_ledger(str(s.ledger_path))
-        logs = LogStream(s.logs_dir, lines=s.logs.lines)
+        ca_file = s.logs.drain_ca_file
+        logs = LogStream(s.logs_dir, lines=s.logs.lines,
+                         ssl_context=lambda: ssl.create_default_context(cafile=ca_file))
         slugs = SlugStore(s.slugs_dir)
         stacks = StackStore(s.stacks_dir, default=s.stack, uid=s.dynos.uid, gid=s.dynos.gid)
         cgroups = detect(parent=s.cgroups.parent, name=s.cgroups.name)

@@ -67,6 +67,8 @@ class BuildSettings:
 class LogSettings:
     lines: int = 1500  # Heroku keeps the last 1,500 lines per app
     metrics_interval: float = 20.0  # 0 turns runtime metrics off
+    # CA bundle that syslog+tls:// and https:// drains are checked against (default: the system's).
+    drain_ca_file: str | None = None
 
 
 @dataclass(frozen=True)
