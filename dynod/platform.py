@@ -383,20 +383,21 @@ class Platform:
 
     async def list_certs(self, app: str) -> list[Json]:
         self.ledger.get_app(app)
-        from .router.tls import describe_certificate
+        from cryptography import x509
 
-        return [describe_certificate(domain, pem) for domain, pem, _key in self.ledger.list_certs(app)]
+        return [_describe_cert(domain, x509.load_pem_x509_certificate(pem.encode()))
+                for domain, pem, _key in self.ledger.list_certs(app)]
 
     async def add_cert(self, app: str, domain: str, cert_pem: str, key_pem: str) -> Json:
-        from .router.tls import check_certificate, describe_certificate
+        from .router.tls import check_cert_pair
 
         domain = domain.strip().lower()
         if domain not in {d["hostname"] for d in await self.list_domains(app)}:
             raise UserError(f"{domain} is not a domain of {app}: add it first with dynoctl domains:add.")
-        check_certificate(domain, cert_pem, key_pem)
+        cert = check_cert_pair(domain, cert_pem, key_pem)
         self.ledger.add_cert(app, domain, cert_pem, key_pem)
         self.routes_changed()
-        return describe_certificate(domain, cert_pem)
+        return _describe_cert(domain, cert)
 
     def route_table(self) -> dict[str, Any]:
         """The router's view: every app, its hostnames, and its web dynos that are up."""
@@ -444,6 +445,11 @@ class Platform:
 
     async def shutdown(self, stop_dynos: bool) -> None:
         self._request_shutdown(stop_dynos)
+
+
+def _describe_cert(domain: str, cert: Any) -> Json:
+    return {"domain": domain, "not_after": cert.not_valid_after_utc.isoformat().replace("+00:00", "Z"),
+            "self_signed": cert.issuer == cert.subject, "issuer": cert.issuer.rfc4514_string()}
 
 
 def _index(name: str) -> int:

@@ -44,6 +44,7 @@ class Dynod:
     bridge: str
     subnet: str
     http_port: int
+    https_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
     def env(self) -> dict[str, str]:
@@ -200,7 +201,7 @@ def dynod() -> Iterator[Dynod]:
     third = int(token, 16) % 250 + 1
     d = Dynod(root=root, config=root / "dynod.toml", socket=root / "run" / "api.sock",
               cgroup_name=f"dynod-test-{token}", bridge=f"dyt{token}", subnet=f"198.19.{third}.0/24",
-              http_port=free_port())
+              http_port=free_port(), https_port=free_port())
     d.config.write_text(f"""
 state_dir = "{root / 'state'}"
 run_dir = "{root / 'run'}"
@@ -223,7 +224,7 @@ name = "{d.cgroup_name}"
 
 [router]
 http = ["127.0.0.1:{d.http_port}"]
-https = []
+https = ["127.0.0.1:{d.https_port}"]
 workers = 1
 
 [logs]

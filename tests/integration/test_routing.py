@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 import time
 from collections import Counter
@@ -105,3 +106,76 @@ def test_router_request_lines_reach_the_app_log(dynod: Dynod, graceful_app: str)
     for field in ("method=GET", 'path="/"', f"host={graceful_app}.localhost", "request_id=", "fwd=",
                   "dyno=web.", "connect=", "service=", "status=200", "bytes=", "protocol=http"):
         assert field in line, line
+
+
+def _self_signed(hostname: str, directory: Path) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=7))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_custom_domain_with_its_certificate_over_https(dynod: Dynod, graceful_app: str, tmp_path: Path) -> None:
+    import ssl
+
+    domain = f"{graceful_app}.example.test"
+    dynod.ctl("domains:add", domain, "-a", graceful_app)
+    assert domain in dynod.ctl("domains", "-a", graceful_app).stdout
+    cert, key = _self_signed(domain, tmp_path)
+    dynod.ctl("certs:add", str(cert), str(key), "--domain", domain, "-a", graceful_app)
+    assert domain in dynod.ctl("certs", "-a", graceful_app).stdout
+    context = ssl.create_default_context(cafile=str(cert))
+
+    def fetch_https() -> str | None:
+        try:
+            raw = socket.create_connection(("127.0.0.1", dynod.https_port), timeout=10)
+            tls = context.wrap_socket(raw, server_hostname=domain)  # SNI picks the app's certificate
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+            tls.close()
+            return data.decode()
+        except (OSError, ssl.SSLError):
+            return None
+
+    answer = dynod.wait_for(fetch_https, what="an HTTPS answer with the app's certificate")
+    assert answer.startswith("HTTP/1.1 200") and "web." in answer
+    logs = dynod.wait_for(lambda: "protocol=https" in dynod.logs(graceful_app) and dynod.logs(graceful_app),
+                          what="an https router line")
+    assert f"host={domain}" in logs
+    bad = dynod.ctl("certs:add", str(cert), str(key), "--domain", "other.example.test", "-a", graceful_app,
+                    check=False)
+    assert bad.returncode != 0 and "not a domain of" in bad.stderr
+
+
+def test_maintenance_mode_answers_h80(dynod: Dynod, graceful_app: str) -> None:
+    dynod.ctl("maintenance:on", "-a", graceful_app)
+
+    def status() -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", dynod.http_port, timeout=10)
+        conn.request("GET", "/", headers={"Host": f"{graceful_app}.localhost"})
+        code = conn.getresponse().status
+        conn.close()
+        return code
+
+    dynod.wait_for(lambda: status() == 503, what="the maintenance page")
+    dynod.wait_for(lambda: "code=H80" in dynod.logs(graceful_app), what="an H80 line")
+    dynod.ctl("maintenance:off", "-a", graceful_app)
+    dynod.wait_for(lambda: status() == 200, what="the app again")
