@@ -83,6 +83,7 @@ class App:
     name: str
     created_at: float
     maintenance: bool = False
+    routing_policy: str = "random"  # or "p2c": the less busy of two random web dynos
 
 
 @dataclass(frozen=True, slots=True)

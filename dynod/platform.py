@@ -68,6 +68,7 @@ class Platform:
         return {
             "id": str(app.id), "name": app.name, "created_at": rfc3339(app.created_at),
             "web_url": self.web_url(app.name), "stack": self.settings.stack, "maintenance": app.maintenance,
+            "routing_policy": app.routing_policy,
             "released_at": rfc3339(release.created_at) if release else None,
             "current_release": release.version if release else None,
         }
@@ -141,6 +142,12 @@ class Platform:
     async def set_maintenance(self, app: str, on: bool) -> Json:
         result = self._app_json(self.ledger.set_maintenance(app, on))
         self.logs.emit(app, "dynod", "api", f"Maintenance mode {'enabled' if on else 'disabled'}")
+        self.routes_changed()
+        return result
+
+    async def set_routing_policy(self, app: str, policy: str) -> Json:
+        result = self._app_json(self.ledger.set_routing_policy(app, policy))
+        self.logs.emit(app, "dynod", "api", f"Routing policy set to {policy}")
         self.routes_changed()
         return result
 
@@ -410,7 +417,7 @@ class Platform:
             apps[app.name] = {
                 "domains": [self._default_domain(app.name), *self.ledger.list_domains(app.name)],
                 "maintenance": app.maintenance,
-                "policy": "random",
+                "policy": app.routing_policy,
                 "booting": not up and any(d.record.state == DynoState.STARTING for d in web),
                 "crashed": not up and bool(crashed),
                 "dynos": [{"name": d.name, "addr": f"{d.record.ip}:{d.record.port}"} for d in up],

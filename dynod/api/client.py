@@ -238,6 +238,9 @@ class ApiClient:
     def set_maintenance(self, app: str, on: bool) -> Json:
         return self.request("PATCH", _path("apps", app), {"maintenance": on})
 
+    def set_routing_policy(self, app: str, policy: str) -> Json:
+        return self.request("PATCH", _path("apps", app), {"routing_policy": policy})
+
     # --- config vars ----------------------------------------------------------------------------
 
     def get_config(self, app: str) -> dict[str, str]:

@@ -284,9 +284,17 @@ async def _get_app(self: ApiRoutes, request: Request, p: dict[str, str]) -> Resp
 @_route("PATCH", "/apps/{app}")
 async def _patch_app(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
     body = await _json_object(request)
-    if "maintenance" not in body:
-        raise UserError("Nothing to change: send {\"maintenance\": true|false}.")
-    return JsonResponse(200, await self.platform.set_maintenance(p["app"], _bool(body, "maintenance", False)))
+    if "maintenance" not in body and "routing_policy" not in body:
+        raise UserError("Nothing to change: send {\"maintenance\": true|false} or "
+                        "{\"routing_policy\": \"random\"|\"p2c\"}.")
+    result: Json = {}
+    if "routing_policy" in body:
+        if not isinstance(body["routing_policy"], str):
+            raise UserError("routing_policy must be \"random\" or \"p2c\".")
+        result = await self.platform.set_routing_policy(p["app"], body["routing_policy"])
+    if "maintenance" in body:
+        result = await self.platform.set_maintenance(p["app"], _bool(body, "maintenance", False))
+    return JsonResponse(200, result)
 
 
 @_route("DELETE", "/apps/{app}")

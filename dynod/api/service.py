@@ -7,7 +7,7 @@ input, whose ``status``/``code``/message become the HTTP error answer
 ``{"id": code, "message": message}``.
 
 JSON shapes (Heroku Platform API-like; times are RFC 3339 UTC strings):
-- app: {"id", "name", "created_at", "web_url", "stack", "maintenance": bool,
+- app: {"id", "name", "created_at", "web_url", "stack", "maintenance": bool, "routing_policy",
         "released_at": str|None, "current_release": int|None}
 - release: {"version": int, "description", "created_at", "status": "succeeded"|"pending"|"failed",
             "current": bool, "slug": {"id": sha256}|None, "process_types": {type: command},
@@ -51,6 +51,7 @@ class PlatformService(Protocol):
     async def get_app(self, app: str) -> Json: ...
     async def destroy_app(self, app: str) -> None: ...
     async def set_maintenance(self, app: str, on: bool) -> Json: ...
+    async def set_routing_policy(self, app: str, policy: str) -> Json: ...
 
     # config vars: every change makes a release
     async def get_config(self, app: str) -> dict[str, str]: ...

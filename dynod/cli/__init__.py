@@ -57,6 +57,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "domains:remove": ("domains", "remove", "stop routing a hostname: domains:remove HOST"),
     "certs": ("certs", "show", "list TLS certificates"),
     "certs:add": ("certs", "add", "add a TLS certificate: certs:add CERT KEY --domain D"),
+    "routing:policy": ("routing", "policy", "show or set how web dynos are picked: routing:policy [random|p2c]"),
     "maintenance": ("maintenance", "show", "show maintenance mode"),
     "maintenance:on": ("maintenance", "on", "serve a maintenance page (H80)"),
     "maintenance:off": ("maintenance", "off", "serve the app again"),

@@ -45,6 +45,7 @@ from ..model import (
 )
 
 RELEASE_STATUSES = ("pending", "succeeded", "failed")
+ROUTING_POLICIES = ("random", "p2c")
 # Heroku's default cap on dynos of one process type; a typo like web=1000 should not fork-bomb a host.
 MAX_QUANTITY = 100
 # RFC 1123 host names, lowercase, optionally one leading "*." label (Heroku accepts wildcards).
@@ -150,6 +151,11 @@ MIGRATIONS: list[str] = [
         created_at REAL NOT NULL,
         PRIMARY KEY (app_id, domain)
     );
+    """,
+    # v3: how the router picks a web dyno for the app: Heroku's random, or power of two choices.
+    """
+    ALTER TABLE apps ADD COLUMN routing_policy TEXT NOT NULL DEFAULT 'random'
+        CHECK (routing_policy IN ('random', 'p2c'));
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -295,6 +301,15 @@ class SqliteLedger:
         with self._write() as db:
             app_id = _app_row(db, name)["id"]
             db.execute("UPDATE apps SET maintenance = ? WHERE id = ?", (int(bool(on)), app_id))
+            return _app(_app_row(db, name))
+
+    def set_routing_policy(self, name: str, policy: str) -> App:
+        if policy not in ROUTING_POLICIES:
+            raise UserError(f"Unknown routing policy {policy!r}: use random (Heroku's) or p2c "
+                            "(power of two choices: the less busy of two random dynos).")
+        with self._write() as db:
+            app_id = _app_row(db, name)["id"]
+            db.execute("UPDATE apps SET routing_policy = ? WHERE id = ?", (policy, app_id))
             return _app(_app_row(db, name))
 
     # ---- releases -------------------------------------------------------------------------
@@ -588,7 +603,7 @@ def _formation(db: sqlite3.Connection, app_id: int, app: str) -> list[Formation]
 
 def _app(row: sqlite3.Row) -> App:
     return App(id=row["id"], name=row["name"], created_at=row["created_at"],
-               maintenance=bool(row["maintenance"]))
+               maintenance=bool(row["maintenance"]), routing_policy=row["routing_policy"])
 
 
 def _release(app: str, row: sqlite3.Row) -> Release:

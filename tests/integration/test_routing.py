@@ -179,3 +179,13 @@ def test_maintenance_mode_answers_h80(dynod: Dynod, graceful_app: str) -> None:
     dynod.wait_for(lambda: "code=H80" in dynod.logs(graceful_app), what="an H80 line")
     dynod.ctl("maintenance:off", "-a", graceful_app)
     dynod.wait_for(lambda: status() == 200, what="the app again")
+
+
+def test_power_of_two_choices_per_app(dynod: Dynod, graceful_app: str) -> None:
+    assert "random" in dynod.ctl("routing:policy", "-a", graceful_app).stdout
+    assert "p2c" in dynod.ctl("routing:policy", "p2c", "-a", graceful_app).stdout
+    with Load(dynod, graceful_app) as load:
+        time.sleep(1)
+    assert load.failures == [] and set(load.results) == {"web.1", "web.2"}
+    bad = dynod.ctl("routing:policy", "round-robin", "-a", graceful_app, check=False)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr

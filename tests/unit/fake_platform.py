@@ -200,6 +200,11 @@ class FakePlatform:
         del self.apps[app]
         self.end_log_streams(app)
 
+    async def set_routing_policy(self, app: str, policy: str) -> Json:
+        self._call("set_routing_policy", app, policy)
+        self._app(app)["routing_policy"] = policy
+        return self.apps[app]
+
     async def set_maintenance(self, app: str, on: bool) -> Json:
         self._call("set_maintenance", app, on)
         self._app(app)["maintenance"] = on

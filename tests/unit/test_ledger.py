@@ -557,8 +557,26 @@ def test_a_v1_ledger_is_migrated_in_place(path: Path) -> None:
     raw.close()
     led = SqliteLedger(path)
     try:
-        assert led.schema_version() == SCHEMA_VERSION == 2
+        assert led.schema_version() == SCHEMA_VERSION == 3
         assert [a.name for a in led.list_apps()] == ["shop"]
         led.add_domain("shop", "www.example.com")
     finally:
         led.close()
+
+
+def test_routing_policy_is_random_until_set_and_checked(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from dynod.errors import UserError
+    from dynod.ledger.sqlite import SqliteLedger
+
+    led = SqliteLedger(tmp_path / "l.sqlite3")
+    led.create_app("myapp")
+    assert led.get_app("myapp").routing_policy == "random"
+    assert led.set_routing_policy("myapp", "p2c").routing_policy == "p2c"
+    try:
+        led.set_routing_policy("myapp", "round-robin")
+    except UserError as exc:
+        assert "random" in str(exc) and "p2c" in str(exc)
+    else:
+        raise AssertionError("an unknown policy was accepted")
+    assert led.get_app("myapp").routing_policy == "p2c"
+    led.close()
