@@ -30,6 +30,7 @@ from ..ledger import Ledger
 from ..linux.cgroups import CgroupBackend, CgroupLimits, DynoCgroup, MemoryWatch
 from ..linux.net import DYNO_IFNAME, Network
 from ..linux.spawner_client import AdoptedDyno, SpawnerClient, SpawnerError, SpawnerEvent
+from ..logplex.metrics import format_sample, r14_line, r15_line
 from ..model import DynoRecord, DynoState, MiB, Release, dyno_size
 from ..settings import Settings
 from . import cycling, restart_policy
@@ -409,8 +410,11 @@ class DynoManager:
                 kills = _safe(cgroup.oom_kills, live.oom_kills)
                 if kills > live.oom_kills:
                     live.oom_kills = kills
-                    self.emit(live, "Error R15 (Memory quota vastly exceeded)")
-                    await self.kill(live, "R15")
+                    stats = _safe(cgroup.memory_stats, None)
+                    usage = stats.total if stats is not None else cgroup.quota
+                    live.killed_for = "R15"
+                    self.emit(live, r15_line(usage, cgroup.quota))  # its last line says SIGKILL
+                    await self._kill_now(live)
                     return
                 self._check_quota(live, cgroup)
                 await trio.sleep(0.5)  # usage hovering at the threshold must not spin
@@ -419,16 +423,17 @@ class DynoManager:
 
     def _check_quota(self, live: LiveDyno, cgroup: DynoCgroup) -> None:
         now = time.time()
-        if now - live.last_r14 >= 20 and _safe(cgroup.over_quota, False):
+        if now - live.last_r14 < 20:
+            return  # Heroku repeats R14 with each metrics sample, not on every page fault
+        stats = _safe(cgroup.memory_stats, None)
+        if stats is not None and stats.total > cgroup.quota:
             live.last_r14 = now
-            self.emit(live, "Error R14 (Memory quota exceeded)")
+            self.emit(live, r14_line(stats.total, cgroup.quota))
 
     async def _metrics(self) -> None:
         interval = self.settings.logs.metrics_interval
         if interval <= 0:
             return
-        from ..logplex.metrics import format_sample
-
         while True:
             await trio.sleep(interval)
             for live in list(self.live.values()):
