@@ -231,3 +231,14 @@ def test_bad_input_is_one_clear_line(dynod: Dynod, web_app: str, tmp_path: Path)
     missing = subprocess.run([str(VENV_BIN / "dynoctl"), "apps"], capture_output=True, text=True,
                              env={**dynod.env(), "DYNOD_SOCKET": "/nonexistent/api.sock"})
     assert missing.returncode != 0 and "dynod is not running" in missing.stderr
+
+
+def test_over_quota_is_r14_and_not_killed(dynod: Dynod, app: str, tmp_path: Path) -> None:
+    hog = ("import time\nx = bytearray(700 << 20)\nx[::4096] = b'x' * len(x[::4096])\n"
+           "print('holding', flush=True)\ntime.sleep(60)\n")
+    deploy(dynod, app, write_app(tmp_path / "src", "worker: python3 hog.py\n", {"hog.py": hog}))
+    dynod.ctl("ps:scale", "worker=1", "-a", app)
+    dynod.wait_for(lambda: "Error R14 (Memory quota exceeded)" in dynod.logs(app), timeout=60, what="an R14")
+    logs = dynod.logs(app)
+    assert "Process running mem=" in logs and "R15" not in logs
+    assert logs.count("app[worker.1]: holding") == 1  # over the quota but under the hard limit: it runs on
