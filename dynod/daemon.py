@@ -72,6 +72,7 @@ class Daemon:
         for directory in (s.state_dir, s.logs_dir, s.slugs_dir, s.stacks_dir):
             directory.mkdir(parents=True, exist_ok=True)
         s.run_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        self._lock = _take_lock(s.run_dir / "dynod.lock")  # before the spawner: one dynod per run_dir
         ledger = open_ledger(str(s.ledger_path))
         ca_file = s.logs.drain_ca_file
         logs = LogStream(s.logs_dir, lines=s.logs.lines,
@@ -110,7 +111,7 @@ class Daemon:
                     if router is not None:
                         await router.stop_router()
                     await network.teardown()
-                    cgroups.remove_subtree()
+                    await trio.to_thread.run_sync(cgroups.remove_subtree)
                 nursery.cancel_scope.cancel()
         finally:
             if self._stop_dynos:
@@ -170,6 +171,24 @@ class Daemon:
             self.request_shutdown(False)
 
 
+def _take_lock(path: Path) -> Any:
+    """Hold an exclusive lock for this dynod's life; a second dynod on the same run_dir stops here.
+
+    Without it the second would connect to the spawner, which serves the newest connection, and
+    take the dynos away from the running one.
+    """
+    import fcntl
+
+    handle = open(path, "a")  # noqa: SIM115 - held open (and locked) until the process exits
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError(f"Another dynod is running with run_dir {path.parent}: stop it first "
+                        "(dynoctl system:shutdown), or give this one another run_dir.") from None
+    return handle
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dynod", description="The dynod control plane (runs as root).")
     parser.add_argument("--config", type=Path, help="settings file (default /etc/dynod/dynod.toml)")
@@ -188,12 +207,27 @@ def main(argv: list[str] | None = None) -> int:
         if os.geteuid() != 0:
             raise UserError("dynod must run as root (it makes namespaces, mounts and cgroups): use sudo.")
         trio.run(Daemon(settings).run)
-    except UserError as exc:
-        print(f"dynod: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except (UserError, BaseExceptionGroup) as exc:
+        # Raised in the daemon's nursery a UserError comes wrapped in a group: show the sentence.
+        error = _first_user_error(exc)
+        if error is None:
+            raise
+        print(f"dynod: {error}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _first_user_error(exc: BaseException) -> UserError | None:
+    if isinstance(exc, UserError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_user_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 if __name__ == "__main__":

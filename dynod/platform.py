@@ -132,6 +132,8 @@ class Platform:
             async with trio.open_nursery() as nursery:
                 for live in self.manager.dynos_of(app):
                     nursery.start_soon(self.manager.stop, live, "app destroyed")
+            for record in self.ledger.list_dynos(app):
+                self.manager.restart_at.pop(record.id, None)
             self.ledger.destroy_app(app)
             self.deploys.app_destroyed(app)
             self.logs.forget_app(app)  # after the dynos stopped: a live pump would recreate its files

@@ -134,6 +134,9 @@ class Network:
             ipr.link("add", ifname=name, kind="veth", peer={"ifname": DYNO_IFNAME, "net_ns_pid": pid})
         veth = ipr.link_lookup(ifname=name)[0]
         ipr.link("set", index=veth, master=index, state="up")
+        # An isolated bridge port talks to the host (the router) but never to another isolated
+        # port: one app's dyno cannot reach another's behind the router's back, as on Heroku.
+        ipr.brport("set", index=veth, isolated=1)
         return name
 
     def _links(self) -> list[str]:

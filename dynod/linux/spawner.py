@@ -104,7 +104,11 @@ class Spawner:
         parent_fds, child_fds, kinds = self._stdio(spec)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        pid = self._fork(not spec.share_host_net)
+        try:
+            pid = self._fork(not spec.share_host_net)
+        except OSError:
+            _close_all({*parent_fds, *child_fds, go_r, go_w, err_r, err_w})  # the spawner lives long
+            raise
         if pid == 0:
             self._child(spec, child_fds, go_r, err_w)  # never returns
         for fd in {*child_fds, go_r, err_w}:  # a pty slave stands for all three of 0, 1, 2
@@ -149,7 +153,11 @@ class Spawner:
         spec_r, spec_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        pid = self._fork(True)
+        try:
+            pid = self._fork(True)
+        except OSError:
+            _close_all({*parent_fds, *child_fds, spec_r, spec_w, go_r, go_w, err_r, err_w})
+            raise
         if pid == 0:
             self._warm_child(child_fds, spec_r, go_r, err_w)  # never returns
         for fd in {*child_fds, spec_r, go_r, err_w}:
@@ -438,6 +446,14 @@ class Spawner:
             self.send({"op": "error", "message": "not JSON"})
             return
         self.handle(message)
+
+
+def _close_all(fds: set[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _read_exactly(fd: int, count: int) -> bytes:

@@ -57,7 +57,10 @@ class AttachedSession:
                 if not data:
                     break
                 partial = self._log_lines(partial + data)
-                await self._output_send.send((stream, data))
+                try:
+                    await self._output_send.send((stream, data))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # the client is gone: keep draining into the log until the dyno ends
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
@@ -69,6 +72,7 @@ class AttachedSession:
             for kind, owned in list(self.live.fds.items()):
                 if owned == fd:
                     del self.live.fds[kind]
+            trio.lowlevel.notify_closing(fd)  # a send_stdin parked on this pty fd must wake, not hang
             os.close(fd)
             self._readers_left -= 1
             if self._readers_left == 0:
@@ -119,9 +123,20 @@ class AttachedSession:
         fd = self.live.fds.pop("stdin", None)
         if fd is not None:
             self._stdin = None
+            trio.lowlevel.notify_closing(fd)
             os.close(fd)
         return self.live.exit_status if self.live.exit_status is not None else 255
 
+    def close(self) -> None:
+        """Nobody reads the output any more: the readers stop waiting for a reader and drain."""
+        self._output_recv.close()
+
     async def kill(self) -> None:
+        """The client went away: stop the dyno (Heroku ends a one-off whose client is gone).
+
+        The stop runs in the manager's nursery, not the request's: it takes up to the stop timeout
+        (an interactive bash ignores SIGTERM), longer than a request may wait.
+        """
+        self.close()
         if not self.live.exited.is_set():
-            await self._manager.stop(self.live, "client gone")
+            self._manager.nursery.start_soon(self._manager.stop, self.live, "client gone")

@@ -128,6 +128,9 @@ class DynoManager:
         self.closing = False  # set by stop_all: nothing starts any more
         self.retiring: set[str] = set()  # apps being destroyed: their dynos stop, none start
         self._starting: set[tuple[str, str]] = set()  # (app, dyno name) being made right now
+        # (app, dyno name) -> (not before, failures in a row): a start that fails (a broken slug,
+        # no addresses left) waits 1, 2, 4 ... 60 s before the next try instead of spinning.
+        self._start_failed: dict[tuple[str, str], tuple[float, int]] = {}
         self._warm: list[WarmDyno] = []
         self._unpacked: dict[str, Path] = {}  # slug id -> its unpacked dir
         self._stack_path: Path | None = None
@@ -157,7 +160,8 @@ class DynoManager:
 
     def _next_deadline(self) -> float:
         now = time.time()
-        soonest = min([*self.restart_at.values(), *(d.cycle_at for d in self.live.values()), now + 60])
+        soonest = min([*self.restart_at.values(), *(until for until, _ in self._start_failed.values()),
+                       *(d.cycle_at for d in self.live.values() if not d.stopping), now + 60])
         return max(0.0, soonest - now)
 
     @property
@@ -173,6 +177,7 @@ class DynoManager:
             now = time.time()
             for dyno in list(self.live.values()):
                 if dyno.cycle_at <= now and not dyno.stopping:
+                    dyno.cycle_at = math.inf
                     self.emit(dyno, "Cycling")
                     self.nursery.start_soon(self.stop, dyno, "cycling")
             for app in self.ledger.list_apps():
@@ -200,6 +205,8 @@ class DynoManager:
             elif isinstance(action, Start) and release is not None:
                 if (app, action.name) in self._starting:
                     continue  # its dyno is being made: the slot is taken
+                if self._start_failed.get((app, action.name), (0.0, 0))[0] > time.time():
+                    continue  # its last start failed: wait out the back-off
                 replaced = [r for r in records if r.name == action.name and r.id not in self.live]
                 for old in replaced:
                     self._forget_record(old.id)  # the crashed record this start replaces
@@ -216,7 +223,10 @@ class DynoManager:
         slot = (app, action.name)
         try:
             await self.start(app, action.type, action.name, release, action.size, action.command)
+            self._start_failed.pop(slot, None)
         except (UserError, SpawnerError, OSError) as exc:
+            _, failures = self._start_failed.get(slot, (0.0, 0))
+            self._start_failed[slot] = (time.time() + min(60.0, 2.0 ** failures), failures + 1)
             if app in self.retiring or isinstance(exc, NotFound):
                 return  # the app went away while its dyno was being made
             self.logs.emit(app, "dynod", action.name, f"Error: the dyno could not start: {exc}")
@@ -225,7 +235,6 @@ class DynoManager:
             self._starting.discard(slot)
             self.wake()  # the slot is settled either way: look again
 
-    # -- start -------------------------------------------------------------------------------
     def environment(self, release: Release, name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "STACK": self.settings.stack}
         env.update(release.config)
@@ -286,8 +295,19 @@ class DynoManager:
             self.ledger.put_dyno(record)
             stages.append(("ledger", time.perf_counter()))
             if warm is not None:
-                spawned = await self.spawner.assign(warm.pool_id, spec)
-            else:
+                try:
+                    spawned = await self.spawner.assign(warm.pool_id, spec)
+                except SpawnerError as exc:
+                    # It died in the pool an instant ago: give its group and address back, go cold.
+                    log.warning("warm dyno %s unusable (%s): starting %s cold", warm.pool_id, exc, dyno_id)
+                    await self._discard_warm(WarmDyno(warm.pool_id, warm.pid, address, cgroup))
+                    warm = None
+                    cgroup = self.cgroups.create(dyno_id, limits)
+                    address = self.network.pool.allocate()
+                    record = replace(record, ip=address)
+                    spec["net"]["address"] = address
+                    self.ledger.put_dyno(record)
+            if warm is None:
                 spawned = await self.spawner.spawn(spec)
             stages.append(("spawn", time.perf_counter()))
         except BaseException:
@@ -309,8 +329,9 @@ class DynoManager:
         if warm is None:  # a warm dyno was moved and wired while nobody waited
             try:
                 await self._wire(address, spawned.pid, cgroup, network=True)
-            except Exception:
-                await self.spawner.abort(dyno_id)  # the child exits; _on_exit cleans up
+            except BaseException:
+                with trio.CancelScope(shield=True):  # even when cancelled: never leave it waiting
+                    await self.spawner.abort(dyno_id)  # the child exits; _on_exit cleans up
                 raise
         stages.append(("wire", time.perf_counter()))
         await self.spawner.go(dyno_id)
@@ -544,6 +565,10 @@ class DynoManager:
                 continue
             live = self.live.get(event.id)
             if live is None:
+                if event.op == "exited":
+                    # A warm dyno that died in the pool (or a leftover): never hand it out.
+                    self._warm = [w for w in self._warm if w.pool_id != event.id]
+                    self._warm_changed.set()
                 await self.spawner.forget(event.id)
                 continue
             if event.op == "started":
@@ -631,6 +656,10 @@ class DynoManager:
                 self.network.pool.claim(record.ip)
             if found.started or found.status is not None:
                 live.started.set()
+            elif found.status is None:
+                # Made but never told to go (dynod died in between): it would wait forever. The
+                # spawner ignores this if go was sent; then its exec is a moment away.
+                await self.spawner.abort(dyno_id)
             if found.status is not None:
                 await self._on_exit(live, found)
                 continue
@@ -655,7 +684,7 @@ class DynoManager:
                 if cgroup is not None:
                     cgroup.kill_all()
                     try:
-                        cgroup.remove()
+                        await trio.to_thread.run_sync(cgroup.remove)
                     except OSError as exc:
                         log.warning("stale cgroup %s not removed: %s", name, exc)
         await self.network.prune(d.record.ip for d in self.live.values() if d.record.ip)
@@ -733,8 +762,11 @@ class DynoManager:
             spawned = await self.spawner.spawn(spec)
             try:
                 await self._wire("", spawned.pid, cgroup, network=False)
-            except Exception:
-                await self.spawner.abort(task_id)
+            except BaseException:
+                for fd in spawned.fds.values():
+                    _close(fd)
+                with trio.CancelScope(shield=True):
+                    await self.spawner.abort(task_id)
                 raise
             await self.spawner.go(task_id)
             async with trio.open_nursery() as nursery:
@@ -756,12 +788,13 @@ class DynoManager:
             return None if timed_out else event.status
         finally:
             self._task_exits.pop(task_id, None)
-            try:
-                await self.spawner.forget(task_id)
-            except SpawnerError:
-                pass
-            cgroup.kill_all()
-            await trio.to_thread.run_sync(cgroup.remove)
+            cgroup.kill_all()  # first, and whatever happens: a build never outlives its request
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.spawner.forget(task_id)
+                except SpawnerError:
+                    pass
+                await trio.to_thread.run_sync(cgroup.remove)
 
     # -- queries -----------------------------------------------------------------------------
     def dynos_of(self, app: str) -> list[LiveDyno]:

@@ -239,6 +239,31 @@ def test_over_quota_is_r14_and_not_killed(dynod: Dynod, app: str, tmp_path: Path
     deploy(dynod, app, write_app(tmp_path / "src", "worker: python3 hog.py\n", {"hog.py": hog}))
     dynod.ctl("ps:scale", "worker=1", "-a", app)
     dynod.wait_for(lambda: "Error R14 (Memory quota exceeded)" in dynod.logs(app), timeout=60, what="an R14")
+    dynod.wait_for(lambda: "app[worker.1]: holding" in dynod.logs(app), timeout=60, what="the hog holding")
+    time.sleep(1)
     logs = dynod.logs(app)
     assert "Process running mem=" in logs and "R15" not in logs
     assert logs.count("app[worker.1]: holding") == 1  # over the quota but under the hard limit: it runs on
+
+
+def test_dynos_cannot_reach_each_other(dynod: Dynod, app: str, tmp_path: Path) -> None:
+    deploy(dynod, app, write_app(tmp_path / "src", "web: python3 web.py\n"))
+    dynod.ctl("ps:scale", "web=2", "-a", app)
+    dynod.up(app, 2)
+    probe = ("import json, socket, sys, urllib.request\n"
+             "ips = sys.argv[1:]\n"
+             "for ip in ips:\n"
+             "    s = socket.socket(); s.settimeout(1)\n"
+             "    print(ip, s.connect_ex((ip, 5000)), flush=True)\n")
+    addresses = [line.split()[0] for line in _dyno_addresses(dynod, app)]
+    out = run(dynod, app, "python3", "-c", probe, *addresses).stdout
+    assert addresses and all(not line.endswith(" 0") for line in out.strip().splitlines()), out
+
+
+def _dyno_addresses(dynod: Dynod, app: str) -> list[str]:
+    import sqlite3
+
+    db = sqlite3.connect(dynod.root / "state" / "dynod.sqlite3")
+    rows = db.execute("SELECT ip FROM dynos WHERE name LIKE 'web.%' AND state = 'up'").fetchall()
+    db.close()
+    return [row[0] for row in rows]
