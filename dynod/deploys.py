@@ -9,6 +9,7 @@ dyno moves to the new release (Heroku's release phase). A failed release phase l
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from .manager.attach import AttachedSession
 from .model import Release
 
 RELEASE_TYPE = "release"
+log = logging.getLogger("dynod.deploys")
 
 
 class Deploys:
@@ -87,8 +89,12 @@ class Deploys:
 
         async def release(record: BuildRecord, result: Any, slug: SlugInfo) -> int:
             described = f"Deploy {(source_version or slug.id)[:7]}"
+            # The config as it is now, not as it was when the build began: a config:set made during
+            # the build must not be undone by the deploy.
+            latest = platform.ledger.current_release(app)
             return await self.release(app, slug_id=slug.id, process_types=dict(result.process_types),
-                                      config=config, description=described, output=output)
+                                      config=dict(latest.config) if latest else config, description=described,
+                                      output=output)
 
         record = await self.builder.build(app, archive, config=config, source=source,
                                           source_version=source_version, user=user, output=output,
@@ -116,11 +122,18 @@ class Deploys:
                                                     f"exited with status {code}")
             raise BuildError(f"Release phase failed (exit {code}): v{pending.version} is not released and the "
                              "running dynos stay on the release before it; fix the release command and deploy again.")
+        latest = platform.ledger.current_release(app)
         platform.ledger.set_release_status(app, pending.version, "succeeded")
-        platform.logs.emit(app, "dynod", "api", f"Release v{pending.version} created: {description}")
+        version = pending.version
+        if latest is not None and latest.version > pending.version:
+            # A config change was released (on the old slug) while the release phase ran: it is the
+            # newer release, so carry this deploy's code forward with that config.
+            version = platform.ledger.create_release(app, slug_id=slug_id, config=dict(latest.config),
+                                                     process_types=process_types, description=description).version
+        platform.logs.emit(app, "dynod", "api", f"Release v{version} created: {description}")
         platform.manager.reset_crashes(app)
         platform.manager.wake()
-        return pending.version
+        return version
 
     async def _release_phase(self, app: str, release: Release, say: Callable[[str], None]) -> int:
         platform = self.platform
@@ -157,6 +170,10 @@ class Deploys:
                                output=lambda line: self.platform.logs.emit(app, "dynod", "release", line))
         except UserError as exc:
             self.platform.logs.emit(app, "dynod", "release", str(exc))
+        except Exception:  # the manager's nursery runs this: a bug here must not stop the dynos
+            log.exception("release phase of %s", app)
+            self.platform.logs.emit(app, "dynod", "release", "Error: the release phase failed inside dynod; "
+                                                               "the dynos stay on the previous release.")
 
     # -- queries ---------------------------------------------------------------------------------
     def list_builds(self, app: str) -> list[dict[str, Any]]:
