@@ -1,6 +1,6 @@
 """Router benchmark: wrk through the router, direct to one dyno, and through nginx, in one run.
 
-    sudo .venv/bin/python bench/router/bench.py [--duration 10] [--connections 64] [--workers 2]
+    sudo .venv/bin/python bench/router/bench.py [--duration 10] [--connections 64] [--workers 2] [--rounds 1]
 
 The three dynos are one small nginx serving three loopback ports (a fast, steady backend, so the
 figures are about the proxies). The peer is nginx with `random` and keepalive upstreams to the same
@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
+from typing import Any
 
 import trio
 
@@ -79,7 +81,7 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
-def wrk(url: str, host: str | None, duration: int, connections: int) -> dict[str, float]:
+def wrk(url: str, host: str | None, duration: int, connections: int) -> dict[str, Any]:
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url]
     if host:
         cmd[1:1] = ["-H", f"Host: {host}"]
@@ -146,36 +148,53 @@ async def run(args: argparse.Namespace) -> None:
     }}""", args.workers))
         wait_port(nginx_port)
 
+        rounds: list[dict[str, Any]] = []
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read_logs)
-            # Warm up (pools, caches), then measure; wrk runs in a thread so logs keep flowing.
+            # Warm up (pools, caches), then measure; wrk runs in a thread so logs keep flowing. Each
+            # round measures the three back to back, so a ratio compares runs on the same busy host.
             run_wrk = trio.to_thread.run_sync
             await run_wrk(wrk, f"http://127.0.0.1:{router_port}/", "bench.localhost", 2, args.connections)
-            cpu0 = cpu_seconds(router_pids)
-            router = await run_wrk(wrk, f"http://127.0.0.1:{router_port}/", "bench.localhost", args.duration,
-                                   args.connections)
-            router_cpu = cpu_seconds(router_pids) - cpu0
-            direct = await run_wrk(wrk, f"http://127.0.0.1:{dyno_ports[0]}/", None, args.duration,
-                                   args.connections)
             await run_wrk(wrk, f"http://127.0.0.1:{nginx_port}/", None, 2, args.connections)
-            nginx = await run_wrk(wrk, f"http://127.0.0.1:{nginx_port}/", None, args.duration, args.connections)
+            for _ in range(args.rounds):
+                cpu0 = cpu_seconds(router_pids)
+                parent0 = cpu_seconds(router_pids[:1])
+                router = await run_wrk(wrk, f"http://127.0.0.1:{router_port}/", "bench.localhost", args.duration,
+                                       args.connections)
+                router["cpu_us"] = (cpu_seconds(router_pids) - cpu0) / router["requests"] * 1e6
+                router["parent_us"] = (cpu_seconds(router_pids[:1]) - parent0) / router["requests"] * 1e6
+                direct = await run_wrk(wrk, f"http://127.0.0.1:{dyno_ports[0]}/", None, args.duration,
+                                       args.connections)
+                nginx = await run_wrk(wrk, f"http://127.0.0.1:{nginx_port}/", None, args.duration,
+                                      args.connections)
+                rounds.append({"router": router, "direct": direct, "nginx": nginx})
+            per_worker = [w["requests"] for w in (await control.statistics())["workers"]]
             await trio.sleep(0.5)
             nursery.cancel_scope.cancel()
 
         print(f"wrk -t2 -c{args.connections} -d{args.duration}s, router workers={args.workers}, "
-              f"{os.cpu_count()} CPUs")
-        print(f"{'target':<26}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}  errors")
-        for name, r in (("router -> 3 dynos", router), ("direct -> 1 dyno", direct),
-                        ("nginx random+keepalive", nginx)):
-            print(f"{name:<26}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}  "
-                  f"non2xx={r['non2xx']} socket={r['socket_errors']}")
-        print(f"router CPU per request: {router_cpu / router['requests'] * 1e6:.1f} us "
-              f"({router_cpu:.2f} CPU-s for {router['requests']:.0f} requests)")
-        print(f"router log lines received: {log_lines}")
-        print(f"router/nginx req/s: {router['rps'] / nginx['rps']:.1%}  (aim >= 25%)")
-        print(f"router/direct req/s: {router['rps'] / direct['rps']:.1%}")
-        print(f"p99 added by the router over direct: {router['p99'] - direct['p99']:.2f} ms; "
-              f"over nginx: {router['p99'] - nginx['p99']:.2f} ms  (aim <= 5 ms)")
+              f"{os.cpu_count()} CPUs, {args.rounds} round(s): medians")
+        print(f"{'target':<26}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}  errors (all rounds)")
+        for key, name in (("router", "router -> 3 dynos"), ("direct", "direct -> 1 dyno"),
+                          ("nginx", "nginx random+keepalive")):
+            runs = [r[key] for r in rounds]
+            errors = sum(r["non2xx"] for r in runs)
+            sockets = sorted({r["socket_errors"] for r in runs})
+            print(f"{name:<26}{median(r['rps'] for r in runs):>10.0f}{median(r['p50'] for r in runs):>9.2f}"
+                  f"{median(r['p99'] for r in runs):>9.2f}  non2xx={errors} socket={', '.join(sockets)}")
+        print(f"router CPU per request: {median(r['router']['cpu_us'] for r in rounds):.1f} us "
+              f"(parent {median(r['router']['parent_us'] for r in rounds):.1f} us)")
+        print(f"router log lines received: {log_lines}; requests per worker (incl. warm-up): {per_worker}")
+        print(f"router/nginx req/s: {median(r['router']['rps'] / r['nginx']['rps'] for r in rounds):.1%}"
+              "  (aim >= 25%)")
+        print(f"router/direct req/s: {median(r['router']['rps'] / r['direct']['rps'] for r in rounds):.1%}")
+        print(f"p99 added by the router over direct: "
+              f"{median(r['router']['p99'] - r['direct']['p99'] for r in rounds):.2f} ms; over nginx: "
+              f"{median(r['router']['p99'] - r['nginx']['p99'] for r in rounds):.2f} ms  (aim <= 5 ms)")
+        if args.rounds > 1:
+            print("rounds (router req/s, nginx req/s, router p99, nginx p99): " + "; ".join(
+                f"{r['router']['rps']:.0f}, {r['nginx']['rps']:.0f}, {r['router']['p99']:.1f}, "
+                f"{r['nginx']['p99']:.1f}" for r in rounds))
     finally:
         if control is not None:
             await control.stop_router()
@@ -190,6 +209,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="measure this many times; medians are shown")
     trio.run(run, parser.parse_args())
 
 

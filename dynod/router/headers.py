@@ -12,6 +12,7 @@ import re
 from .parse import CHUNKED, NO_BODY, UNTIL_CLOSE, RequestHead, ResponseHead
 
 VIA = b"1.1 dynod"
+_VIA_LINE = b"Via: " + VIA + b"\r\n\r\n"
 MAX_REQUEST_ID = 200
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                          b"transfer-encoding", b"upgrade"})
@@ -65,6 +66,8 @@ new_request_id = _RequestIds()
 
 def pick_request_id(head: RequestHead) -> bytes:
     """The client's X-Request-Id when it is at most 200 visible characters, else a new uuid4."""
+    if head.passable is not None:  # a passable head has no X-Request-Id (see parse.RequestHead)
+        return new_request_id()
     for name, value in head.headers:
         if len(name) == 12 and name.lower() == b"x-request-id":
             if _REQUEST_ID_OK.match(value):
@@ -76,6 +79,12 @@ def pick_request_id(head: RequestHead) -> bytes:
 def upstream_head(head: RequestHead, *, client_ip: bytes, proto: bytes, port: bytes,
                   request_id: bytes, start_ms: int) -> bytes:
     """The request head sent to a dyno: HTTP/1.1, keep-alive, Heroku's forwarding headers."""
+    passable = head.passable
+    if passable is not None:
+        # Nothing to drop or replace: the client's bytes with Heroku's headers added.
+        return b"%sX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Port: %s\r\n" \
+               b"X-Request-Start: %d\r\nX-Request-Id: %s\r\nVia: %s\r\n\r\n" % (
+                   passable[:-2], client_ip, proto, port, start_ms, request_id, VIA)
     extra = _connection_tokens(head.headers)
     lines = [b"%s %s HTTP/1.1\r\n" % (head.method, head.target)]
     forwarded_for = client_ip
@@ -108,6 +117,11 @@ def upstream_head(head: RequestHead, *, client_ip: bytes, proto: bytes, port: by
 
 def client_head(head: ResponseHead, *, framing: int, keep_alive: bool, client_version: str) -> bytes:
     """The response head sent to the client; ``framing`` is how the router frames the body for it."""
+    passable = head.passable
+    if passable is not None and keep_alive and framing == head.framing and client_version == "1.1":
+        # Nothing to drop, re-frame or announce (keep-alive is HTTP/1.1's default): the dyno's bytes
+        # with Via added, instead of a header-by-header rebuild.
+        return passable[:-2] + _VIA_LINE
     extra = _connection_tokens(head.headers) if head.status != 101 else set()
     lines = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason)]
     via = VIA

@@ -47,6 +47,9 @@ class RequestHead:
     framing: int  # NO_BODY, LENGTH or CHUNKED
     host: bytes
     expect_continue: bool
+    # The head's bytes as the client sent them, when only Heroku's headers need adding: HTTP/1.1, no
+    # hop-by-hop header but one "Connection: keep-alive", no Via, none the router sets.
+    passable: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -57,6 +60,9 @@ class ResponseHead:
     headers: list[tuple[bytes, bytes]]
     keep_alive: bool
     framing: int  # NO_BODY, LENGTH, CHUNKED or UNTIL_CLOSE
+    # The head's bytes as the dyno sent them, when it can go to a client with only Via added: HTTP/1.1,
+    # no hop-by-hop header but one "Connection: keep-alive", no Via (see headers.client_head).
+    passable: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -82,15 +88,40 @@ END = EndOfMessage()
 Event = RequestHead | ResponseHead | Body | EndOfMessage | Tunnel
 
 
+# Headers that stop a head from passing through as bytes: hop-by-hop ones and Via both ways, and in
+# requests those the router sets itself (headers.py drops or rewrites all of them).
+_REWRITTEN = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+                        b"transfer-encoding", b"upgrade", b"via"})
+_REWRITTEN_IN_REQUESTS = _REWRITTEN | {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-port",
+                                       b"x-request-start", b"x-request-id"}
+
+
+def _passable(whole: bytes | None, plain: bool, conn_ka: bool) -> bytes | None:
+    """A head's bytes without its one "Connection: keep-alive" line, when nothing else needs rewriting."""
+    if whole is None or not plain or whole[0] in b"\r\n":  # llhttp skips CRLFs before a message
+        return None
+    if not conn_ka:
+        return whole
+    at = whole.find(b"\r\nConnection: keep-alive\r\n")
+    return None if at < 0 else whole[:at] + whole[at + 24:]  # spelt another way: rebuilt instead
+
+
 class _Reader:
     """Shared callback plumbing; subclasses set the parser and build their head event."""
 
+    _rewritten = _REWRITTEN
+    _rewritten_lengths = frozenset(len(n) for n in _REWRITTEN)
+
     __slots__ = ("events", "_parser", "_headers", "_head_bytes", "_line_len", "_in_head", "_tail",
-                 "_framing", "_upgrade_hdr", "_expect", "_host", "_failed")
+                 "_framing", "_upgrade_hdr", "_expect", "_host", "_failed", "_plain", "_conn_ka",
+                 "_head_end", "_between", "_whole_head")
 
     def __init__(self) -> None:
         self.events: deque[Event] = deque()
         self._failed = False
+        self._head_end = 0  # set by the fast head check: where a head that began this read ends
+        self._between = True  # no message is partly parsed: the next read starts a head
+        self._whole_head: bytes | None = None  # the first head of this read, when all of it is in it
         self._reset_head()
         self._in_head = True
         self._head_bytes = 0
@@ -103,11 +134,14 @@ class _Reader:
         self._upgrade_hdr = False
         self._expect = False
         self._host = b""
+        self._plain = True  # no header a proxy must drop or rewrite (hop-by-hop, Via)...
+        self._conn_ka = False  # ...but for one "Connection: keep-alive", which is cut out by bytes
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:
         self._reset_head()
         self._in_head = True
+        self._between = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self._headers
@@ -128,6 +162,13 @@ class _Reader:
             self._upgrade_hdr = True
         elif n == 6 and name.lower() == b"expect":
             self._expect = value.lower() == b"100-continue"
+        if n in self._rewritten_lengths and self._plain:
+            lower = name.lower()
+            if lower in self._rewritten:
+                if lower == b"connection" and value.lower() == b"keep-alive" and not self._conn_ka:
+                    self._conn_ka = True
+                else:
+                    self._plain = False
 
     def on_body(self, body: bytes) -> None:
         if body:
@@ -135,6 +176,7 @@ class _Reader:
 
     def on_message_complete(self) -> None:
         self.events.append(END)
+        self._between = True
         # What follows is the next head: its limits count from here.
         self._in_head = True
         self._head_bytes = 0
@@ -149,6 +191,7 @@ class _Reader:
             # comes within MAX_LINE bytes, so no line or head cap can be broken: one find, no slicing.
             end = data.find(b"\r\n\r\n", 0, MAX_LINE + 2)
             if end >= 0 and self._head_bytes + end + 4 <= MAX_HEAD_BYTES:
+                self._head_end = end + 4
                 self._head_bytes += end + 4
                 return
         # Only the head counts: the body that may follow in the same chunk has no lines.
@@ -181,6 +224,9 @@ class _Reader:
 class RequestReader(_Reader):
     """Reads requests from a client connection."""
 
+    _rewritten = _REWRITTEN_IN_REQUESTS
+    _rewritten_lengths = frozenset(len(n) for n in _REWRITTEN_IN_REQUESTS)
+
     __slots__ = ("_url", "_url_parts", "_past_request_line")
 
     def __init__(self) -> None:
@@ -208,10 +254,13 @@ class RequestReader(_Reader):
         if method == b"CONNECT":
             raise ProtocolError(405, "CONNECT is not supported")
         target = b"".join(self._url_parts)
+        whole, self._whole_head = self._whole_head, None  # a second head in this read was not whole
+        version = p.get_http_version()
         self.events.append(RequestHead(
-            method=method, target=target, http_version=p.get_http_version(), headers=self._headers,
+            method=method, target=target, http_version=version, headers=self._headers,
             keep_alive=p.should_keep_alive(), upgrade=self._upgrade_hdr and p.should_upgrade(),
             framing=self._framing, host=self._host, expect_continue=self._expect,
+            passable=_passable(whole, self._plain and version == "1.1", self._conn_ka),
         ))
 
     def _line_too_long(self) -> None:
@@ -227,7 +276,11 @@ class RequestReader(_Reader):
             if not self._past_request_line and b"\n" in data:
                 # The limit a line breaks decides the status: 414 for the request line, else 431.
                 self._past_request_line = self._line_len + data.find(b"\n") <= MAX_LINE
+            self._head_end = 0
+            between = self._between
             self._check_head_limits(data)
+            if between and self._head_end:  # a head in one piece can go on as bytes
+                self._whole_head = data[:self._head_end]
         try:
             self._parser.feed_data(data)
         except ProtocolError:
@@ -275,9 +328,12 @@ class ResponseReader(_Reader):
         elif framing == NO_BODY:
             framing = UNTIL_CLOSE
         keep_alive = p.should_keep_alive() and framing != UNTIL_CLOSE and not self.head_only
+        whole, self._whole_head = self._whole_head, None  # a second head in this read was not whole
+        version = p.get_http_version()
         self.events.append(ResponseHead(
-            status=status, reason=self._reason, http_version=p.get_http_version(),
+            status=status, reason=self._reason, http_version=version,
             headers=self._headers, keep_alive=keep_alive, framing=framing,
+            passable=_passable(whole, self._plain and version == "1.1", self._conn_ka),
         ))
         if self.head_only and status >= 200:
             # llhttp does not know the request was HEAD and would wait for a body.
@@ -288,7 +344,12 @@ class ResponseReader(_Reader):
 
     def feed(self, data: bytes) -> None:
         if self._in_head:
+            self._head_end = 0
+            between = self._between
             self._check_head_limits(data)
+            # A head the dyno sent in one piece can be passed on as bytes (see headers.client_head).
+            if between and self._head_end:
+                self._whole_head = data[:self._head_end]
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -304,6 +365,8 @@ class ResponseReader(_Reader):
     def start(self, *, head_only: bool) -> None:
         """Prepare for the response to the next request sent on this connection."""
         self.head_only = head_only
+        self._between = True
+        self._whole_head = None
         self._in_head = True
         self._head_bytes = 0
         self._line_len = 0

@@ -20,7 +20,7 @@ import trio
 from . import codes
 from .codes import RouterCode
 from .headers import LAST_CHUNK, chunk, client_head, pick_request_id, upstream_head
-from .logline import access_line
+from .logline import AccessRecord
 from .netio import ConnectRefused, ConnectTimeout, Pipe
 from .options import RouterOptions
 from .parse import (
@@ -38,7 +38,7 @@ from .parse import (
 from .pool import DynoConn, DynoPool
 from .routes import AppRoute, DynoRoute, RouteTable, choose_dyno
 
-LogSink = Callable[[str, str], None]
+LogSink = Callable[[AccessRecord], None]
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 _now = time.monotonic
 
@@ -141,7 +141,7 @@ class Proxy:
     def set_routes(self, table: RouteTable) -> None:
         """Swap in a new table: in-flight requests keep their dyno; held requests look again."""
         self.table = table
-        self.pool.retain((d.host, d.port) for app in table.apps.values() for d in app.dynos)
+        self.pool.retain(d.addr for app in table.apps.values() for d in app.dynos)
         changed, self._routes_changed = self._routes_changed, trio.Event()
         changed.set()
 
@@ -296,11 +296,10 @@ class Proxy:
     def _log(self, app: str, head: RequestHead, client: _Client, request_id: bytes,
              dyno: DynoRoute | None, connect: float | None, service: float | None, status: int,
              nbytes: int | None, code: RouterCode | None) -> None:
-        self.emit_log(app, access_line(
-            method=head.method.decode("latin-1"), path=head.target.decode("latin-1"),
-            host=head.host.decode("latin-1"), request_id=request_id.decode("latin-1"), fwd=client.ip,
-            dyno=dyno.name if dyno else "", connect=connect, service=service, status=status,
-            nbytes=nbytes, protocol=client.proto, code=code))
+        # A tuple now, a line later: the worker formats a whole batch when it sends it to the parent.
+        self.emit_log((app, head.method, head.target, head.host, request_id, client.ip_bytes,
+                       dyno.name_bytes if dyno else b"", connect, service, status, nbytes, client.proto_bytes,
+                       code))
 
     async def _wait_for_boot(self, name: str, deadline: float) -> AppRoute | None:
         """Hold a request while the app's web dynos boot; released the moment one is up (H20)."""
@@ -322,12 +321,12 @@ class Proxy:
             dyno = choose_dyno(app, pool.in_flight, self.rng, tried)
             if dyno is None:
                 break
-            conn = pool.take_idle((dyno.host, dyno.port))
+            conn = pool.take_idle(dyno.addr)
             if conn is not None:
                 return dyno, conn, 0.0
             t0 = _now()
             try:
-                conn = await pool.connect((dyno.host, dyno.port), self.options.connect_timeout)
+                conn = await pool.connect(dyno.addr, self.options.connect_timeout)
                 return dyno, conn, _now() - t0
             except ConnectTimeout:
                 timed_out = True
@@ -338,7 +337,7 @@ class Proxy:
 
     async def _connect_to(self, dyno: DynoRoute) -> DynoConn:
         try:
-            return await self.pool.connect((dyno.host, dyno.port), self.options.connect_timeout)
+            return await self.pool.connect(dyno.addr, self.options.connect_timeout)
         except ConnectTimeout:
             raise _Failure(codes.H19) from None
         except (ConnectRefused, OSError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
@@ -22,6 +22,13 @@ class DynoRoute:
     name: str  # web.1: what the log line names
     host: str
     port: int
+    # Built once per snapshot rather than per request: the pool's key, and the name for the log line.
+    addr: tuple[str, int] = field(init=False, compare=False)
+    name_bytes: bytes = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "addr", (self.host, self.port))
+        object.__setattr__(self, "name_bytes", self.name.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +147,7 @@ def choose_dyno(app: AppRoute, in_flight: Mapping[tuple[str, int], int], rng: ra
         return dynos[0]
     if app.policy == "p2c":
         a, b = rng.sample(dynos, 2)
-        load_a = in_flight.get((a.host, a.port), 0)
-        load_b = in_flight.get((b.host, b.port), 0)
+        load_a = in_flight.get(a.addr, 0)
+        load_b = in_flight.get(b.addr, 0)
         return a if load_a <= load_b else b
     return dynos[rng.randrange(len(dynos))]

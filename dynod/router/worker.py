@@ -8,19 +8,18 @@ socketpair, log lines go up it in batches (one write per 20 ms, not one per requ
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import resource
 import signal
 import socket
 import sys
-from json.encoder import encode_basestring_ascii
 from pathlib import Path
 
 import trio
 
 from ..errors import UserError
 from . import codes
+from .logline import AccessRecord, access_message
 from .netio import SocketPipe, StreamPipe, wait_readable
 from .options import RouterOptions
 from .proxy import Proxy
@@ -33,32 +32,34 @@ _MAX_SHEDDING = 64  # connections being told "503, over the limit" at once
 
 
 class LogBatcher:
-    """Log lines waiting to go up to the parent, bounded: beyond ``limit`` new lines are dropped."""
+    """Log lines waiting to go up to the parent, bounded: beyond ``limit`` new lines are dropped.
+
+    A request leaves its log line as a tuple; the line is formatted when its batch is sent, off the
+    request's path and one batch at a time.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.pending: list[bytes] = []
+        self.pending: list[AccessRecord | bytes] = []  # records, and control messages already encoded
         self.dropped = 0
-        self._prefixes: dict[str, bytes] = {}
 
         self.arrived = trio.Event()
 
-    def emit(self, app: str, line: str) -> None:
+    def emit(self, record: AccessRecord) -> None:
         if len(self.pending) >= self.limit:
             self.dropped += 1
             return
-        # The same bytes wire.encode would make, without a dict and a JSON encoder run per request:
-        # only the line needs escaping, and the message's start is the same for every line of an app.
-        prefix = self._prefixes.get(app)
-        if prefix is None:
-            prefix = self._prefixes[app] = b'{"type":"log","app":%s,"line":' % (
-                encode_basestring_ascii(app).encode())
-        self.pending.append(b"%s%s}\n" % (prefix, encode_basestring_ascii(line).encode()))
+        self.pending.append(record)
         self.arrived.set()
 
     def send_nowait(self, message: dict[str, object]) -> None:
         self.pending.append(encode(message))
         self.arrived.set()
+
+    def take_batch(self) -> bytes:
+        """Everything pending, as the bytes for the parent; empties the queue."""
+        pending, self.pending = self.pending, []
+        return b"".join(item if type(item) is bytes else access_message(*item) for item in pending)
 
 
 class Worker:
@@ -193,8 +194,7 @@ class Worker:
 
     async def _flush_once(self) -> None:
         if self.logs.pending:
-            data = b"".join(self.logs.pending)
-            self.logs.pending.clear()
+            data = self.logs.take_batch()
             try:
                 await self.channel.send_all(data)
             except OSError:
@@ -226,10 +226,6 @@ def main(argv: list[str] | None = None) -> int:
         sock = socket.socket(fileno=int(fd))
         sock.setblocking(False)
         listeners.append((kind, sock, int(port)))
-    # What exists now (modules, trio) lives for the process's life: keep it out of every collection,
-    # so the full collections that request garbage triggers stay short (they are tail latency).
-    gc.collect()
-    gc.freeze()
     try:
         trio.run(Worker(options, channel, listeners).run)
     except UserError as exc:

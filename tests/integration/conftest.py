@@ -7,6 +7,7 @@ that nothing it made is left on the host: mounts, cgroups, links, processes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -186,8 +187,10 @@ def _force_cleanup(d: Dynod) -> None:
     for group in groups:
         for child in os.scandir(group):
             if child.is_dir():
-                os.rmdir(child.path)
-        os.rmdir(group)
+                with contextlib.suppress(OSError):
+                    os.rmdir(child.path)
+        with contextlib.suppress(OSError):
+            os.rmdir(group)
     subprocess.run(["ip", "link", "del", d.bridge], capture_output=True)
     subprocess.run(["umount", "-R", "-l", str(d.root)], capture_output=True)
 
@@ -230,8 +233,8 @@ workers = 1
 [logs]
 metrics_interval = 0
 """)
-    d.start()
     try:
+        d.start()
         yield d
     finally:
         try:

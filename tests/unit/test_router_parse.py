@@ -140,3 +140,36 @@ def test_a_body_in_the_same_chunk_as_the_head_is_not_held_to_line_limits():
     rr.start(head_only=False)
     events = feed_all(rr, b"HTTP/1.1 200 OK\r\nContent-Length: 70000\r\n\r\n" + body)
     assert events[-1] is END
+
+
+@pytest.mark.parametrize("line_len,status", [(8192, None), (8193, 414)])
+def test_request_line_limit_is_exact_for_a_head_in_one_read(line_len, status):
+    # line_len counts the request line up to its "\n"; a short head in one read takes the fast check.
+    line = b"GET /" + b"a" * (line_len - len(b"GET / HTTP/1.1\r")) + b" HTTP/1.1\r\n"
+    assert len(line) == line_len + 1
+    r = RequestReader()
+    if status is None:
+        assert feed_all(r, line + b"Host: x\r\n\r\n")[0].host == b"x"
+    else:
+        with pytest.raises(ProtocolError) as info:
+            r.feed(line + b"\r\n")
+        assert info.value.status == status
+
+
+@pytest.mark.parametrize("value_len,ok", [(8192 - len(b"X-Big: \r"), True), (8193 - len(b"X-Big: \r"), False)])
+def test_header_line_limit_is_exact_for_a_head_in_one_read(value_len, ok):
+    data = b"GET / HTTP/1.1\r\nX-Big: " + b"v" * value_len + b"\r\n\r\n"
+    if ok:
+        assert len(feed_all(RequestReader(), data)[0].headers) == 1
+    else:
+        with pytest.raises(ProtocolError) as info:
+            RequestReader().feed(data)
+        assert info.value.status == 431
+
+
+def test_heads_keep_their_limits_after_a_fast_first_request():
+    r = RequestReader()
+    r.feed(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    with pytest.raises(ProtocolError) as info:
+        r.feed(b"GET /2 HTTP/1.1\r\nX-Big: " + b"v" * 9000)
+    assert info.value.status == 431
