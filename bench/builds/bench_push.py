@@ -1,17 +1,30 @@
 """git push to a running new release, cold and warm build cache, for examples/python-flask.
 
-    sudo .venv/bin/python bench/builds/bench_push.py
+    sudo .venv/bin/python bench/builds/bench_push.py [--runs 3]
 
 Uses a private dynod (as bench/start/bench_start.py does). For each push it reports the whole time
 from `git push` to the new release's web dyno answering, the buildpack's own compile time (from
-the build output) and so the build overhead around it, then the slug's size and the time to
-unpack it once (what the first dyno of a release pays).
+the build output) and so the build overhead around it. The overhead is split into phases by the
+moment each line of the build's output reached the pusher:
+
+    upload+detect  push start -> "<Name> app detected" (git, source upload and unpack, container)
+    compile        the buildpack's own "app compiled (N s)" figure
+    around compile detect line + compile -> "Compressing..." (containers, release, Procfile)
+    compress       "Compressing..." -> "Launching..." (pack into the store, the build tree moved in)
+    release        "Launching..." -> git push returns (the ledger, the push's end)
+    dyno up        git push returns -> the new release's web dyno is up
+
+Medians over --runs runs (each one a fresh dynod: one cold and one warm push), then the slug's
+size and the time to unpack it once from the tarball (what a dyno start pays when the tree the
+build left is not there, e.g. for an uploaded slug).
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -22,25 +35,42 @@ from bench_start import REPO, PrivateDynod, wait  # noqa: E402
 
 from dynod.build.slug import SlugStore  # noqa: E402
 
+PHASES = ("total", "compile", "overhead", "upload+detect", "around compile", "compress", "release", "dyno up")
 
-def push(d: PrivateDynod, work: Path, app: str, version: int) -> tuple[float, float, str]:
+
+def push(d: PrivateDynod, work: Path, app: str, version: int) -> dict[str, float]:
     client = d.client()
     start = time.perf_counter()
-    result = subprocess.run(["git", "-C", str(work), "push", "-q", str(d.root / "state" / "repos" / f"{app}.git"),
-                             "HEAD:main", "--force"], capture_output=True, text=True, env=d.env)
-    if result.returncode != 0:
-        raise SystemExit(result.stderr)
+    proc = subprocess.Popen(["git", "-C", str(work), "push", "--progress", str(d.root / "state" / "repos" /
+                             f"{app}.git"), "HEAD:main", "--force"], stderr=subprocess.PIPE, text=True,
+                            env=d.env)
+    assert proc.stderr is not None
+    seen: dict[str, float] = {}
+    text = []
+    for line in proc.stderr:
+        now = time.perf_counter() - start
+        text.append(line)
+        for key, pattern in (("detected", r"app detected"), ("compressing", r"Compressing\.\.\."),
+                             ("launching", r"Launching\.\.\.")):
+            if re.search(pattern, line):
+                seen.setdefault(key, now)
+        if (match := re.search(r"app compiled \(([\d.]+) s\)", line)):
+            seen["compile"] = float(match.group(1))
+    if proc.wait() != 0:
+        raise SystemExit("".join(text))
+    pushed = time.perf_counter() - start
     wait(lambda: any(x["type"] == "web" and x["state"] == "up" and x["release"]["version"] == version
                      for x in client.list_dynos(app)), timeout=300)
     total = time.perf_counter() - start
-    compiled = re.search(r"Python app compiled \(([\d.]+) s\)", result.stderr) or re.search(
-        r"app compiled \(([\d.]+) s\)", result.stderr)
-    return total, float(compiled.group(1)) if compiled else float("nan"), result.stderr
+    return {"total": total, "compile": seen["compile"], "overhead": total - seen["compile"],
+            "upload+detect": seen["detected"],
+            "around compile": seen["compressing"] - seen["detected"] - seen["compile"],
+            "compress": seen["launching"] - seen["compressing"], "release": pushed - seen["launching"],
+            "dyno up": total - pushed}
 
 
-def main() -> int:
-    stacks = Path("/var/lib/dynod/stacks")
-    d = PrivateDynod(stacks)
+def one_run(keep_log: Path | None) -> tuple[dict[str, float], dict[str, float], int, float]:
+    d = PrivateDynod(Path("/var/lib/dynod/stacks"))
     try:
         app = "flask"
         d.ctl("apps:create", app)
@@ -50,26 +80,36 @@ def main() -> int:
         subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
         subprocess.run([*git, "add", "."], check=True)
         subprocess.run([*git, "commit", "-qm", "bench"], check=True)
-        cold, cold_compile, _ = push(d, work, app, 2)
+        cold = push(d, work, app, 2)
         subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "again"], check=True)
-        warm, warm_compile, _ = push(d, work, app, 3)
+        warm = push(d, work, app, 3)
         release = d.client().get_release(app, None)
-        store = SlugStore(d.root / "state" / "slugs")
-        info = store.get(release["slug"]["id"])
-        unpack_dir = d.root / "unpack-bench"
-        probe = SlugStore(unpack_dir)
+        info = SlugStore(d.root / "state" / "slugs").get(release["slug"]["id"])
+        probe = SlugStore(d.root / "unpack-bench")
         copied = probe.store_file(info.path)
         start = time.perf_counter()
         probe.unpacked(copied.id, 61000, 61000)
         unpack = time.perf_counter() - start
     finally:
+        if keep_log is not None:
+            shutil.copy(d.root / "dynod.log", keep_log)
         d.close()
-    print("examples/python-flask, git push -> new release's web dyno up")
-    print(f"cold cache: {cold:6.2f} s total, buildpack compile {cold_compile:5.2f} s, "
-          f"everything else {cold - cold_compile:5.2f} s")
-    print(f"warm cache: {warm:6.2f} s total, buildpack compile {warm_compile:5.2f} s, "
-          f"everything else {warm - warm_compile:5.2f} s")
-    print(f"slug: {info.size / 1e6:.1f} MB compressed; first unpack {unpack * 1000:.0f} ms")
+    return cold, warm, info.size, unpack
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--keep-log", type=Path, help="copy the last run's dynod.log here")
+    args = parser.parse_args()
+    runs = [one_run(args.keep_log) for _ in range(args.runs)]
+    print(f"examples/python-flask, git push -> new release's web dyno up; medians of {args.runs} runs (s)")
+    print(f"{'':12s}" + "".join(f"{name:>15s}" for name in PHASES))
+    for label, index in (("cold cache", 0), ("warm cache", 1)):
+        medians = [statistics.median(run[index][name] for run in runs) for name in PHASES]  # type: ignore[index]
+        print(f"{label:12s}" + "".join(f"{value:15.2f}" for value in medians))
+    print(f"slug: {runs[0][2] / 1e6:.1f} MB compressed; unpacking it from the tarball: "
+          f"{statistics.median(run[3] for run in runs) * 1000:.0f} ms")
     return 0
 
 

@@ -115,11 +115,28 @@ async def test_python_example_builds_with_cache_reused_on_the_second_build(build
     # The venv works at /app, where the dyno runs it.
     assert build.run_in_app("python -c 'import flask; print(flask.__version__)'").strip() == "3.1.1"
 
+    flask_init = cached / "venv/lib/python3.13/site-packages/flask/__init__.py"
+    def identity(path: Path) -> tuple[int, int]:  # a rewritten file has a new ctime, even if its inode is reused
+        return path.stat().st_ino, path.stat().st_ctime_ns
+
+    cached_file = identity(flask_init)
     build.load(EXAMPLES / "python-flask")
     await build.compile()
     assert "Restoring cached packages" in build.output
     assert "Requirement already satisfied: flask==3.1.1" in build.output
     assert "Downloading" not in build.output
+    # pip changed nothing, so the cache was not copied again: the same files, not new copies.
+    assert identity(flask_init) == cached_file
+
+    # A cached venv that pip had to change (here: a package went missing) is saved again.
+    for path in (cached / "venv/lib/python3.13/site-packages").glob("gunicorn*"):
+        shutil.rmtree(path)
+    build.load(EXAMPLES / "python-flask")
+    await build.compile()
+    assert "Restoring cached packages" in build.output
+    assert (build.dirs["app"] / ".heroku/python/bin/gunicorn").exists()
+    assert list(cached.glob("venv/lib/python3.13/site-packages/gunicorn"))  # it was removed from the cache
+    assert identity(flask_init) != cached_file
 
     # A changed dependency list starts afresh, so nothing removed from it lingers in the slug.
     build.load(EXAMPLES / "python-flask")

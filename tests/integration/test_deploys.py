@@ -85,6 +85,14 @@ def test_git_push_from_the_host_builds_and_releases(dynod: Dynod, app: str, tmp_
     assert "remote:" in push.stderr and "deployed" in push.stderr.lower() or "Launching" in push.stderr
     sha = subprocess.run([*git, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert releases(dynod, app)[-1] == (2, "succeeded", f"Deploy {sha}")
+    # The build's /app became the slug's unpacked tree (no second unpack for the first dyno),
+    # owned by the dyno uid, and the build left nothing in build-work.
+    with dynod.client() as client:
+        slug_id = client.get_release(app)["slug"]["id"]
+    tree = dynod.root / "state" / "slugs" / "unpacked" / slug_id / "app"
+    assert (tree / "web.py").is_file() and not (tree / ".git").exists()
+    assert {(p.lstat().st_uid, p.lstat().st_gid) for p in [tree, *tree.rglob("*")]} == {(61000, 61000)}
+    assert list((dynod.root / "state" / "build-work").iterdir()) == []
     other = subprocess.run([*git, "push", str(remote), "main:feature"], capture_output=True, text=True,
                            env=dynod.env(), timeout=60)
     assert other.returncode != 0 and len(releases(dynod, app)) == 2

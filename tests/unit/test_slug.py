@@ -6,8 +6,10 @@ import gzip
 import hashlib
 import io
 import os
+import shutil
 import stat
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -388,6 +390,107 @@ def test_unpack_rechecks_a_tarball_swapped_on_disk(store: SlugStore, tmp_path: P
     with pytest.raises(UserError, match="lies beneath app/l"):
         store.unpacked(info.id, os.getuid(), os.getgid())
     assert list(store.unpacked_root.iterdir()) == []
+
+
+# ---- packing a build straight into the store -----------------------------------------------------
+
+def owner() -> tuple[int, int]:
+    return (61000, 61000) if os.getuid() == 0 else (os.getuid(), os.getgid())
+
+
+def describe(root: Path) -> dict[str, tuple]:
+    """What a dyno sees of a tree: kinds, modes, owners, contents, link targets, file mtimes."""
+    seen: dict[str, tuple] = {}
+    for path in [root, *root.rglob("*")]:
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            what: object = os.readlink(path)
+        elif stat.S_ISREG(st.st_mode):
+            what = (path.read_bytes(), int(st.st_mtime))
+        else:
+            what = "dir"
+        seen[str(path.relative_to(root))] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode),
+                                            st.st_uid, st.st_gid, what)
+    return seen
+
+
+def test_store_directory_stores_the_slug_and_moves_the_tree_in(app_dir: Path, tmp_path: Path) -> None:
+    import socket
+
+    outside = tmp_path / "outside"
+    outside.write_text("shared\n")
+    os.link(outside, app_dir / "lib" / "linked")  # a hard link to a file outside the app
+    reference = tmp_path / "reference"
+    shutil.copytree(app_dir, reference, symlinks=True)  # the hard link becomes a file of its own
+    with socket.socket(socket.AF_UNIX) as sock:  # a dev server's leftover: pack skips it
+        sock.bind(str(app_dir / "lib" / "dev.sock"))
+    uid, gid = owner()
+
+    store = SlugStore(tmp_path / "slugs")
+    info = store.store_directory(app_dir, keep_tree_as=(uid, gid))
+    assert not app_dir.exists()  # moved, not copied
+    assert info.id == pack_directory(reference, tmp_path / "packed").id
+    assert info.process_types == {"web": "./server $PORT"}
+    assert store.get(info.id) == info
+    assert [p.name for p in store.root.iterdir() if p.name.startswith(".tmp")] == []
+    tree = store.unpacked_root / info.id
+    assert store.unpacked(info.id, uid, gid) == tree  # there already: nothing is unpacked
+
+    # The same tree unpacking the tarball gives (what an uploaded copy of this slug would get).
+    other = SlugStore(tmp_path / "other")
+    unpacked = other.unpacked(other.store_file(info.path).id, uid, gid)
+    assert describe(tree) == describe(unpacked)
+    assert not (tree / "app" / ".git").exists() and not (tree / "app" / "lib" / "dev.sock").exists()
+    assert stat.S_IMODE(tree.stat().st_mode) == 0o755
+    # The former hard link is a file of its own: a change outside never reaches the slug's dynos.
+    outside.write_text("changed\n")
+    assert (tree / "app" / "lib" / "linked").read_text() == "shared\n"
+
+
+def test_store_directory_refuses_what_pack_refuses_leaving_src_and_store(app_dir: Path, tmp_path: Path) -> None:
+    (app_dir / "server").chmod(0o4755)
+    before = listing(app_dir)
+    store = SlugStore(tmp_path / "slugs")
+    with pytest.raises(UserError, match="setuid"):
+        store.store_directory(app_dir, keep_tree_as=owner())
+    assert listing(app_dir) == before
+    assert listing(store.root) == ["unpacked"]
+
+
+def test_store_directory_over_the_store_limit_is_refused(app_dir: Path, tmp_path: Path) -> None:
+    (app_dir / "big").write_bytes(os.urandom(64 * 1024))
+    store = SlugStore(tmp_path / "slugs", limit_bytes=32 * 1024)
+    with pytest.raises(UserError, match="over the 32768 bytes limit"):
+        store.store_directory(app_dir, limit_bytes=1 << 30)  # the store's own limit still holds
+    assert listing(store.root) == ["unpacked"]
+
+
+def test_store_directory_from_another_filesystem_leaves_the_tree_for_unpacking(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a filesystem other than the test's tmp dir")
+    src = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        (src / "Procfile").write_text("web: x\n")
+        store = SlugStore(tmp_path / "slugs")
+        info = store.store_directory(src, keep_tree_as=owner())
+        assert (src / "Procfile").is_file()  # a rename across filesystems fails: left in place
+        assert list(store.unpacked_root.iterdir()) == []
+        tree = store.unpacked(info.id, *owner())
+        assert (tree / "app" / "Procfile").read_text() == "web: x\n"
+    finally:
+        shutil.rmtree(src)
+
+
+def test_store_directory_of_a_slug_already_unpacked_leaves_src(app_dir: Path, tmp_path: Path) -> None:
+    second = tmp_path / "second"
+    shutil.copytree(app_dir, second, symlinks=True)
+    store = SlugStore(tmp_path / "slugs")
+    first = store.store_directory(app_dir, keep_tree_as=owner())
+    again = store.store_directory(second, keep_tree_as=owner())
+    assert again == first
+    assert (second / "Procfile").is_file()  # the store kept the tree it had; the caller removes this one
+    assert [p.name for p in store.unpacked_root.iterdir()] == [first.id]
 
 
 # ---- gc ------------------------------------------------------------------------------------------
