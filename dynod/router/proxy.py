@@ -11,9 +11,10 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from random import Random
+from typing import Any
 
 import trio
 
@@ -79,6 +80,24 @@ _FIRST_BYTE = 3  # request sent, no response yet: H12
 _STREAMING = 4  # response started: H15 (rolling)
 _TUNNEL = 5  # WebSocket passthrough: close quietly (rolling)
 _INF = float("inf")
+
+
+
+def _take_body(events: deque[Any], chunked: bool, out: list[bytes], upload: _Upload) -> None:
+    """Move the body pieces already parsed (up to the end of the request) into ``out``, framed."""
+    while events:
+        ev = events[0]
+        if type(ev) is Body:
+            events.popleft()
+            out.append(chunk(ev.data) if chunked else ev.data)
+        elif ev is END:
+            events.popleft()
+            if chunked:
+                out.append(LAST_CHUNK)
+            upload.done = True
+            return
+        else:
+            return
 
 
 class _Client:
@@ -352,19 +371,7 @@ class Proxy:
         out = [up]
         upload = _Upload()
         # Whatever part of the body is already parsed goes out with the head, in one write.
-        while events:
-            ev = events[0]
-            if type(ev) is Body:
-                events.popleft()
-                out.append(chunk(ev.data) if chunked else ev.data)
-            elif ev is END:
-                events.popleft()
-                if chunked:
-                    out.append(LAST_CHUNK)
-                upload.done = True
-                break
-            else:
-                break
+        _take_body(events, chunked, out, upload)
         if head.framing == NO_BODY:
             # A retry on a fresh connection (a pooled one had gone stale) finds the END event
             # already taken by the first attempt: a bodiless request is complete all the same.
@@ -405,20 +412,8 @@ class Proxy:
         events = reader.events
         idle = self.options.idle_timeout
         while True:
-            out = []
-            while events:
-                ev = events[0]
-                if type(ev) is Body:
-                    events.popleft()
-                    out.append(chunk(ev.data) if chunked else ev.data)
-                elif ev is END:
-                    events.popleft()
-                    if chunked:
-                        out.append(LAST_CHUNK)
-                    upload.done = True
-                    break
-                else:
-                    break
+            out: list[bytes] = []
+            _take_body(events, chunked, out, upload)
             if out:
                 try:
                     await conn.pipe.send_all(b"".join(out))
