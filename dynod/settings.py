@@ -24,8 +24,10 @@ class DynoSettings:
     hard_limit_ratio: float = 2.0  # hard memory limit = quota * ratio (Heroku kills at 2x: R15)
     tmpfs_size_mb: int = 1024  # the ephemeral filesystem (overlay upper) of each dyno
     # Dynos forked, moved into a cgroup and wired ahead of need, so that a start skips those
-    # steps (the cgroup v1 moves dominate a cold start). 0 turns the pool off.
-    warm_pool: int = 2
+    # steps (the cgroup v1 moves dominate a cold start): ~33 ms -> ~23 ms here. Off by default
+    # until a known fault is fixed: after a kill -9 and restart of dynod with warm dynos, one
+    # in-flight request through the router can hang (docs/architecture.md, "Warm dynos").
+    warm_pool: int = 0
     restart_cooloff_max: float = 1200.0  # Heroku's longest cool-off between crash restarts (20 min)
     restart_cooloff_base: float = 20.0
     cycle_hours: float = 24.0  # daily cycling: 24 h plus a random 0-216 min per dyno

@@ -195,8 +195,9 @@ def _force_cleanup(d: Dynod) -> None:
     subprocess.run(["umount", "-R", "-l", str(d.root)], capture_output=True)
 
 
-@pytest.fixture(scope="session")
-def dynod() -> Iterator[Dynod]:
+@contextlib.contextmanager
+def running_dynod(*, warm_pool: int = 0) -> Iterator[Dynod]:
+    """A real dynod of its own (state, sockets, cgroup subtree, bridge, subnet); checked for leftovers."""
     if os.geteuid() != 0:
         pytest.skip("integration tests need root")
     root = Path(tempfile.mkdtemp(prefix="dynod-it-"))
@@ -217,6 +218,7 @@ boot_timeout = 15.0
 restart_cooloff_base = 1.0
 restart_cooloff_max = 2.0
 tmpfs_size_mb = 64
+warm_pool = {warm_pool}
 
 [network]
 subnet = "{d.subnet}"
@@ -253,6 +255,12 @@ metrics_interval = 0
             shutil.copy(log, Path(tempfile.gettempdir()) / "dynod-it-last.log")
         shutil.rmtree(root, ignore_errors=True)
         assert not leftovers, f"the suite left these on the host: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def dynod() -> Iterator[Dynod]:
+    with running_dynod() as d:
+        yield d
 
 
 @pytest.fixture

@@ -267,3 +267,27 @@ def _dyno_addresses(dynod: Dynod, app: str) -> list[str]:
     rows = db.execute("SELECT ip FROM dynos WHERE name LIKE 'web.%' AND state = 'up'").fetchall()
     db.close()
     return [row[0] for row in rows]
+
+
+def test_warm_dynos_start_and_are_refilled(tmp_path: Path) -> None:
+    from .conftest import running_dynod
+
+    with running_dynod(warm_pool=2) as d:
+        memory_root = None
+
+        def warm_groups() -> list[str]:
+            nonlocal memory_root
+            with d.client() as client:
+                memory_root = Path(client.request("GET", "/status")["cgroup_roots"][0])
+            return sorted(p.name for p in memory_root.iterdir() if p.name.startswith("warm."))
+
+        before = d.wait_for(lambda: len(warm_groups()) == 2 and warm_groups(), what="two warm dynos")
+        d.ctl("apps:create", "warmapp")
+        deploy(d, "warmapp", write_app(tmp_path / "src", "web: python3 web.py\n"))
+        d.up("warmapp", 1)
+        assert d.wait_for(lambda: _try_fetch(d, "warmapp"), what="a page") == "web.1 hello\n"
+        # The dyno took a warm dyno (its group renamed) and the pool made another.
+        after = d.wait_for(lambda: len(warm_groups()) == 2 and warm_groups(), what="the pool refilled")
+        assert len(set(before) - set(after)) == 1
+        d.ctl("ps:scale", "web=0", "-a", "warmapp")
+        d.wait_for(lambda: not d.dynos("warmapp"), what="web stopped")
