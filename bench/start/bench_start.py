@@ -50,7 +50,7 @@ def pss_kib(pid: int) -> int:
 
 
 class PrivateDynod:
-    def __init__(self, stacks: Path) -> None:
+    def __init__(self, stacks: Path, warm_pool: int = 0) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="dynod-bench-"))
         token = secrets.token_hex(2)
         self.socket = self.root / "run" / "api.sock"
@@ -62,6 +62,7 @@ stacks_path = "{stacks}"
 [dynos]
 stop_timeout = 2.0
 tmpfs_size_mb = 16
+warm_pool = {warm_pool}
 [network]
 subnet = "198.19.{int(token, 16) % 250 + 1}.0/24"
 bridge = "dyb{token}"
@@ -176,12 +177,13 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--idle", type=int, default=100)
+    parser.add_argument("--warm", type=int, default=0, help="[dynos] warm_pool for the private dynod")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root")
     stacks = Path(os.environ.get("DYNOD_TEST_STACKS", "/var/lib/dynod/stacks"))
     stack = StackStore(stacks).path("debian-13")
-    d = PrivateDynod(stacks)
+    d = PrivateDynod(stacks, warm_pool=args.warm)
     bundle = make_runc_bundle(stack)
     try:
         app = "bench"
@@ -209,7 +211,8 @@ def main() -> int:
         shutil.rmtree(bundle, ignore_errors=True)
     med = {name: statistics.median(values) for name, values in times.items()}
     start_median = statistics.median(starts)
-    print(f"{os.cpu_count()} CPUs, kernel {os.uname().release}, {args.runs} runs each (medians)")
+    print(f"{os.cpu_count()} CPUs, kernel {os.uname().release}, {args.runs} runs each (medians), "
+          f"warm_pool={args.warm}")
     print(f"dyno start (scale request -> app process running)  {start_median:8.2f} ms "
           f"(p90 {sorted(starts)[int(len(starts) * 0.9) - 1]:.2f})")
     for name, value in med.items():
