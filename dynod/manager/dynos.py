@@ -39,6 +39,7 @@ from .reconcile import Start, Stop, is_one_off, reconcile
 log = logging.getLogger("dynod.manager")
 
 ONE_OFF_TYPE = "run"
+ROUTES_SETTLE = 0.2  # seconds for the router's workers to apply a route change
 DEFAULT_PATH = "/app/.heroku/python/bin:/app/.heroku/node/bin:/app/bin:/usr/local/bin:/usr/bin:/bin"
 # Heroku sources .profile.d scripts, then .profile, then runs the command, all in one bash.
 PROFILE = (
@@ -498,7 +499,11 @@ class DynoManager:
         if live.record.type == "web":
             self.on_routes_changed()  # no new requests for a dyno on its way down...
             if self.routes_flushed is not None:
-                await self.routes_flushed()  # ...and none in the router's hands when SIGTERM goes
+                await self.routes_flushed()  # ...and none in the router's hands when SIGTERM goes:
+                # the router's parent has the routes now; its workers apply them on their next turn.
+                # A request sent after SIGTERM to a server that stopped accepting waits in its
+                # backlog, and the reset at exit dies with the netns: the client would see an H12.
+                await trio.sleep(ROUTES_SETTLE)
         if not live.exited.is_set():
             if not live.record.attached:
                 self.emit(live, "Stopping all processes with SIGTERM")
