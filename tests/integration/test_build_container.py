@@ -35,8 +35,23 @@ from dynod.build.buildpack import BuildTimeout
 # Not the dyno uid (61000): other tests run dynos meanwhile, and "no process of this uid is
 # left" must only see builds.
 BUILD_UID = 61999
-# A scratch copy of the Debian 13 stack with nodejs and npm added (the shared one lacks them).
-STACK_ROOT = Path(os.environ.get("DYNOD_TEST_BUILD_STACK", "/var/tmp/dynod-build-stack"))
+
+
+def _build_stack_root() -> Path:
+    """$DYNOD_TEST_BUILD_STACK, else the default stack as install.sh builds it (it has python3-venv,
+    nodejs and npm), so that a fresh host runs these tests rather than skipping them."""
+    if "DYNOD_TEST_BUILD_STACK" in os.environ:
+        return Path(os.environ["DYNOD_TEST_BUILD_STACK"])
+    from dynod.stack import StackStore
+
+    store = StackStore(Path(os.environ.get("DYNOD_TEST_STACKS", "/var/lib/dynod/stacks")))
+    try:
+        return store.path(store.default)
+    except Exception:  # noqa: BLE001 - not built: the tests below skip, saying so
+        return Path("/nonexistent-stack")
+
+
+STACK_ROOT = _build_stack_root()
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 SKIP_TOP = {"proc", "dev", "tmp", "sys", "app", "buildpacks", "run"}
 
