@@ -199,6 +199,7 @@ class ApiClient:
         return json.loads(data)
 
     def _stream(self, method: str, path: str, *, query: dict[str, str] | None = None,
+                body: BinaryIO | None = None, headers: dict[str, str] | None = None,
                 ) -> Generator[str, None, None]:
         """Lines of a streamed (chunked) answer, each as it arrives, on a connection of its own."""
         import http.client
@@ -207,7 +208,7 @@ class ApiClient:
             path += "?" + urlencode(query)
         connection = self._new_connection()
         try:
-            response = self._send(connection, method, path, None, {})
+            response = self._send(connection, method, path, body, headers or {})
             if response.status >= 400:
                 raise _error_from(response.status, response.reason, response.read())
             try:
@@ -274,28 +275,17 @@ class ApiClient:
     def build(self, app: str, archive_path: str | os.PathLike[str], *, source: str = "tarball",
               source_version: str | None = None) -> Generator[Json, None, None]:
         """Upload source (tar.gz) for a buildpack build; yields {"line"} objects, then {"build"|"error"}."""
-        import http.client
-
         query = {"source": source, **({"source_version": source_version} if source_version else {})}
-        connection = self._new_connection()
-        try:
-            with open(archive_path, "rb") as archive:
-                headers = {"Content-Type": "application/gzip",
-                           "Content-Length": str(os.fstat(archive.fileno()).st_size)}
-                response = self._send(connection, "POST", _path("apps", app, "builds") + "?" + urlencode(query),
-                                      archive, headers)
-            if response.status >= 400:
-                raise _error_from(response.status, response.reason, response.read())
-            try:
-                while line := response.readline():
+        with open(archive_path, "rb") as archive:
+            headers = {"Content-Type": "application/gzip",
+                       "Content-Length": str(os.fstat(archive.fileno()).st_size)}
+            for line in self._stream("POST", _path("apps", app, "builds"), query=query, body=archive,
+                                     headers=headers):
+                try:
                     yield json.loads(line)
-            except (http.client.IncompleteRead, ValueError):
-                raise UserError("The build stream from dynod ended in the middle; see `dynoctl builds:output`.",
-                                status=502, code="stream_broken") from None
-            except OSError as exc:
-                raise _lost(exc) from None
-        finally:
-            connection.close()
+                except ValueError:
+                    raise UserError("The build stream from dynod was cut; see `dynoctl builds:output`.",
+                                    status=502, code="stream_broken") from None
 
     def list_builds(self, app: str) -> list[Json]:
         return self.request("GET", _path("apps", app, "builds"))
