@@ -428,20 +428,39 @@ class DynoManager:
                 await trio.lowlevel.wait_readable(watch.fileno())
                 watch.drain()
                 if live.exited.is_set():
-                    return
-                kills = _safe(cgroup.oom_kills, live.oom_kills)
-                if kills > live.oom_kills:
-                    live.oom_kills = kills
-                    stats = _safe(cgroup.memory_stats, None)
-                    usage = stats.total if stats is not None else cgroup.quota
-                    live.killed_for = "R15"
-                    self.emit(live, r15_line(usage, cgroup.quota))  # its last line says SIGKILL
+                    return  # _on_exit reads the OOM counter itself
+                if self._note_oom_kill(live):
                     await self._kill_now(live)
                     return
                 self._check_quota(live, cgroup)
-                await trio.sleep(0.5)  # usage hovering at the threshold must not spin
+                # Usage hovering at the threshold must not spin. An OOM kill that lands in this
+                # sleep is still seen: by the next wake-up, or by _on_exit if the dyno died of it.
+                await trio.sleep(0.5)
         finally:
             watch.close()
+
+    def _note_oom_kill(self, live: LiveDyno) -> bool:
+        """If the kernel OOM-killed in this dyno since we last looked, log R15 (once) and say so.
+
+        Called from the memory watch and again when the dyno exits: the kill and the exit can both
+        land while the watch sleeps after an R14, and every OOM kill must be an R15 and a restart.
+        """
+        cgroup = live.cgroup
+        if cgroup is None:
+            return False
+        kills = _safe(cgroup.oom_kills, live.oom_kills)
+        if kills <= live.oom_kills:
+            return False
+        live.oom_kills = kills
+        if live.killed_for:
+            return False  # already reported (R15) or killed by dynod for another reason (R10)
+        stats = _safe(cgroup.memory_stats, None)
+        # After the kill the usage has dropped: report what crossed the line, the hard limit.
+        usage = max(stats.total if stats is not None else 0,
+                    int(cgroup.quota * self.settings.dynos.hard_limit_ratio))
+        live.killed_for = "R15"
+        self.emit(live, r15_line(usage, cgroup.quota))  # its last line says SIGKILL
+        return True
 
     def _check_quota(self, live: LiveDyno, cgroup: DynoCgroup) -> None:
         now = time.time()
@@ -589,6 +608,7 @@ class DynoManager:
         status = event.status if event.status is not None else -1
         live.exit_status = status
         live.started.set()
+        self._note_oom_kill(live)  # before the exit line, in Heroku's order: R15, SIGKILL, exit
         if event.error:
             self.emit(live, f"Error: the dyno failed to start: {event.error.strip()}")
         elif not live.record.attached:
