@@ -54,6 +54,8 @@ HOSTNAME_RE = re.compile(rf"^(\*\.)?({_LABEL}\.)+{_LABEL}$")
 # Heroku: eco and basic dynos run at most one per process type.
 SINGLE_DYNO_SIZES = frozenset({"eco", "basic"})
 RUN_NUMBER_RANGE = range(1000, 10000)  # Heroku's one-off names look like run.4821
+# Heroku's feature names: "preboot", "runtime-dyno-metadata", "log-runtime-metrics", ...
+FEATURE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 # Each entry moves the schema one version up; never edit a shipped entry, append a new one.
 MIGRATIONS: list[str] = [
@@ -156,6 +158,20 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE apps ADD COLUMN routing_policy TEXT NOT NULL DEFAULT 'random'
         CHECK (routing_policy IN ('random', 'p2c'));
+    """,
+    # v4: each app's own uid (its dynos run as uid=gid=N, as Heroku runs each dyno as its own
+    # user), released with the app; and the app's enabled features (Heroku's "preboot", ...).
+    """
+    CREATE TABLE app_uids (
+        app_id INTEGER PRIMARY KEY REFERENCES apps(id) ON DELETE CASCADE,
+        uid    INTEGER NOT NULL UNIQUE CHECK (uid > 0)
+    );
+
+    CREATE TABLE app_features (
+        app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        name   TEXT NOT NULL,
+        PRIMARY KEY (app_id, name)
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -477,6 +493,39 @@ class SqliteLedger:
                         status=429, code="rate_limit")
 
 
+    # ---- the app's uid and features -------------------------------------------------------
+
+    def app_uid(self, app: str, first: int, count: int) -> int:
+        """The app's own uid: the lowest in [first, first+count) no other app holds, assigned on
+        the first call and kept until the app is destroyed."""
+        _check_uid_range(first, count)
+        with self._write() as db:
+            app_id = _app_row(db, app)["id"]
+            row = db.execute("SELECT uid FROM app_uids WHERE app_id = ?", (app_id,)).fetchone()
+            if row is not None:
+                return int(row["uid"])
+            taken = [r["uid"] for r in db.execute(
+                "SELECT uid FROM app_uids WHERE uid >= ? AND uid < ? ORDER BY uid", (first, first + count))]
+            uid = _lowest_free(first, count, taken)
+            db.execute("INSERT INTO app_uids (app_id, uid) VALUES (?, ?)", (app_id, uid))
+            return uid
+
+    def list_features(self, app: str) -> set[str]:
+        with self._read() as db:
+            app_id = _app_row(db, app)["id"]
+            return {row["name"] for row in db.execute(
+                "SELECT name FROM app_features WHERE app_id = ?", (app_id,))}
+
+    def set_feature(self, app: str, name: str, enabled: bool) -> None:
+        _check_feature_name(name)
+        with self._write() as db:
+            app_id = _app_row(db, app)["id"]
+            if enabled:
+                db.execute("INSERT INTO app_features (app_id, name) VALUES (?, ?)"
+                           " ON CONFLICT (app_id, name) DO NOTHING", (app_id, name))
+            else:
+                db.execute("DELETE FROM app_features WHERE app_id = ? AND name = ?", (app_id, name))
+
     # ---- domains and certificates (beyond the Protocol: the platform's routing needs them) --
 
     def list_domains(self, app: str) -> list[str]:
@@ -563,6 +612,32 @@ def _check_str_map(mapping: dict[str, str], what: str) -> None:
     for key, value in mapping.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise UserError(f"Invalid {what} {key!r}: names and values must be strings.")
+
+
+def _check_uid_range(first: int, count: int) -> None:
+    if isinstance(first, bool) or isinstance(count, bool) or not isinstance(first, int) \
+            or not isinstance(count, int) or first < 1 or count < 1:
+        raise UserError(f"Invalid uid range first={first!r} count={count!r}: set [dynos] uid_first "
+                        "and uid_count to positive whole numbers.", status=500, code="internal")
+
+
+def _lowest_free(first: int, count: int, taken: list[int]) -> int:
+    """The lowest number in [first, first+count) not in ``taken`` (sorted ascending)."""
+    candidate = first
+    for uid in taken:
+        if uid != candidate:
+            break
+        candidate += 1
+    if candidate >= first + count:
+        raise UserError(f"no free uid in [{first}, {first + count}): raise [dynos] uid_count "
+                        f"(every uid is held by an app).", status=503, code="no_free_uid")
+    return candidate
+
+
+def _check_feature_name(name: str) -> None:
+    if not isinstance(name, str) or not FEATURE_RE.match(name):
+        raise UserError(f"Invalid feature name {name!r}: use lowercase letters, digits and '-' "
+                        "(like preboot).")
 
 
 def _check_process_type(name: str) -> None:

@@ -557,7 +557,7 @@ def test_a_v1_ledger_is_migrated_in_place(path: Path) -> None:
     raw.close()
     led = SqliteLedger(path)
     try:
-        assert led.schema_version() == SCHEMA_VERSION == 3
+        assert led.schema_version() == SCHEMA_VERSION == 4
         assert [a.name for a in led.list_apps()] == ["shop"]
         led.add_domain("shop", "www.example.com")
     finally:
