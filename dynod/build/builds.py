@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import secrets
 import shutil
-import tarfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -27,6 +25,9 @@ import trio
 
 from ..errors import NotFound, UserError
 from ..model import check_app_name
+from .archive import unpack_source
+
+__all__ = ["BuildStore", "Builder", "LineSplitter", "unpack_source"]
 
 MAX_LINE_BYTES = 10_000  # Logplex splits lines at 10,000 bytes; build output does the same
 DEFAULT_LOG_CAP_BYTES = 8 * 1024 * 1024  # what builds:output keeps of one build's output
@@ -245,56 +246,6 @@ class BuildDirs:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def unpack_source(archive: IO[bytes], dest: Path, *, uid: int, gid: int,
-                  limit_bytes: int = 2 * 1024 * 1024 * 1024) -> None:
-    """Extract a source tarball (tar or tar.gz) into ``dest``, owned by the build uid.
-
-    Only regular files, directories and symlinks; no absolute path or '..' and no member below a
-    symlink, so nothing lands outside ``dest`` (Python 3.11.2 predates tarfile's filters).
-    """
-    total = 0
-    links: set[str] = set()
-    try:
-        with tarfile.open(fileobj=archive, mode="r|*") as tar:
-            for member in tar:
-                name = posixpath.normpath(member.name.lstrip("/")) if member.name.strip("/.") else "."
-                if name == ".":
-                    continue
-                parts = name.split("/")
-                if member.name.startswith("/") or ".." in parts or any(
-                        "/".join(parts[:i]) in links for i in range(1, len(parts))):
-                    raise UserError(f"The source archive has an unsafe path {member.name!r}; "
-                                    "archive the app's directory with relative paths.")
-                target = dest / name
-                total += member.size
-                if total > limit_bytes:
-                    raise UserError("The source archive unpacks to more than "
-                                    f"{limit_bytes // (1024 ** 3)} GB; leave large files out of it.")
-                if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                elif member.isreg():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    source = tar.extractfile(member)
-                    assert source is not None
-                    with target.open("wb") as out:
-                        shutil.copyfileobj(source, out)
-                    target.chmod(0o755 if member.mode & 0o111 else 0o644)
-                elif member.issym():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.symlink(member.linkname, target)
-                    links.add(name)
-                    continue
-                else:
-                    continue  # hard links, devices, FIFOs: git never archives them; drop them
-                os.lchown(target, uid, gid)
-    except tarfile.TarError as exc:
-        raise UserError(f"The source is not a readable tar archive ({exc}); send a .tar or .tar.gz.") from None
-    for top, dirs, _files in os.walk(dest):
-        for name in dirs:
-            os.lchown(os.path.join(top, name), uid, gid)
-        os.lchown(top, uid, gid)
 
 
 class Slug(Protocol):

@@ -51,6 +51,7 @@ from typing import IO
 
 from ..errors import NotFound, UserError
 from ..procfile import parse_procfile
+from .archive import Extractor
 
 SLUG_LIMIT = 1 << 30  # Heroku's maximum slug size, 1 GB
 PACK_LEVEL = 2  # ISA-L's gzip level (0-3) for packed slugs; see pack_directory
@@ -354,97 +355,9 @@ def _scan_process_types(path: Path, limit_bytes: int) -> dict[str, str]:
     return found
 
 
-class _Extractor:
-    """Writes members below ``root`` through directory fds, never following a link on the host."""
-
-    def __init__(self, root: Path, uid: int, gid: int) -> None:
-        self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-        self.uid = uid
-        self.gid = gid
-        # path -> (mode, mtime or None for a parent the archive never listed), applied at the end
-        self.dirs: dict[str, tuple[int, int | None]] = {}
-        # The last member's parent, kept open: members come sorted, so most share it, and opening
-        # the path component by component for each of thousands of files was most of an unpack.
-        self._parent: tuple[str, int] | None = None
-
-    def close(self) -> None:
-        if self._parent is not None:
-            os.close(self._parent[1])
-        os.close(self.root_fd)
-
-    def _parent_fd(self, parts: list[str]) -> int:
-        key = "/".join(parts)
-        if self._parent is None or self._parent[0] != key:
-            fd = self._open_dir(parts, create=True)
-            if self._parent is not None:
-                os.close(self._parent[1])
-            self._parent = (key, fd)
-        return self._parent[1]
-
-    def _open_dir(self, parts: list[str], *, create: bool) -> int:
-        fd = os.dup(self.root_fd)
-        try:
-            for depth, part in enumerate(parts, start=1):
-                if create:
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(part, 0o755, dir_fd=fd)
-                        os.chown(part, self.uid, self.gid, dir_fd=fd, follow_symlinks=False)
-                        self.dirs.setdefault("/".join(parts[:depth]), (0o755, None))
-                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-                os.close(fd)
-                fd = next_fd
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def add(self, member: tarfile.TarInfo, normalized: str, data: IO[bytes] | None) -> None:
-        parts = normalized.split("/")
-        try:
-            self._add_in(self._parent_fd(parts[:-1]), parts[-1], member, data)
-        except OSError as exc:
-            raise UserError(f"Cannot unpack slug member {member.name!r}: {exc.strerror}; check free "
-                            "disk space and rebuild the slug.") from None
-        if member.isdir():
-            self.dirs[normalized] = (stat.S_IMODE(member.mode), int(member.mtime))
-
-    def _add_in(self, parent: int, name: str, member: tarfile.TarInfo, data: IO[bytes] | None) -> None:
-        if member.isdir():
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(name, 0o700, dir_fd=parent)
-        elif member.isreg():
-            assert data is not None
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
-            with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(data, out, _CHUNK)
-                out.flush()  # before utime: a later flush would move mtime to now
-                os.fchown(out.fileno(), self.uid, self.gid)
-                os.fchmod(out.fileno(), stat.S_IMODE(member.mode))
-                os.utime(out.fileno(), (member.mtime, member.mtime))
-        elif member.issym():
-            os.symlink(member.linkname, name, dir_fd=parent)
-            os.chown(name, self.uid, self.gid, dir_fd=parent, follow_symlinks=False)
-            os.utime(name, (member.mtime, member.mtime), dir_fd=parent, follow_symlinks=False)
-        elif member.islnk():
-            target = _normalize(member.linkname, member.name).split("/")
-            source_dir = self._open_dir(target[:-1], create=False)
-            try:
-                os.link(target[-1], name, src_dir_fd=source_dir, dst_dir_fd=parent, follow_symlinks=False)
-            finally:
-                os.close(source_dir)
-
-    def finish(self) -> None:
-        # Deepest first, so setting a directory's mtime comes after every change inside it.
-        for path in sorted(self.dirs, key=lambda p: p.count("/"), reverse=True):
-            mode, mtime = self.dirs[path]
-            fd = self._open_dir(path.split("/"), create=False)
-            try:
-                os.fchown(fd, self.uid, self.gid)
-                os.fchmod(fd, mode)
-                if mtime is not None:
-                    os.utime(fd, (mtime, mtime))
-            finally:
-                os.close(fd)
+def _Extractor(root: Path, uid: int, gid: int) -> Extractor:  # noqa: N802 - the class it was
+    """Slugs are written by the one extractor for archives from outside (archive.py)."""
+    return Extractor(root, uid, gid, what="slug member", advice="check free disk space and rebuild the slug")
 
 
 def _match_unpacked_tree(root: Path, uid: int, gid: int) -> None:

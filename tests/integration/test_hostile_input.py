@@ -1,0 +1,136 @@
+"""Hostile input from outside, through a real dynod: each attack fails and changes nothing.
+
+Source archives, API bodies, router requests and drain URLs written by whoever holds the API or
+reaches the router. Each test tries the attack the way an attacker would and checks the host, the
+ledger and the other apps afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import Dynod
+
+pytestmark = pytest.mark.integration
+
+
+# --- source archives ------------------------------------------------------------------------------
+
+def _member(name: str, data: bytes | None = b"x", **kw: object) -> tuple[tarfile.TarInfo, bytes | None]:
+    info = tarfile.TarInfo(name)
+    info.mode = 0o644
+    for key, value in kw.items():
+        setattr(info, key, value)
+    if info.isreg():
+        info.size = len(data or b"")
+    return info, (data or b"") if info.isreg() else None
+
+
+def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], raw_tail: bytes = b"") -> Path:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        procfile, text = _member("Procfile", b"web: python3 -m http.server $PORT\n")
+        tar.addfile(procfile, io.BytesIO(text or b""))
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    path.write_bytes(buf.getvalue()[: -1024 * 10] + raw_tail if raw_tail else buf.getvalue())
+    return path
+
+
+def _build(dynod: Dynod, app: str, archive: Path) -> dict:
+    with dynod.client() as client:
+        events = list(client.build(app, archive))
+    return events[-1]
+
+
+@pytest.fixture
+def host_file(tmp_path: Path) -> Path:
+    """A root-owned host file outside every dynod directory: what the attacks aim to overwrite."""
+    target = tmp_path / "victim.conf"
+    target.write_text("original\n")
+    target.chmod(0o600)
+    return target
+
+
+def _attacks(host_file: Path, planted: Path) -> dict[str, tuple[list, str]]:
+    return {
+        "symlink then file": ([_member("x", type=tarfile.SYMTYPE, linkname=str(host_file)),
+                               _member("x", b"pwned\n", mode=0o777)], "'x' appears twice"),
+        "dangling link then file": ([_member("job", type=tarfile.SYMTYPE, linkname=str(planted)),
+                                     _member("job", b"* * * * * root touch /pwned\n")], "'job' appears twice"),
+        "file beneath a link": ([_member("etc", type=tarfile.SYMTYPE, linkname=str(host_file.parent)),
+                                 _member(f"etc/{host_file.name}", b"pwned\n")], "lies beneath etc"),
+        "hard link to a host file": ([_member("h", type=tarfile.LNKTYPE, linkname=str(host_file))],
+                                     "absolute path"),
+        "hard link through ..": ([_member("h", type=tarfile.LNKTYPE, linkname=f"../../..{host_file}")],
+                                 "'..' component"),
+        "dot-dot name": ([_member(f"../../../../../..{planted}", b"pwned\n")], "'..' component"),
+        "absolute name": ([_member(str(planted), b"pwned\n")], "absolute path"),
+        "duplicate names": ([_member("a", b"1"), _member("a", b"2")], "'a' appears twice"),
+        "device node": ([_member("mem", type=tarfile.CHRTYPE, devmajor=1, devminor=1)], "device node"),
+        "setuid file": ([_member("su", b"#!/bin/sh\n", mode=0o4755)], "setuid"),
+    }
+
+
+ATTACKS = list(_attacks(Path("/x"), Path("/y")))
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_a_hostile_source_archive_is_refused_and_writes_nothing(
+        dynod: Dynod, app: str, tmp_path: Path, host_file: Path, attack: str) -> None:
+    planted = Path("/etc/cron.d") / f"dynod-test-{secrets.token_hex(4)}"
+    members, why = _attacks(host_file, planted)[attack]
+    try:
+        result = _build(dynod, app, _tar(tmp_path / "src.tar", members))
+        assert result["build"]["status"] == "failed", result
+        error = result["build"]["error"]
+        assert why in error and "\n" not in error, error
+        assert host_file.read_text() == "original\n" and (host_file.stat().st_mode & 0o777) == 0o600
+        assert host_file.stat().st_nlink == 1
+        assert not planted.exists()
+        with dynod.client() as client:
+            assert [r["version"] for r in client.list_releases(app)] == [1]  # nothing released
+        assert list((dynod.root / "state" / "build-work").iterdir()) == []
+    finally:
+        planted.unlink(missing_ok=True)
+
+
+def test_a_huge_member_is_refused_without_reading_it(dynod: Dynod, app: str, tmp_path: Path) -> None:
+    info = tarfile.TarInfo("huge")
+    info.size = 100 << 30  # declared, never sent: refused on the header alone
+    archive = _tar(tmp_path / "huge.tar", [], raw_tail=info.tobuf(format=tarfile.PAX_FORMAT))
+    result = _build(dynod, app, archive)
+    assert result["build"]["status"] == "failed"
+    assert "unpacks to more than 2 GB" in result["build"]["error"], result
+    assert list((dynod.root / "state" / "build-work").iterdir()) == []
+
+
+@pytest.mark.parametrize("attack", ["symlink then file", "file beneath a link", "hard link to a host file"])
+def test_a_hostile_slug_is_refused_and_writes_nothing(
+        dynod: Dynod, app: str, tmp_path: Path, host_file: Path, attack: str) -> None:
+    from dynod.errors import UserError
+
+    members = {
+        "symlink then file": [_member("app/x", type=tarfile.SYMTYPE, linkname="/app/y"),
+                              _member("app/x", b"pwned\n")],
+        "file beneath a link": [_member("app/etc", type=tarfile.SYMTYPE, linkname="/app"),
+                                _member("app/etc/Procfile", b"web: x\n")],
+        "hard link to a host file": [_member("app/h", type=tarfile.LNKTYPE, linkname=str(host_file))],
+    }[attack]
+    slug = tmp_path / "slug.tgz"
+    with tarfile.open(slug, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(*_member("app", type=tarfile.DIRTYPE))
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    slugs = dynod.root / "state" / "slugs"
+    before = sorted(p.name for p in slugs.rglob("*"))
+    with dynod.client() as client, pytest.raises(UserError, match="Slug member") as refused:
+        client.upload_slug(app, slug)
+    assert "\n" not in str(refused.value)
+    assert sorted(p.name for p in slugs.rglob("*")) == before
+    assert host_file.read_text() == "original\n" and host_file.stat().st_nlink == 1
