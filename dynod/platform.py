@@ -25,6 +25,13 @@ from .manager.dynos import ONE_OFF_TYPE, DynoManager, LiveDyno
 from .model import DEFAULT_SIZE, App, DynoRecord, DynoState, Release, check_config_var_name, dyno_size
 from .settings import Settings
 
+CONFIG_LIMIT_BYTES = 32 * 1024  # Heroku: 32kb of config var data per app
+
+
+def _config_bytes(config: dict[str, str]) -> int:
+    return sum(len(k.encode()) + len(v.encode()) for k, v in config.items())
+
+
 ADJECTIVES = ("ancient", "autumn", "billowing", "bitter", "calm", "cool", "crimson", "damp", "dawn",
               "fragrant", "frosty", "gentle", "hidden", "lively", "misty", "morning", "quiet", "rapid",
               "shy", "silent", "snowy", "sparkling", "still", "sunny", "twilight", "wandering", "young")
@@ -175,6 +182,11 @@ class Platform:
             del new[key]
         if new == config:
             return config
+        if _config_bytes(new) > max(CONFIG_LIMIT_BYTES, _config_bytes(config)):
+            # Heroku's words; above it a dyno's environment would not fit the spawner's message.
+            raise UserError(f"Config var data (the collection of all keys and values) is limited to 32kb "
+                            f"for each app; this change would make it {_config_bytes(new) / 1024:.1f}kb. "
+                            "Keep large data in a file or an add-on.", status=422, code="invalid_params")
         parts = []
         if set_names:
             parts.append(f"Set {', '.join(sorted(set_names))} config vars")

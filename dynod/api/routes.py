@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +28,16 @@ from .service import AttachedDyno, Json, PlatformService
 
 # A JSON request is a few fields; anything bigger is a mistake (slugs have their own route).
 MAX_JSON_BODY = 1024 * 1024
+# Deeper than any request shape dynod reads; the bound keeps a body of a million '[' from
+# exhausting the parser's recursion (a 500 with a traceback, before).
+MAX_JSON_DEPTH = 16
+MAX_JSON_INT_DIGITS = 18  # integers fit the ledger's 64-bit columns
+MAX_VERSION = 2**31 - 1  # release versions, rollbacks
+# Heroku's default scale limit per process type (Dev Center, "Dyno scale limits").
+MAX_QUANTITY = 100
+MAX_COMMAND_BYTES = 8192  # a one-off dyno's command, as a Procfile line (procfile.MAX_COMMAND_BYTES)
+# A one-off dyno's extra env is held to the same budget as the app's config vars.
+MAX_ENV_BYTES = 32 * 1024
 # Heroku's log stream keeps 1,500 lines per app and serves at most that many.
 MAX_LOG_LINES = 1500
 DEFAULT_LOG_LINES = 100
@@ -172,20 +183,57 @@ async def _json_object(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_int=_json_int, parse_constant=_json_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise UserError(f"The request body is not valid JSON ({exc}): send a JSON object.",
                         status=400, code="bad_request") from None
+    except RecursionError:
+        raise _too_deep() from None
     if not isinstance(value, dict):
         raise UserError("The request body must be a JSON object.", status=400, code="bad_request")
+    _check_depth(value)
     return value
+
+
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_INT_DIGITS:
+        raise ValueError(f"the number {text[:24]}... has more than {MAX_JSON_INT_DIGITS} digits")
+    return int(text)
+
+
+def _json_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _too_deep() -> UserError:
+    return UserError(f"The request body nests more than {MAX_JSON_DEPTH} levels deep: send a flat "
+                     "JSON object.", status=400, code="bad_request")
+
+
+def _check_depth(value: Any) -> None:
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise _too_deep()
+        if isinstance(item, dict):
+            pending.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            pending.extend((v, depth + 1) for v in item)
+
+
+def _no_nul(text: str, what: str) -> str:
+    # A NUL cannot pass through execve (argv, environ) and would crash-loop a dyno.
+    if "\x00" in text:
+        raise UserError(f"{what} contains a NUL character; remove it.")
+    return text
 
 
 def _optional_str(body: dict[str, Any], key: str) -> str | None:
     value = body.get(key)
     if value is not None and not isinstance(value, str):
         raise UserError(f"Field {key!r} must be a string.")
-    return value
+    return value if value is None else _no_nul(value, f"Field {key!r}")
 
 
 def _required_str(body: dict[str, Any], key: str) -> str:
@@ -210,11 +258,18 @@ def _int(body: dict[str, Any], key: str, default: int, low: int, high: int) -> i
     return value
 
 
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() also takes "٣" and "²"
+
+
+def _whole_number(text: str) -> int | None:
+    return int(text) if _DIGITS.fullmatch(text) else None
+
+
 def _version(text: str) -> int:
-    digits = text[1:] if text[:1] in ("v", "V") else text
-    if not digits.isdigit() or int(digits) < 1:
-        raise UserError(f"Invalid release version {text!r}: use a version like v3 (or 'current').")
-    return int(digits)
+    number = _whole_number(text[1:] if text[:1] in ("v", "V") else text)
+    if number is None or not 1 <= number <= MAX_VERSION:
+        raise UserError(f"Invalid release version {text[:40]!r}: use a version like v3 (or 'current').")
+    return number
 
 
 def _env(body: dict[str, Any]) -> dict[str, str]:
@@ -223,14 +278,27 @@ def _env(body: dict[str, Any]) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in env.items()
     ):
         raise UserError("Field 'env' must be an object of string names to string values.")
+    for name, value in env.items():
+        _no_nul(name, "An env name")
+        _no_nul(value, f"Env var {name}")
+    if sum(len(k.encode()) + len(v.encode()) for k, v in env.items()) > MAX_ENV_BYTES:
+        raise UserError(f"Field 'env' is over {MAX_ENV_BYTES // 1024}kb; pass large data as a file.",
+                        status=422, code="invalid_params")
     return env
+
+
+def _command(body: dict[str, Any]) -> str:
+    command = _required_str(body, "command")
+    if len(command.encode()) > MAX_COMMAND_BYTES:
+        raise UserError(f"The command is over {MAX_COMMAND_BYTES} bytes; put it in a script in the app.")
+    return command
 
 
 def _query_lines(request: Request) -> int:
     raw = request.query.get("lines", str(DEFAULT_LOG_LINES))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LOG_LINES:
-        raise UserError(f"lines must be a whole number from 1 to {MAX_LOG_LINES}, got {raw!r}.")
-    return int(raw)
+    if (lines := _whole_number(raw)) is None or not 1 <= lines <= MAX_LOG_LINES:
+        raise UserError(f"lines must be a whole number from 1 to {MAX_LOG_LINES}, got {raw[:40]!r}.")
+    return lines
 
 
 def _query_source(request: Request) -> str | None:
@@ -251,8 +319,8 @@ def _formation_updates(body: dict[str, Any]) -> list[Json]:
         item: Json = {"type": _required_str(update, "type")}
         if "quantity" in update:
             quantity = update["quantity"]
-            if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
-                raise UserError(f"Quantity for {item['type']} must be a whole number of 0 or more.")
+            if isinstance(quantity, bool) or not isinstance(quantity, int) or not 0 <= quantity <= MAX_QUANTITY:
+                raise UserError(f"Quantity for {item['type']} must be a whole number from 0 to {MAX_QUANTITY}.")
             item["quantity"] = quantity
         if "size" in update:
             item["size"] = _required_str(update, "size")
@@ -319,6 +387,9 @@ async def _update_config(self: ApiRoutes, request: Request, p: dict[str, str]) -
     for name, value in body.items():
         if value is not None and not isinstance(value, str):
             raise UserError(f"Config var {name} must be a string (or null to unset it).")
+        _no_nul(name, "A config var name")
+        if value is not None:
+            _no_nul(value, f"Config var {name}")
     return JsonResponse(200, await self.platform.update_config(p["app"], body))
 
 
@@ -346,7 +417,7 @@ async def _create_release(self: ApiRoutes, request: Request, p: dict[str, str]) 
             version = None
         elif isinstance(target, str):
             version = _version(target)
-        elif isinstance(target, int) and not isinstance(target, bool) and target >= 1:
+        elif isinstance(target, int) and not isinstance(target, bool) and 1 <= target <= MAX_VERSION:
             version = target
         else:
             raise UserError(
@@ -386,7 +457,7 @@ async def _list_dynos(self: ApiRoutes, request: Request, p: dict[str, str]) -> R
 @_route("POST", "/apps/{app}/dynos")
 async def _run_dyno(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
     body = await _json_object(request)
-    command = _required_str(body, "command")
+    command = _command(body)
     size = _optional_str(body, "size")
     env = _env(body)
     if not _bool(body, "attach", False):

@@ -58,6 +58,10 @@ RECEIVE_SIZE = 64 * 1024
 SERVER_HEADER = ("server", "dynod")
 # A killed dyno's kill() must finish even while dynod is being cancelled, but not hang it.
 KILL_TIMEOUT = 10.0
+# After an error answer to a request whose body was not read: how long and how much of the rest
+# is read and dropped before the connection closes.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 16 * 1024 * 1024
 
 
 async def serve_api(
@@ -260,6 +264,8 @@ async def _answer(routes: ApiRoutes, connection: _Connection, event: h11.Request
         # Unread body bytes would be taken for the next request: close rather than drain a slug.
         body.finish_if_buffered()
         await _send_json(connection, status, payload, close=not body.complete)
+        if not body.complete:
+            await _linger(connection.stream)
         return body.complete
 
     if not body.complete:
@@ -282,6 +288,19 @@ async def _answer(routes: ApiRoutes, connection: _Connection, event: h11.Request
         await _stream(connection, response)
         return False
     return await _attach(connection, response)
+
+
+async def _linger(stream: trio.abc.HalfCloseableStream) -> None:
+    """Read and drop what the client still sends (bounded), so it reads the answer, not a reset.
+
+    Closing a socket with unread data resets the connection, and a client still writing its
+    body (any HTTP client sends it all before reading) would see that instead of the 413.
+    """
+    with trio.move_on_after(LINGER_SECONDS):
+        await stream.send_eof()
+        dropped = 0
+        while dropped < LINGER_BYTES and (data := await stream.receive_some(RECEIVE_SIZE)):
+            dropped += len(data)
 
 
 def _reason(status: int) -> bytes:

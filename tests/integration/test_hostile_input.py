@@ -134,3 +134,90 @@ def test_a_hostile_slug_is_refused_and_writes_nothing(
     assert "\n" not in str(refused.value)
     assert sorted(p.name for p in slugs.rglob("*")) == before
     assert host_file.read_text() == "original\n" and host_file.stat().st_nlink == 1
+
+
+# --- the API ------------------------------------------------------------------------------------
+
+def _raw(dynod: Dynod, method: str, path: str, body: bytes | None = None) -> tuple[int, dict]:
+    """One request with exactly these body bytes; the status and the decoded error shape.
+
+    A raw socket, because dynod may answer (413) and close before a large body is all sent: the
+    answer is read even when the rest of the body no longer can be written.
+    """
+    import json
+    import socket
+
+    body = body or b""
+    head = (f"{method} {path} HTTP/1.1\r\nHost: dynod\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(str(dynod.socket))
+        try:
+            sock.sendall(head + body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status_line, _, rest = data.partition(b"\r\n")
+    payload = rest.partition(b"\r\n\r\n")[2]
+    return int(status_line.split()[1]), json.loads(payload) if payload.strip() else {}
+
+
+def _tracebacks(dynod: Dynod) -> int:
+    return (dynod.root / "dynod.log").read_text(errors="replace").count("Traceback")
+
+
+def _state(dynod: Dynod, app: str) -> tuple:
+    with dynod.client() as client:
+        return (client.get_config(app), [r["version"] for r in client.list_releases(app)],
+                client.get_formation(app))
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "why"), [
+    ("GET", "/apps/{app}/releases/v9999999999999999999999", None, 422, "like v3"),
+    ("GET", "/apps/{app}/releases/v" + "9" * 5000, None, 422, "like v3"),
+    ("PATCH", "/apps/{app}/config-vars", b"[" * 200_000 + b"]" * 200_000, 400, "nests more than"),
+    ("PATCH", "/apps/{app}/config-vars", b'{"A":' * 100_000 + b'"x"' + b"}" * 100_000, 400, "nests more than"),
+    ("PATCH", "/apps/{app}/config-vars", b'{"A": "x\\u0000y"}', 422, "NUL"),
+    ("PATCH", "/apps/{app}/config-vars", b'{"BIG": "' + b"x" * 900_000 + b'"}', 422, "limited to 32kb"),
+    ("PATCH", "/apps/{app}/config-vars", b'{"A": "' + b"x" * (2 << 20) + b'"}', 413, "over"),
+    ("POST", "/apps/{app}/releases", b'{"rollback": 99999999999999999999999}', 400, "digits"),
+    ("PATCH", "/apps/{app}/formation", b'{"updates": [{"type": "web", "quantity": 1000000000000000}]}',
+     422, "from 0 to 100"),
+    ("POST", "/apps/{app}/dynos", b'{"command": "true", "env": {"A": "\\u0000"}}', 422, "NUL"),
+    ("GET", "/apps/{app}/logs?lines=" + "9" * 5000, None, 422, "whole number"),
+])
+def test_hostile_api_requests_get_the_error_shape_and_change_nothing(
+        dynod: Dynod, app: str, method: str, path: str, body: bytes | None, status: int, why: str) -> None:
+    before, tracebacks = _state(dynod, app), _tracebacks(dynod)
+    got, payload = _raw(dynod, method, path.format(app=app), body)
+    assert got == status, payload
+    assert set(payload) == {"id", "message"} and why in payload["message"], payload
+    assert "\n" not in payload["message"] and len(payload["message"]) < 300
+    assert _state(dynod, app) == before
+    assert _tracebacks(dynod) == tracebacks
+
+
+def test_config_up_to_32kb_is_accepted_and_one_byte_more_is_not(dynod: Dynod, app: str) -> None:
+    with dynod.client() as client:
+        client.update_config(app, {f"V{i:02d}": "x" * 1020 for i in range(32)})  # 32 * 1023 bytes
+        with pytest.raises(Exception, match="limited to 32kb for each app"):
+            client.update_config(app, {"MORE": "x" * 100})
+        assert "MORE" not in client.get_config(app)
+        client.update_config(app, {"V00": None})  # shrinking is always allowed
+
+
+def test_a_procfile_of_10001_process_types_fails_the_build(dynod: Dynod, app: str, tmp_path: Path) -> None:
+    procfile = "".join(f"t{i}: sleep 1\n" for i in range(10_001)).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info, data = _member("Procfile", procfile)
+        tar.addfile(info, io.BytesIO(data or b""))
+    (tmp_path / "src.tar").write_bytes(buf.getvalue())
+    result = _build(dynod, app, tmp_path / "src.tar")
+    assert result["build"]["status"] == "failed"
+    assert "more than 100 process types" in result["build"]["error"], result
+    with dynod.client() as client:
+        assert [r["version"] for r in client.list_releases(app)] == [1]

@@ -189,3 +189,59 @@ async def test_shutdown_runs_after_the_answer(platform: FakePlatform) -> None:
     assert response.after is not None
     await response.after()
     assert platform.shutdowns == [True]
+
+
+# --- hostile input: every one a UserError in the API's shape, never a 500 ------------------------
+
+@pytest.mark.parametrize("text", ["v9999999999999999999999", "v" + "9" * 5000, "v٣", "v²", "v0", "v-1",
+                                  f"v{2**31}"])
+async def test_absurd_release_versions_are_refused(platform: FakePlatform, text: str) -> None:
+    with pytest.raises(UserError, match="like v3") as err:
+        await ApiRoutes(platform).dispatch(request("GET", f"/apps/myapp/releases/{text}"))
+    assert err.value.status == 422 and len(str(err.value)) < 200
+    assert platform.calls == []
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+                                  json.dumps({"a": [[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]}).encode()])
+async def test_deeply_nested_json_is_400(platform: FakePlatform, body: bytes) -> None:
+    with pytest.raises(UserError, match="nests more than 16|must be a JSON object") as err:
+        await ApiRoutes(platform).dispatch(request("PATCH", "/apps/myapp/config-vars", body))
+    assert err.value.status == 400
+    assert platform.calls == []
+
+
+@pytest.mark.parametrize("body", [b'{"rollback": ' + b"9" * 30 + b"}", b'{"rollback": 1e999}',
+                                  b'{"rollback": NaN}', b'{"rollback": 3000000000}'])
+async def test_unbounded_numbers_are_refused(platform: FakePlatform, body: bytes) -> None:
+    with pytest.raises(UserError):
+        await ApiRoutes(platform).dispatch(request("POST", "/apps/myapp/releases", body))
+    assert platform.calls == []
+
+
+async def test_scale_beyond_the_limit_per_process_type_is_refused(platform: FakePlatform) -> None:
+    with pytest.raises(UserError, match="from 0 to 100"):
+        await ApiRoutes(platform).dispatch(request("PATCH", "/apps/myapp/formation",
+                                                   {"updates": [{"type": "web", "quantity": 10**15}]}))
+    assert platform.calls == []
+
+
+@pytest.mark.parametrize("body", [{"A": "x\x00y"}, {"A\x00B": "x"}])
+async def test_config_with_a_nul_is_refused(platform: FakePlatform, body: dict[str, str]) -> None:
+    with pytest.raises(UserError, match="NUL"):
+        await ApiRoutes(platform).dispatch(request("PATCH", "/apps/myapp/config-vars", body))
+    assert platform.calls == []
+
+
+@pytest.mark.parametrize("body", [{"command": "echo \x00"}, {"command": "x", "env": {"A": "\x00"}},
+                                  {"command": "x" * 9000}, {"command": "x", "env": {"A": "x" * 40_000}}])
+async def test_one_off_commands_and_env_are_bounded(platform: FakePlatform, body: dict[str, object]) -> None:
+    with pytest.raises(UserError, match="NUL|over"):
+        await ApiRoutes(platform).dispatch(request("POST", "/apps/myapp/dynos", body))
+    assert platform.calls == []
+
+
+@pytest.mark.parametrize("lines", ["9" * 5000, "١٢", "0", "1501"])
+async def test_log_line_counts_are_bounded(platform: FakePlatform, lines: str) -> None:
+    with pytest.raises(UserError, match="whole number from 1 to 1500"):
+        await ApiRoutes(platform).dispatch(request("GET", "/apps/myapp/logs", query={"lines": lines}))

@@ -104,7 +104,7 @@ async def test_user_errors_keep_status_code_and_message(api: tuple[FakePlatform,
     client.close()
     assert (missing.status, missing.code, str(missing)) == (404, "not_found", "Couldn't find that app: ghost.")
     assert (taken.status, taken.code) == (409, "conflict")
-    assert bad.status == 422 and "0 or more" in str(bad)
+    assert bad.status == 422 and "from 0 to 100" in str(bad)
     assert verb.status == 405
 
 
