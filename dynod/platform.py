@@ -424,17 +424,14 @@ class Platform:
         """The router's view: every app, its hostnames, and its web dynos that are up."""
         apps: dict[str, Any] = {}
         for app in self.ledger.list_apps():
-            web = [d for d in self.manager.dynos_of(app.name) if d.record.type == "web"]
-            up = [d for d in web if d.record.state == DynoState.UP and not d.stopping]
-            crashed = [r for r in self.ledger.list_dynos(app.name)
-                       if r.type == "web" and r.state == DynoState.CRASHED]
+            web = self.manager.web_routes(app.name)  # booting while replacements are made: never H14
             apps[app.name] = {
                 "domains": [self._default_domain(app.name), *self.ledger.list_domains(app.name)],
                 "maintenance": app.maintenance,
                 "policy": app.routing_policy,
-                "booting": not up and any(d.record.state == DynoState.STARTING for d in web),
-                "crashed": not up and bool(crashed),
-                "dynos": [{"name": d.name, "addr": f"{d.record.ip}:{d.record.port}"} for d in up],
+                "booting": web.booting,
+                "crashed": web.crashed,
+                "dynos": [{"name": d.name, "addr": f"{d.ip}:{d.port}"} for d in web.dynos],
             }
         return apps
 

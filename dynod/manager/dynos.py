@@ -35,6 +35,7 @@ from ..model import DynoRecord, DynoState, MiB, Release, dyno_size
 from ..settings import Settings
 from . import cycling, restart_policy
 from .reconcile import Start, Stop, is_one_off, reconcile
+from .web_routes import WebRoutes, web_routes
 
 log = logging.getLogger("dynod.manager")
 
@@ -824,6 +825,17 @@ class DynoManager:
     # -- queries -----------------------------------------------------------------------------
     def dynos_of(self, app: str) -> list[LiveDyno]:
         return [d for d in self.live.values() if d.app == app]
+
+    def web_routes(self, app: str) -> WebRoutes:
+        """The app's web dynos the router may use now, and what it answers when there are none."""
+        release = self.ledger.current_release(app)
+        wanted = 0
+        if release is not None and "web" in release.process_types:
+            wanted = sum(f.quantity for f in self.ledger.get_formation(app) if f.type == "web")
+        web = [d for d in self.live.values() if d.app == app and d.record.type == "web"]
+        leaving = {d.id for d in web if d.stopping}
+        crashed = [r for r in self.ledger.list_dynos(app) if r.type == "web" and r.state == DynoState.CRASHED]
+        return web_routes([d.record for d in web], wanted=wanted, leaving=leaving, crashed=crashed)
 
     def find(self, app: str, name: str) -> LiveDyno | None:
         for live in self.live.values():
