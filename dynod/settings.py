@@ -32,6 +32,10 @@ class DynoSettings:
     restart_cooloff_base: float = 20.0
     cycle_hours: float = 24.0  # daily cycling: 24 h plus a random 0-216 min per dyno
     cycle_jitter_minutes: float = 216.0
+    # Apps whose dynos and builds run without the default seccomp profile (docs/dynos.md lists
+    # what it denies): for an app that truly needs, say, io_uring or user namespaces. Each one
+    # listed gives up a layer of isolation from the other apps on this host.
+    seccomp_unconfined_apps: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..linux.cgroups import CgroupLimits
+from ..linux.seccomp import seccomp_profile
 from ..manager.dynos import INIT, DynoManager
 from ..model import MiB
 from .buildpack import BuildTimeout
@@ -65,6 +66,7 @@ class SpawnerBuildContainer:
             "cwd": "/app",
             "share_host_net": True,
             "binds": self._binds(),
+            "seccomp": seccomp_profile(settings, self.app),  # buildpack code is the app's code
         }
         limits = CgroupLimits(memory_max=BUILD_MEMORY_MB * MiB, memory_high=BUILD_MEMORY_MB * MiB,
                               pids_max=BUILD_PIDS, cpu_weight=100)

@@ -18,6 +18,7 @@ import prctl
 
 from . import netconf
 from . import syscalls as sc
+from .cgroups.view import CgroupMount
 
 NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -57,6 +58,9 @@ class DynoSpec:
     rows: int = 24
     cols: int = 80
     nofile: int = 10000  # Heroku's open-files limit
+    # "default": the seccomp profile of dynod.linux.seccomp; "unconfined": none (an app listed in
+    # [dynos] seccomp_unconfined_apps). Anything else is refused, so a typo never means "none".
+    seccomp: str = "default"
 
     @classmethod
     def log_only(cls) -> DynoSpec:
@@ -150,6 +154,31 @@ def write_identity(spec: DynoSpec) -> None:
         f.write(spec.hostname + "\n")
 
 
+def mount_own_cgroups(mounts: list[CgroupMount]) -> None:
+    """The dyno's own cgroup, read-only, at /sys/fs/cgroup (after its cgroup namespace is made).
+
+    /sys is otherwise absent: a small tmpfs holds just fs/cgroup, so nothing of the host's sysfs
+    shows. Inside the cgroup namespace each mount's root is the dyno's own group.
+    """
+    if not mounts:
+        return
+    ro = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+    os.makedirs("/sys", exist_ok=True)
+    sc.mount("tmpfs", "/sys", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "size=16k,mode=755")
+    base = "/sys/fs/cgroup"
+    os.makedirs(base)
+    for m in mounts:
+        if m.fstype == "cgroup2":
+            sc.mount("cgroup2", base, "cgroup2", ro)
+            continue
+        target = os.path.join(base, m.name)
+        os.mkdir(target)
+        sc.mount("cgroup", target, "cgroup", ro, m.options)
+        for alias in m.aliases:
+            os.symlink(m.name, os.path.join(base, alias))
+    sc.mount(None, "/sys", None, sc.MS_REMOUNT | ro, "size=16k,mode=755")
+
+
 def enter_root(root: str) -> None:
     os.chdir(root)
     sc.pivot_root(".", ".")  # stack the old root under the new one, then detach it
@@ -171,8 +200,24 @@ def drop_privileges(spec: DynoSpec) -> None:
     prctl.set_no_new_privs(1)
 
 
-def become_dyno(spec: DynoSpec, go_fd: int) -> None:
-    """Everything between fork and exec. Raises on any failure; never returns on success."""
+def seccomp_program(spec: DynoSpec, default: sc.SeccompProgram | None) -> sc.SeccompProgram | None:
+    if spec.seccomp == "unconfined":
+        return None
+    if spec.seccomp != "default":
+        raise ValueError(f"unknown seccomp profile {spec.seccomp!r} (default or unconfined)")
+    if default is None:
+        raise RuntimeError("the spawner has no compiled seccomp profile")
+    return default
+
+
+def become_dyno(spec: DynoSpec, go_fd: int, *, seccomp: sc.SeccompProgram | None = None,
+                cgroup_mounts: list[CgroupMount] | None = None) -> None:
+    """Everything between fork and exec. Raises on any failure; never returns on success.
+
+    ``seccomp`` is the spawner's compiled default profile, ``cgroup_mounts`` what to mount at
+    /sys/fs/cgroup: both worked out once in the spawner, not per dyno.
+    """
+    program = seccomp_program(spec, seccomp)  # an unknown profile fails before anything is made
     join_cgroup(spec)
     sc.unshare(NAMESPACES)  # the PID and network namespaces came with the fork
     root = make_root(spec)
@@ -185,9 +230,12 @@ def become_dyno(spec: DynoSpec, go_fd: int) -> None:
     os.close(go_fd)
     # Only now is the dyno surely in its own cgroup: its cgroup namespace is rooted there.
     sc.unshare(sc.CLONE_NEWCGROUP)
+    mount_own_cgroups(cgroup_mounts or [])
     if not spec.share_host_net:
         net = spec.net or {}
         netconf.configure(net.get("ifname"), net.get("address"), net.get("prefix", 24), net.get("gateway"))
     drop_privileges(spec)
     os.chdir(spec.cwd if os.path.isdir(spec.cwd) else "/")
+    if program is not None:
+        program.load()  # last: everything above may use what the profile denies (mount, unshare)
     os.execvpe(spec.argv[0], spec.argv, spec.env)

@@ -34,7 +34,9 @@ from typing import Any
 
 import prctl
 
+from . import seccomp
 from . import syscalls as sc
+from .cgroups.view import CgroupMount, dyno_cgroup_mounts
 from .dyno_init import DynoSpec, become_dyno
 
 F_SETPIPE_SZ = 1031
@@ -75,6 +77,12 @@ class Spawner:
         self.running = True
         self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         self.own_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        # Worked out once here, inherited by every forked child: the seccomp profile compiled to
+        # BPF (libseccomp takes tens of ms; loading the result in a child takes one prctl), and
+        # which cgroup hierarchies a dyno mounts to see its own limits.
+        self.seccomp = sc.SeccompProgram(seccomp.compile_profile())
+        with open("/proc/self/mountinfo") as f:
+            self.cgroup_mounts: list[CgroupMount] = dyno_cgroup_mounts(f.read())
 
     # -- plumbing ---------------------------------------------------------------------------
     def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
@@ -207,7 +215,7 @@ class Spawner:
                 os.dup2(fd, target, inheritable=True)
             for fd in set(stdio) - {0, 1, 2}:
                 os.close(fd)
-            become_dyno(spec, go_r)
+            become_dyno(spec, go_r, seccomp=self.seccomp, cgroup_mounts=self.cgroup_mounts)
         except BaseException as exc:  # noqa: BLE001 - everything must reach dynod as one line
             self._die(err_w, exc)
 
@@ -265,7 +273,7 @@ class Spawner:
             if spec.stdio == "tty":
                 fcntl.ioctl(0, termios.TIOCSCTTY, 0)
             self._close_all_but({0, 1, 2, go_r, err_w})
-            become_dyno(spec, go_r)
+            become_dyno(spec, go_r, seccomp=self.seccomp, cgroup_mounts=self.cgroup_mounts)
         except BaseException as exc:  # noqa: BLE001 - everything must reach dynod as one line
             self._die(err_w, exc)
 

@@ -48,6 +48,10 @@ _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.syscall.restype = ctypes.c_long
 _libc.inotify_init1.argtypes = [ctypes.c_int]
 _libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
 
 
 def _check(result: int, what: str) -> int:
@@ -97,3 +101,27 @@ def inotify_init(flags: int = IN_NONBLOCK | IN_CLOEXEC) -> int:
 
 def inotify_add_watch(fd: int, path: str, mask: int) -> int:
     return _check(_libc.inotify_add_watch(fd, _b(path), mask), f"inotify_add_watch({path!r})")
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class SeccompProgram:
+    """A compiled seccomp BPF program, held ready to load in a forked child with one prctl.
+
+    The buffer and the sock_fprog pointing at it are made once, in the parent; a child inherits
+    them with its memory, so loading costs the syscall alone.
+    """
+
+    def __init__(self, bpf: bytes) -> None:
+        if not bpf or len(bpf) % 8:
+            raise ValueError(f"a BPF program is a whole number of 8-byte instructions, not {len(bpf)} bytes")
+        self._buffer = ctypes.create_string_buffer(bpf, len(bpf))
+        self._fprog = _SockFprog(len(bpf) // 8, ctypes.addressof(self._buffer))
+        self.instructions = len(bpf) // 8
+
+    def load(self) -> None:
+        """Filter this thread's syscalls from now on (needs no_new_privs, or CAP_SYS_ADMIN)."""
+        _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self._fprog), 0, 0),
+               "prctl(PR_SET_SECCOMP)")

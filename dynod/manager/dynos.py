@@ -29,6 +29,7 @@ from ..errors import NotFound, UserError
 from ..ledger import Ledger
 from ..linux.cgroups import CgroupBackend, CgroupLimits, DynoCgroup, MemoryWatch
 from ..linux.net import DYNO_IFNAME, Network
+from ..linux.seccomp import seccomp_profile
 from ..linux.spawner_client import AdoptedDyno, SpawnerClient, SpawnerError, SpawnerEvent
 from ..logplex.metrics import format_sample, r14_line, r15_line
 from ..model import DynoRecord, DynoState, MiB, Release, dyno_size
@@ -291,6 +292,7 @@ class DynoManager:
             "net": {"ifname": DYNO_IFNAME, "address": address, "prefix": self.network.pool.prefix,
                     "gateway": self.network.pool.gateway},
             "stdio": stdio, "rows": rows, "cols": cols,
+            "seccomp": seccomp_profile(self.settings, app),
         }
         stages.append(("cgroup", time.perf_counter()))
         try:

@@ -196,8 +196,10 @@ def _force_cleanup(d: Dynod) -> None:
 
 
 @contextlib.contextmanager
-def running_dynod(*, warm_pool: int = 0) -> Iterator[Dynod]:
-    """A real dynod of its own (state, sockets, cgroup subtree, bridge, subnet); checked for leftovers."""
+def running_dynod(*, warm_pool: int = 0, dynos_extra: str = "") -> Iterator[Dynod]:
+    """A real dynod of its own (state, sockets, cgroup subtree, bridge, subnet); checked for leftovers.
+
+    ``dynos_extra``: more lines for its [dynos] section (a test's own settings)."""
     if os.geteuid() != 0:
         pytest.skip("integration tests need root")
     root = Path(tempfile.mkdtemp(prefix="dynod-it-"))
@@ -219,6 +221,7 @@ restart_cooloff_base = 1.0
 restart_cooloff_max = 2.0
 tmpfs_size_mb = 64
 warm_pool = {warm_pool}
+{dynos_extra}
 
 [network]
 subnet = "{d.subnet}"
