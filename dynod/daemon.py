@@ -73,7 +73,7 @@ class Daemon:
             directory.mkdir(parents=True, exist_ok=True)
         s.run_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         self._lock = _take_lock(s.run_dir / "dynod.lock")  # before the spawner: one dynod per run_dir
-        ledger = open_ledger(str(s.ledger_path))
+        ledger = open_ledger(s.ledger_url)
         ca_file = s.logs.drain_ca_file
         logs = LogStream(s.logs_dir, lines=s.logs.lines,
                          ssl_context=lambda: ssl.create_default_context(cafile=ca_file))

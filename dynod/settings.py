@@ -78,6 +78,13 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class LedgerSettings:
+    # None: the embedded SQLite file in the state dir. "postgresql://user@host/db" selects
+    # PostgreSQL, the store several hosts will share (docs/ledger.md).
+    url: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     state_dir: Path = Path("/var/lib/dynod")
     run_dir: Path = Path("/run/dynod")
@@ -91,6 +98,7 @@ class Settings:
     router: RouterSettings = field(default_factory=RouterSettings)
     logs: LogSettings = field(default_factory=LogSettings)
     builds: BuildSettings = field(default_factory=BuildSettings)
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)
 
     @property
     def api_socket(self) -> Path:
@@ -103,6 +111,11 @@ class Settings:
     @property
     def ledger_path(self) -> Path:
         return self.state_dir / "dynod.sqlite3"
+
+    @property
+    def ledger_url(self) -> str:
+        """What ``open_ledger`` opens: [ledger] url, else the SQLite file in the state dir."""
+        return self.ledger.url or str(self.ledger_path)
 
     @property
     def stacks_dir(self) -> Path:
@@ -118,7 +131,8 @@ class Settings:
 
 
 _SECTIONS = {"dynos": DynoSettings, "network": NetworkSettings, "cgroups": CgroupSettings,
-             "router": RouterSettings, "logs": LogSettings, "builds": BuildSettings}
+             "router": RouterSettings, "logs": LogSettings, "builds": BuildSettings,
+             "ledger": LedgerSettings}
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:

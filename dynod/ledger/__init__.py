@@ -1,8 +1,9 @@
 """The state store behind one interface.
 
-``Ledger`` is what the rest of dynod codes against; ``SqliteLedger`` (embedded, the default) is
-the one implementation today, and a PostgreSQL one for several hosts can follow without touching
-callers. Rules every implementation keeps:
+``Ledger`` is what the rest of dynod codes against. ``ledger.rules`` implements it once above the
+storage; ``SqliteLedger`` (embedded, the default) and ``PostgresLedger`` (the seam several hosts
+will share) supply only connections, transactions, schema and error mapping. Rules every
+implementation keeps:
 
 - releases are append-only: v1, v2, ... per app, never updated or deleted while the app exists
   (the schema refuses it, not just this code); only ``set_release_status`` may move a release
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..errors import UserError
 from ..model import App, DynoRecord, DynoState, Formation, Release
 
 
@@ -76,7 +78,23 @@ class Ledger(Protocol):
     def close(self) -> None: ...
 
 
-def open_ledger(path: str) -> Ledger:
+def open_ledger(url: str) -> Ledger:
+    """The ledger ``url`` names: ``postgresql://...`` (or ``postgres://``) is PostgreSQL; a
+    ``sqlite:///abs/path`` URL or a plain file path is the embedded SQLite ledger."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        from .postgres import PostgresLedger
+
+        return PostgresLedger(url)
+    if sep and scheme == "sqlite":
+        if not rest.startswith("/"):
+            raise UserError(f"[ledger] url {url!r}: a sqlite URL needs an absolute path, like "
+                            "sqlite:////var/lib/dynod/dynod.sqlite3 (or give the plain path).",
+                            status=500, code="internal")
+        url = rest
+    elif sep:
+        raise UserError(f"[ledger] url {url!r}: unknown scheme {scheme!r}; use postgresql://... or a "
+                        "SQLite file path.", status=500, code="internal")
     from .sqlite import SqliteLedger
 
-    return SqliteLedger(path)
+    return SqliteLedger(url)

@@ -1,43 +1,28 @@
-"""SqliteLedger: every Protocol method, the schema's own append-only rules, concurrency, crashes."""
+"""The ledger test suite, run against each backend (SQLite and a private PostgreSQL): every
+Protocol method, the schema's own append-only rules, concurrent writers, processes killed mid-way."""
+
+# The backend fixtures are imported by name; pytest passes them in as same-named arguments.
+# ruff: noqa: F811
 
 from __future__ import annotations
 
 import os
 import random
-import sqlite3
+import signal
 import threading
 from pathlib import Path
 
 import pytest
 
 from dynod.errors import Conflict, NotFound, UserError
-from dynod.ledger import open_ledger
-from dynod.ledger.sqlite import MAX_QUANTITY, SCHEMA_VERSION, SqliteLedger
+from dynod.ledger import Ledger, open_ledger
+from dynod.ledger.rules import MAX_QUANTITY
+from dynod.ledger.sqlite import SCHEMA_VERSION, SqliteLedger
 from dynod.model import DynoRecord, DynoState
+from tests.ledger_backends import Backend, backend, ledger, pg_server  # noqa: F401 - fixtures
 
 
-class FakeClock:
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        self.now += 1.0
-        return self.now
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "dynod.sqlite3"
-
-
-@pytest.fixture
-def ledger(path: Path):
-    led = SqliteLedger(path, clock=FakeClock(), rng=random.Random(7))
-    yield led
-    led.close()
-
-
-def release(ledger: SqliteLedger, app: str = "shop", *, config: dict[str, str] | None = None,
+def release(ledger, app: str = "shop", *, config: dict[str, str] | None = None,  # type: ignore[no-untyped-def]
             types: dict[str, str] | None = None, status: str = "succeeded", slug: str | None = "a" * 64):
     return ledger.create_release(app, slug_id=slug, config=config or {},
                                  process_types={"web": "serve"} if types is None else types,
@@ -54,22 +39,50 @@ def dyno(app: str = "shop", name: str = "web.1", *, id: str | None = None, state
 
 # ---- opening and schema ------------------------------------------------------------------------
 
-def test_open_creates_parent_directory_wal_and_schema_version(path: Path) -> None:
+def test_open_creates_parent_directory_wal_and_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "dynod.sqlite3"
     led = open_ledger(str(path))
     try:
-        assert path.exists()
+        assert isinstance(led, SqliteLedger) and path.exists()
         assert led.connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert led.connection.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert led.schema_version() == SCHEMA_VERSION
     finally:
         led.close()
+    led = open_ledger(f"sqlite://{path}")
+    assert isinstance(led, SqliteLedger) and led.path == str(path)
+    led.close()
 
 
-def test_reopening_keeps_data_and_does_not_rerun_migrations(path: Path) -> None:
-    first = SqliteLedger(path)
+@pytest.mark.parametrize("url, message", [
+    ("mysql://x/y", "unknown scheme 'mysql'"),
+    ("sqlite://relative/path", "needs an absolute path"),
+])
+def test_a_bad_ledger_url_is_one_clear_line(url: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        open_ledger(url)
+
+
+def test_an_unreachable_postgresql_is_one_clear_line(tmp_path: Path) -> None:
+    url = f"postgresql://dynod@/ledger?host={tmp_path}&port=1"  # no server has this socket
+    with pytest.raises(UserError, match=r"^Cannot reach the ledger at postgresql://.*check \[ledger\] url") as info:
+        open_ledger(url)
+    assert info.value.status == 503
+
+
+def test_a_password_is_not_shown_in_messages() -> None:
+    from dynod.ledger.postgres import _redacted
+
+    assert _redacted("postgresql://dynod:s3cret@db.example:5432/ledger") == \
+        "postgresql://dynod:***@db.example:5432/ledger"
+    assert _redacted("postgresql://dynod@/ledger?host=/run/pg") == "postgresql://dynod@/ledger?host=/run/pg"
+
+
+def test_reopening_keeps_data_and_does_not_rerun_migrations(backend: Backend) -> None:
+    first = backend.open()
     first.create_app("shop")
     first.close()
-    second = SqliteLedger(path)
+    second = backend.open()
     try:
         assert [a.name for a in second.list_apps()] == ["shop"]
         assert second.schema_version() == SCHEMA_VERSION
@@ -77,16 +90,22 @@ def test_reopening_keeps_data_and_does_not_rerun_migrations(path: Path) -> None:
         second.close()
 
 
-def test_a_newer_schema_is_refused_with_advice(path: Path) -> None:
-    led = SqliteLedger(path)
-    led.connection.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+def test_both_backends_have_the_same_schema_versions() -> None:
+    from dynod.ledger import postgres, sqlite
+
+    assert len(postgres.MIGRATIONS) == len(sqlite.MIGRATIONS) == SCHEMA_VERSION == 4
+
+
+def test_a_newer_schema_is_refused_with_advice(backend: Backend) -> None:
+    led = backend.open()
+    backend.sql(led, "UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     led.close()
     with pytest.raises(UserError, match="upgrade dynod"):
-        SqliteLedger(path)
+        backend.open()
 
 
-def test_a_file_that_is_not_a_database_is_a_user_error(path: Path) -> None:
-    path.parent.mkdir(parents=True)
+def test_a_file_that_is_not_a_database_is_a_user_error(tmp_path: Path) -> None:
+    path = tmp_path / "dynod.sqlite3"
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(UserError, match="not a usable SQLite database"):
         SqliteLedger(path)
@@ -94,7 +113,7 @@ def test_a_file_that_is_not_a_database_is_a_user_error(path: Path) -> None:
 
 # ---- apps ----------------------------------------------------------------------------------------
 
-def test_apps_lifecycle(ledger: SqliteLedger) -> None:
+def test_apps_lifecycle(ledger: Ledger) -> None:
     created = ledger.create_app("shop")
     assert created.name == "shop" and not created.maintenance
     ledger.create_app("api-2")
@@ -108,13 +127,13 @@ def test_apps_lifecycle(ledger: SqliteLedger) -> None:
     assert [a.name for a in ledger.list_apps()] == ["api-2"]
 
 
-def test_taken_name_is_a_conflict(ledger: SqliteLedger) -> None:
+def test_taken_name_is_a_conflict(ledger: Ledger) -> None:
     ledger.create_app("shop")
     with pytest.raises(Conflict, match="already taken"):
         ledger.create_app("shop")
 
 
-def test_invalid_name_is_refused_and_nothing_is_stored(ledger: SqliteLedger) -> None:
+def test_invalid_name_is_refused_and_nothing_is_stored(ledger: Ledger) -> None:
     with pytest.raises(UserError, match="Invalid app name"):
         ledger.create_app("Bad_Name")
     assert ledger.list_apps() == []
@@ -130,14 +149,14 @@ def test_invalid_name_is_refused_and_nothing_is_stored(ledger: SqliteLedger) -> 
     lambda led: led.next_run_number("nope"),
     lambda led: release(led, "nope"),
 ])
-def test_methods_on_a_missing_app_say_so(ledger: SqliteLedger, call) -> None:
+def test_methods_on_a_missing_app_say_so(ledger: Ledger, call) -> None:
     with pytest.raises(NotFound, match="Couldn't find that app: nope"):
         call(ledger)
 
 
 # ---- releases ------------------------------------------------------------------------------------
 
-def test_versions_count_up_and_current_is_newest_succeeded(ledger: SqliteLedger) -> None:
+def test_versions_count_up_and_current_is_newest_succeeded(ledger: Ledger) -> None:
     ledger.create_app("shop")
     assert ledger.current_release("shop") is None
     v1 = release(ledger, config={"A": "1"})
@@ -154,7 +173,7 @@ def test_versions_count_up_and_current_is_newest_succeeded(ledger: SqliteLedger)
     assert ledger.current_release("shop").version == 2
 
 
-def test_release_fields_round_trip(ledger: SqliteLedger) -> None:
+def test_release_fields_round_trip(ledger: Ledger) -> None:
     ledger.create_app("shop")
     made = ledger.create_release("shop", slug_id=None, config={"DATABASE_URL": "postgres://x"},
                                  process_types={"web": "gunicorn app", "worker": "celery"},
@@ -165,7 +184,7 @@ def test_release_fields_round_trip(ledger: SqliteLedger) -> None:
     assert got.process_types == {"web": "gunicorn app", "worker": "celery"}
 
 
-def test_set_release_status_only_moves_pending(ledger: SqliteLedger) -> None:
+def test_set_release_status_only_moves_pending(ledger: Ledger) -> None:
     ledger.create_app("shop")
     release(ledger)
     assert ledger.set_release_status("shop", 1, "succeeded").status == "succeeded"  # no-op is fine
@@ -183,7 +202,7 @@ def test_set_release_status_only_moves_pending(ledger: SqliteLedger) -> None:
     ({"config": {"A": 1}}, "Invalid config var"),
     ({"process_types": {"we b": "x"}}, "Invalid process type"),
 ])
-def test_bad_release_input_leaves_no_release(ledger: SqliteLedger, kwargs, message) -> None:
+def test_bad_release_input_leaves_no_release(ledger: Ledger, kwargs, message) -> None:
     ledger.create_app("shop")
     args = {"slug_id": None, "config": {}, "process_types": {}, "description": "d", **kwargs}
     with pytest.raises(UserError, match=message):
@@ -191,78 +210,97 @@ def test_bad_release_input_leaves_no_release(ledger: SqliteLedger, kwargs, messa
     assert ledger.list_releases("shop") == []
 
 
-def test_destroying_an_app_cascades_releases_formation_and_dynos(ledger: SqliteLedger) -> None:
+def test_destroying_an_app_cascades_releases_formation_and_dynos(backend: Backend, ledger: Ledger) -> None:
     ledger.create_app("shop")
     release(ledger)
     ledger.put_dyno(dyno())
     ledger.destroy_app("shop")
-    db = ledger.connection
     for table in ("releases", "formation", "dynos"):
-        assert db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+        assert backend.count(ledger, table) == 0
 
 
 # ---- the schema refuses history rewrites, even from raw SQL ---------------------------------------
 
-@pytest.mark.parametrize("statement", [
+_REWRITES = [
     "UPDATE releases SET config = '{\"A\":\"evil\"}'",
     "UPDATE releases SET slug_id = 'b'",
     "UPDATE releases SET description = 'rewritten'",
     "UPDATE releases SET version = 7",
     "UPDATE releases SET status = 'failed'",  # succeeded is final
     "DELETE FROM releases",
-    "INSERT OR REPLACE INTO releases (app_id, version, slug_id, config, process_types, description,"
-    " status, created_at) SELECT app_id, 1, 'b', '{}', '{}', 'swap', 'succeeded', 0 FROM releases",
     "INSERT INTO releases (app_id, version, slug_id, config, process_types, description, status,"
     " created_at) SELECT app_id, 5, NULL, '{}', '{}', 'gap', 'succeeded', 0 FROM releases",
-])
-def test_raw_sql_cannot_rewrite_history(ledger: SqliteLedger, statement: str) -> None:
+    "INSERT INTO releases (app_id, version, slug_id, config, process_types, description, status,"
+    " created_at) SELECT app_id, 1, 'b', '{}', '{}', 'swap', 'succeeded', 0 FROM releases WHERE true"
+    " ON CONFLICT (app_id, version) DO UPDATE SET slug_id = excluded.slug_id",
+]
+_REWRITES_BY_BACKEND = {
+    "sqlite": ["INSERT OR REPLACE INTO releases (app_id, version, slug_id, config, process_types, description,"
+               " status, created_at) SELECT app_id, 1, 'b', '{}', '{}', 'swap', 'succeeded', 0 FROM releases"],
+    "postgres": ["TRUNCATE releases", "TRUNCATE apps CASCADE"],
+}
+
+
+@pytest.mark.parametrize("statement", _REWRITES)
+def test_raw_sql_cannot_rewrite_history(backend: Backend, ledger: Ledger, statement: str) -> None:
     ledger.create_app("shop")
     before = release(ledger, config={"A": "1"})
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        ledger.connection.execute(statement)
+    with pytest.raises(backend.db_error, match="append-only"):
+        backend.sql(ledger, statement)
     assert ledger.list_releases("shop") == [before]
 
 
-def test_raw_sql_may_only_move_a_pending_status_forward(ledger: SqliteLedger) -> None:
+def test_raw_sql_of_the_backends_own_dialect_cannot_rewrite_history(backend: Backend, ledger: Ledger) -> None:
+    ledger.create_app("shop")
+    before = release(ledger, config={"A": "1"})
+    for statement in _REWRITES_BY_BACKEND[backend.name]:
+        with pytest.raises(backend.db_error, match="append-only"):
+            backend.sql(ledger, statement)
+        assert ledger.list_releases("shop") == [before]
+
+
+def test_raw_sql_may_only_move_a_pending_status_forward(backend: Backend, ledger: Ledger) -> None:
     ledger.create_app("shop")
     release(ledger, status="pending")
-    db = ledger.connection
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        db.execute("UPDATE releases SET status = 'succeeded', description = 'x'")
-    db.execute("UPDATE releases SET status = 'succeeded'")
+    with pytest.raises(backend.db_error, match="append-only"):
+        backend.sql(ledger, "UPDATE releases SET status = 'succeeded', description = 'x'")
+    backend.sql(ledger, "UPDATE releases SET status = 'succeeded'")
     assert ledger.get_release("shop", 1).status == "succeeded"
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        db.execute("UPDATE releases SET status = 'pending'")
+    with pytest.raises(backend.db_error, match="append-only"):
+        backend.sql(ledger, "UPDATE releases SET status = 'pending'")
 
 
-def test_raw_sql_checks_json_and_states(ledger: SqliteLedger) -> None:
-    ledger.create_app("shop")
-    db = ledger.connection
-    with pytest.raises(sqlite3.IntegrityError):
-        db.execute("INSERT INTO releases (app_id, version, config, process_types, description, status,"
-                   " created_at) VALUES (1, 1, '[1]', '{}', 'd', 'succeeded', 0)")
+def test_raw_sql_checks_json_and_states(backend: Backend, ledger: Ledger) -> None:
+    app_id = ledger.create_app("shop").id
+    with pytest.raises(backend.db_error):
+        backend.sql(ledger, "INSERT INTO releases (app_id, version, config, process_types, description, status,"
+                    " created_at) VALUES (?, 1, '[1]', '{}', 'd', 'succeeded', 0)", (app_id,))
+    with pytest.raises(backend.db_error):
+        backend.sql(ledger, "INSERT INTO releases (app_id, version, config, process_types, description, status,"
+                    " created_at) VALUES (?, 1, '{}', 'not json', 'd', 'succeeded', 0)", (app_id,))
     ledger.put_dyno(dyno())
-    with pytest.raises(sqlite3.IntegrityError):
-        db.execute("UPDATE dynos SET state = 'zombie'")
+    with pytest.raises(backend.db_error):
+        backend.sql(ledger, "UPDATE dynos SET state = 'zombie'")
+    assert ledger.list_releases("shop") == []
 
 
 # ---- formation -----------------------------------------------------------------------------------
 
-def test_formation_before_any_deploy_is_empty(ledger: SqliteLedger) -> None:
+def test_formation_before_any_deploy_is_empty(ledger: Ledger) -> None:
     ledger.create_app("shop")
     assert ledger.get_formation("shop") == []
     with pytest.raises(NotFound, match=r"process type \(web\).*deploy first"):
         ledger.set_formation("shop", "web", quantity=1)
 
 
-def test_first_deploy_with_web_scales_web_to_one_and_others_to_zero(ledger: SqliteLedger) -> None:
+def test_first_deploy_with_web_scales_web_to_one_and_others_to_zero(ledger: Ledger) -> None:
     ledger.create_app("shop")
     release(ledger, types={"web": "serve", "worker": "work"})
     assert [(f.type, f.quantity, f.size) for f in ledger.get_formation("shop")] == [
         ("web", 1, "standard-1X"), ("worker", 0, "standard-1X")]
 
 
-def test_user_choice_survives_later_deploys(ledger: SqliteLedger) -> None:
+def test_user_choice_survives_later_deploys(ledger: Ledger) -> None:
     ledger.create_app("shop")
     release(ledger)
     ledger.set_formation("shop", "web", quantity=0)
@@ -270,7 +308,7 @@ def test_user_choice_survives_later_deploys(ledger: SqliteLedger) -> None:
     assert ledger.get_formation("shop")[0].quantity == 0
 
 
-def test_web_default_applies_when_a_pending_release_succeeds(ledger: SqliteLedger) -> None:
+def test_web_default_applies_when_a_pending_release_succeeds(ledger: Ledger) -> None:
     ledger.create_app("shop")
     release(ledger, types={"worker": "work"})
     release(ledger, types={"web": "serve"}, status="pending")
@@ -279,7 +317,7 @@ def test_web_default_applies_when_a_pending_release_succeeds(ledger: SqliteLedge
     assert [(f.type, f.quantity) for f in ledger.get_formation("shop")] == [("web", 1)]
 
 
-def test_stored_rows_for_types_gone_from_the_procfile_still_show(ledger: SqliteLedger) -> None:
+def test_stored_rows_for_types_gone_from_the_procfile_still_show(ledger: Ledger) -> None:
     ledger.create_app("shop")
     release(ledger, types={"web": "serve", "worker": "work"})
     ledger.set_formation("shop", "worker", quantity=2)
@@ -288,7 +326,7 @@ def test_stored_rows_for_types_gone_from_the_procfile_still_show(ledger: SqliteL
     assert ledger.set_formation("shop", "worker", quantity=0).quantity == 0
 
 
-def test_set_formation_updates_quantity_and_size_separately(ledger: SqliteLedger) -> None:
+def test_set_formation_updates_quantity_and_size_separately(ledger: Ledger) -> None:
     ledger.create_app("shop")
     release(ledger, types={"web": "serve", "worker": "work"})
     assert ledger.set_formation("shop", "worker", quantity=3).size == "standard-1X"
@@ -304,7 +342,7 @@ def test_set_formation_updates_quantity_and_size_separately(ledger: SqliteLedger
     ({"size": "huge"}, "Unknown dyno size"),
     ({"quantity": 2, "size": "eco"}, "more than 1 eco"),
 ])
-def test_bad_formation_input_changes_nothing(ledger: SqliteLedger, kwargs, message) -> None:
+def test_bad_formation_input_changes_nothing(ledger: Ledger, kwargs, message) -> None:
     ledger.create_app("shop")
     release(ledger)
     before = ledger.get_formation("shop")
@@ -315,7 +353,7 @@ def test_bad_formation_input_changes_nothing(ledger: SqliteLedger, kwargs, messa
 
 # ---- dynos ---------------------------------------------------------------------------------------
 
-def test_dynos_put_list_state_delete(ledger: SqliteLedger) -> None:
+def test_dynos_put_list_state_delete(ledger: Ledger) -> None:
     ledger.create_app("shop")
     ledger.create_app("blog")
     ledger.put_dyno(dyno(name="web.10"))
@@ -344,20 +382,20 @@ def test_dynos_put_list_state_delete(ledger: SqliteLedger) -> None:
         ledger.set_dyno_state("ghost", DynoState.UP)
 
 
-def test_put_dyno_for_a_missing_app_is_refused(ledger: SqliteLedger) -> None:
+def test_put_dyno_for_a_missing_app_is_refused(ledger: Ledger) -> None:
     with pytest.raises(NotFound, match="app: shop"):
         ledger.put_dyno(dyno())
 
 
-def test_run_numbers_are_four_digits_and_avoid_names_in_use(path: Path) -> None:
-    led = SqliteLedger(path, rng=random.Random(1))
+def test_run_numbers_are_four_digits_and_avoid_names_in_use(backend: Backend) -> None:
+    led = backend.open(rng=random.Random(1))
     try:
         led.create_app("shop")
         first = led.next_run_number("shop")
         assert 1000 <= first <= 9999
         led.put_dyno(dyno(name=f"run.{first}"))
         # Same seed again: the random pick would repeat, but the name is taken now.
-        again = SqliteLedger(path, rng=random.Random(1))
+        again = backend.open(rng=random.Random(1))
         try:
             second = again.next_run_number("shop")
             assert second != first and 1000 <= second <= 9999
@@ -367,56 +405,60 @@ def test_run_numbers_are_four_digits_and_avoid_names_in_use(path: Path) -> None:
         led.close()
 
 
-def test_run_numbers_fall_back_when_random_picks_are_taken(ledger: SqliteLedger) -> None:
-    ledger.create_app("shop")
-    db = ledger.connection
+def test_run_numbers_fall_back_when_random_picks_are_taken(backend: Backend, ledger: Ledger) -> None:
+    app_id = ledger.create_app("shop").id
     insert = ("INSERT INTO dynos (id, app_id, name, type, release, size, command, state, port, created_at,"
-              " state_changed_at) VALUES (?, 1, ?, 'run', 1, 'eco', 'bash', 'up', 5000, 0, 0)")
-    db.execute("BEGIN")
-    db.executemany(insert, [(f"x{n}", f"run.{n}") for n in range(1000, 10000) if n != 4242])
-    db.execute("COMMIT")
+              " state_changed_at) VALUES (?, ?, ?, 'run', 1, 'eco', 'bash', 'up', 5000, 0, 0)")
+    backend.sql_many(ledger, insert, [(f"x{n}", app_id, f"run.{n}") for n in range(1000, 10000) if n != 4242])
     assert ledger.next_run_number("shop") == 4242
-    db.execute(insert, ("last", "run.4242"))
+    backend.sql(ledger, insert, ("last", app_id, "run.4242"))
     with pytest.raises(UserError, match="stop some first"):
         ledger.next_run_number("shop")
 
 
 # ---- concurrency and crashes -----------------------------------------------------------------------
 
-def test_two_connections_never_allocate_the_same_version(path: Path) -> None:
-    SqliteLedger(path).create_app("shop")
-    per_thread = 25
+def test_concurrent_writers_get_distinct_consecutive_versions(backend: Backend) -> None:
+    setup = backend.open()
+    setup.create_app("shop")
+    setup.close()
+    writers, per_writer = 4, 15
     errors: list[BaseException] = []
+    made: list[int] = []
+    barrier = threading.Barrier(writers)
 
     def deploy() -> None:
-        led = SqliteLedger(path, busy_timeout=30.0)
+        led = backend.open(busy_timeout=30.0)  # a connection of its own, as another process has
         try:
-            for _ in range(per_thread):
-                release(led)
+            barrier.wait()
+            for _ in range(per_writer):
+                made.append(release(led).version)
         except BaseException as exc:  # surfaced by the assert below
             errors.append(exc)
         finally:
             led.close()
 
-    threads = [threading.Thread(target=deploy) for _ in range(2)]
+    threads = [threading.Thread(target=deploy) for _ in range(writers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert errors == []
-    check = SqliteLedger(path)
+    expected = list(range(1, writers * per_writer + 1))
+    assert sorted(made) == expected  # each writer was told a distinct version
+    check = backend.open()
     try:
-        assert [r.version for r in check.list_releases("shop")] == list(range(1, 2 * per_thread + 1))
+        assert [r.version for r in check.list_releases("shop")] == expected
     finally:
         check.close()
 
 
-def test_two_connections_racing_for_a_name_get_one_conflict(path: Path) -> None:
-    a, b = SqliteLedger(path), SqliteLedger(path)
+def test_two_connections_racing_for_a_name_get_one_conflict(backend: Backend) -> None:
+    a, b = backend.open(), backend.open()
     results: list[str] = []
     barrier = threading.Barrier(2)
 
-    def create(led: SqliteLedger) -> None:
+    def create(led: Ledger) -> None:
         barrier.wait()
         try:
             led.create_app("shop")
@@ -434,67 +476,97 @@ def test_two_connections_racing_for_a_name_get_one_conflict(path: Path) -> None:
     b.close()
 
 
-def test_a_writer_holding_the_lock_makes_others_wait_then_fail_cleanly(path: Path) -> None:
-    holder = SqliteLedger(path)
+def test_rollback_is_a_new_release_with_the_old_slug_and_config(backend: Backend, ledger: Ledger) -> None:
+    # How the platform rolls back (Platform.rollback): copy v1 forward; v1 and v2 stay as they were.
+    ledger.create_app("shop")
+    v1 = release(ledger, config={"A": "1"}, slug="1" * 64)
+    v2 = release(ledger, config={"A": "2"}, slug="2" * 64)
+    target = ledger.get_release("shop", 1)
+    v3 = ledger.create_release("shop", slug_id=target.slug_id, config=dict(target.config),
+                               process_types=dict(target.process_types), description="Rollback to v1")
+    assert (v3.version, v3.slug_id, v3.config) == (3, "1" * 64, {"A": "1"})
+    assert ledger.current_release("shop") == v3
+    assert ledger.list_releases("shop")[:2] == [v1, v2]
+
+
+def test_a_writer_holding_the_lock_makes_others_wait_then_fail_cleanly(backend: Backend) -> None:
+    holder = backend.open()
     holder.create_app("shop")
-    other = SqliteLedger(path, busy_timeout=0.2)
-    holder.connection.execute("BEGIN IMMEDIATE")
+    other = backend.open(busy_timeout=0.2)
+    raw = holder.connection
+    if backend.name == "sqlite":
+        raw.execute("BEGIN IMMEDIATE")
+    else:
+        raw.execute("BEGIN")
+        raw.execute("LOCK TABLE apps IN EXCLUSIVE MODE")  # what a stuck writer on another host holds
     try:
         with pytest.raises(UserError, match="busy") as info:
             other.create_app("blog")
         assert info.value.status == 503
-        assert [a.name for a in other.list_apps()] == ["shop"]  # WAL: readers are not blocked
+        assert [a.name for a in other.list_apps()] == ["shop"]  # readers are not blocked
     finally:
-        holder.connection.execute("ROLLBACK")
+        raw.execute("ROLLBACK")
     other.create_app("blog")
     holder.close()
     other.close()
 
 
-def _die_inside(path: Path, method: str, work) -> int:
-    """Fork; in the child, make ``method`` kill the process mid-transaction while ``work`` runs."""
+def _die_inside(backend: Backend, method: str, work) -> int:  # type: ignore[no-untyped-def]
+    """Fork; in the child, SIGKILL the process from inside ``method`` while ``work`` runs (so in
+    the middle of its transaction). Returns the signal the child died of."""
     pid = os.fork()
     if pid == 0:  # child: never returns to pytest
         try:
-            led = SqliteLedger(path)
-            setattr(led, method, lambda *a, **k: os._exit(0))
+            led = backend.open()
+            setattr(led, method, lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL))
             work(led)
         finally:
             os._exit(1)  # reaching here means the crash point was never hit
     _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else -os.waitstatus_to_exitcode(status)
 
 
-def test_a_process_killed_mid_release_leaves_no_half_release(path: Path) -> None:
-    led = SqliteLedger(path)
+def test_a_process_killed_mid_release_leaves_no_half_release(backend: Backend) -> None:
+    led = backend.open()
     led.create_app("shop")
     release(led, types={"worker": "work"})
     led.close()
     # _default_web_formation runs after the release row is inserted, inside the same transaction.
-    code = _die_inside(path, "_default_web_formation", lambda child: release(child))
-    assert code == 0
-    after = SqliteLedger(path)
+    assert _die_inside(backend, "_default_web_formation", lambda child: release(child)) == signal.SIGKILL
+    after = backend.open(busy_timeout=10.0)
     try:
         assert [r.version for r in after.list_releases("shop")] == [1]
         assert [f.type for f in after.get_formation("shop")] == ["worker"]
-        assert release(after).version == 2  # the lock was released with the dead process
+        assert release(after).version == 2  # the lock went with the dead process
         assert [(f.type, f.quantity) for f in after.get_formation("shop")] == [("web", 1)]
     finally:
         after.close()
 
 
-def test_a_process_killed_after_commit_keeps_the_commit(path: Path) -> None:
-    SqliteLedger(path).close()
+def test_a_process_killed_mid_uid_choice_leaves_the_uid_free(backend: Backend) -> None:
+    led = backend.open()
+    led.create_app("shop")
+    led.close()
+    assert _die_inside(backend, "_lock_uids", lambda child: child.app_uid("shop", 70000, 5)) == signal.SIGKILL
+    after = backend.open(busy_timeout=10.0)
+    try:
+        assert after.app_uid("shop", 70000, 5) == 70000
+    finally:
+        after.close()
+
+
+def test_a_process_killed_after_commit_keeps_the_commit(backend: Backend) -> None:
+    backend.open().close()
     pid = os.fork()
     if pid == 0:
         try:
-            led = SqliteLedger(path)
+            led = backend.open()
             led.create_app("shop")
             release(led)
         finally:
-            os._exit(0)  # no close(), no checkpoint: the WAL alone must carry the commit
+            os.kill(os.getpid(), signal.SIGKILL)  # no close(), no checkpoint: the commit must stand
     os.waitpid(pid, 0)
-    after = SqliteLedger(path)
+    after = backend.open()
     try:
         assert [r.version for r in after.list_releases("shop")] == [1]
     finally:
@@ -503,7 +575,7 @@ def test_a_process_killed_after_commit_keeps_the_commit(path: Path) -> None:
 
 # ---- domains and certificates -------------------------------------------------------------------------
 
-def test_domains_belong_to_one_app(ledger: SqliteLedger) -> None:
+def test_domains_belong_to_one_app(ledger: Ledger) -> None:
     ledger.create_app("shop")
     ledger.create_app("blog")
     ledger.add_domain("shop", "www.example.com")
@@ -522,14 +594,14 @@ def test_domains_belong_to_one_app(ledger: SqliteLedger) -> None:
 
 @pytest.mark.parametrize("hostname", ["", "Example.com", "localhost", "a..b", "-a.com", "a_b.com",
                                       "*.*.a.com", "a.com.", "x" * 64 + ".com"])
-def test_invalid_domains_are_refused(ledger: SqliteLedger, hostname: str) -> None:
+def test_invalid_domains_are_refused(ledger: Ledger, hostname: str) -> None:
     ledger.create_app("shop")
     with pytest.raises(UserError, match="Invalid domain"):
         ledger.add_domain("shop", hostname)
     assert ledger.list_domains("shop") == []
 
 
-def test_certs_are_stored_renewed_and_go_with_their_domain(ledger: SqliteLedger) -> None:
+def test_certs_are_stored_renewed_and_go_with_their_domain(backend: Backend, ledger: Ledger) -> None:
     ledger.create_app("shop")
     ledger.add_domain("shop", "www.example.com")
     ledger.add_cert("shop", "www.example.com", "CERT1", "KEY1")
@@ -540,43 +612,25 @@ def test_certs_are_stored_renewed_and_go_with_their_domain(ledger: SqliteLedger)
     ledger.remove_domain("shop", "www.example.com")
     assert ledger.list_certs("shop") == [("shop.localhost", "CERT0", "KEY0")]
     ledger.destroy_app("shop")
-    assert ledger.connection.execute("SELECT COUNT(*) FROM certs").fetchone()[0] == 0
+    assert backend.count(ledger, "certs") == 0
 
 
-def test_a_v1_ledger_is_migrated_in_place(path: Path) -> None:
-    from dynod.ledger import sqlite as module
-
-    old = module.MIGRATIONS[:1]
-    path.parent.mkdir(parents=True)
-    raw = sqlite3.connect(path, isolation_level=None)
-    raw.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    raw.execute("INSERT INTO schema_version VALUES (1)")
-    for statement in module._statements(old[0]):
-        raw.execute(statement)
-    raw.execute("INSERT INTO apps (name, created_at) VALUES ('shop', 0)")
-    raw.close()
-    led = SqliteLedger(path)
+def test_a_v1_ledger_is_migrated_in_place(backend: Backend) -> None:
+    backend.build_old_schema(1)
+    led = backend.open()
     try:
-        assert led.schema_version() == SCHEMA_VERSION == 4
+        assert led.schema_version() == SCHEMA_VERSION
         assert [a.name for a in led.list_apps()] == ["shop"]
         led.add_domain("shop", "www.example.com")
+        assert led.app_uid("shop", 70000, 10) == 70000
     finally:
         led.close()
 
 
-def test_routing_policy_is_random_until_set_and_checked(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from dynod.errors import UserError
-    from dynod.ledger.sqlite import SqliteLedger
-
-    led = SqliteLedger(tmp_path / "l.sqlite3")
-    led.create_app("myapp")
-    assert led.get_app("myapp").routing_policy == "random"
-    assert led.set_routing_policy("myapp", "p2c").routing_policy == "p2c"
-    try:
-        led.set_routing_policy("myapp", "round-robin")
-    except UserError as exc:
-        assert "random" in str(exc) and "p2c" in str(exc)
-    else:
-        raise AssertionError("an unknown policy was accepted")
-    assert led.get_app("myapp").routing_policy == "p2c"
-    led.close()
+def test_routing_policy_is_random_until_set_and_checked(ledger: Ledger) -> None:
+    ledger.create_app("myapp")
+    assert ledger.get_app("myapp").routing_policy == "random"
+    assert ledger.set_routing_policy("myapp", "p2c").routing_policy == "p2c"
+    with pytest.raises(UserError, match="random.*p2c"):
+        ledger.set_routing_policy("myapp", "round-robin")
+    assert ledger.get_app("myapp").routing_policy == "p2c"
