@@ -113,7 +113,7 @@ class _Reader:
     _rewritten_lengths = frozenset(len(n) for n in _REWRITTEN)
 
     __slots__ = ("events", "_parser", "_headers", "_head_bytes", "_line_len", "_in_head", "_tail",
-                 "_framing", "_upgrade_hdr", "_expect", "_host", "_failed", "_plain", "_conn_ka",
+                 "_framing", "_upgrade_hdr", "_expect", "_host", "_host_seen", "_failed", "_plain", "_conn_ka",
                  "_head_end", "_between", "_whole_head")
 
     def __init__(self) -> None:
@@ -134,6 +134,7 @@ class _Reader:
         self._upgrade_hdr = False
         self._expect = False
         self._host = b""
+        self._host_seen = False
         self._plain = True  # no header a proxy must drop or rewrite (hop-by-hop, Via)...
         self._conn_ka = False  # ...but for one "Connection: keep-alive", which is cut out by bytes
 
@@ -157,7 +158,12 @@ class _Reader:
             if b"chunked" in value.lower():
                 self._framing = CHUNKED
         elif n == 4 and name.lower() == b"host":
+            if self._host_seen:
+                # RFC 9112 3.2: a request with more than one Host is a 400; routing by one while
+                # the dyno reads the other would let a client reach an app it did not name.
+                raise ProtocolError(400, "More than one Host header")
             self._host = value
+            self._host_seen = True
         elif n == 7 and name.lower() == b"upgrade":
             self._upgrade_hdr = True
         elif n == 6 and name.lower() == b"expect":

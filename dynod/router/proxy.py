@@ -205,20 +205,26 @@ class Proxy:
         pipe = client.pipe
         # A new connection's request is usually in already; after an answer, the next cannot be.
         recv = pipe.recv
+        # The first head is due within header_timeout of accept, bytes or not: a connection that
+        # never sends one must not sit out the keep-alive window (10k of them starved the worker).
+        client.wait_for(_HEAD, opts.header_timeout)
         while True:
             if not events:
                 if self._draining:
                     return
-                client.wait_for(_KEEPALIVE, opts.keepalive_timeout)
+                if client.phase != _HEAD:
+                    client.wait_for(_KEEPALIVE, opts.keepalive_timeout)
+                received = False
                 while not events:
                     try:
                         data = await recv()
                     except trio.Cancelled:
-                        if client.expired == _HEAD:  # a head that never ends (slowloris)
+                        if client.expired == _HEAD and received:  # a head that never ends (slowloris)
                             client.reply = codes.bad_request_response(408)
                         raise
                     if not data:
                         return
+                    received = True
                     if client.phase == _KEEPALIVE:
                         client.wait_for(_HEAD, opts.header_timeout)
                     try:

@@ -422,3 +422,39 @@ def test_connections_beyond_the_limit_get_503_and_the_router_keeps_serving(dynos
         assert get(r, host="one.localhost")[0] == 200
     finally:
         r.stop()
+
+
+def test_two_host_headers_are_a_400_and_reach_no_dyno(router, dynos):
+    # Routed by the first and delivered with the second would let a client reach an app it did not name.
+    for head in (b"GET / HTTP/1.1\r\nHost: one.localhost\r\nHost: myapp.localhost\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nHost: one.localhost\r\nX-A: 1\r\nhost: elsewhere.test\r\n\r\n"):
+        answer = raw(router, head)
+        assert answer.startswith(b"HTTP/1.1 400"), answer
+        assert b"Connection: close" in answer
+    assert get(router, host="one.localhost")[0] == 200
+
+
+def test_idle_connections_close_at_the_header_timeout_and_requests_still_succeed(dynos):
+    # Every slot held by a connection that never sends a byte: before, they sat out the 5 s
+    # keep-alive window and a real request got a 503; now they go at the 1 s header timeout.
+    r = RouterProcess(workers=1, extra=["--max-connections", "200", *FAST])
+    held: list[socket.socket] = []
+    try:
+        r.routes({"one": {"dynos": [dynos[0].route()]}})
+        t0 = time.monotonic()
+        held = [socket.create_connection(("127.0.0.1", r.http_port)) for _ in range(200)]
+        time.sleep(0.3)
+        assert sum(w["connections"] for w in r.stats()["workers"]) == 200
+        for s in held:
+            s.settimeout(3)
+        closed_at = []
+        for s in held:
+            assert s.recv(100) == b""  # closed quietly: nothing was asked, so nothing is answered
+            closed_at.append(time.monotonic() - t0)
+        assert max(closed_at) < 2.5, max(closed_at)  # header timeout 1 s (+ watchdog period), not 5 s
+        assert get(r, host="one.localhost")[0] == 200
+        assert sum(w["connections"] for w in r.stats()["workers"]) == 0
+    finally:
+        for s in held:
+            s.close()
+        r.stop()

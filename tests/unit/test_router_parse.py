@@ -173,3 +173,17 @@ def test_heads_keep_their_limits_after_a_fast_first_request():
     with pytest.raises(ProtocolError) as info:
         r.feed(b"GET /2 HTTP/1.1\r\nX-Big: " + b"v" * 9000)
     assert info.value.status == 431
+
+
+@pytest.mark.parametrize("head", [b"GET / HTTP/1.1\r\nHost: a.localhost\r\nHost: b.localhost\r\n\r\n",
+                                  b"GET / HTTP/1.1\r\nhost: a.localhost\r\nX: 1\r\nHOST: a.localhost\r\n\r\n",
+                                  b"GET / HTTP/1.0\r\nHost: a\r\nHost: \r\n\r\n"])
+def test_two_host_headers_are_a_400(head):
+    with pytest.raises(ProtocolError) as info:
+        RequestReader().feed(head)
+    assert info.value.status == 400
+
+
+def test_each_pipelined_request_may_have_its_own_host():
+    events = feed_all(RequestReader(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: b\r\n\r\n")
+    assert [e.host for e in events if isinstance(e, RequestHead)] == [b"a", b"b"]
