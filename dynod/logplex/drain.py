@@ -50,8 +50,18 @@ class DrainTarget:
     @property
     def post_url(self) -> str:
         """The URL to POST to, credentials left out (they travel as Basic auth)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}{self.path}"
+        return self.post_url_to(self.host)
+
+    def post_url_to(self, address: str) -> str:
+        """The URL to POST to at ``address``, an address ``host`` resolved to and that was checked."""
+        shown = f"[{address}]" if ":" in address else address
+        return f"{self.scheme}://{shown}:{self.port}{self.path}"
+
+    @property
+    def host_header(self) -> str:
+        """The Host header a POST to the resolved address carries: the name from the URL."""
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return shown if self.port == DEFAULT_PORTS[self.scheme] else f"{shown}:{self.port}"
 
 
 def _check_host(host: str, url: str) -> str:

@@ -34,6 +34,7 @@ import trio
 
 from . import syslog
 from .drain import Batch, Drain, DrainBuffer, DrainTarget, redact
+from .egress import DrainEgress
 
 USER_AGENT = "dynod-logplex/0.1"
 # Heroku's HTTPS drains write this in the HOST field and carry the token in a header.
@@ -61,8 +62,12 @@ class DrainSender:
         backoff_max: float,
         connect_timeout: float,
         send_timeout: float,
+        egress: DrainEgress | None = None,
     ) -> None:
         self.drain = drain
+        # Every connect resolves the host and checks each address (egress.py); None: the strict default.
+        self.egress = egress or DrainEgress()
+        self._address: str | None = None  # the checked address HTTP posts go to, until one fails
         self.target = target
         self.buffer = buffer
         self._ssl_context_factory = ssl_context
@@ -191,7 +196,7 @@ class DrainSender:
 
     async def _connect_syslog(self) -> trio.abc.Stream:
         with trio.fail_after(self.connect_timeout):
-            tcp = await trio.open_tcp_stream(self.target.host, self.target.port)
+            tcp = await self._open_checked_tcp()
             # The kernel's send buffer rides out a receiver's scheduling hiccups (10 ms is 1,000
             # lines at 100k lines/s, the whole drain buffer): lines waiting there are not dropped.
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
@@ -204,6 +209,19 @@ class DrainSender:
                 await trio.aclose_forcefully(tcp)
                 raise
             return stream
+
+    async def _open_checked_tcp(self) -> trio.SocketStream:
+        """A TCP connection to one of the host's addresses, each checked before it is tried."""
+        addresses = await self.egress.resolve(self.target.host, self.target.port)
+        failure: OSError | None = None
+        for address in addresses:
+            try:
+                # An address literal: trio does no lookup of its own, so what was checked is what is used.
+                return await trio.open_tcp_stream(address, self.target.port)
+            except OSError as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
 
     async def _run_syslog(self) -> None:
         while True:
@@ -305,12 +323,19 @@ class DrainSender:
             "Logplex-Frame-Id": secrets.token_hex(16).upper(),
             "Logplex-Drain-Token": self.drain.token,
         }
+        headers["Host"] = self.target.host_header
+        # TLS is checked against the name in the URL, not the address the POST goes to.
+        extensions = {"sni_hostname": self.target.host} if self.target.tls else {}
         try:
             while True:
                 try:
-                    response = await client.post(self.target.post_url, content=body, headers=headers,
-                                                 auth=auth)
-                except httpx.HTTPError as exc:
+                    if self._address is None:
+                        with trio.fail_after(self.connect_timeout):
+                            self._address = (await self.egress.resolve(self.target.host, self.target.port))[0]
+                    response = await client.post(self.target.post_url_to(self._address), content=body,
+                                                 headers=headers, auth=auth, extensions=extensions)
+                except (httpx.HTTPError, OSError, trio.TooSlowError) as exc:
+                    self._address = None  # look the name up (and check it) again
                     self._failed(exc)
                     await self._back_off()
                     continue

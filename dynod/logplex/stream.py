@@ -29,6 +29,7 @@ from ..errors import Conflict, NotFound, UserError
 from ..model import check_app_name
 from . import store
 from .drain import Drain, DrainBuffer, parse_drain_url, redact
+from .egress import DrainEgress
 from .format import LineFilter, LineSplitter, line_prefix, split_message
 from .sender import DrainSender
 from .syslog import LOGPLEX_PROCID, l10_message
@@ -63,6 +64,7 @@ class LogStream:
         connect_timeout: float = 5.0,
         send_timeout: float = 30.0,
         notice_interval: float = 10.0,
+        drain_egress: DrainEgress | None = None,
     ) -> None:
         if lines < 1 or drain_buffer < 1 or tail_buffer < 1:
             raise ValueError("lines, drain_buffer and tail_buffer must be positive")
@@ -78,7 +80,10 @@ class LogStream:
             "backoff_max": backoff_max,
             "connect_timeout": connect_timeout,
             "send_timeout": send_timeout,
+            "egress": drain_egress,
         }
+        # Where drains may connect (egress.py); the default refuses the host and its dynos.
+        self.drain_egress = drain_egress or DrainEgress()
         self._apps: dict[str, _AppLog] = {}
         self._nursery: trio.Nursery | None = None
         self._lines_in = 0
@@ -314,6 +319,11 @@ class LogStream:
         except OSError as exc:
             raise UserError(f"Could not save the drains of {app} ({exc.strerror or exc}); "
                             f"check that {directory} is writable and has space.") from None
+
+    async def check_drain_target(self, url: str) -> None:
+        """Refuse (one UserError line) a drain whose host is one drains may not reach."""
+        target = parse_drain_url(url)
+        await self.drain_egress.check(target.host, target.port, url.strip())
 
     def add_drain(self, app: str, url: str) -> dict[str, str]:
         """Start draining ``app``'s lines to ``url``; returns {"id", "url", "token"}."""

@@ -221,3 +221,68 @@ def test_a_procfile_of_10001_process_types_fails_the_build(dynod: Dynod, app: st
     assert "more than 100 process types" in result["build"]["error"], result
     with dynod.client() as client:
         assert [r["version"] for r in client.list_releases(app)] == [1]
+
+
+# --- log drains ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def strict_dynod():
+    """A dynod with the default drain rule (the session's allows loopback for its receivers)."""
+    from .conftest import running_dynod
+
+    with running_dynod(allow_local_drains=False) as d:
+        yield d
+
+
+def _host_global_address() -> str | None:
+    import subprocess
+
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show", "scope", "global"], capture_output=True,
+                         text=True).stdout
+    for line in out.splitlines():
+        address = line.split()[3].split("/")[0]
+        if not address.startswith("198.1"):  # a dynod bridge: covered by the dyno network case
+            return address
+    return None
+
+
+def _strict_drain_urls(dynod: Dynod) -> list[tuple[str, str]]:
+    urls = [("syslog://127.0.0.1:6379", "loopback"), ("syslog://localhost:22", "loopback"),
+            ("https://169.254.169.254/latest/meta-data", "link-local"), ("syslog://0.0.0.0:25", "unspecified"),
+            ("https://[::1]:8080/", "loopback"), ("https://[::ffff:127.0.0.1]/", "loopback"),
+            (f"syslog://{dynod.subnet.rsplit('.', 1)[0]}.1:5000", "dyno network")]
+    own = _host_global_address()
+    if own is not None:
+        urls.append((f"https://{own}:9/", "dynod's own host"))
+    return urls
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_drains_to_the_host_are_refused_by_default(strict_dynod: Dynod, index: int) -> None:
+    from dynod.errors import UserError
+
+    urls = _strict_drain_urls(strict_dynod)
+    if index >= len(urls):
+        pytest.skip("this host has no global address of its own")
+    url, why = urls[index]
+    app = f"t{secrets.token_hex(4)}"
+    strict_dynod.ctl("apps:create", app)
+    try:
+        with strict_dynod.client() as client:
+            with pytest.raises(UserError, match=why) as refused:
+                client.add_drain(app, url)
+            assert refused.value.status == 422 and "\n" not in str(refused.value)
+            assert client.list_drains(app) == []
+        result = strict_dynod.ctl("drains:add", url, "-a", app, check=False)
+        assert result.returncode != 0 and why in result.stderr and result.stderr.count("\n") == 1
+    finally:
+        strict_dynod.ctl("apps:destroy", "-a", app, "--confirm", app, check=False)
+
+
+def test_the_dyno_network_is_refused_even_where_local_drains_are_allowed(dynod: Dynod, app: str) -> None:
+    from dynod.errors import UserError
+
+    with dynod.client() as client:
+        with pytest.raises(UserError, match="in the dyno network"):
+            client.add_drain(app, f"syslog://{dynod.subnet.rsplit('.', 1)[0]}.1:5000")
+        assert client.list_drains(app) == []

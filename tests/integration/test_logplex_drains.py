@@ -20,7 +20,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from dynod.errors import UserError
 from dynod.logplex import LogStream
+from dynod.logplex.egress import DrainEgress
 
 pytestmark = pytest.mark.integration
 
@@ -203,6 +205,7 @@ def app_messages(frames: list[Frame]) -> list[str]:
 def make_stream(tmp_path: Path, test_ca: LoopbackCA | None = None, **kw) -> LogStream:
     kw.setdefault("backoff_min", 0.05)
     kw.setdefault("backoff_max", 0.2)
+    kw.setdefault("drain_egress", DrainEgress(allow_local=True))  # the receivers listen on loopback
     if test_ca is not None:
         kw["ssl_context"] = test_ca.client_context
     return LogStream(tmp_path / "logs", **kw)
@@ -495,3 +498,61 @@ async def test_https_drain_retries_a_failed_post_with_the_same_frame_id(tmp_path
         nursery.cancel_scope.cancel()
     assert app_messages(receiver.frames) == ["eventually"]
     assert len(receiver.posts) == 3 and len({p["frame_id"] for p in receiver.posts}) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Where drains may connect (logplex/egress.py), with the default rule and real sockets.
+
+
+async def test_the_default_rule_never_connects_to_a_loopback_receiver(tmp_path):
+    ls = make_stream(tmp_path, drain_egress=None)  # LogStream's own default: local drains refused
+    async with trio.open_nursery() as nursery:
+        receiver = SyslogReceiver()
+        await receiver.start(nursery)
+        await nursery.start(ls.run)
+        with pytest.raises(UserError, match="127.0.0.1 is a loopback address"):
+            await ls.check_drain_target(f"syslog://127.0.0.1:{receiver.port}")
+        # Even a drain that got past the API (an old drains.json) is checked on every connect.
+        ls.add_drain("myapp", f"syslog://localhost:{receiver.port}")
+        ls.emit("myapp", "app", "web.1", "must not arrive")
+        await trio.sleep(0.5)
+        stats = next(d for d in ls.statistics()["drains"] if d["app"] == "myapp")
+        nursery.cancel_scope.cancel()
+    assert receiver.connections == 0 and receiver.frames == []
+    assert "DrainRefused" in stats["last_error"] and "loopback" in stats["last_error"], stats
+
+
+async def test_a_name_that_rebinds_to_loopback_after_the_check_is_refused_at_connect(tmp_path):
+    class Rebinding(trio.abc.HostnameResolver):
+        """First a public address (the API's check passes), then loopback (the connect)."""
+
+        calls = 0
+
+        async def getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002
+            if host not in (b"rebind.test", "rebind.test"):
+                return await trio.socket.getaddrinfo(host, port, family, type, proto, flags)
+            Rebinding.calls += 1
+            address = "93.184.216.34" if Rebinding.calls == 1 else "127.0.0.1"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+        async def getnameinfo(self, sockaddr, flags):
+            raise NotImplementedError
+
+    ls = make_stream(tmp_path, drain_egress=None)
+    previous = trio.socket.set_custom_hostname_resolver(Rebinding())
+    try:
+        async with trio.open_nursery() as nursery:
+            receiver = SyslogReceiver()
+            await receiver.start(nursery)
+            await nursery.start(ls.run)
+            url = f"syslog://rebind.test:{receiver.port}"
+            await ls.check_drain_target(url)  # resolves to the public address: accepted
+            ls.add_drain("myapp", url)
+            ls.emit("myapp", "app", "web.1", "must not arrive")
+            await trio.sleep(0.5)
+            stats = next(d for d in ls.statistics()["drains"] if d["app"] == "myapp")
+            nursery.cancel_scope.cancel()
+    finally:
+        trio.socket.set_custom_hostname_resolver(previous)
+    assert Rebinding.calls >= 2 and receiver.connections == 0
+    assert "rebind.test resolves to 127.0.0.1" in stats["last_error"], stats
