@@ -75,6 +75,9 @@ class LogSettings:
     metrics_interval: float = 20.0  # 0 turns runtime metrics off
     # CA bundle that syslog+tls:// and https:// drains are checked against (default: the system's).
     drain_ca_file: str | None = None
+    # Drains to loopback, link-local and this host's own addresses are refused (a drain URL would
+    # otherwise reach services that trust the host); the dyno subnet is refused whatever this says.
+    allow_local_drains: bool = False
 
 
 @dataclass(frozen=True)
