@@ -141,9 +141,16 @@ class Platform:
                     nursery.start_soon(self.manager.stop, live, "app destroyed")
             for record in self.ledger.list_dynos(app):
                 self.manager.restart_at.pop(record.id, None)
+            slug_ids = {r.slug_id for r in self.ledger.list_releases(app) if r.slug_id}
             self.ledger.destroy_app(app)
             self.deploys.app_destroyed(app)
             self.logs.forget_app(app)  # after the dynos stopped: a live pump would recreate its files
+            # No trace for a new app of the same name to inherit: the build cache, and the slugs
+            # (with their unpacked trees) that no other app's release names.
+            self.deploys.builder.forget_app(app)
+            in_use = {r.slug_id for other in self.ledger.list_apps() for r in self.ledger.list_releases(other.name)}
+            for slug_id in slug_ids - in_use:
+                self.slugs.remove(slug_id)
         finally:
             self.manager.retiring.discard(app)
         self.routes_changed()

@@ -281,6 +281,11 @@ class Builder:
     def statistics(self) -> dict[str, Any]:
         return {"apps_building": sorted(app for app, lock in self._locks.items() if lock.locked())}
 
+    def forget_app(self, app: str) -> None:
+        """apps:destroy: the app's build cache goes, so a new app of the same name starts cold."""
+        shutil.rmtree(self.cache_root / check_app_name(app), ignore_errors=True)
+        self._locks.pop(app, None)
+
     async def build(self, app: str, archive: IO[bytes], *, config: dict[str, str], source: str,
                     source_version: str | None, user: str | None, output: Callable[[str], None],
                     pack: Callable[[Path], Awaitable[Slug]],

@@ -598,6 +598,15 @@ class SlugStore:
                 raise
         return final
 
+    def remove(self, slug_id: str) -> None:
+        """Remove one stored slug and its unpacked tree (apps:destroy, for slugs no other app uses)."""
+        if not _SLUG_ID.match(slug_id):
+            return
+        with self._lock_for(slug_id):
+            self._path(slug_id).unlink(missing_ok=True)
+            self._meta_path(slug_id).unlink(missing_ok=True)
+            shutil.rmtree(self.unpacked_root / slug_id, ignore_errors=True)
+
     def gc(self, keep: set[str]) -> list[str]:
         """Remove stored slugs (and their unpacked trees) whose id is not in ``keep``."""
         removed: list[str] = []

@@ -286,3 +286,72 @@ def test_the_dyno_network_is_refused_even_where_local_drains_are_allowed(dynod: 
         with pytest.raises(UserError, match="in the dyno network"):
             client.add_drain(app, f"syslog://{dynod.subnet.rsplit('.', 1)[0]}.1:5000")
         assert client.list_drains(app) == []
+
+
+# --- apps:destroy leaves nothing to inherit ------------------------------------------------------
+
+CACHING_BUILDPACK = {
+    "bp/bin/detect": "#!/bin/sh\necho Caching\n",
+    # Remembers a token in the cache and says when it finds one: what a cached dependency is.
+    "bp/bin/compile": '#!/bin/sh\nif [ -f "$2/token" ]; then echo "       inherited $(cat "$2/token")"; fi\n'
+                      'head -c 8 /dev/urandom | od -An -tx1 | tr -d " \\n" > "$2/token"\n',
+    "bp/bin/release": "#!/bin/sh\necho '--- {}'\n",
+}
+
+
+def _caching_app(path: Path) -> Path:
+    path.mkdir()
+    (path / "Procfile").write_text("web: python3 -m http.server $PORT\n")
+    (path / ".buildpacks").write_text("./bp\n")
+    for name, text in CACHING_BUILDPACK.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+        (path / name).chmod(0o755)
+    return path
+
+
+def _traces(dynod: Dynod, app: str, slug_ids: set[str]) -> list[str]:
+    state = dynod.root / "state"
+    places = [state / "build-cache" / app, state / "repos" / f"{app}.git", state / "builds" / app,
+              state / "logs" / app]
+    places += [state / "slugs" / f"{s}.tgz" for s in slug_ids]
+    places += [state / "slugs" / "unpacked" / s for s in slug_ids]
+    return [str(p) for p in places if p.exists()]
+
+
+def test_a_destroyed_app_leaves_nothing_for_a_new_app_of_its_name(dynod: Dynod, tmp_path: Path) -> None:
+    app = f"t{secrets.token_hex(4)}"
+    src = _caching_app(tmp_path / "src")
+    dynod.ctl("apps:create", app)
+    try:
+        first = dynod.ctl("deploy", str(src), "-a", app, timeout=300).stdout
+        assert "inherited" not in first
+        second = dynod.ctl("deploy", str(src), "-a", app, timeout=300).stdout
+        assert "inherited" in second  # the cache works, so its absence below means something
+        dynod.ctl("config:set", "SECRET=old-tenant", "-a", app)
+        with dynod.client() as client:
+            slug_ids = {r["slug"]["id"] for r in client.list_releases(app) if r.get("slug")}
+        assert slug_ids and _traces(dynod, app, slug_ids)
+        shared = sorted(slug_ids)[0]
+        other = f"t{secrets.token_hex(4)}"
+        dynod.ctl("apps:create", other)
+        try:
+            with dynod.client() as client:
+                client.create_release(other, shared)  # another app runs the same slug
+            dynod.ctl("apps:destroy", "-a", app, "--confirm", app)
+            assert _traces(dynod, app, slug_ids - {shared}) == []
+            assert (dynod.root / "state" / "slugs" / f"{shared}.tgz").exists()  # still used by the other
+        finally:
+            dynod.ctl("apps:destroy", "-a", other, "--confirm", other, check=False)
+        assert _traces(dynod, app, slug_ids) == []
+
+        dynod.ctl("apps:create", app)
+        assert "SECRET" not in dynod.ctl("config", "-a", app).stdout
+        assert "old-tenant" not in dynod.logs(app) and "Caching" not in dynod.ctl("builds", "-a", app).stdout
+        third = dynod.ctl("deploy", str(src), "-a", app, timeout=300).stdout
+        assert "inherited" not in third, third
+        with dynod.client() as client:
+            assert [r["version"] for r in client.list_releases(app)] == [1, 2]
+            assert len(client.list_builds(app)) == 1
+    finally:
+        dynod.ctl("apps:destroy", "-a", app, "--confirm", app, check=False)
