@@ -44,10 +44,10 @@ esac
 # source), debootstrap (the stack), iproute2 (dyno networking), tini (PID 1 of a dyno), git and
 # openssh-server (git push deploys), curl, libseccomp2 (the dynos' seccomp filter). The tests
 # and benches: runc and bubblewrap (peers and test containers), wrk and hyperfine (benches), nginx
-# (router peer), redis and postgresql (add-ons).
+# (router peer), redis and postgresql (add-ons), pebble (the ACME test CA that ACM's tests run).
 PACKAGES=(python3 python3-venv python3-dev gcc libcap-dev debootstrap iproute2 tini git curl
           openssh-server ca-certificates util-linux libseccomp2
-          runc bubblewrap wrk redis-server postgresql hyperfine)
+          runc bubblewrap wrk redis-server postgresql hyperfine pebble)
 # Services an install may start that the tests start privately on their own ports instead.
 CLASHING_SERVICES=(nginx redis-server postgresql)
 

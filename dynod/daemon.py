@@ -103,6 +103,11 @@ class Daemon:
                     router = self._router = await self._start_router()
                     nursery.start_soon(self._feed_router, router, platform)
                     nursery.start_soon(self._router_logs, router, logs)
+                    from .acm.manager import CertManager  # ACM answers its challenges through the router
+
+                    platform.acm = CertManager(s, ledger=ledger, logs=logs, routes_changed=self.routes_changed,
+                                               routes_flushed=self.routes_flushed)
+                    nursery.start_soon(platform.acm.run)
                 await nursery.start(partial(serve_api, platform, s.api_socket, group=s.api_group))
                 log.info("dynod ready: API at %s, %s cgroups, dyno subnet %s", s.api_socket, cgroups.kind,
                          s.network.subnet)

@@ -62,6 +62,7 @@ class Platform:
         from .deploys import Deploys
 
         self.deploys = Deploys(self)
+        self.acm: Any = None  # the CertManager (dynod.acm): set by the daemon when the router runs
 
     # -- helpers -----------------------------------------------------------------------------
     def web_url(self, app: str) -> str:
@@ -154,6 +155,7 @@ class Platform:
         finally:
             self.manager.retiring.discard(app)
         self.routes_changed()
+        self._acm_wake()  # ACM revokes the app's certificates and drops its state
 
     async def set_maintenance(self, app: str, on: bool) -> Json:
         result = self._app_json(self.ledger.set_maintenance(app, on))
@@ -404,11 +406,13 @@ class Platform:
             raise UserError(f"{hostname} is under the platform's base domain; add a domain you own.")
         self.ledger.add_domain(app, hostname)
         self.routes_changed()
+        self._acm_wake()  # with ACM on, the new domain gets its certificate without another command
         return {"hostname": hostname, "kind": "custom"}
 
     async def remove_domain(self, app: str, hostname: str) -> None:
         self.ledger.remove_domain(app, hostname.strip().lower().rstrip("."))
         self.routes_changed()
+        self._acm_wake()  # its ACM certificate is revoked and no longer renewed
 
     async def list_certs(self, app: str) -> list[Json]:
         self.ledger.get_app(app)
@@ -437,11 +441,36 @@ class Platform:
                 "domains": [self._default_domain(app.name), *self.ledger.list_domains(app.name)],
                 "maintenance": app.maintenance,
                 "policy": app.routing_policy,
+                "acme_challenges": self.acm.challenges(app.name) if self.acm is not None else {},
                 "booting": web.booting,
                 "crashed": web.crashed,
                 "dynos": [{"name": d.name, "addr": f"{d.ip}:{d.port}"} for d in web.dynos],
             }
         return apps
+
+    # -- automated certificate management (dynod.acm) --------------------------------------------
+    def _acm_wake(self) -> None:
+        if self.acm is not None:
+            self.acm.wake()
+
+    def _acm(self, app: str) -> Any:
+        self.ledger.get_app(app)
+        if self.acm is None:
+            raise UserError("Automatic Certificate Management is off on this host: it needs the router "
+                            "([router] enabled = true).")
+        return self.acm
+
+    async def acm_status(self, app: str) -> Json:
+        return self._acm(app).status(app)
+
+    async def acm_enable(self, app: str) -> Json:
+        return self._acm(app).enable(app)
+
+    async def acm_disable(self, app: str) -> Json:
+        return self._acm(app).disable(app)
+
+    async def acm_refresh(self, app: str) -> Json:
+        return self._acm(app).refresh(app)
 
     def certificates(self) -> list[Json]:
         return [{"domain": domain, "cert_pem": cert, "key_pem": key}

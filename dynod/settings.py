@@ -81,6 +81,21 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class AcmSettings:
+    """Automated Certificate Management (Heroku's ACM): certificates for custom domains over ACME."""
+
+    directory_url: str = "https://acme-v02.api.letsencrypt.org/directory"  # Let's Encrypt
+    email: str | None = None  # the CA's contact for expiry and policy notices
+    ca_file: str | None = None  # CA bundle the ACME server's HTTPS is checked against (default: the system's)
+    renew_before_days: float = 30.0  # renew this long before expiry (half the lifetime if shorter)
+    retry_base: float = 600.0  # first retry after a failure; doubles per failure ...
+    retry_max: float = 86400.0  # ... up to a day
+    rate_limit_pause: float = 3600.0  # at least this long without orders after the CA says rateLimited
+    request_timeout: float = 30.0  # each HTTP request to the ACME server
+    order_timeout: float = 120.0  # a whole order: challenge, validation, finalization
+
+
+@dataclass(frozen=True)
 class LedgerSettings:
     # None: the embedded SQLite file in the state dir. "postgresql://user@host/db" selects
     # PostgreSQL, the store several hosts will share (docs/ledger.md).
@@ -102,6 +117,7 @@ class Settings:
     logs: LogSettings = field(default_factory=LogSettings)
     builds: BuildSettings = field(default_factory=BuildSettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
+    acm: AcmSettings = field(default_factory=AcmSettings)
 
     @property
     def api_socket(self) -> Path:
@@ -135,7 +151,7 @@ class Settings:
 
 _SECTIONS = {"dynos": DynoSettings, "network": NetworkSettings, "cgroups": CgroupSettings,
              "router": RouterSettings, "logs": LogSettings, "builds": BuildSettings,
-             "ledger": LedgerSettings}
+             "ledger": LedgerSettings, "acm": AcmSettings}
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:

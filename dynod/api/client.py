@@ -427,6 +427,19 @@ class ApiClient:
     def list_certs(self, app: str) -> list[Json]:
         return self.request("GET", _path("apps", app, "sni-endpoints"))
 
+    # Automated Certificate Management (certs:auto): each returns {"enabled", "domains": [...]}.
+    def acm_status(self, app: str) -> Json:
+        return self.request("GET", _path("apps", app, "acm"))
+
+    def acm_enable(self, app: str) -> Json:
+        return self.request("POST", _path("apps", app, "acm"))
+
+    def acm_disable(self, app: str) -> Json:
+        return self.request("DELETE", _path("apps", app, "acm"))
+
+    def acm_refresh(self, app: str) -> Json:
+        return self.request("PATCH", _path("apps", app, "acm", "refresh"))
+
     def add_cert(self, app: str, domain: str, cert_pem: str, key_pem: str) -> Json:
         payload = {"domain": domain, "certificate_chain": cert_pem, "private_key": key_pem}
         return self.request("POST", _path("apps", app, "sni-endpoints"), payload)

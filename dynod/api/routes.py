@@ -580,6 +580,29 @@ async def _add_cert(self: ApiRoutes, request: Request, p: dict[str, str]) -> Res
     return JsonResponse(201, cert)
 
 
+# --- automated certificate management (Heroku's ACM: certs:auto) ------------------------------------
+
+
+@_route("GET", "/apps/{app}/acm")
+async def _acm_status(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.acm_status(p["app"]))
+
+
+@_route("POST", "/apps/{app}/acm")
+async def _acm_enable(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.acm_enable(p["app"]))
+
+
+@_route("DELETE", "/apps/{app}/acm")
+async def _acm_disable(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.acm_disable(p["app"]))
+
+
+@_route("PATCH", "/apps/{app}/acm/refresh")
+async def _acm_refresh(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.acm_refresh(p["app"]))
+
+
 # --- stacks and the daemon --------------------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ from .parse import (
     Tunnel,
 )
 from .pool import DynoConn, DynoPool
-from .routes import AppRoute, DynoRoute, RouteTable, choose_dyno
+from .routes import AppRoute, DynoRoute, RouteTable, challenge_answer, choose_dyno
 
 LogSink = Callable[[AccessRecord], None]
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
@@ -252,6 +252,10 @@ class Proxy:
                                                               head_only=head.method == b"HEAD"))
             return keep
         request_id = pick_request_id(head)
+        if app.challenges:  # only while dynod is proving a domain to an ACME server
+            answer = challenge_answer(app, head.method, head.target)
+            if answer is not None:
+                return await self._answer_challenge(client, reader, head, app, request_id, answer)
         start = _now()
         dyno: DynoRoute | None = None
         connect_s: float | None = None
@@ -316,6 +320,16 @@ class Proxy:
             client_first = events.pop().data if events and type(events[-1]) is Tunnel else b""
             await self._tunnel(client, conn, client_first, tunnel)
             return False
+        return keep
+
+    async def _answer_challenge(self, client: _Client, reader: RequestReader, head: RequestHead, app: AppRoute,
+                                request_id: bytes, answer: bytes) -> bool:
+        """Serve an ACME HTTP-01 key authorization (whatever the app's dynos, even in maintenance)."""
+        keep = head.keep_alive and _drop_body(reader)
+        await _send(client.pipe, b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                    b"Content-Length: %d\r\n%s\r\n%s" % (len(answer), b"" if keep else b"Connection: close\r\n",
+                                                      answer))
+        self._log(app.name, head, client, request_id, None, None, None, 200, len(answer), None)
         return keep
 
     def _log(self, app: str, head: RequestHead, client: _Client, request_id: bytes,

@@ -15,6 +15,9 @@ from typing import Any
 from ..errors import UserError
 
 POLICIES = ("random", "p2c")
+# ACME's HTTP-01 challenge (RFC 8555 8.3): the router answers it for an app's domains before routing.
+CHALLENGE_PREFIX = b"/.well-known/acme-challenge/"
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,8 @@ class AppRoute:
     booting: bool  # web dynos exist but none is up yet: hold requests (H20)
     crashed: bool  # every web dyno crashed (H10)
     dynos: tuple[DynoRoute, ...]
+    # Pending ACME HTTP-01 challenges of the app's domains: token -> key authorization.
+    challenges: Mapping[bytes, bytes] = field(default_factory=dict)
 
 
 def _fail(message: str) -> UserError:
@@ -95,8 +100,26 @@ def parse_app(name: Any, entry: Any) -> AppRoute:
         name=name, domains=tuple(normalize_domain(d) for d in domains),
         maintenance=_bool(name, entry, "maintenance"), policy=policy,
         booting=_bool(name, entry, "booting"), crashed=_bool(name, entry, "crashed"),
-        dynos=tuple(dynos),
+        dynos=tuple(dynos), challenges=_challenges(name, entry.get("acme_challenges", {})),
     )
+
+
+def _challenges(app: str, value: Any) -> dict[bytes, bytes]:
+    # Tokens are base64url (RFC 8555 8.3), key authorizations token.thumbprint: nothing else is ever served.
+    if not isinstance(value, Mapping):
+        raise _fail(f"app {app!r}: acme_challenges must map token -> key authorization")
+    for token, answer in value.items():
+        if not (isinstance(token, str) and token and set(token) <= _TOKEN_CHARS and isinstance(answer, str)
+                and answer.startswith(token + ".") and set(answer) <= _TOKEN_CHARS | {"."}):
+            raise _fail(f"app {app!r}: acme_challenges has a malformed token or key authorization")
+    return {t.encode(): a.encode() for t, a in value.items()}
+
+
+def challenge_answer(app: AppRoute, method: bytes, target: bytes) -> bytes | None:
+    """The key authorization for a GET of /.well-known/acme-challenge/TOKEN, if the app has that token."""
+    if method != b"GET" or not target.startswith(CHALLENGE_PREFIX):
+        return None
+    return app.challenges.get(target[len(CHALLENGE_PREFIX):])
 
 
 class RouteTable:
