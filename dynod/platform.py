@@ -32,6 +32,35 @@ def _config_bytes(config: dict[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) for k, v in config.items())
 
 
+def host_memory_mb() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
+
+
+def formation_memory_mb(rows: list[tuple[int, str]]) -> int:
+    """The memory (the sizes' quotas) that (quantity, size) rows ask for."""
+    return sum(quantity * dyno_size(size).memory_mb for quantity, size in rows)
+
+
+def check_host_memory(*, before_mb: int, after_mb: int, host_mb: int, ratio: float) -> None:
+    """Refuse a formation change that would ask more of the host than ``ratio`` times its RAM.
+
+    A change that does not grow the total is always allowed, so an over-full host (RAM
+    removed, ratio lowered) can still be scaled down.
+    """
+    offered = host_mb * ratio
+    if after_mb <= offered or after_mb <= before_mb:
+        return
+    raise UserError(
+        f"Not enough memory on this host: the formations of all apps would need {_gb(after_mb)} of dyno "
+        f"memory, and this host offers {_gb(offered)} ({ratio:g} x its {_gb(host_mb)} of RAM, [dynos] "
+        f"memory_overcommit), of which {_gb(max(0.0, offered - before_mb))} is left; scale something down "
+        "or use a smaller dyno size.", status=422, code="insufficient_memory")
+
+
+def _gb(mb: float) -> str:
+    return f"{mb / 1024:.1f} GB"
+
+
 ADJECTIVES = ("ancient", "autumn", "billowing", "bitter", "calm", "cool", "crimson", "damp", "dawn",
               "fragrant", "frosty", "gentle", "hidden", "lively", "misty", "morning", "quiet", "rapid",
               "shy", "silent", "snowy", "sparkling", "still", "sunny", "twilight", "wandering", "young")
@@ -277,6 +306,7 @@ class Platform:
             if size is not None:
                 size = dyno_size(size).name
             checked.append((type_, quantity, size))
+        self._check_memory_for(app, checked)
         for type_, quantity, size in checked:
             self.ledger.set_formation(app, type_, quantity=quantity, size=size)
             if quantity is not None:
@@ -284,6 +314,19 @@ class Platform:
                                + (f":{size}" if size else "") + " by dynoctl")
         self.manager.wake()
         return await self.get_formation(app)
+
+    def _check_memory_for(self, app: str, changes: list[tuple[str, int | None, str | None]]) -> None:
+        rows = {a.name: {f.type: (f.quantity, f.size) for f in self.ledger.get_formation(a.name)}
+                for a in self.ledger.list_apps()}
+        before = formation_memory_mb([row for formation in rows.values() for row in formation.values()])
+        mine = dict(rows.get(app, {}))
+        for type_, quantity, size in changes:
+            old_quantity, old_size = mine.get(type_, (0, DEFAULT_SIZE))
+            mine[type_] = (old_quantity if quantity is None else quantity, old_size if size is None else size)
+        rows[app] = mine
+        after = formation_memory_mb([row for formation in rows.values() for row in formation.values()])
+        check_host_memory(before_mb=before, after_mb=after, host_mb=host_memory_mb(),
+                          ratio=self.settings.dynos.memory_overcommit)
 
     async def list_dynos(self, app: str) -> list[Json]:
         self.ledger.get_app(app)

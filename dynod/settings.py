@@ -22,6 +22,10 @@ class DynoSettings:
     stop_timeout: float = 30.0  # SIGTERM, then SIGKILL after this many seconds (Heroku: 30 s)
     boot_timeout: float = 60.0  # R10: a web dyno must accept on $PORT within this
     hard_limit_ratio: float = 2.0  # hard memory limit = quota * ratio (Heroku kills at 2x: R15)
+    # A scale is refused when the formations of all apps would ask for more memory (the sizes'
+    # quotas) than this many times the host's RAM. Idle dynos use far less than their quota, so
+    # some overcommit is the point; 2.0 on a 24 GiB host: 96 standard-1X or 3 performance-L.
+    memory_overcommit: float = 2.0
     tmpfs_size_mb: int = 1024  # the ephemeral filesystem (overlay upper) of each dyno
     # Dynos forked, moved into a cgroup and wired ahead of need, so that a start skips those
     # steps (the cgroup v1 moves dominate a cold start): ~33 ms -> ~23 ms here. Off by default
@@ -176,6 +180,8 @@ def validate(settings: Settings) -> Settings:
         raise UserError(f"[network] subnet {settings.network.subnet!r} is not a network: {exc}.") from None
     if net.version != 4 or net.num_addresses < 8:
         raise UserError(f"[network] subnet {net} must be IPv4 with room for dynos (at most /29).")
+    if settings.dynos.memory_overcommit <= 0:
+        raise UserError("[dynos] memory_overcommit must be positive (1.0: no more than the host's RAM).")
     if settings.dynos.hard_limit_ratio < 1.0:
         raise UserError("[dynos] hard_limit_ratio must be at least 1 (the quota itself).")
     return settings

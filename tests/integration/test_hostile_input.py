@@ -355,3 +355,23 @@ def test_a_destroyed_app_leaves_nothing_for_a_new_app_of_its_name(dynod: Dynod, 
             assert len(client.list_builds(app)) == 1
     finally:
         dynod.ctl("apps:destroy", "-a", app, "--confirm", app, check=False)
+
+
+# --- dyno sizes against the host ------------------------------------------------------------------
+
+def test_a_scale_that_would_overcommit_the_host_is_refused(dynod: Dynod, app: str, tmp_path: Path) -> None:
+    from dynod.platform import host_memory_mb
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "Procfile").write_text("web: python3 -m http.server $PORT\n")
+    dynod.ctl("deploy", str(src), "-a", app, timeout=300)
+    # performance-L asks 14 GB each: more than 2 x this host's RAM, whatever the other tests run.
+    count = int(host_memory_mb() * 2 / 14336) + 1
+    result = dynod.ctl("ps:scale", f"web={count}:performance-L", "-a", app, check=False)
+    assert result.returncode != 0 and "Not enough memory on this host" in result.stderr, result.stderr
+    assert "is left" in result.stderr and result.stderr.count("\n") == 1
+    with dynod.client() as client:
+        assert [(f["quantity"], f["size"]) for f in client.get_formation(app) if f["type"] == "web"] \
+            != [(count, "performance-L")]
+        assert all(d["size"] == "standard-1X" for d in client.list_dynos(app))  # the first deploy's web.1
