@@ -173,6 +173,7 @@ class Platform:
                 self.manager.restart_at.pop(record.id, None)
             slug_ids = {r.slug_id for r in self.ledger.list_releases(app) if r.slug_id}
             self.ledger.destroy_app(app)
+            self.manager.health_checks.remove(app)
             self.deploys.app_destroyed(app)
             self.logs.forget_app(app)  # after the dynos stopped: a live pump would recreate its files
             # No trace for a new app of the same name to inherit: the build cache, and the slugs
@@ -389,6 +390,49 @@ class Platform:
         live = await self._one_off(app, command, size, env, stdio="tty" if tty else "pipes", rows=rows,
                                    cols=cols, attached=True)
         return AttachedSession(live, self.manager, self.logs)
+
+    # -- app features (preboot) -----------------------------------------------------------------
+    async def list_features(self, app: str) -> list[Json]:
+        from .manager.features import CATALOGUE, feature_json
+
+        enabled = self.ledger.list_features(app)
+        return [feature_json(f, f.name in enabled) for f in CATALOGUE.values()]
+
+    async def get_feature(self, app: str, name: str) -> Json:
+        from .manager.features import feature, feature_json
+
+        found = feature(name)
+        return feature_json(found, found.name in self.ledger.list_features(app))
+
+    async def set_feature(self, app: str, name: str, enabled: bool) -> Json:
+        from .manager.features import feature, feature_json
+
+        found = feature(name)
+        self.ledger.set_feature(app, found.name, enabled)
+        self.logs.emit(app, "dynod", "api", f"Feature {found.name} {'enabled' if enabled else 'disabled'}")
+        self.manager.wake()
+        return feature_json(found, enabled)
+
+    # -- the web health check (dynod.manager.health) ----------------------------------------------
+    async def get_health_check(self, app: str) -> Json:
+        self.ledger.get_app(app)
+        check = self.manager.health_checks.get(app)
+        return {"enabled": check is not None, **(check.to_json() if check is not None else {})}
+
+    async def set_health_check(self, app: str, body: Json) -> Json:
+        from .manager.health import HealthCheck
+
+        self.ledger.get_app(app)
+        check = HealthCheck.from_json(body)
+        self.manager.health_checks.set(app, check)
+        self.logs.emit(app, "dynod", "api", f"Health check set: GET {check.path} must answer {check.status} "
+                                            f"within {check.timeout:g} s, every {check.interval:g} s")
+        return {"enabled": True, **check.to_json()}
+
+    async def remove_health_check(self, app: str) -> None:
+        self.ledger.get_app(app)
+        self.manager.health_checks.remove(app)
+        self.logs.emit(app, "dynod", "api", "Health check removed")
 
     # -- builds and keys ---------------------------------------------------------------------
     async def build_source(self, app: str, archive: Any, *, source: str, source_version: str | None,

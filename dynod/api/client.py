@@ -382,6 +382,26 @@ class ApiClient:
             sock.close()
             raise
 
+    # --- the dyno lifecycle: app features (preboot) and the web health check ---------------------
+
+    def list_features(self, app: str) -> list[Json]:
+        return self.request("GET", _path("apps", app, "features"))
+
+    def get_feature(self, app: str, name: str) -> Json:
+        return self.request("GET", _path("apps", app, "features", name))
+
+    def set_feature(self, app: str, name: str, enabled: bool) -> Json:
+        return self.request("PATCH", _path("apps", app, "features", name), {"enabled": enabled})
+
+    def get_health_check(self, app: str) -> Json:
+        return self.request("GET", _path("apps", app, "health-check"))
+
+    def set_health_check(self, app: str, check: Json) -> Json:
+        return self.request("PUT", _path("apps", app, "health-check"), check)
+
+    def remove_health_check(self, app: str) -> None:
+        self.request("DELETE", _path("apps", app, "health-check"))
+
     # --- logs -----------------------------------------------------------------------------------
 
     def log_lines(self, app: str, lines: int = 100, ps: str | None = None, source: str | None = None,

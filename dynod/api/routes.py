@@ -494,6 +494,45 @@ async def _stop(self: ApiRoutes, request: Request, p: dict[str, str]) -> Respons
     return JsonResponse(202, {})
 
 
+# --- the dyno lifecycle: app features (preboot) and the web health check ----------------------------
+
+
+@_route("GET", "/apps/{app}/features")
+async def _list_features(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.list_features(p["app"]))  # type: ignore[attr-defined]
+
+
+@_route("GET", "/apps/{app}/features/{feature}")
+async def _get_feature(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.get_feature(p["app"], p["feature"]))  # type: ignore[attr-defined]
+
+
+@_route("PATCH", "/apps/{app}/features/{feature}")
+async def _set_feature(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    if not isinstance(body.get("enabled"), bool):
+        raise UserError("Field 'enabled' is required: true to enable the feature, false to disable it.")
+    return JsonResponse(200, await self.platform.set_feature(  # type: ignore[attr-defined]
+        p["app"], p["feature"], body["enabled"]))
+
+
+@_route("GET", "/apps/{app}/health-check")
+async def _get_health_check(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.get_health_check(p["app"]))  # type: ignore[attr-defined]
+
+
+@_route("PUT", "/apps/{app}/health-check")
+async def _set_health_check(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    return JsonResponse(200, await self.platform.set_health_check(p["app"], body))  # type: ignore[attr-defined]
+
+
+@_route("DELETE", "/apps/{app}/health-check")
+async def _remove_health_check(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    await self.platform.remove_health_check(p["app"])  # type: ignore[attr-defined]
+    return JsonResponse(204, None)
+
+
 # --- logs and drains --------------------------------------------------------------------------------
 
 

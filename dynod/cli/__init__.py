@@ -46,6 +46,15 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ps:type": ("ps", "dyno_type", "show or set dyno sizes: ps:type [web=standard-2X...]"),
     "ps:restart": ("ps", "restart", "restart dynos: ps:restart [DYNO|TYPE]"),
     "ps:stop": ("ps", "stop", "stop a dyno: ps:stop DYNO|TYPE"),
+    "ps:kill": ("ps", "kill", "stop a dyno, as ps:stop: ps:kill DYNO|TYPE"),
+    "ps:wait": ("ps", "wait", "wait until every dyno runs the latest release: ps:wait [-t TYPE] [-R]"),
+    "features": ("features", "show", "list the app's features (preboot)"),
+    "features:info": ("features", "info", "show a feature: features:info preboot"),
+    "features:enable": ("features", "enable", "enable a feature: features:enable preboot"),
+    "features:disable": ("features", "disable", "disable a feature: features:disable preboot"),
+    "healthcheck": ("healthcheck", "show", "show the web health check"),
+    "healthcheck:set": ("healthcheck", "set_check", "check web dynos over HTTP: healthcheck:set --path /health"),
+    "healthcheck:remove": ("healthcheck", "remove", "remove the web health check"),
     "run": ("run", "run", "run a one-off dyno attached to this terminal: run COMMAND..."),
     "run:detached": ("run", "run_detached", "run a one-off dyno logging its output: run:detached COMMAND..."),
     "logs": ("logs", "logs", "show the logs: logs [-n N] [-t] [-p DYNO] [-s app|dynod]"),
@@ -77,6 +86,7 @@ ALIASES = {
     "config:add": "config:set", "config:remove": "config:unset", "releases:list": "releases",
     "rollback": "releases:rollback", "scale": "ps:scale", "restart": "ps:restart", "stop": "ps:stop",
     "dyno:scale": "ps:scale", "dyno:restart": "ps:restart", "dyno:stop": "ps:stop", "ps:resize": "ps:type",
+    "dyno:kill": "ps:kill",
     "drains:list": "drains", "domains:list": "domains", "certs:list": "certs",
 }
 

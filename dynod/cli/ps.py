@@ -201,3 +201,57 @@ def stop(ctx: Context, argv: list[str]) -> int:
     ctx.client().stop_dyno(app, args.target)
     ctx.out("done")
     return 0
+
+
+def kill(ctx: Context, argv: list[str]) -> int:
+    """Heroku's ps:kill: the same stop as ps:stop (SIGTERM, then SIGKILL after the grace period)."""
+    parser = ctx.parser("ps:kill", "Stop a dyno (web.1) or all of a type; the formation brings them back.")
+    parser.add_argument("target", metavar="DYNO|TYPE")
+    args = ctx.parse(parser, argv)
+    app = ctx.app(args)
+    what = f"{args.target} dyno" + ("" if "." in args.target else "s")
+    ctx.progress(f"Stopping {what} on {app}... ")
+    ctx.client().stop_dyno(app, args.target)
+    ctx.out("done")
+    return 0
+
+
+def wait_progress(dynos: list[Json], formation: list[Json], version: int, *, type: str | None = None,
+                  with_run: bool = False) -> tuple[int, int]:
+    """(dynos up on ``version``, dynos there should be) for ps:wait; done when they are equal."""
+    wanted = sum(f["quantity"] for f in formation if type is None or f["type"] == type)
+    chosen = [d for d in dynos if (type is None or d["type"] == type) and (with_run or d["type"] != "run")]
+    if with_run:
+        wanted += sum(1 for d in chosen if d["type"] == "run")
+    ready = sum(1 for d in chosen if d["state"] == "up" and d["release"]["version"] == version)
+    # A dyno on an older release, or one too many, keeps the wait going until it is gone.
+    return ready, max(wanted, len(chosen))
+
+
+def wait(ctx: Context, argv: list[str]) -> int:
+    parser = ctx.parser("ps:wait", "Wait until every dyno runs the latest release and is up.")
+    parser.add_argument("-t", "--type", help="only this process type")
+    parser.add_argument("-R", "--with-run", action="store_true", help="wait for one-off dynos too")
+    parser.add_argument("-w", "--wait-interval", type=float, default=10.0, metavar="SECONDS",
+                        help="how often to look (default 10, at least 0.5)")
+    args = ctx.parse(parser, argv)
+    if not 0.5 <= args.wait_interval <= 3600:
+        raise UserError(f"Invalid --wait-interval {args.wait_interval:g}: use 0.5 to 3600 seconds.")
+    app = ctx.app(args)
+    client = ctx.client()
+    version = client.get_release(app)["version"]
+    ctx.progress(f"Waiting for every {'dyno' if args.type is None else args.type + ' dyno'} to be running "
+                 f"v{version}... ")
+    import time
+
+    last = None
+    while True:
+        ready, total = wait_progress(client.list_dynos(app), client.get_formation(app), version, type=args.type,
+                                     with_run=args.with_run)
+        if (ready, total) != last:
+            ctx.progress(f"{ready} / {total}, ")
+            last = (ready, total)
+        if ready == total:
+            ctx.out("done")
+            return 0
+        time.sleep(args.wait_interval)

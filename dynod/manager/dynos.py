@@ -34,7 +34,8 @@ from ..linux.spawner_client import AdoptedDyno, SpawnerClient, SpawnerError, Spa
 from ..logplex.metrics import format_sample, r14_line, r15_line
 from ..model import DynoRecord, DynoState, MiB, Release, dyno_size
 from ..settings import Settings
-from . import cycling, restart_policy
+from . import cycling, health, restart_policy
+from .features import PREBOOT
 from .reconcile import Start, Stop, is_one_off, reconcile
 from .web_routes import WebRoutes, web_routes
 
@@ -139,6 +140,7 @@ class DynoManager:
         self._stack_path: Path | None = None
         self._warm_filling = 0
         self._warm_changed = trio.Event()
+        self.health_checks = health.HealthChecks(settings.state_dir / "health-checks")
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -197,7 +199,9 @@ class DynoManager:
         # A dyno on its way down is no longer part of the formation: its replacement starts now.
         records = [d.record for d in self.live.values() if d.app == app and not d.stopping]
         records += [r for r in self.ledger.list_dynos(app) if r.state == DynoState.CRASHED and r.id not in self.live]
-        actions = reconcile(formation, release, records, now=time.time(), restart_at=self.restart_at)
+        preboot = PREBOOT in self.ledger.list_features(app)
+        actions = reconcile(formation, release, records, now=time.time(), restart_at=self.restart_at,
+                            preboot=preboot)
         for action in actions:
             if isinstance(action, Stop):
                 live = self.live.get(action.dyno_id)
@@ -401,6 +405,8 @@ class DynoManager:
                     nursery.start_soon(self._watch_memory, live, live.cgroup)
                 if live.record.state == DynoState.STARTING:
                     nursery.start_soon(self._boot, live)
+                elif live.record.type == "web" and live.record.state == DynoState.UP:
+                    nursery.start_soon(self._watch_health, live)  # adopted after a dynod restart
 
     async def _boot(self, live: LiveDyno) -> None:
         await live.started.wait()
@@ -417,7 +423,49 @@ class DynoManager:
                                 f"{self.settings.dynos.boot_timeout:g} seconds of launch")
                 await self.kill(live, "R10")
                 return
+            if not await self._passes_health_check(live, deadline=live.record.created_at
+                                                   + self.settings.dynos.boot_timeout):
+                return
         self._set_state(live, DynoState.UP)
+        if live.record.type == "web":
+            await self._watch_health(live)
+
+    async def _passes_health_check(self, live: LiveDyno, *, deadline: float) -> bool:
+        """Hold a booting web dyno out of the routes until the app's health check passes (if it has one)."""
+        while (check := self.health_checks.get(live.app)) is not None:
+            if health.passed(check, await _probe(live.record.ip or "", live.record.port, check)):
+                return True
+            if live.exit_status is not None:
+                return False
+            if time.time() >= deadline:
+                self.emit(live, f"Error R10 (Boot timeout) -> Web process did not pass its health check "
+                                f"(GET {check.path} answering {check.status}) within "
+                                f"{self.settings.dynos.boot_timeout:g} seconds of launch")
+                await self.kill(live, "R10")
+                return False
+            await trio.sleep(min(0.5, check.interval))
+        return True
+
+    async def _watch_health(self, live: LiveDyno) -> None:
+        """Probe a routed web dyno; one that fails the check ``failures`` times in a row is ejected:
+        out of the routes at once (a hung dyno would cost each request sent to it an H12), then replaced."""
+        failures = 0
+        while not live.stopping and live.exit_status is None:
+            check = self.health_checks.get(live.app)
+            await trio.sleep(check.interval if check is not None else 1.0)
+            check = self.health_checks.get(live.app)
+            if check is None or live.stopping:
+                failures = 0
+                continue
+            if health.passed(check, await _probe(live.record.ip or "", live.record.port, check)):
+                failures = 0
+                continue
+            failures += 1
+            if health.should_eject(check, failures):
+                self.emit(live, f"Health check failed {failures} times in a row (GET {check.path} did not "
+                                f"answer {check.status} within {check.timeout:g} s): out of the routes, restarting")
+                self.nursery.start_soon(self.stop, live, "health check")
+                return
 
     async def _watch_memory(self, live: LiveDyno, cgroup: DynoCgroup) -> None:
         try:
@@ -506,6 +554,8 @@ class DynoManager:
             self.emit(live, f"State changed from {old} to {state}")
         if live.record.type == "web":
             self.on_routes_changed()
+            if state == DynoState.UP:
+                self.wake()  # preboot: the old web dynos may go once every new one is up
 
     def emit(self, live: LiveDyno, message: str) -> None:
         self.logs.emit(live.app, "dynod", live.name, message)
@@ -621,6 +671,7 @@ class DynoManager:
         crashed = not live.stopping and not one_off
         if crashed:
             self._set_state(live, DynoState.CRASHED)
+            self._say_if_preboot_held(live)
             key = (live.app, live.name)
             history = self.crashes.setdefault(key, [])
             history.append(time.time())
@@ -633,6 +684,17 @@ class DynoManager:
         await self._release(live, keep_record=crashed)
         live.exited.set()
         self.wake()
+
+    def _say_if_preboot_held(self, crashed: LiveDyno) -> None:
+        """A new web dyno died before it was up while preboot keeps its slot's old one: say so."""
+        if crashed.record.type != "web" or crashed.record.state != DynoState.CRASHED:
+            return
+        older = [d for d in self.live.values() if d.app == crashed.app and d.name == crashed.name
+                 and d.record.release < crashed.record.release and not d.stopping]
+        if older:
+            self.emit(crashed, f"Preboot: the v{crashed.record.release} dyno crashed before it was up; "
+                               f"v{older[0].record.release} keeps serving until a v{crashed.record.release} "
+                               "dyno boots")
 
     async def _release(self, live: LiveDyno, *, keep_record: bool) -> None:
         """Give back everything a dyno held. Its veth went with its network namespace."""
@@ -774,7 +836,7 @@ class DynoManager:
 
     # -- containers that are not dynos (builds) ------------------------------------------------
     async def run_container(self, spec: dict[str, Any], limits: CgroupLimits, *, output: Callable[[bytes], None],
-                            timeout: float) -> int | None:
+                            timeout: float, attach: Callable[[int], Awaitable[object]] | None = None) -> int | None:
         """Run one container to its end (a build step); None if ``timeout`` passed and it was killed.
 
         Made exactly as a dyno is (same spawner, namespaces, cgroup limits, non-root uid), but not
@@ -790,6 +852,8 @@ class DynoManager:
             spawned = await self.spawner.spawn(spec)
             try:
                 await self._wire("", spawned.pid, cgroup, network=False)
+                if attach is not None:  # its network, wired before it may run (a build's veth)
+                    await attach(spawned.pid)
             except BaseException:
                 for fd in spawned.fds.values():
                     _close(fd)
@@ -864,6 +928,27 @@ async def _accepts(ip: str, port: int) -> bool:
         if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT):
             log.debug("boot probe %s:%s: %s", ip, port, exc)
         return False
+    finally:
+        sock.close()
+
+
+async def _probe(ip: str, port: int, check: health.HealthCheck) -> bytes | None:
+    """One health-check request; the answer's status line, or None (refused, closed, too slow)."""
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        with trio.move_on_after(check.timeout):
+            await sock.connect((ip, port))
+            await sock.send(check.request(f"{ip}:{port}"))
+            data = b""
+            while b"\r\n" not in data and len(data) < 8192:
+                chunk = await sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            return data.partition(b"\r\n")[0] or None
+        return None
+    except OSError:
+        return None
     finally:
         sock.close()
 

@@ -14,6 +14,12 @@ Rules (Heroku's dyno manager, as its Dev Center describes it):
 - a dyno already ``down`` is on its way out and is never stopped twice; its slot counts as
   empty, so ``ps:stop web.1`` is followed by a fresh web.1, as on Heroku's Common Runtime.
 
+With **preboot** (Heroku's app feature; web dynos only) the order is the other way round: a web
+slot whose dyno is on an older release (or size) starts its replacement but keeps the old dyno,
+and the old web dynos stop only once every web slot has a fitting dyno that is ``up``: Heroku
+switches the routes over all at once, then sends SIGTERM. A replacement that crashes (or hits
+R10) is restarted on the restart policy's cool-off while the old dyno keeps serving.
+
 A ``Start`` for a slot replaces that slot's crashed records (the manager drops them as it
 starts the new dyno), so they get no Stop of their own. A crashed record that no Start replaces
 (its slot scaled away, or a healthy dyno already runs there) gets a ``Stop``, which for a dyno
@@ -29,6 +35,7 @@ from dataclasses import dataclass
 from ..model import DynoRecord, DynoState, Formation, Release
 
 ONE_OFF_TYPE = "run"
+PREBOOT_TYPE = "web"  # preboot changes the order for web dynos only
 
 # Why a dyno is stopped; the manager logs it (Heroku: "Stopping all processes with SIGTERM").
 SCALED_DOWN = "scaled down"
@@ -65,12 +72,16 @@ def is_one_off(dyno: DynoRecord) -> bool:
 
 
 def reconcile(formation: list[Formation], release: Release | None, dynos: list[DynoRecord], *,
-              now: float, restart_at: dict[str, float]) -> list[Action]:
+              now: float, restart_at: dict[str, float], preboot: bool = False) -> list[Action]:
     desired = _desired_slots(formation, release)
     managed: dict[str, list[DynoRecord]] = {}
     for dyno in sorted(dynos, key=_dyno_order):
         if not is_one_off(dyno) and dyno.state != DynoState.DOWN:
             managed.setdefault(dyno.name, []).append(dyno)
+    # Preboot holds the old web dynos until every web slot has a fitting dyno up.
+    hold_old_web = preboot and release is not None and not all(
+        any(d.state == DynoState.UP and _fits(d, slot, release) for d in managed.get(name, []))
+        for name, slot in desired.items() if slot.type == PREBOOT_TYPE)
 
     starts: list[Start] = []
     stops: list[Stop] = []
@@ -86,11 +97,26 @@ def reconcile(formation: list[Formation], release: Release | None, dynos: list[D
         fitting = [d for d in running if _fits(d, slot, release)]
         start = Start(type=slot.type, name=name, release=release.version, size=slot.size,
                       command=release.process_types[slot.type])
+        prebooting = preboot and slot.type == PREBOOT_TYPE
         if fitting:
             keep = fitting[0]
-            stops.extend(Stop(d.id, DUPLICATE if _fits(d, slot, release) else _why_replaced(d, release))
-                         for d in running if d is not keep)
+            for d in running:
+                if d is keep:
+                    continue
+                if _fits(d, slot, release):
+                    stops.append(Stop(d.id, DUPLICATE))
+                elif not (prebooting and hold_old_web):
+                    stops.append(Stop(d.id, _why_replaced(d, release)))
             stops.extend(Stop(d.id, REPLACED) for d in crashed)
+        elif running and prebooting:
+            # The old dyno serves on while its replacement boots; a crashed replacement waits
+            # out its cool-off (a new release whose dynos never come up keeps the old ones).
+            new_crashes = [d for d in crashed if _fits(d, slot, release)]
+            latest = max(new_crashes, key=lambda d: (d.state_changed_at, d.id)) if new_crashes else None
+            if latest is None or now >= restart_at.get(latest.id, now):
+                starts.append(start)  # it replaces the slot's crashed records
+            else:  # still cooling off: ps shows the latest crash beside the old dyno
+                stops.extend(Stop(d.id, REPLACED) for d in crashed if d is not latest)
         elif running:
             starts.append(start)
             stops.extend(Stop(d.id, _why_replaced(d, release)) for d in running)

@@ -159,3 +159,203 @@ def test_no_request_is_lost_while_the_web_dynos_are_replaced(dynod: Dynod, serve
 def _router_codes(dynod: Dynod, app: str) -> Counter[str]:
     lines = dynod.ctl("logs", "-a", app, "-n", "1500", "--ps", "router").stdout.splitlines()
     return Counter(word for line in lines for word in line.split() if word.startswith("code="))
+
+
+# -- preboot ----------------------------------------------------------------------------------------
+
+class UpWatch:
+    """Polls ps while a change runs: the fewest web dynos up at any moment."""
+
+    def __init__(self, dynod: Dynod, app: str) -> None:
+        self.dynod, self.app = dynod, app
+        self.fewest_up = 1 << 30
+        self._stop = threading.Event()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            up = [d for d in self.dynod.dynos(self.app) if d["type"] == "web" and d["state"] == "up"]
+            self.fewest_up = min(self.fewest_up, len(up))
+            time.sleep(0.02)
+
+    @contextmanager
+    def running(self) -> Iterator[UpWatch]:
+        thread = threading.Thread(target=self._loop, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join(timeout=30)
+
+
+def _features(dynod: Dynod, app: str) -> str:
+    return dynod.ctl("features", "-a", app).stdout
+
+
+def test_preboot_keeps_the_old_web_dynos_up_until_the_new_ones_are(dynod: Dynod, served_app: str) -> None:
+    app = served_app
+    assert "[ ] preboot" in _features(dynod, app)
+    assert "Enabling preboot for" in dynod.ctl("features:enable", "preboot", "-a", app).stdout
+    assert "[+] preboot" in _features(dynod, app)
+    load = Load(dynod, app)
+    watch = UpWatch(dynod, app)
+    with load.running(), watch.running():
+        _settle(load, 0.5)
+        old = set(load.boots)
+        dynod.ctl("config:set", "GREETING=prebooted", "-a", app)
+        dynod.wait_for(lambda: _replaced(load, old, 2) and _all_on_current(dynod, app, 2), timeout=60,
+                       what="both web dynos replaced with preboot")
+        _settle(load)
+    assert load.failures == [], (f"{len(load.failures)} of {load.total} failed: {load.failures[:3]}; "
+                                 f"router codes: {_router_codes(dynod, app)}")
+    assert watch.fewest_up >= 2, "with preboot the app never had fewer web dynos up than its formation"
+    # Without preboot, Heroku's order: the old ones go at once, the new ones boot (requests are held).
+    dynod.ctl("features:disable", "preboot", "-a", app)
+    assert "[ ] preboot" in _features(dynod, app)
+    watch = UpWatch(dynod, app)
+    with watch.running():
+        dynod.ctl("config:set", "GREETING=plain", "-a", app)
+        dynod.wait_for(lambda: _all_on_current(dynod, app, 2), timeout=60, what="replaced without preboot")
+    assert watch.fewest_up < 2
+
+
+def test_preboot_a_release_that_never_comes_up_leaves_the_old_dynos_serving(
+        dynod: Dynod, served_app: str, tmp_path: Path) -> None:
+    app = served_app
+    dynod.ctl("features:enable", "preboot", "-a", app)
+    before = {d["name"]: d["release"]["version"] for d in dynod.dynos(app)}
+    broken = write_app(tmp_path / "broken", "web: sh -c 'echo no port today; exit 1'\n")
+    load = Load(dynod, app)
+    with load.running():
+        dynod.ctl("deploy", str(broken), "-a", app)
+        dynod.wait_for(lambda: "keeps serving" in dynod.ctl("logs", "-a", app, "--ps", "web", "--source", "dynod",
+                                                            "-n", "1500").stdout,
+                       timeout=30, what="the preboot failure said in the log")
+        time.sleep(2)  # a few crash-restarts of the new release while the old one serves
+    assert load.total > 20 and load.failures == [], load.failures[:3]
+    dynos = dynod.dynos(app)
+    up = {d["name"]: d["release"]["version"] for d in dynos if d["state"] == "up"}
+    assert up == before, dynos  # the old release still serves both slots
+    assert _current(dynod, app) > max(before.values())  # released, but its web dynos never came up
+    # A good release then replaces the old dynos and the crashed attempts alike.
+    dynod.ctl("deploy", str(write_app(tmp_path / "good", PROCFILE, {"boot.py": BOOT_APP})), "-a", app)
+    dynod.wait_for(lambda: _all_on_current(dynod, app, 2), timeout=60, what="the good release up")
+
+
+# -- health checks ----------------------------------------------------------------------------------
+
+# Answers / at once but /health only after SLOW_START seconds, and /health at all only while alive.
+HEALTH_APP = r'''
+import http.server, os, secrets, signal, threading, time
+BOOT, BORN = secrets.token_hex(4), time.monotonic()
+SLOW_START = float(os.environ.get("SLOW_START", "0"))
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.path != "/health" or time.monotonic() - BORN >= SLOW_START
+        body = f"{os.environ['DYNO']} {BOOT}\n".encode()
+        self.send_response(200 if ok else 503); self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+server = http.server.ThreadingHTTPServer(("", int(os.environ["PORT"])), H)
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+server.serve_forever()
+'''
+
+
+@pytest.fixture
+def health_app(dynod: Dynod, app: str, tmp_path: Path) -> str:
+    dynod.ctl("deploy", str(write_app(tmp_path / "src", "web: python3 health.py\n", {"health.py": HEALTH_APP})),
+              "-a", app)
+    dynod.ctl("ps:scale", "web=2", "-a", app)
+    dynod.up(app, 2)
+    return app
+
+
+def test_a_booting_dyno_joins_the_routes_only_once_its_health_check_passes(dynod: Dynod, health_app: str) -> None:
+    app = health_app
+    dynod.ctl("healthcheck:set", "--path", "/health", "--timeout", "0.5", "--interval", "0.5", "--failures", "2",
+              "-a", app)
+    assert "GET /health must answer 200 within 0.5 s" in dynod.ctl("healthcheck", "-a", app).stdout
+    dynod.ctl("config:set", "SLOW_START=2.5", "-a", app)
+    started = time.monotonic()
+    dynod.wait_for(lambda: any(d["state"] == "starting" for d in dynod.dynos(app)), what="a new dyno starting")
+    dynod.wait_for(lambda: _all_on_current(dynod, app, 2), timeout=30, what="both up after the health check")
+    assert time.monotonic() - started >= 2.0  # $PORT accepted at once; /health held it back
+    dynod.ctl("healthcheck:remove", "-a", app)
+    assert "No health check" in dynod.ctl("healthcheck", "-a", app).stdout
+
+
+def _dyno_pids(dynod: Dynod, app: str, name: str) -> list[int]:
+    import sqlite3
+
+    db = sqlite3.connect(dynod.root / "state" / "dynod.sqlite3")
+    try:
+        (dyno_id,) = db.execute("SELECT d.id FROM dynos d JOIN apps a ON a.id = d.app_id WHERE a.name = ? "
+                                "AND d.name = ? AND d.state = 'up'", (app, name)).fetchone()
+    finally:
+        db.close()
+    with dynod.client() as client:
+        roots = client.request("GET", "/status")["cgroup_roots"]
+    for root in roots:
+        procs = Path(root) / dyno_id / "cgroup.procs"
+        if procs.exists():
+            return [int(p) for p in procs.read_text().split()]
+    raise AssertionError(f"no cgroup for {dyno_id}")
+
+
+def test_a_dyno_that_stops_answering_is_ejected_and_replaced(dynod: Dynod, health_app: str) -> None:
+    import os
+    import signal
+
+    app = health_app
+    dynod.ctl("healthcheck:set", "--path", "/health", "--timeout", "0.3", "--interval", "0.5", "--failures", "2",
+              "-a", app)
+    pids = _dyno_pids(dynod, app, "web.1")
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)  # hung: $PORT still accepts (the kernel's backlog), nothing answers
+    try:
+        dynod.wait_for(lambda: "out of the routes" in dynod.ctl("logs", "-a", app, "--ps", "web.1", "--source",
+                                                                "dynod").stdout,
+                       timeout=15, what="the hung dyno ejected")
+        load = Load(dynod, app)
+        with load.running():
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline or load.total < 30:
+                time.sleep(0.05)
+        assert load.failures == [], load.failures[:3]  # none went to the hung dyno (each would be an H12)
+        dynod.wait_for(lambda: len([d for d in dynod.dynos(app) if d["state"] == "up"]) == 2, timeout=30,
+                       what="web.1 replaced")
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
+# -- ps:kill, ps:wait and bad input -----------------------------------------------------------------
+
+def test_ps_kill_and_ps_wait(dynod: Dynod, served_app: str) -> None:
+    app = served_app
+    assert "Stopping web.1 dyno" in dynod.ctl("ps:kill", "web.1", "-a", app).stdout
+    dynod.ctl("config:set", "GREETING=waited", "-a", app)
+    out = dynod.ctl("ps:wait", "-w", "0.5", "-a", app, timeout=90)
+    assert "done" in out.stdout
+    assert _all_on_current(dynod, app, 2)
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (("ps:kill", "web.9"), "No dyno or process type 'web.9'"),
+    (("features:enable", "prebot"), "Couldn't find that feature ('prebot'); dynod has: preboot."),
+    (("features:info", "nope"), "Couldn't find that feature"),
+    (("healthcheck:set", "--timeout", "99"), "timeout 99 is out of range: use 0.1 to 30"),
+    (("healthcheck:set", "--failures", "0"), "failures 0 is out of range"),
+    (("healthcheck:set", "--path", "nope"), "must start with /"),
+    (("ps:wait", "-w", "0"), "Invalid --wait-interval 0"),
+])
+def test_bad_input_is_one_clear_line(dynod: Dynod, served_app: str, args: tuple[str, ...], words: str) -> None:
+    result = dynod.ctl(*args, "-a", served_app, check=False)
+    assert result.returncode == 1 and words in result.stderr, result
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "[ ] preboot" in _features(dynod, served_app)
+    assert "No health check" in dynod.ctl("healthcheck", "-a", served_app).stdout

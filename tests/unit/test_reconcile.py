@@ -190,3 +190,50 @@ def test_actions_are_frozen_and_slotted(action) -> None:
     assert not hasattr(action, "__dict__")
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(action, dataclasses.fields(action)[0].name, "other")
+
+
+# -- preboot ----------------------------------------------------------------------------------
+
+def test_preboot_starts_the_new_web_dynos_and_keeps_the_old_ones() -> None:
+    dynos = [dyno("web.1", release=1), dyno("web.2", release=1), dyno("worker.1", release=1)]
+    assert reconcile(form(web=2, worker=1), rel(2), dynos, now=100.0, restart_at={}, preboot=True) == [
+        start("web.1"), start("web.2"), start("worker.1"), Stop(dynos[2].id, NEW_RELEASE)]
+
+
+def test_preboot_keeps_every_old_web_dyno_until_every_new_one_is_up() -> None:
+    old1, old2 = dyno("web.1", release=1), dyno("web.2", release=1)
+    new1 = dyno("web.1", release=2, state=DynoState.UP)
+    new2 = dyno("web.2", release=2, state=DynoState.STARTING)
+    assert reconcile(form(web=2), rel(2), [old1, old2, new1, new2], now=100.0, restart_at={}, preboot=True) == []
+    up2 = dataclasses.replace(new2, state=DynoState.UP)
+    assert reconcile(form(web=2), rel(2), [old1, old2, new1, up2], now=100.0, restart_at={}, preboot=True) == [
+        Stop(old1.id, NEW_RELEASE), Stop(old2.id, NEW_RELEASE)]
+
+
+def test_without_preboot_the_old_dyno_stops_while_the_new_one_boots() -> None:
+    old, new = dyno("web.1", release=1), dyno("web.1", release=2, state=DynoState.STARTING)
+    assert reconcile(form(web=1), rel(2), [old, new], now=100.0, restart_at={}) == [Stop(old.id, NEW_RELEASE)]
+
+
+def test_preboot_a_crashing_new_release_leaves_the_old_dyno_serving() -> None:
+    old = dyno("web.1", release=1)
+    crashed = dyno("web.1", release=2, state=DynoState.CRASHED, changed_at=90.0)
+    restart_at = {crashed.id: 120.0}
+    assert reconcile(form(web=1), rel(2), [old, crashed], now=100.0, restart_at=restart_at, preboot=True) == []
+    assert reconcile(form(web=1), rel(2), [old, crashed], now=120.0, restart_at=restart_at,
+                     preboot=True) == [start("web.1")]
+
+
+def test_preboot_drops_older_crashes_of_the_new_release_while_the_latest_cools_off() -> None:
+    old = dyno("web.1", release=1)
+    first = dyno("web.1", release=2, state=DynoState.CRASHED, changed_at=80.0)
+    latest = dyno("web.1", release=2, state=DynoState.CRASHED, changed_at=90.0)
+    assert reconcile(form(web=1), rel(2), [old, first, latest], now=100.0, restart_at={latest.id: 150.0},
+                     preboot=True) == [Stop(first.id, REPLACED)]
+
+
+def test_preboot_still_scales_down_and_replaces_other_types_at_once() -> None:
+    dynos = [dyno("web.1", release=1), dyno("web.2", release=1), dyno("worker.1", release=1)]
+    new1 = dyno("web.1", release=2, state=DynoState.STARTING)
+    assert reconcile(form(web=1, worker=1), rel(2), [*dynos, new1], now=100.0, restart_at={}, preboot=True) == [
+        start("worker.1"), Stop(dynos[1].id, SCALED_DOWN), Stop(dynos[2].id, NEW_RELEASE)]
