@@ -59,7 +59,7 @@ class Daemon:
     async def run(self) -> None:
         from .api.server import serve_api
         from .build.slug import SlugStore
-        from .ledger import open_ledger
+        from .ledger.guard import open_ledger_of, secure_state_dir
         from .linux.cgroups import detect
         from .linux.net import Network
         from .linux.spawner_client import SpawnerClient
@@ -70,11 +70,13 @@ class Daemon:
         from .stack import StackStore
 
         s = self.settings
-        for directory in (s.state_dir, s.logs_dir, s.slugs_dir, s.stacks_dir):
+        secure_state_dir(s.state_dir)  # 0700 before anything is written in it (ledger/guard.py)
+        for directory in (s.logs_dir, s.slugs_dir, s.stacks_dir):
             directory.mkdir(parents=True, exist_ok=True)
         s.run_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         self._lock = _take_lock(s.run_dir / "dynod.lock")  # before the spawner: one dynod per run_dir
-        ledger = open_ledger(s.ledger_url)
+        # A ledger lost while apps' data remain is refused (one line, exit 1): no dyno is touched.
+        ledger = open_ledger_of(s.state_dir, s.ledger_url)
         ca_file = s.logs.drain_ca_file
         logs = LogStream(s.logs_dir, lines=s.logs.lines,
                          ssl_context=lambda: ssl.create_default_context(cafile=ca_file),

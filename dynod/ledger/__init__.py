@@ -78,14 +78,24 @@ class Ledger(Protocol):
     def close(self) -> None: ...
 
 
-def open_ledger(url: str) -> Ledger:
+class LedgerMissing(UserError):
+    """The ledger has no schema (missing, 0 bytes, an empty database) and may not be created."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=500, code="internal")
+
+
+def open_ledger(url: str, *, may_create: bool = True) -> Ledger:
     """The ledger ``url`` names: ``postgresql://...`` (or ``postgres://``) is PostgreSQL; a
-    ``sqlite:///abs/path`` URL or a plain file path is the embedded SQLite ledger."""
+    ``sqlite:///abs/path`` URL or a plain file path is the embedded SQLite ledger.
+
+    ``may_create=False``: a ledger that has no schema yet raises ``LedgerMissing`` and is left
+    exactly as it was, instead of being initialised empty (see ``ledger.guard``)."""
     scheme, sep, rest = url.partition("://")
     if sep and scheme in ("postgresql", "postgres"):
         from .postgres import PostgresLedger
 
-        return PostgresLedger(url)
+        return PostgresLedger(url, may_create=may_create)
     if sep and scheme == "sqlite":
         if not rest.startswith("/"):
             raise UserError(f"[ledger] url {url!r}: a sqlite URL needs an absolute path, like "
@@ -97,4 +107,4 @@ def open_ledger(url: str) -> Ledger:
                         "SQLite file path.", status=500, code="internal")
     from .sqlite import SqliteLedger
 
-    return SqliteLedger(url)
+    return SqliteLedger(url, may_create=may_create)

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import UserError
+from . import LedgerMissing
 from .rules import LedgerRules
 
 # Each entry moves the schema one version up, numbered as SQLite's are (v4 = uids and features),
@@ -198,8 +199,10 @@ class PostgresLedger(LedgerRules):
         connect_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        may_create: bool = True,
     ) -> None:
         super().__init__(clock=clock, rng=rng)
+        self._may_create = may_create
         try:
             import psycopg
         except ImportError:  # pragma: no cover - a dependency, but say what to do if it is gone
@@ -312,6 +315,9 @@ class PostgresLedger(LedgerRules):
                 raise self._user_error(exc) from None
 
     def _migrate_in(self, db: Any) -> None:
+        if not self._may_create and db.execute(
+                "SELECT to_regclass('schema_version') AS t").fetchone()["t"] is None:
+            raise LedgerMissing(f"The ledger database at {self._where} has no dynod schema (it is empty)")
         db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         # Migrations of one database run one at a time, whichever host starts them.
         db.execute("LOCK TABLE schema_version IN ACCESS EXCLUSIVE MODE")

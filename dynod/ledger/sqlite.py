@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UserError
+from . import LedgerMissing
 from .rules import MAX_QUANTITY, LedgerRules
 
 __all__ = ["MAX_QUANTITY", "MIGRATIONS", "SCHEMA_VERSION", "SqliteLedger"]
@@ -164,12 +165,14 @@ class SqliteLedger(LedgerRules):
         busy_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        may_create: bool = True,
     ) -> None:
         super().__init__(clock=clock, rng=rng)
         self.path = str(path)
+        self._may_create = may_create
         self._lock = threading.Lock()
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._prepare_file()
         try:
             # isolation_level=None: the driver issues no hidden BEGINs; every transaction here is
             # explicit, so what is atomic is visible in the code.
@@ -181,6 +184,10 @@ class SqliteLedger(LedgerRules):
         self._db.row_factory = sqlite3.Row
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            # Before any pragma that writes (journal_mode does): a refused ledger stays untouched.
+            if not may_create and self._db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name = 'schema_version'").fetchone() is None:
+                raise LedgerMissing(f"The ledger at {self.path} has no tables")
             if self.path != ":memory:":
                 self._db.execute("PRAGMA journal_mode = WAL")
                 # NORMAL in WAL keeps every commit atomic and the file consistent after a crash;
@@ -199,6 +206,30 @@ class SqliteLedger(LedgerRules):
             raise
 
     # ---- plumbing -------------------------------------------------------------------------
+
+    def _prepare_file(self) -> None:
+        """Refuse a lost ledger, or make the file (and its WAL and SHM) private: 0600.
+
+        The file holds every app's config vars. It is created 0600 before SQLite opens it, and
+        SQLite gives the -wal and -shm files the database's mode, so none is ever readable by
+        others; files an older dynod left 0644 are tightened."""
+        path = Path(self.path)
+        size = path.stat().st_size if path.exists() else None
+        if not self._may_create and not size:
+            # Checked before connecting: opening would write a fresh header into the empty file.
+            state = "missing" if size is None else "empty (0 bytes)"
+            raise LedgerMissing(f"The ledger at {self.path} is {state}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if size is None:
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+            except FileExistsError:
+                pass  # another process made it first: it is tightened below like any other
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.chmod(f"{self.path}{suffix}", 0o600)
+            except FileNotFoundError:
+                pass
 
     @property
     def connection(self) -> sqlite3.Connection:
