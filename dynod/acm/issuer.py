@@ -33,9 +33,10 @@ USER_AGENT = f"dynod/{__version__} (ACM)"
 class AcmeFailure(Exception):
     """An order or revocation failed; ``str()`` is the one line a user sees."""
 
-    def __init__(self, reason: str, *, rate_limited: bool = False) -> None:
+    def __init__(self, reason: str, *, rate_limited: bool = False, unreachable: bool = False) -> None:
         super().__init__(reason)
-        self.rate_limited = rate_limited
+        self.rate_limited = rate_limited  # the CA said rateLimited: no orders for a while, for anyone
+        self.unreachable = unreachable  # the CA did not answer: the other domains wait too
 
 
 class _AccountGone(AcmeFailure):
@@ -115,7 +116,8 @@ class AcmeIssuer:
             raise AcmeFailure(f"the ACME server at {url} has a certificate that does not verify "
                               f"({_one_line(exc, 120)}); set [acm] ca_file if it uses a private CA") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            raise AcmeFailure(f"the ACME server at {url} did not answer ({type(exc).__name__})") from None
+            raise AcmeFailure(f"the ACME server at {url} did not answer ({type(exc).__name__})",
+                              unreachable=True) from None
         except (errors.Error, jose.DeserializationError, requests.exceptions.RequestException, ValueError,
                 KeyError, TypeError, AttributeError) as exc:
             # A server that answers, but not ACME: HTML, broken JSON, missing fields.

@@ -73,6 +73,7 @@ class CertManager:
         self._wake = trio.Event()
         self._issuer: Any = None
         self._paused_until = 0.0  # the CA said rateLimited: no orders for anyone until then
+        self._down_until = 0.0  # the CA did not answer: no orders until the failed domain's next try
         self.ordering: tuple[str, str] | None = None  # (app, domain) of the order in progress
         self.orders = 0  # orders started since dynod started (statistics, and the tests' retry-storm check)
 
@@ -136,12 +137,13 @@ class CertManager:
         state, _removed = schedule.sync_domains(state, self.ledger.list_domains(app), self._clock())
         state = schedule.retry_now(state, self._clock())
         self.store.save(app, state)
+        self._down_until = 0.0  # try the CA again now; a rate-limit pause stands (refreshing must not spend it)
         self.wake()
         return self._status_json(app, state)
 
     def statistics(self) -> dict[str, Any]:
         return {"orders": self.orders, "ordering": list(self.ordering) if self.ordering else None,
-                "paused_until": _iso(self._paused_until) if self._paused_until > self._clock() else None}
+                "paused_until": _iso(p) if (p := max(self._paused_until, self._down_until)) > self._clock() else None}
 
     # -- the task ----------------------------------------------------------------------------------
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -163,7 +165,7 @@ class CertManager:
         wakeup = float("inf")
         for app in self.store.apps():
             wakeup = min(wakeup, schedule.next_wakeup(self.store.load(app)))
-        return max(wakeup, self._paused_until)
+        return max(wakeup, self._paused_until, self._down_until)
 
     async def run_pass(self) -> None:
         apps = {a.name for a in self.ledger.list_apps()}
@@ -186,8 +188,13 @@ class CertManager:
                 self._emit(app, f"{domain} left the app: its certificate is no longer renewed")
                 await self._revoke(app, domain, ds)
             for domain in schedule.due(synced, self._clock()):
-                if self._clock() < self._paused_until:
-                    return
+                if self._clock() < max(self._paused_until, self._down_until):
+                    break  # they stay due; the first pass after the pause takes them
+                current = self.store.load(app)  # the previous order took a while: disabled, removed since?
+                if not current.enabled:
+                    break
+                if (ds := current.domains.get(domain)) is None or ds.next_attempt > self._clock():
+                    continue
                 await self._obtain(app, domain)
 
     async def _app_gone(self, app: str) -> None:
@@ -230,7 +237,7 @@ class CertManager:
         chain = key_pem = None
         published: list[str] = []
         failure: str | None = None
-        rate_limited = False
+        rate_limited = unreachable = False
         try:
             issuer = await self._get_issuer()
             # Each request is bounded by request_timeout and polling by order_timeout; this bounds the lot.
@@ -254,7 +261,7 @@ class CertManager:
                 failure = f"the ACME server did not finish the order within {s.order_timeout:g} s"
         except AcmeFailure as exc:
             failure = str(exc)
-            rate_limited = exc.rate_limited
+            rate_limited, unreachable = exc.rate_limited, exc.unreachable
         except UserError as exc:  # check_cert_pair: what the CA sent does not serve this domain
             failure = f"the ACME server sent a certificate that cannot be served: {exc}"
         finally:
@@ -274,6 +281,8 @@ class CertManager:
             if self._update(app, domain, lambda ds: schedule.failed(ds, reason=reason, now=now, backoff=self.backoff,
                                                                    rate_limited=rate_limited)):
                 state = self.store.load(app).domains[domain]
+                if unreachable:  # one dead CA, not one per domain: every order waits out this back-off
+                    self._down_until = max(self._down_until, state.next_attempt)
                 self._emit(app, f"Certificate for {domain} failed: {reason}; next try {_iso(state.next_attempt)}")
             return
         try:
