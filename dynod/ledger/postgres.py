@@ -260,9 +260,21 @@ class PostgresLedger(LedgerRules):
         psycopg = self._psycopg
         with self._lock:
             self._ensure_connected()
+            try:
+                self._conn.execute(begin)
+            except psycopg.OperationalError:
+                # An idle connection the server dropped (a restart, a failover, an idle timeout):
+                # nothing was done yet, so connect again (a 503 if that fails) and begin again.
+                self._conn.close()
+                self._connect()
+                try:
+                    self._conn.execute(begin)
+                except psycopg.Error as exc:
+                    if map_errors:
+                        raise self._user_error(exc) from None
+                    raise
             conn = self._conn
             try:
-                conn.execute(begin)
                 yield _Tx(conn)
                 conn.execute("COMMIT")
             except BaseException as exc:

@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -509,6 +510,24 @@ def test_a_writer_holding_the_lock_makes_others_wait_then_fail_cleanly(backend: 
     other.create_app("blog")
     holder.close()
     other.close()
+
+
+def test_a_dropped_postgresql_connection_is_made_again(backend: Backend, ledger: Ledger) -> None:
+    if backend.name != "postgres":
+        pytest.skip("SQLite has no server connection to lose")
+    import psycopg
+
+    ledger.create_app("shop")
+    pid = ledger.connection.info.backend_pid
+    with psycopg.connect(backend.url, autocommit=True) as admin:  # what a server restart does to it
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        for _ in range(200):  # the backend exits a moment after the signal
+            if admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() is None:
+                break
+            time.sleep(0.01)
+    assert [a.name for a in ledger.list_apps()] == ["shop"]  # reconnected, nothing lost
+    assert ledger.connection.info.backend_pid != pid
+    assert release(ledger).version == 1
 
 
 def _die_inside(backend: Backend, method: str, work) -> int:  # type: ignore[no-untyped-def]
