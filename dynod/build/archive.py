@@ -34,6 +34,9 @@ from typing import IO
 from ..errors import UserError
 
 SOURCE_LIMIT = 2 * 1024 * 1024 * 1024  # what a source archive may unpack to
+# Deeper than any app's tree (node_modules included); a member 2,000 levels deep would make a
+# tree that Python 3.11's recursive shutil.rmtree and os.walk cannot remove or walk.
+MAX_DEPTH = 256
 MEMBER_HEADER = 512  # each member costs a header's worth, so a million empty files count too
 _CHUNK = 1 << 20
 
@@ -94,6 +97,9 @@ class Extractor:
     def add(self, member: tarfile.TarInfo, normalized: str, data: IO[bytes] | None) -> None:
         """Write one member at ``normalized`` (a relative path of plain components)."""
         parts = normalized.split("/")
+        if len(parts) > MAX_DEPTH:
+            raise UserError(f"The {self._what} {member.name[:80]!r}... lies {len(parts)} directories deep; "
+                            f"archives may nest at most {MAX_DEPTH}.")
         try:
             self._add_in(self._parent_fd(parts[:-1]), parts[-1], member, data)
         except OSError as exc:
@@ -260,6 +266,62 @@ def unpack_source(archive: IO[bytes], dest: Path, *, uid: int, gid: int,
     finally:
         extractor.close()
     os.lchown(dest, uid, gid)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove ``path`` and everything below it, without following links and without recursion.
+
+    A tree a build made can nest deeper than Python's stack (3.11's shutil.rmtree recurses, and
+    raises RecursionError past ~1,000 levels) and hold more levels than there are file
+    descriptors to keep open: so one directory is open at a time, the way down is remembered by
+    name and the way up is "..". Each directory is listed once. Only for trees nothing else is
+    changing (no build runs in them any more).
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return
+    except OSError:  # a file or a link where the tree was: remove just that
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    names: list[str] = []  # from path down to the directory fd is open on
+    waiting: list[list[str]] = []  # per level above: the subdirectories not removed yet
+    try:
+        pending = _unlink_files(fd)
+        while True:
+            if pending:
+                child = pending.pop()
+                next_fd = os.open(child, flags, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+                names.append(child)
+                waiting.append(pending)
+                pending = _unlink_files(fd)
+                continue
+            if not names:
+                break
+            parent = os.open("..", flags, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            os.rmdir(names.pop(), dir_fd=fd)
+            pending = waiting.pop()
+    finally:
+        os.close(fd)
+    os.rmdir(path)
+
+
+def _unlink_files(fd: int) -> list[str]:
+    """Unlink every non-directory in the directory ``fd``; return its subdirectories' names."""
+    subdirectories = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subdirectories.append(entry.name)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    return subdirectories
 
 
 def _bad(label: str, what: str, advice: str) -> UserError:

@@ -12,9 +12,9 @@ of the release ledger (a failed build makes no release) and their output is too 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
-import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -25,9 +25,11 @@ import trio
 
 from ..errors import NotFound, UserError
 from ..model import check_app_name
-from .archive import unpack_source
+from .archive import remove_tree, unpack_source
 
 __all__ = ["BuildStore", "Builder", "LineSplitter", "unpack_source"]
+
+log = logging.getLogger("dynod.builds")
 
 MAX_LINE_BYTES = 10_000  # Logplex splits lines at 10,000 bytes; build output does the same
 DEFAULT_LOG_CAP_BYTES = 8 * 1024 * 1024  # what builds:output keeps of one build's output
@@ -245,7 +247,10 @@ class BuildDirs:
         return dirs
 
     def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            remove_tree(self.root)  # not shutil.rmtree: a build can nest deeper than its recursion
+        except OSError as exc:  # the build's own outcome matters more than its leftovers
+            log.warning("Could not remove the build directory %s: %s", self.root, exc)
 
 
 class Slug(Protocol):
@@ -283,7 +288,7 @@ class Builder:
 
     def forget_app(self, app: str) -> None:
         """apps:destroy: the app's build cache goes, so a new app of the same name starts cold."""
-        shutil.rmtree(self.cache_root / check_app_name(app), ignore_errors=True)
+        remove_tree(self.cache_root / check_app_name(app))
         self._locks.pop(app, None)
 
     async def build(self, app: str, archive: IO[bytes], *, config: dict[str, str], source: str,

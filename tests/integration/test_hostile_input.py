@@ -375,3 +375,21 @@ def test_a_scale_that_would_overcommit_the_host_is_refused(dynod: Dynod, app: st
         assert [(f["quantity"], f["size"]) for f in client.get_formation(app) if f["type"] == "web"] \
             != [(count, "performance-L")]
         assert all(d["size"] == "standard-1X" for d in client.list_dynos(app))  # the first deploy's web.1
+
+
+def test_a_build_cache_nested_past_pythons_recursion_is_still_destroyed(dynod: Dynod, tmp_path: Path) -> None:
+    # 1,500 levels: beyond the recursion of 3.11's shutil.rmtree (apps:destroy used to fail on it).
+    app = f"t{secrets.token_hex(4)}"
+    src = _caching_app(tmp_path / "src")
+    (src / "bp/bin/compile").write_text('#!/bin/sh\ncd "$2" && i=0 && while [ $i -lt 1500 ]; do '
+                                        'mkdir d && cd d && i=$((i+1)); done && echo deep > f\n')
+    dynod.ctl("apps:create", app)
+    try:
+        dynod.ctl("deploy", str(src), "-a", app, timeout=300)
+        cache = dynod.root / "state" / "build-cache" / app
+        assert (cache / "d").is_dir()
+        dynod.ctl("apps:destroy", "-a", app, "--confirm", app)
+        assert not cache.exists()
+        assert _tracebacks(dynod) == 0 or "RecursionError" not in (dynod.root / "dynod.log").read_text()
+    finally:
+        dynod.ctl("apps:destroy", "-a", app, "--confirm", app, check=False)

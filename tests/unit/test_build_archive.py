@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dynod.build.archive import Extractor, unpack_source
+from dynod.build.archive import Extractor, remove_tree, unpack_source
 from dynod.errors import UserError
 
 
@@ -156,3 +156,47 @@ def test_the_extractor_never_follows_a_link_it_did_not_write(dest: Path, host: P
     finally:
         extractor.close()
     assert host.read_text() == "root:x:0:0\n"
+
+
+def test_a_member_nested_deeper_than_the_limit_is_refused(dest: Path) -> None:
+    deep = "/".join(["d"] * 300) + "/f"
+    with pytest.raises(UserError, match="300 directories deep|301 directories deep"):
+        unpack(tar_of([member(deep, b"x")]), dest)
+
+
+def _deep_tree(root: Path, depth: int, link_to: Path) -> None:
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        for level in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            if level % 100 == 0:
+                os.close(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+                os.symlink(link_to, "link", dir_fd=fd)
+            next_fd = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+    finally:
+        os.close(fd)
+
+
+def test_remove_tree_removes_what_shutil_rmtree_cannot(tmp_path: Path, host: Path) -> None:
+    import shutil
+
+    tree = tmp_path / "cache"
+    tree.mkdir()
+    _deep_tree(tree, 1500, host)  # what a build can make in its cache: past Python's recursion and PATH_MAX
+    with pytest.raises(RecursionError):
+        shutil.rmtree(tree, ignore_errors=True)
+    for i in range(200):  # wide as well as deep
+        (tree / f"w{i}").mkdir()
+    remove_tree(tree)
+    assert not tree.exists()
+    assert host.read_text() == "root:x:0:0\n"  # links were removed, never followed
+    remove_tree(tree)  # already gone: nothing to do
+
+
+def test_remove_tree_of_a_link_removes_the_link_only(tmp_path: Path, host: Path) -> None:
+    link = tmp_path / "link"
+    link.symlink_to(host.parent)
+    remove_tree(link)
+    assert not link.is_symlink() and host.exists()
