@@ -1,0 +1,210 @@
+"""What a Python app asks for: its package manager and its Python version, Heroku's way.
+
+Run by bin/compile with the stack's python3 (standard library only, plus pip's vendored
+``packaging`` for ``requires-python``):
+
+    manifest.py BUILD_DIR --stack NAME --available 3.13.5 [--available ...] [--default 3.13.5]
+
+It prints ``key=value`` lines (``package_manager``, ``lockfile``, ``python_version``,
+``python_source``, and one ``warning=`` line per line of a warning) and exits 0, or prints the
+error text and exits 2. The rules are the Heroku Python buildpack's: exactly one package
+manager's files (Pipfile.lock or Pipfile: Pipenv; requirements.txt: pip; poetry.lock: Poetry;
+uv.lock: uv); the version from .python-version, else runtime.txt (deprecated), else Pipfile's
+``python_version``, else uv's ``requires-python``, else the stack's default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+# Which Debian suite ships which Python, so an error can say where another version exists.
+DEBIAN_PYTHONS = {"bullseye (Debian 11)": "3.9", "bookworm (Debian 12)": "3.11", "trixie (Debian 13)": "3.13"}
+
+MANAGER_FILES = (  # Heroku's order, and the names its message uses
+    ("Pipfile.lock", "pipenv", "Pipenv"),
+    ("requirements.txt", "pip", "pip"),
+    ("poetry.lock", "poetry", "Poetry"),
+    ("uv.lock", "uv", "uv"),
+)
+
+VERSION_RE = re.compile(r"^3\.\d+(\.\d+)?$")
+
+
+class AppError(Exception):
+    """The app asks for something this buildpack refuses; the text says what to change."""
+
+
+def package_manager(build_dir: Path) -> tuple[str, str]:
+    """(manager, its file): exactly one package manager's files, else an AppError in Heroku's words."""
+    found: list[tuple[str, str, str]] = []
+    for name, manager, display in MANAGER_FILES:
+        if (build_dir / name).is_file():
+            found.append((name, manager, display))
+        elif name == "Pipfile.lock" and (build_dir / "Pipfile").is_file():
+            found.append(("Pipfile", manager, display))
+    if len(found) > 1:
+        listed = "\n".join(f"{name} ({display})" for name, _, display in found)
+        raise AppError(
+            "Error: Multiple Python package manager files were found.\n\n"
+            "Exactly one package manager file must be present in your app's\n"
+            "source code, however, several were found:\n\n"
+            f"{listed}\n\n"
+            "Decide which package manager you want to use with your app, and\n"
+            "then delete the file(s) and any config from the others.")
+    if found:
+        return found[0][1], found[0][0]
+    # Not Heroku's (it wants a package manager file), kept for apps that list [project] dependencies.
+    if (build_dir / "pyproject.toml").is_file():
+        return "pip-pyproject", "pyproject.toml"
+    if (build_dir / "setup.py").is_file():
+        return "pip-setup", "setup.py"
+    raise AppError(
+        "Error: Couldn't find any supported Python package manager files.\n\n"
+        "A Python app must have either a 'requirements.txt', 'Pipfile',\n"
+        "'poetry.lock' or 'uv.lock' package manager file in the root\n"
+        "directory of its source code. If your app has no dependencies,\n"
+        "create an empty 'requirements.txt' file.")
+
+
+def _toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise AppError(f"Error: {path.name} cannot be read ({exc}); fix it and push again.") from None
+
+
+def requested_version(build_dir: Path, manager: str) -> tuple[str, str, list[str]]:
+    """(what is asked, where it was asked, warnings); ("", "", []) when nothing asks.
+
+    What is asked is ``3.N`` or ``3.N.M``, or for uv's ``requires-python`` a specifier set
+    prefixed with ``spec:``.
+    """
+    warnings: list[str] = []
+    python_version = build_dir / ".python-version"
+    if python_version.is_file():
+        lines = [line.strip() for line in python_version.read_text(errors="replace").splitlines()]
+        lines = [line for line in lines if line and not line.startswith("#")]
+        if not lines:
+            raise AppError("Error: .python-version is empty; write a version such as 3.13 in it.")
+        version = lines[0].removeprefix("python-")
+        if not VERSION_RE.match(version):
+            raise AppError(f"Error: .python-version asks for Python '{lines[0]}'; "
+                           "write a version such as 3.13 or 3.13.5.")
+        return version, ".python-version", warnings
+    runtime = build_dir / "runtime.txt"
+    if runtime.is_file():
+        text = runtime.read_text(errors="replace").strip()
+        version = text.removeprefix("python-")
+        if not VERSION_RE.match(version):
+            raise AppError(f"Error: runtime.txt asks for '{text}'; write a version such as python-3.13.5, "
+                           "or better, 3.13 in a .python-version file.")
+        minor = ".".join(version.split(".")[:2])
+        warnings.append("Warning: The runtime.txt file is deprecated.\n\n"
+                        "Switch to a .python-version file, which other Python tools\n"
+                        f"understand too: delete runtime.txt and run\n  echo '{minor}' > .python-version")
+        return version, "runtime.txt", warnings
+    if manager == "pipenv":
+        for name in ("Pipfile.lock", "Pipfile"):
+            path = build_dir / name
+            if not path.is_file():
+                continue
+            if name == "Pipfile.lock":
+                try:
+                    requires = json.loads(path.read_text()).get("_meta", {}).get("requires", {})
+                except (ValueError, AttributeError):
+                    raise AppError("Error: Pipfile.lock is not valid JSON; run `pipenv lock` and push again.") \
+                        from None
+            else:
+                requires = _toml(path).get("requires", {})
+            version = str(requires.get("python_full_version") or requires.get("python_version") or "")
+            if version:
+                if not VERSION_RE.match(version):
+                    raise AppError(f"Error: {name} asks for Python '{version}'; write a version such as 3.13.")
+                return version, name, warnings
+    if manager == "uv" and (build_dir / "pyproject.toml").is_file():
+        spec = _toml(build_dir / "pyproject.toml").get("project", {}).get("requires-python")
+        if isinstance(spec, str) and spec.strip():
+            return "spec:" + spec.strip(), "requires-python in pyproject.toml", warnings
+    return "", "", warnings
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def choose_version(requested: str, source: str, available: list[str], default: str, stack: str
+                   ) -> tuple[str, list[str]]:
+    """The interpreter version to use, with warnings; an AppError when the stack has none that fits."""
+    if not requested:
+        return default, []
+    have = ", ".join(available)
+    others = "; ".join(f"{suite} has {v}" for suite, v in DEBIAN_PYTHONS.items())
+    if requested.startswith("spec:"):
+        spec = requested[5:]
+        try:
+            from pip._vendor.packaging.specifiers import InvalidSpecifier, SpecifierSet
+        except ImportError:  # no pip next to this python: nothing can read the specifier
+            raise AppError(f"Error: the stack's Python cannot read {source}; "
+                           "write the version in a .python-version file.") from None
+        try:
+            specifiers = SpecifierSet(spec)
+        except InvalidSpecifier:
+            raise AppError(f"Error: {source} is not a valid version specifier ('{spec}').") from None
+        fitting = [v for v in available if specifiers.contains(v)]
+        if not fitting:
+            raise AppError(f"Error: {source} asks for Python '{spec}', but stack {stack} has only {have}. "
+                           f"Change it to include one of these, or use a stack with another Python ({others}).")
+        preferred = default if default in fitting else max(fitting, key=lambda v: tuple(map(int, v.split("."))))
+        return preferred, []
+    exact = [v for v in available if v == requested]
+    if exact:
+        return exact[0], []
+    same_minor = [v for v in available if _minor(v) == _minor(requested)]
+    if same_minor and requested.count(".") == 1:
+        return same_minor[0], []
+    if same_minor:
+        # Debian ships one patch release per minor version; patch releases are compatible.
+        return same_minor[0], [f"Warning: {source} asks for Python {requested}; stack {stack} has "
+                               f"{same_minor[0]} of the same {_minor(requested)} series, which is used instead.\n"
+                               f"Write {_minor(requested)} to follow the series' patch releases."]
+    raise AppError(f"Error: {source} asks for Python {requested}, but stack {stack} has only: {have}. "
+                   f"Change {source} to {_minor(available[0])}, or use a stack with Python "
+                   f"{_minor(requested)} ({others}).")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("build_dir", type=Path)
+    parser.add_argument("--stack", required=True)
+    parser.add_argument("--available", action="append", default=[])
+    parser.add_argument("--default", default="")
+    args = parser.parse_args(argv)
+    try:
+        if not args.available:
+            raise AppError(f"Error: stack {args.stack} has no Python interpreter; build on a stack with python3.")
+        manager, lockfile = package_manager(args.build_dir)
+        requested, source, warnings = requested_version(args.build_dir, manager)
+        version, more = choose_version(requested, source, args.available, args.default or args.available[0],
+                                       args.stack)
+    except AppError as exc:
+        print(exc)
+        return 2
+    print(f"package_manager={manager}")
+    print(f"lockfile={lockfile}")
+    print(f"python_version={version}")
+    print(f"python_source={source}")
+    for warning in warnings + more:
+        for line in warning.splitlines():
+            print(f"warning={line}")
+        print("warning=")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
