@@ -185,7 +185,8 @@ class Platform:
         finally:
             self.manager.retiring.discard(app)
         self.routes_changed()
-        self._acm_wake()  # ACM revokes the app's certificates and drops its state
+        if self.acm is not None:
+            self.acm.app_destroyed(app)  # its ACM state goes now, its certificates are revoked
 
     async def set_maintenance(self, app: str, on: bool) -> Json:
         result = self._app_json(self.ledger.set_maintenance(app, on))
@@ -497,9 +498,11 @@ class Platform:
         return {"hostname": hostname, "kind": "custom"}
 
     async def remove_domain(self, app: str, hostname: str) -> None:
-        self.ledger.remove_domain(app, hostname.strip().lower().rstrip("."))
+        hostname = hostname.strip().lower().rstrip(".")
+        self.ledger.remove_domain(app, hostname)
         self.routes_changed()
-        self._acm_wake()  # its ACM certificate is revoked and no longer renewed
+        if self.acm is not None:
+            self.acm.domain_removed(app, hostname)  # no longer renewed; its ACM certificate is revoked
 
     async def list_certs(self, app: str) -> list[Json]:
         self.ledger.get_app(app)

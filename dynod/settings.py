@@ -184,6 +184,17 @@ def validate(settings: Settings) -> Settings:
         raise UserError("[dynos] memory_overcommit must be positive (1.0: no more than the host's RAM).")
     if settings.dynos.hard_limit_ratio < 1.0:
         raise UserError("[dynos] hard_limit_ratio must be at least 1 (the quota itself).")
+    acm = settings.acm
+    for name in ("renew_before_days", "retry_base", "retry_max", "rate_limit_pause", "request_timeout",
+                 "order_timeout"):
+        if isinstance(getattr(acm, name), bool) or not isinstance(getattr(acm, name), int | float):
+            raise UserError(f"[acm] {name} must be a number.")
+    for name in ("retry_base", "request_timeout", "order_timeout"):
+        if not getattr(acm, name) > 0:  # 0 would retry a failing order without pause: a storm at the CA
+            raise UserError(f"[acm] {name} must be more than 0 seconds.")
+    if not acm.retry_max >= acm.retry_base or not acm.rate_limit_pause >= 0 or not acm.renew_before_days >= 0:
+        raise UserError("[acm] retry_max must be at least retry_base; rate_limit_pause and renew_before_days "
+                        "at least 0.")
     return settings
 
 

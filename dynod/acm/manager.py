@@ -75,6 +75,8 @@ class CertManager:
         self._paused_until = 0.0  # the CA said rateLimited: no orders for anyone until then
         self._down_until = 0.0  # the CA did not answer: no orders until the failed domain's next try
         self.ordering: tuple[str, str] | None = None  # (app, domain) of the order in progress
+        # (app, domain, state, to the app's log): certificates to revoke on the next pass
+        self._to_revoke: list[tuple[str, str, DomainState, bool]] = []
         self.orders = 0  # orders started since dynod started (statistics, and the tests' retry-storm check)
 
     # -- what the platform asks ------------------------------------------------------------------
@@ -141,6 +143,27 @@ class CertManager:
         self.wake()
         return self._status_json(app, state)
 
+    def domain_removed(self, app: str, domain: str) -> None:
+        """The domain left the app (the ledger dropped its certificate): forget it now, so that adding it
+        back at once starts a fresh order, and revoke what ACM issued for it on the next pass."""
+        state = self.store.load(app)
+        removed = state.domains.get(domain)
+        if removed is not None:
+            self.store.save(app, AppState(enabled=state.enabled,
+                                          domains={d: s for d, s in state.domains.items() if d != domain}))
+            self._emit(app, f"{domain} left the app: its certificate is no longer renewed")
+            self._to_revoke.append((app, domain, removed, True))
+        self.wake()
+
+    def app_destroyed(self, app: str) -> None:
+        """Drop the app's ACM state now (a new app of the same name must not inherit it) and revoke its
+        certificates on the next pass."""
+        state = self.store.load(app)
+        self.store.remove(app)
+        self._challenges.pop(app, None)
+        self._to_revoke += [(app, domain, ds, False) for domain, ds in state.domains.items()]
+        self.wake()
+
     def statistics(self) -> dict[str, Any]:
         return {"orders": self.orders, "ordering": list(self.ordering) if self.ordering else None,
                 "paused_until": _iso(p) if (p := max(self._paused_until, self._down_until)) > self._clock() else None}
@@ -168,6 +191,9 @@ class CertManager:
         return max(wakeup, self._paused_until, self._down_until)
 
     async def run_pass(self) -> None:
+        while self._to_revoke:
+            app, domain, ds, to_app_log = self._to_revoke.pop(0)
+            await self._revoke(app, domain, ds, to_app_log=to_app_log)
         apps = {a.name for a in self.ledger.list_apps()}
         for app in self.store.apps():
             if app not in apps:

@@ -322,3 +322,32 @@ def test_the_self_check_reaches_a_wildcard_listener_on_loopback():
     assert self_check_address(":8080") == ("127.0.0.1", 8080)
     assert self_check_address("[::]:80") == ("::1", 80)
     assert self_check_address("192.0.2.7:80") == ("192.0.2.7", 80)
+
+
+async def test_a_domain_removed_and_added_back_at_once_gets_a_fresh_order(env):
+    h = env()
+    h.ledger.domains["myapp"] = ["www.a.test"]
+    h.manager.enable("myapp")
+    await h.manager.run_pass()
+    h.ledger.domains["myapp"].remove("www.a.test")
+    h.ledger.certs.clear()  # what the ledger's remove_domain does
+    h.manager.domain_removed("myapp", "www.a.test")
+    h.ledger.domains["myapp"].append("www.a.test")
+    assert h.status("myapp", "www.a.test")["status"] == "pending"  # not "issued" with no certificate
+    await h.manager.run_pass()
+    assert len(h.issuer.revoked) == 1 and h.issuer.begun == ["www.a.test", "www.a.test"]
+    assert ("myapp", "www.a.test") in h.ledger.certs
+
+
+async def test_a_new_app_of_a_destroyed_apps_name_does_not_inherit_acm(env, tmp_path):
+    h = env()
+    h.ledger.domains["myapp"] = ["www.a.test"]
+    h.manager.enable("myapp")
+    await h.manager.run_pass()
+    del h.ledger.domains["myapp"]
+    h.manager.app_destroyed("myapp")
+    h.ledger.domains["myapp"] = ["www.a.test"]  # created again before ACM's next pass
+    assert h.manager.status("myapp")["enabled"] is False
+    await h.manager.run_pass()
+    assert len(h.issuer.revoked) == 1 and h.issuer.begun == ["www.a.test"]
+    assert not (tmp_path / "acm" / "apps" / "myapp.json").exists()
