@@ -42,11 +42,12 @@ esac
 # --- packages --------------------------------------------------------------------------------
 # dynod itself: python3-venv (the venv), python3-dev gcc libcap-dev (python-prctl builds from
 # source), debootstrap (the stack), iproute2 (dyno networking), tini (PID 1 of a dyno), git and
-# openssh-server (git push deploys), curl, libseccomp2 (the dynos' seccomp filter). The tests
+# openssh-server (git push deploys), curl, libseccomp2 (the dynos' seccomp filter), nftables and
+# python3-nftables (dynod's host firewall, through libnftables' JSON API). The tests
 # and benches: runc and bubblewrap (peers and test containers), wrk and hyperfine (benches), nginx
 # (router peer), redis and postgresql (add-ons), pebble (the ACME test CA that ACM's tests run).
 PACKAGES=(python3 python3-venv python3-dev gcc libcap-dev debootstrap iproute2 tini git curl
-          openssh-server ca-certificates util-linux libseccomp2
+          openssh-server ca-certificates util-linux libseccomp2 nftables python3-nftables
           runc bubblewrap wrk redis-server postgresql hyperfine pebble)
 # Services an install may start that the tests start privately on their own ports instead.
 CLASHING_SERVICES=(nginx redis-server postgresql)
@@ -127,6 +128,13 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$VENV/bin/python" -c "impo
 else
     echo "up to date"
 fi
+# libnftables' Python module is Debian's (python3-nftables), not on PyPI: link that one package
+# into the venv rather than opening the venv to every system package.
+SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+if [ "$(readlink "$SITE/nftables" 2>/dev/null)" != /usr/lib/python3/dist-packages/nftables ]; then
+    ln -sfn /usr/lib/python3/dist-packages/nftables "$SITE/nftables"
+fi
+"$VENV/bin/python" -c 'import nftables' || die "the venv cannot import nftables (python3-nftables)."
 
 # --- the stack -------------------------------------------------------------------------------
 step "Default stack"

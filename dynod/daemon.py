@@ -61,6 +61,7 @@ class Daemon:
         from .build.slug import SlugStore
         from .ledger.guard import open_ledger_of, secure_state_dir
         from .linux.cgroups import detect
+        from .linux.firewall import Firewall, FirewallSpec
         from .linux.net import Network
         from .linux.spawner_client import SpawnerClient
         from .logplex import LogStream
@@ -86,10 +87,14 @@ class Daemon:
         stacks = StackStore(s.stacks_dir, default=s.stack, uid=s.dynos.uid, gid=s.dynos.gid)
         cgroups = detect(parent=s.cgroups.parent, name=s.cgroups.name)
         network = Network(s.network.bridge, s.network.subnet)
+        build_network = Network(s.network.build_bridge_name, s.network.build_subnet)
+        firewall = Firewall(FirewallSpec((s.network.bridge, s.network.build_bridge_name),
+                                         (s.network.subnet, s.network.build_subnet)))
+        await trio.to_thread.run_sync(firewall.apply)  # before any dyno or build sends a packet
         spawner = await SpawnerClient.connect_or_start(s.spawner_socket, s.run_dir / "spawner.log")
         manager = DynoManager(s, ledger=ledger, spawner=spawner, cgroups=cgroups, network=network, logs=logs,
                               slugs=slugs, stacks=stacks, on_routes_changed=self.routes_changed,
-                              routes_flushed=self.routes_flushed)
+                              routes_flushed=self.routes_flushed, build_network=build_network)
         platform = Platform(s, ledger=ledger, manager=manager, logs=logs, slugs=slugs, stacks=stacks,
                             routes_changed=self.routes_changed, request_shutdown=self.request_shutdown)
         router = None
@@ -121,6 +126,8 @@ class Daemon:
                     if router is not None:
                         await router.stop_router()
                     await network.teardown()
+                    await build_network.teardown()
+                    await trio.to_thread.run_sync(firewall.remove)  # dynod stops for good
                     await trio.to_thread.run_sync(cgroups.remove_subtree)
                 nursery.cancel_scope.cancel()
         finally:
@@ -131,6 +138,7 @@ class Daemon:
                     except FileNotFoundError:
                         pass
             network.close()
+            build_network.close()
             ledger.close()
 
     async def _start_router(self) -> Any:

@@ -46,6 +46,14 @@ class DynoSettings:
 class NetworkSettings:
     subnet: str = "198.18.0.0/16"  # benchmarking range (RFC 2544), never a site's private range
     bridge: str = "dynod0"
+    # Build containers get a network namespace of their own on this subnet and a bridge of its
+    # own (default: the dyno bridge's name + "b"), with egress through NAT and nothing else.
+    build_subnet: str = "198.19.255.0/24"
+    build_bridge: str = ""
+
+    @property
+    def build_bridge_name(self) -> str:
+        return self.build_bridge or (self.bridge + "b")[:15]
 
 
 @dataclass(frozen=True)
@@ -180,6 +188,15 @@ def validate(settings: Settings) -> Settings:
         raise UserError(f"[network] subnet {settings.network.subnet!r} is not a network: {exc}.") from None
     if net.version != 4 or net.num_addresses < 8:
         raise UserError(f"[network] subnet {net} must be IPv4 with room for dynos (at most /29).")
+    try:
+        build_net = ipaddress.ip_network(settings.network.build_subnet)
+    except ValueError as exc:
+        raise UserError(f"[network] build_subnet {settings.network.build_subnet!r} is not a network: {exc}.") from None
+    if build_net.version != 4 or build_net.num_addresses < 8 or build_net.overlaps(net):
+        raise UserError(f"[network] build_subnet {build_net} must be IPv4, at most /29, and apart from "
+                        f"the dyno subnet {net}.")
+    if settings.network.build_bridge_name == settings.network.bridge:
+        raise UserError("[network] build_bridge must differ from bridge.")
     if settings.dynos.memory_overcommit <= 0:
         raise UserError("[dynos] memory_overcommit must be positive (1.0: no more than the host's RAM).")
     if settings.dynos.hard_limit_ratio < 1.0:

@@ -3,8 +3,11 @@
 It is made the way a dyno is (the stack as root through overlayfs, a fresh PID/mount/UTS/IPC
 namespace, a cgroup with memory and pids limits, the dyno uid with no capabilities), with three
 differences a build needs: the build dir, cache dir and env dir are bind-mounted at /app,
-/tmp/cache and /tmp/env, each buildpack read-only under /buildpacks/<name>, and it keeps the
-host's network namespace so that pip and npm can reach their registries.
+/tmp/cache and /tmp/env, each buildpack read-only under /buildpacks/<name>, and its network
+namespace hangs on the build bridge (``[network] build_subnet``), not the dyno bridge: pip and npm
+reach their registries through NAT, while dynod's firewall keeps the build away from the host's
+own services and from every dyno (docs/dynos.md). It resolves names as a dyno does, with the
+stack's /etc/resolv.conf: the host's resolvers, loopback ones replaced (docs/stacks.md).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UserError
 from ..linux.cgroups import CgroupLimits
+from ..linux.net import DYNO_IFNAME
 from ..linux.seccomp import seccomp_profile
 from ..manager.dynos import INIT, DynoManager
 from ..model import MiB
@@ -64,13 +69,22 @@ class SpawnerBuildContainer:
             "gid": settings.dynos.gid,
             "tmpfs_mb": BUILD_TMPFS_MB,
             "cwd": "/app",
-            "share_host_net": True,
             "binds": self._binds(),
             "seccomp": seccomp_profile(settings, self.app),  # buildpack code is the app's code
         }
         limits = CgroupLimits(memory_max=BUILD_MEMORY_MB * MiB, memory_high=BUILD_MEMORY_MB * MiB,
                               pids_max=BUILD_PIDS, cpu_weight=100)
-        status = await self.manager.run_container(spec, limits, output=output, timeout=timeout)
+        network = self.manager.build_network
+        if network is None:
+            raise UserError("dynod has no build network: builds cannot run.")
+        address = network.pool.allocate()
+        spec["net"] = {"ifname": DYNO_IFNAME, "address": address, "prefix": network.pool.prefix,
+                       "gateway": network.pool.gateway}
+        try:
+            status = await self.manager.run_container(spec, limits, output=output, timeout=timeout,
+                                                      attach=lambda pid: network.attach(address, pid))
+        finally:
+            network.pool.release(address)  # its veth went with the build's network namespace
         if status is None:
             raise BuildTimeout(timeout)
         return status

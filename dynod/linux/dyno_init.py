@@ -52,7 +52,6 @@ class DynoSpec:
     tmpfs_mb: int = 1024
     cwd: str = "/app"
     net: dict[str, Any] | None = None  # {"ifname", "address", "prefix", "gateway"}; None: lo only
-    share_host_net: bool = False  # build containers fetch dependencies through the host's network
     binds: list[Bind] = field(default_factory=list)
     stdio: str = "log"  # "log" (stdout/stderr pipes), "pipes" (+stdin), "tty" (a pty)
     rows: int = 24
@@ -145,7 +144,7 @@ def write_identity(spec: DynoSpec) -> None:
     Without its own name in /etc/hosts, anything that resolves the hostname (Python's
     http.server calls getfqdn at bind) waits on a DNS server a dyno may not reach.
     """
-    address = (spec.net or {}).get("address") if not spec.share_host_net else None
+    address = (spec.net or {}).get("address")
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     lines.append(f"{address or '127.0.1.1'}\t{spec.hostname}")
     with open("/etc/hosts", "w") as f:
@@ -231,9 +230,8 @@ def become_dyno(spec: DynoSpec, go_fd: int, *, seccomp: sc.SeccompProgram | None
     # Only now is the dyno surely in its own cgroup: its cgroup namespace is rooted there.
     sc.unshare(sc.CLONE_NEWCGROUP)
     mount_own_cgroups(cgroup_mounts or [])
-    if not spec.share_host_net:
-        net = spec.net or {}
-        netconf.configure(net.get("ifname"), net.get("address"), net.get("prefix", 24), net.get("gateway"))
+    net = spec.net or {}
+    netconf.configure(net.get("ifname"), net.get("address"), net.get("prefix", 24), net.get("gateway"))
     drop_privileges(spec)
     os.chdir(spec.cwd if os.path.isdir(spec.cwd) else "/")
     if program is not None:

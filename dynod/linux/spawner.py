@@ -113,7 +113,7 @@ class Spawner:
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         try:
-            pid = self._fork(not spec.share_host_net)
+            pid = self._fork()
         except OSError:
             _close_all({*parent_fds, *child_fds, go_r, go_w, err_r, err_w})  # the spawner lives long
             raise
@@ -133,20 +133,18 @@ class Spawner:
         self.by_err_fd[err_r] = child
         self.selector.register(err_r, selectors.EVENT_READ, "err")
 
-    def _fork(self, new_net: bool) -> int:
-        """fork() with the child born in its own PID namespace (as PID 1) and, unless it shares the
-        host's, its own network namespace: dynod adds its veth as soon as it hears the pid, so the
-        namespace must exist before the pid is told. The spawner steps back into its own
-        namespaces right after the fork."""
-        flags = sc.CLONE_NEWPID | (sc.CLONE_NEWNET if new_net else 0)
-        sc.unshare(flags)
+    def _fork(self) -> int:
+        """fork() with the child born in its own PID namespace (as PID 1) and its own network
+        namespace (dynos and builds alike: nothing shares the host's): dynod adds its veth as soon
+        as it hears the pid, so the namespace must exist before the pid is told. The spawner steps
+        back into its own namespaces right after the fork."""
+        sc.unshare(sc.CLONE_NEWPID | sc.CLONE_NEWNET)
         try:
             return os.fork()
         finally:
             if os.getpid() == self.mypid:
                 sc.setns(self.own_pidns, sc.CLONE_NEWPID)
-                if new_net:
-                    sc.setns(self.own_netns, sc.CLONE_NEWNET)
+                sc.setns(self.own_netns, sc.CLONE_NEWNET)
 
     def prefork(self, pool_id: str) -> None:
         """A warm dyno: forked now into fresh namespaces, told what to run later by ``assign``.
@@ -162,7 +160,7 @@ class Spawner:
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         try:
-            pid = self._fork(True)
+            pid = self._fork()
         except OSError:
             _close_all({*parent_fds, *child_fds, spec_r, spec_w, go_r, go_w, err_r, err_w})
             raise

@@ -109,8 +109,10 @@ class DynoManager:
     def __init__(self, settings: Settings, *, ledger: Ledger, spawner: SpawnerClient, cgroups: CgroupBackend,
                  network: Network, logs: LogSink, slugs: SlugSource, stacks: StackSource,
                  on_routes_changed: Callable[[], None] = lambda: None,
-                 routes_flushed: Callable[[], Awaitable[None]] | None = None) -> None:
+                 routes_flushed: Callable[[], Awaitable[None]] | None = None,
+                 build_network: Network | None = None) -> None:
         self.settings = settings
+        self.build_network = build_network  # builds' own bridge and subnet (dynod.build.container)
         self.ledger = ledger
         self.spawner = spawner
         self.cgroups = cgroups

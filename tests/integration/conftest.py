@@ -149,8 +149,11 @@ def _host_leftovers(d: Dynod) -> list[str]:
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     for line in links.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
-        if name == d.bridge:
+        if name in (d.bridge, d.bridge + "b"):  # the dyno bridge and the build bridge
             found.append("link: " + name)
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    if f"dynod_{d.bridge}" in tables.split():
+        found.append(f"nft table: dynod_{d.bridge}")
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     for line in out.splitlines():
         if str(d.root) in line and "pytest" not in line:
@@ -192,6 +195,8 @@ def _force_cleanup(d: Dynod) -> None:
         with contextlib.suppress(OSError):
             os.rmdir(group)
     subprocess.run(["ip", "link", "del", d.bridge], capture_output=True)
+    subprocess.run(["ip", "link", "del", d.bridge + "b"], capture_output=True)
+    subprocess.run(["nft", "delete", "table", "inet", f"dynod_{d.bridge}"], capture_output=True)
     subprocess.run(["umount", "-R", "-l", str(d.root)], capture_output=True)
 
 
@@ -209,7 +214,7 @@ def running_dynod(*, warm_pool: int = 0, dynos_extra: str = "", allow_local_drai
     token = secrets.token_hex(2)
     third = int(token, 16) % 250 + 1
     d = Dynod(root=root, config=root / "dynod.toml", socket=root / "run" / "api.sock",
-              cgroup_name=f"dynod-test-{token}", bridge=f"dyt{token}", subnet=f"198.19.{third}.0/24",
+              cgroup_name=f"dynod-test-{token}", bridge=f"dyt{token}", subnet=f"198.19.{third}.0/25",
               http_port=free_port(), https_port=free_port())
     d.config.write_text(f"""
 state_dir = "{root / 'state'}"
@@ -229,6 +234,7 @@ warm_pool = {warm_pool}
 [network]
 subnet = "{d.subnet}"
 bridge = "{d.bridge}"
+build_subnet = "198.19.{third}.128/25"
 
 [cgroups]
 name = "{d.cgroup_name}"

@@ -7,6 +7,7 @@ filter, not something else, is what stops it). Ordinary programs still work unde
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -176,12 +177,13 @@ def test_the_filter_applies_to_builds(confined_dynod: Dynod, tmp_path: Path) -> 
     app = f"t{secrets.token_hex(4)}"
     confined_dynod.ctl("apps:create", app)
     try:
+        # An npm postinstall: app code that every Node.js build runs.
+        package = {"name": "probe", "version": "1.0.0", "scripts": {"postinstall": "sh ./probe.sh"}}
         src = write_app(tmp_path / "src", "web: python3 web.py\n", {
-            "requirements.txt": "",  # the python buildpack, which runs bin/post_compile
-            "bin/post_compile": "#!/bin/sh\ngrep Seccomp: /proc/self/status | sed 's/^/build-/'\n"
-                                "unshare -U -r true 2>&1 && echo build-userns || echo build-no-userns\n",
+            "package.json": json.dumps(package),
+            "probe.sh": "grep Seccomp: /proc/self/status | sed 's/^/build-/'\n"
+                        "unshare -U -r true 2>&1 && echo build-userns || echo build-no-userns\n",
         })
-        (src / "bin" / "post_compile").chmod(0o755)
         out = confined_dynod.ctl("deploy", str(src), "-a", app).stdout
         assert "build-Seccomp:\t2" in out and "build-no-userns" in out and "build-userns\n" not in out
     finally:

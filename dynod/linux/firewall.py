@@ -1,0 +1,189 @@
+"""The host firewall dynod owns: one nftables table per dynod instance, for its dynos and builds.
+
+Without it, a dyno (or a build running an app's setup.py) reaches every host service bound to
+0.0.0.0 or to the bridge address, and with IPv4 forwarding on, anything the host can route to.
+The table allows a dyno or build only what dynod offers it:
+
+- the host itself: nothing but replies to connections the host made (the router's, the boot
+  probe's) and the ports dynod offers (``HostPort``: DNS if dynod provides it, an add-on's port
+  later; none today);
+- other dynos, other dynods' dynos, builds: nothing (anything into 198.18.0.0/15 is dropped,
+  and nothing new is forwarded into dynod's bridges, from the LAN either);
+- the outside world: yes, through NAT (masquerade) from the dyno and build subnets.
+
+Its name carries the dyno bridge's name, unique per dynod on a host (the tests run several at
+once), and ``remove`` deletes it when dynod stops for good. libnftables' JSON API (Debian's
+python3-nftables) applies the whole table in one transaction: a half-made firewall never exists.
+``ruleset`` is pure and unit-tested; ``Firewall`` only hands its output to the library.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..errors import UserError
+
+FAMILY = "inet"  # one table for IPv4 and IPv6: dynos have no IPv6, so IPv6 from them is dropped
+TABLE_PREFIX = "dynod_"
+BENCHMARK_RANGE = "198.18.0.0/15"  # where every dynod's dyno and build subnets live (RFC 2544)
+IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    """A port on the host that dynos may reach at their gateway address (the seam for add-ons)."""
+
+    protocol: str  # "tcp" or "udp"
+    port: int
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("tcp", "udp") or not 0 < self.port < 65536:
+            raise ValueError(f"not a host port to offer: {self.protocol}/{self.port}")
+
+
+@dataclass(frozen=True)
+class FirewallSpec:
+    bridges: tuple[str, ...]  # the dyno bridge, then the build bridge
+    subnets: tuple[str, ...]  # their subnets, same order
+    offered: tuple[HostPort, ...] = field(default_factory=tuple)
+
+    @property
+    def table(self) -> str:
+        return table_name(self.bridges[0])
+
+
+def table_name(bridge: str) -> str:
+    return TABLE_PREFIX + bridge
+
+
+def _match(left: dict[str, Any], right: Any, op: str = "==") -> dict[str, Any]:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _meta(key: str) -> dict[str, Any]:
+    return {"meta": {"key": key}}
+
+
+def _prefix(network: str) -> dict[str, Any]:
+    net = ipaddress.ip_network(network)
+    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+def ruleset(spec: FirewallSpec) -> dict[str, Any]:
+    """Pure: the libnftables JSON that (re)creates dynod's table in one transaction."""
+    t = spec.table
+    bridges = {"set": list(spec.bridges)}
+    from_bridges = _match(_meta("iifname"), bridges)
+    to_bridges = _match(_meta("oifname"), bridges)
+    replies = _match({"ct": {"key": "state"}}, {"set": ["established", "related"]}, "in")
+
+    def chain(name: str, kind: str, hook: str, prio: int) -> dict[str, Any]:
+        return {"add": {"chain": {"family": FAMILY, "table": t, "name": name, "type": kind, "hook": hook,
+                                  "prio": prio, "policy": "accept"}}}
+
+    def rule(chain_name: str, *expr: dict[str, Any], comment: str) -> dict[str, Any]:
+        return {"add": {"rule": {"family": FAMILY, "table": t, "chain": chain_name, "expr": list(expr),
+                                 "comment": comment}}}
+
+    accept, drop = {"accept": None}, {"drop": None}
+    commands: list[dict[str, Any]] = [
+        # add-then-delete makes the delete safe when the table is not there yet: one transaction
+        # replaces an old table (a crashed dynod's) or makes the first.
+        {"add": {"table": {"family": FAMILY, "name": t}}},
+        {"delete": {"table": {"family": FAMILY, "name": t}}},
+        {"add": {"table": {"family": FAMILY, "name": t}}},
+        chain("input", "filter", "input", -5),
+        chain("forward", "filter", "forward", -5),
+        chain("postrouting", "nat", "postrouting", 100),
+        rule("input", from_bridges, replies, accept, comment="replies to the host's own connections"),
+    ]
+    for offered in spec.offered:
+        for subnet in spec.subnets:
+            gateway = str(next(ipaddress.ip_network(subnet).hosts()))
+            commands.append(rule(
+                "input", from_bridges, _match({"payload": {"protocol": "ip", "field": "daddr"}}, gateway),
+                _match({"payload": {"protocol": offered.protocol, "field": "dport"}}, offered.port), accept,
+                comment=f"offered: {offered.protocol}/{offered.port}"))
+    commands += [
+        rule("input", from_bridges, drop, comment="nothing else of the host's"),
+        rule("forward", to_bridges, replies, accept, comment="replies back to dynos and builds"),
+        rule("forward", to_bridges, drop, comment="nothing new into a dyno or build"),
+        rule("forward", from_bridges, _match({"payload": {"protocol": "ip", "field": "daddr"}},
+                                             _prefix(BENCHMARK_RANGE)), drop,
+             comment="no dyno or build of any dynod"),
+        rule("forward", from_bridges, _match(_meta("nfproto"), "ipv6"), drop, comment="no IPv6"),
+        rule("forward", from_bridges, accept, comment="the outside world"),
+    ]
+    for subnet in spec.subnets:
+        commands.append(rule(
+            "postrouting", _match({"payload": {"protocol": "ip", "field": "saddr"}}, _prefix(subnet)),
+            _match(_meta("oifname"), bridges, "!="), {"masquerade": None}, comment="egress through NAT"))
+    return {"nftables": commands}
+
+
+class Firewall:
+    """dynod's table in the host's nftables (root only; every call is a few ms, off trio's thread)."""
+
+    def __init__(self, spec: FirewallSpec) -> None:
+        self.spec = spec
+
+    def _nft(self):  # type: ignore[no-untyped-def]
+        try:
+            import nftables
+        except ImportError:
+            raise UserError("The nftables Python module is missing: apt-get install python3-nftables and "
+                            "re-run ./install.sh (it links the module into dynod's venv).") from None
+        nft = nftables.Nftables()
+        nft.set_json_output(True)
+        nft.set_handle_output(False)
+        return nft
+
+    def apply(self) -> None:
+        """Make (or remake) the table, then turn IPv4 forwarding on for the egress it allows.
+
+        Forwarding is host-wide (as with Docker) and left on at removal: another dynod on the host
+        may rely on it. The table is in place first, so nothing is forwarded unfiltered.
+        """
+        rc, _out, err = self._nft().json_cmd(ruleset(self.spec))
+        if rc != 0:
+            raise UserError(f"nftables refused dynod's table {self.spec.table}: {str(err).strip()}")
+        with open(IP_FORWARD) as f:
+            if f.read().strip() != "1":
+                with open(IP_FORWARD, "w") as w:
+                    w.write("1")
+
+    def offer(self, port: HostPort) -> None:
+        """Let dynos and builds reach ``port`` on the host at their gateway address (an add-on's
+        server, a DNS forwarder): the table is remade with it, in one transaction."""
+        if port not in self.spec.offered:
+            self.spec = replace(self.spec, offered=(*self.spec.offered, port))
+            self.apply()
+
+    def remove(self) -> None:
+        """Delete the table (dynod stops for good); nothing if it is not there."""
+        if self.exists():
+            rc, _out, err = self._nft().json_cmd(
+                {"nftables": [{"delete": {"table": {"family": FAMILY, "name": self.spec.table}}}]})
+            if rc != 0:
+                raise UserError(f"nftables did not delete {self.spec.table}: {str(err).strip()}")
+
+    def exists(self) -> bool:
+        return self.spec.table in list_tables(self._nft())
+
+
+def list_tables(nft: Any = None) -> list[str]:
+    """Names of the inet tables on the host (the tests' leftover check uses it too)."""
+    if nft is None:
+        import nftables
+
+        nft = nftables.Nftables()
+        nft.set_json_output(True)
+    rc, out, err = nft.cmd("list tables")
+    if rc != 0:
+        raise UserError(f"nftables could not list tables: {str(err).strip()}")
+    import json
+
+    return [item["table"]["name"] for item in json.loads(out)["nftables"]
+            if "table" in item and item["table"].get("family") == FAMILY]
