@@ -238,6 +238,9 @@ async def install_buildpacks(refs: list[str], *, dest: Path, builtins: list[Buil
             installed.append(Buildpack(builtin.name, target, ref))
             continue
         target = dest / _slot_name(index, ref)
+        if kind == "git" and ref.startswith("file://"):
+            # git would read any repository on the host, as root: file:// is a local path like any other.
+            _check_local_root(ref, Path(ref[len("file://"):].partition("#")[0]), local_roots)
         if kind == "git":
             await _git_clone(ref, target)
         else:
@@ -251,14 +254,20 @@ async def install_buildpacks(refs: list[str], *, dest: Path, builtins: list[Buil
     return installed
 
 
+def _check_local_root(ref: str, path: Path, local_roots: tuple[Path, ...]) -> Path:
+    """``path``'s real location, which must lie under one of the operator's ``local_roots``."""
+    real = Path(os.path.realpath(path))
+    if not path.is_absolute() or not any(real.is_relative_to(os.path.realpath(root)) for root in local_roots):
+        allowed = ", ".join(str(r) for r in local_roots) or "none configured"
+        raise BuildError(f"Buildpack path {ref} is outside the directories buildpacks may come from "
+                         f"({allowed}); put it there or use a git URL.")
+    return real
+
+
 def _copy_local(ref: str, target: Path, source_dir: Path, local_roots: tuple[Path, ...]) -> None:
     path = Path(ref)
     if path.is_absolute():
-        real = Path(os.path.realpath(path))
-        if not any(real.is_relative_to(os.path.realpath(root)) for root in local_roots):
-            allowed = ", ".join(str(r) for r in local_roots) or "none configured"
-            raise BuildError(f"Buildpack path {ref} is outside the directories buildpacks may come from "
-                             f"({allowed}); put it there or use a git URL.")
+        real = _check_local_root(ref, path, local_roots)
     else:
         real = Path(os.path.realpath(source_dir / path))
         if not real.is_relative_to(os.path.realpath(source_dir)):
@@ -288,6 +297,38 @@ async def _git_clone(ref: str, target: Path) -> None:
 
 
 # --- running the steps ---------------------------------------------------------------------
+
+# Every step runs from a private, writable copy of its buildpack in the container's /tmp: Heroku's
+# buildpack dirs are writable, and third-party buildpacks write into theirs (heroku-buildpack-apt
+# writes ``export`` there). After a compile, the buildpack's ``export`` file, if any, is kept in
+# EXPORTS_DIR, and every later compile sources each kept file first, in order: Heroku's way for
+# one buildpack to hand PATH, LD_LIBRARY_PATH and the like to the next. The host never reads these
+# files; the directory is removed from /app before release (so it never reaches the slug).
+EXPORTS_DIR = ".dynod-buildpack-exports"
+_STEP_SCRIPT = r"""
+buildpack=$1 step=$2 index=$3 exports=$4
+shift 4
+copy=/tmp/buildpack-$index
+rm -rf "$copy" && cp -R "$buildpack" "$copy" || { echo " !     cannot copy $buildpack to $copy"; exit 70; }
+if [ "$step" = compile ]; then
+  for file in "$exports"/*; do
+    [ -f "$file" ] && . "$file"
+  done
+fi
+"$copy/bin/$step" "$@"
+code=$?
+if [ "$step" = compile ] && [ "$code" = 0 ] && [ -f "$copy/export" ]; then
+  mkdir -p "$exports" && cp "$copy/export" "$exports/$index" || exit 70
+fi
+exit "$code"
+"""
+
+
+def step_argv(bp: Buildpack, step: str, index: int, *args: str) -> list[str]:
+    """The argv that runs ``bin/<step>`` of ``bp`` (the ``index``-th chosen) from a writable copy."""
+    return ["/bin/bash", "-c", _STEP_SCRIPT, "buildpack-step", f"{BUILDPACKS_DIR}/{bp.name}", step,
+            f"{index:02d}", f"{APP_DIR}/{EXPORTS_DIR}", *args]
+
 
 
 class _OutputBudget:
@@ -369,8 +410,7 @@ async def _detect(runner: _Runner, bp: Buildpack) -> str | None:
 
     if not (bp.path / "bin" / "detect").is_file():
         return bp.name
-    code = await runner.run([f"{BUILDPACKS_DIR}/{bp.name}/bin/detect", APP_DIR],
-                            f"{bp.source}'s bin/detect", sink=keep)
+    code = await runner.run(step_argv(bp, "detect", 0, APP_DIR), f"{bp.source}'s bin/detect", sink=keep)
     if code != 0:
         return None
     lines = captured.decode(errors="replace").strip().splitlines()
@@ -383,8 +423,7 @@ async def _release(runner: _Runner, bp: Buildpack, source_dir: Path) -> ReleaseI
     # The container has one output stream (stdout and stderr merged); the YAML must be stdout
     # alone, so the shell sends it to a file in /app that the host reads and removes.
     name = f".dynod-release-{secrets.token_hex(8)}.yml"
-    argv = ["/bin/sh", "-c", 'exec "$0" "$1" > "$2"', f"{BUILDPACKS_DIR}/{bp.name}/bin/release",
-            APP_DIR, f"{APP_DIR}/{name}"]
+    argv = ["/bin/sh", "-c", 'exec "$@" > "$0"', f"{APP_DIR}/{name}", *step_argv(bp, "release", 0, APP_DIR)]
     try:
         code = await runner.run(argv, f"{bp.source}'s bin/release")
         if code != 0:
@@ -397,6 +436,15 @@ async def _release(runner: _Runner, bp: Buildpack, source_dir: Path) -> ReleaseI
     finally:
         (source_dir / name).unlink(missing_ok=True)
     return parse_release_yaml(text, bp.source)
+
+
+def _remove_exports(source_dir: Path) -> None:
+    # rmtree never follows a symlink the build may have put there (it works on directory fds).
+    path = source_dir / EXPORTS_DIR
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def _write_env_dir(env_dir: Path, config: Mapping[str, str]) -> None:
@@ -472,10 +520,11 @@ async def compile_app(
                              "pyproject.toml, package.json or Procfile, or set BUILDPACK_URL.")
     timings["detect"] = time.monotonic() - t
 
-    for bp, name in chosen:
+    _remove_exports(source_dir)
+    for index, (bp, name) in enumerate(chosen):
         t = time.monotonic()
         output(step(f"{name} app detected"))
-        code = await runner.run([f"{BUILDPACKS_DIR}/{bp.name}/bin/compile", APP_DIR, CACHE_DIR, ENV_DIR],
+        code = await runner.run(step_argv(bp, "compile", index, APP_DIR, CACHE_DIR, ENV_DIR),
                                 f"{bp.source}'s bin/compile")
         elapsed = time.monotonic() - t
         timings[f"compile {bp.name}"] = elapsed
@@ -484,6 +533,7 @@ async def compile_app(
                              f"{code} after {seconds(elapsed)}; see the output above.")
         output(step(f"{name} app compiled ({seconds(elapsed)})"))
 
+    _remove_exports(source_dir)
     t = time.monotonic()
     output(step("Discovering process types"))
     defaults: dict[str, str] = {}

@@ -10,8 +10,12 @@ Member rules (one ``UserError`` naming the member on the first break):
   as ``tar czf slug.tgz ./app`` writes it);
 - regular files, directories, symlinks and hard links only: no device nodes, FIFOs or others;
 - no setuid/setgid bits (the dyno runs with no_new_privs, but the slug should not ask);
-- a symlink's target stays inside /app: relative ones resolve inside ``app/``, absolute ones
-  point at /app or below; a hard link names an earlier regular file inside ``app/``;
+- a relative symlink resolves inside ``app/``; an absolute one may point anywhere: inside a dyno
+  it resolves in the dyno's own root (the stack beneath /app), where ``dpkg -x`` (the apt
+  buildpack) leaves links such as ``libfoo.so -> /usr/lib/...``. On the host no link from a slug
+  is ever followed: packing walks with lstat, unpacking opens every path component with
+  O_NOFOLLOW from a directory fd, and nothing else reads an unpacked tree; a hard link names an
+  earlier regular file inside ``app/``;
 - no member sits beneath a symlink or a file, and no path appears twice (so extraction can
   never be steered through a link);
 - the compressed file and the uncompressed content (512 bytes of header per member plus file
@@ -160,14 +164,11 @@ def _check_symlink_target(label: str, path: str, target: str) -> None:
     if not target or "\x00" in target:
         raise _bad(label, "is a symlink with an empty target", "remove it")
     if target.startswith("/"):
-        resolved = posixpath.normpath(target)
-        inside = resolved == "/" + ROOT or resolved.startswith("/" + ROOT + "/")
-    else:
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-        inside = resolved == ROOT or resolved.startswith(ROOT + "/")
-    if not inside:
-        raise _bad(label, f"is a symlink to {target!r}, outside /app",
-                   "vendor the target into the app or point the link inside /app")
+        return  # resolved inside the dyno only (see the member rules above)
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    if not (resolved == ROOT or resolved.startswith(ROOT + "/")):
+        raise _bad(label, f"is a symlink to {target!r}, which leaves app/",
+                   "point it inside the app, or give its absolute path (/app/... or a stack path)")
 
 
 def _bad(label: str, what: str, advice: str) -> UserError:

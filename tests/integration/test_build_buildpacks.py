@@ -189,11 +189,22 @@ async def test_node_example_builds_with_npm_ci_and_default_web_process(build: Bu
     assert "(cache miss)" not in build.output  # every tarball came from the kept cache
 
 
-async def test_node_without_lock_uses_npm_install_and_checks_engines(build: Build):
-    build.load({"package.json": '{"name": "x", "version": "1.0.0", "engines": {"node": "<=16"}}'})
+async def test_node_version_no_release_provides_is_an_error_naming_the_stacks(build: Build):
+    build.load({"package.json": '{"name": "x", "version": "1.0.0", "engines": {"node": "0.1.x"}}'})
     with pytest.raises(BuildError):
         await build.compile()
-    assert "asks for Node.js '<=16' (engines.node), but stack debian-13 has only v" in build.output
+    assert "asks for Node.js '0.1.x' (engines.node), but no Node.js release matches it" in build.output
+    assert "the stack has 20." in build.output
+
+
+async def test_node_empty_engines_field_and_a_build_script_builds(build: Build):
+    # Once an empty engines.node collapsed the next field into it: "asks for Node.js 'build'".
+    build.load({"package.json": '{"name": "x", "version": "1.0.0", "engines": {"node": ""},'
+                                ' "scripts": {"build": "echo built > built.txt"}}'})
+    await build.compile()
+    assert "Using Node.js 20." in build.output and "Running build" in build.output
+    assert (build.dirs["app"] / "built.txt").read_text() == "built\n"
+    assert "Installing node modules (npm install)" in build.output
 
 
 async def test_procfile_only_app(build: Build):
@@ -266,7 +277,7 @@ async def test_multi_buildpack_from_dot_buildpacks_with_a_git_url(build: Build):
         subprocess.run(argv, cwd=repo, check=True, env=env)
     build.load({"hello.txt": "hi\n", "Procfile": "worker: sleep 1\n",
                 ".buildpacks": f"# greeting first\nfile://{repo}#main\nprocfile\n"})
-    result = await build.compile({"GREETING": "hej"})
+    result = await build.compile({"GREETING": "hej"}, local_roots=(build.root,))
     assert result.buildpacks == ["Hello", "Procfile"]
     assert result.process_types == {"web": "cat greeting.txt", "worker": "sleep 1"}
     assert "-----> Greeting with hej on debian-13" in build.lines
@@ -339,3 +350,60 @@ async def test_output_past_the_cap_stops_the_build(build: Build):
 
 def test_stack_used_has_node_and_python():
     assert (STACK_ROOT / "usr/bin/python3").exists() and (STACK_ROOT / "usr/bin/npm").exists()
+
+
+async def test_file_url_outside_the_allowed_roots_is_refused(build: Build):
+    # git would happily clone any repository on the host (as root) into the build.
+    repo = write_buildpack(build.root / "private" / "repo", THIRD_PARTY)
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+    build.load({"hello.txt": "hi\n"})
+    with pytest.raises(BuildError, match="outside the directories buildpacks may come from"):
+        await build.compile({"BUILDPACK_URL": f"file://{repo}"}, local_roots=(build.root / "bps",))
+    assert list(build.dirs["buildpacks"].iterdir()) == []
+
+
+# A third-party buildpack that behaves like heroku-buildpack-apt: it writes into its own
+# directory (vendored files and `export`), and `dpkg -x` leaves absolute symlinks in the slug.
+APT_LIKE = {
+    "bin/detect": "#!/bin/sh\n[ -f \"$1/Aptfile\" ] && echo Apt\n",
+    "bin/compile": """\
+        #!/bin/bash
+        set -e
+        bp_dir=$(cd "$(dirname "$0")/.."; pwd)
+        mkdir -p "$bp_dir/vendor" && echo cached > "$bp_dir/vendor/state"
+        mkdir -p "$1/.apt/usr/lib" "$1/.apt/usr/bin"
+        ln -s /usr/lib/x86_64-linux-gnu/libc.so.6 "$1/.apt/usr/lib/libc-from-stack.so.6"
+        printf '#!/bin/sh\\necho apt tool ran\\n' > "$1/.apt/usr/bin/apt-tool" && chmod +x "$1/.apt/usr/bin/apt-tool"
+        echo "export PATH=\"$1/.apt/usr/bin:\\$PATH\"" > "$bp_dir/export"
+        echo "export APT_EXPORTED=from-apt" >> "$bp_dir/export"
+        echo "-----> Vendored into $bp_dir"
+        """,
+    "bin/release": "#!/bin/sh\necho '--- {}'\n",
+}
+NEXT = {
+    "bin/detect": "#!/bin/sh\necho Next\n",
+    "bin/compile": """\
+        #!/bin/sh
+        echo "-----> next sees APT_EXPORTED=$APT_EXPORTED and $(apt-tool)"
+        """,
+    "bin/release": "#!/bin/sh\nprintf -- '---\\ndefault_process_types:\\n  web: apt-tool\\n'\n",
+}
+
+
+async def test_third_party_buildpacks_run_from_writable_copies_and_hand_on_their_export(build: Build):
+    roots = build.root / "bps"
+    apt = write_buildpack(roots / "apt", APT_LIKE)
+    nxt = write_buildpack(roots / "next", NEXT)
+    build.load({"Aptfile": "libfoo\n"})
+    result = await build.compile({"BUILDPACK_URL": f"{apt},{nxt}"}, local_roots=(roots,))
+    assert result.buildpacks == ["Apt", "Next"]
+    assert "-----> Vendored into /tmp/buildpack-00" in build.lines
+    assert "-----> next sees APT_EXPORTED=from-apt and apt tool ran" in build.lines
+    app = build.dirs["app"]
+    # The absolute link dpkg -x would leave is kept as it is (the slug rules accept it) ...
+    assert os.readlink(app / ".apt/usr/lib/libc-from-stack.so.6") == "/usr/lib/x86_64-linux-gnu/libc.so.6"
+    # ... the hand-over files never reach the slug, and the host's copy of the buildpack is untouched.
+    assert not (app / ".dynod-buildpack-exports").exists()
+    assert (build.dirs["buildpacks"] / "0-apt" / "bin" / "compile").is_file()
+    assert not (build.dirs["buildpacks"] / "0-apt" / "export").exists()
+    assert not (build.dirs["buildpacks"] / "0-apt" / "vendor").exists()

@@ -101,26 +101,37 @@ class ScriptedContainer:
         self.app = app
         self.scripts = scripts
         self.calls: list[list[str]] = []
+        self.programs: list[str] = []
         self.envs: list[dict[str, str]] = []
 
     async def run(self, argv: list[str], *, env: dict[str, str], timeout: float,
                   output: Callable[[bytes], None]) -> int:
         self.calls.append(argv)
         self.envs.append(env)
-        program = argv[3] if argv[0] == "/bin/sh" else argv[0]
+        program, release_file = step_program(argv)
+        self.programs.append(program)
         code, out, effect = self.scripts.get(program, (1, b"", None))
         if out == b"HANG":
             await trio.sleep(timeout)
             raise BuildTimeout(timeout)
         if effect:
             effect()
-        if argv[0] == "/bin/sh":  # bin/release: stdout goes to the file named in argv[5]
-            (self.app / Path(argv[5]).name).write_bytes(out)
+        if release_file:  # bin/release: stdout goes to the file the shell redirects to
+            (self.app / Path(release_file).name).write_bytes(out)
         else:
             for i in range(0, len(out), 1000):
                 output(out[i:i + 1000])
                 await trio.sleep(0)
         return code
+
+
+def step_program(argv: list[str]) -> tuple[str, str | None]:
+    """(the buildpack program a step runs, the file release's stdout goes to, if it is release)."""
+    if argv[0] == "/bin/sh":  # release: `exec "$@" > "$0"` around the step's own argv
+        return step_program(argv[4:])[0], argv[3]
+    if argv[:2] == ["/bin/bash", "-c"] and argv[3] == "buildpack-step":
+        return f"{argv[4]}/bin/{argv[5]}", None
+    return argv[0], None
 
 
 def builtins_at(root: Path) -> list[Buildpack]:
@@ -159,9 +170,11 @@ async def test_detection_runs_in_order_and_stops_at_the_first_match(dirs: dict[s
         "/buildpacks/nodejs/bin/release": (0, b"default_process_types:\n  web: npm start\n  worker: x\n", None),
     })
     lines, result = await run_compile(dirs, container, {"SECRET": "s3"})
-    detects = [c[0] for c in container.calls if c[0].endswith("/detect")]
+    detects = [p for p in container.programs if p.endswith("/detect")]
     assert detects == ["/buildpacks/python/bin/detect", "/buildpacks/nodejs/bin/detect"]
-    assert container.calls[2] == ["/buildpacks/nodejs/bin/compile", "/app", "/tmp/cache", "/tmp/env"]
+    # Each step runs from a writable copy of its buildpack; compile gets Heroku's three arguments.
+    assert container.calls[2][4:] == ["/buildpacks/nodejs", "compile", "00", "/app/.dynod-buildpack-exports",
+                                      "/app", "/tmp/cache", "/tmp/env"]
     assert result.buildpacks == ["Node.js"]
     assert result.process_types == {"web": "node index.js", "worker": "x"}
     assert lines[0] == "-----> Building on the debian-13 stack"
