@@ -137,7 +137,9 @@ fi
 "$VENV/bin/python" -c 'import nftables' || die "the venv cannot import nftables (python3-nftables)."
 
 # --- the stack -------------------------------------------------------------------------------
-step "Default stack"
+step "Default stack (run image) and its build image"
+# `build` makes the default stack (dynos run on it) and its build image (debian-13-build: builds
+# run on it), a few minutes each on a first install (docs/stacks.md).
 # Per-package lines are hundreds; the stack tool's own lines and debootstrap's stages remain.
 # (pipefail: a failed build stops the install; the filter's own status is masked.)
 "$VENV/bin/python" -m dynod.stack build \

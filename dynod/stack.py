@@ -94,6 +94,8 @@ class StackDefinition:
     components: tuple[str, ...] = ("main",)
     description: str = ""
     user: StackUser = field(default_factory=StackUser)
+    # The stack this one extends (a build image extends its run image): its packages come first.
+    extends: str = ""
 
 
 def _string(values: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
@@ -120,19 +122,53 @@ def _names(values: dict[str, Any], key: str, where: str, pattern: re.Pattern[str
     return tuple(value)
 
 
-def parse_definition(name: str, text: str) -> StackDefinition:
-    """Parse and validate one definition file's text; ``name`` is the file's stem."""
+def _load_toml(name: str, text: str) -> dict[str, Any]:
     where = f"Stack definition {name}.toml"
     if not _STACK_NAME_RE.match(name):
         raise UserError(f"{where}: invalid stack name; use lowercase letters, digits, dots and dashes.")
     try:
-        values = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{where} is not valid TOML: {exc}.") from None
-    known = {"suite", "variant", "mirror", "components", "packages", "description", "user"}
+
+
+def extended_name(name: str, text: str) -> str:
+    """The stack a definition extends ('' for none), so the store can load that one first."""
+    value = _load_toml(name, text).get("extends", "")
+    if not isinstance(value, str) or (value and not _STACK_NAME_RE.match(value)):
+        raise UserError(f"Stack definition {name}.toml: 'extends' must name another stack definition.")
+    return value
+
+
+def parse_definition(name: str, text: str, base: StackDefinition | None = None) -> StackDefinition:
+    """Parse and validate one definition file's text; ``name`` is the file's stem.
+
+    With ``extends = "other"`` the definition is ``base`` (other's, parsed) plus its own packages:
+    suite, mirror, variant, components and user come from the base unless given (a build image
+    must match its run image, or what was built against it would not run on it).
+    """
+    where = f"Stack definition {name}.toml"
+    values = _load_toml(name, text)
+    known = {"suite", "variant", "mirror", "components", "packages", "description", "user", "extends"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise UserError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}.")
+    extends = extended_name(name, text)
+    if extends:
+        if base is None or base.name != extends:
+            raise UserError(f"{where}: it extends {extends!r}, which was not given to it.")
+        for key in ("suite", "mirror", "variant", "components", "user"):
+            if key in values:
+                raise UserError(f"{where}: {key!r} comes from {extends}.toml, which it extends; remove it.")
+        own = _names(values, "packages", where, _PACKAGE_RE)
+        description = values.get("description", "")
+        if not isinstance(description, str):
+            raise UserError(f"{where}: 'description' must be a string.")
+        return StackDefinition(
+            name=name, suite=base.suite, mirror=base.mirror,
+            packages=base.packages + tuple(p for p in own if p not in base.packages),
+            variant=base.variant, components=base.components, description=description, user=base.user,
+            extends=extends)
     suite = _string(values, "suite", where)
     if not _SUITE_RE.match(suite):
         raise UserError(f"{where}: 'suite' must be a Debian suite name such as 'trixie'.")
@@ -180,6 +216,8 @@ def definition_hash(definition: StackDefinition, uid: int, gid: int) -> str:
     no file, so rewording it must not cost a rebuild."""
     shaped = asdict(definition)
     del shaped["description"]
+    if not shaped["extends"]:  # absent from stacks that extend none: their hashes stay as they were
+        del shaped["extends"]
     shaped.update(uid=uid, gid=gid, builder=BUILDER_VERSION)
     return hashlib.sha256(json.dumps(shaped, sort_keys=True).encode()).hexdigest()
 
@@ -503,12 +541,35 @@ class StackStore:
                             f"set {ROOTFS_DIR_ENV} to dynod's rootfs/ directory.")
         return sorted(p.stem for p in self.definitions_dir.glob("*.toml"))
 
-    def definition(self, name: str) -> StackDefinition:
+    def definition(self, name: str, _chain: tuple[str, ...] = ()) -> StackDefinition:
         file = self.definitions_dir / f"{name}.toml"
         if not _STACK_NAME_RE.match(name) or not file.is_file():
             known = ", ".join(self.names()) or "none"
             raise NotFound(f"Unknown stack {name!r}; known stacks: {known}.")
-        return parse_definition(name, file.read_text())
+        text = file.read_text()
+        extends = extended_name(name, text)
+        if not extends:
+            return parse_definition(name, text)
+        if extends in (*_chain, name):
+            raise UserError(f"Stack definition {name}.toml: 'extends' makes a loop "
+                            f"({' -> '.join((*_chain, name, extends))}).")
+        return parse_definition(name, text, self.definition(extends, (*_chain, name)))
+
+    def build_image(self, name: str) -> str:
+        """The stack builds of ``name`` run on: ``<name>-build`` when it extends ``name``, else itself.
+
+        Like heroku-24 and heroku-24-build: the build image adds compilers and headers to the run
+        image, so a native extension built on it runs on the run image beneath the dyno.
+        """
+        candidate = f"{name}-build"
+        file = self.definitions_dir / f"{candidate}.toml"
+        if _STACK_NAME_RE.match(candidate) and file.is_file() and extended_name(candidate, file.read_text()) == name:
+            return candidate
+        return name
+
+    def ensure_build(self, name: str, progress: Progress) -> Path:
+        """The rootfs builds of ``name`` run on (its build image, or itself), built on first need."""
+        return self.ensure(self.build_image(name), progress)
 
     def _key(self, definition: StackDefinition) -> tuple[str, str]:
         digest = definition_hash(definition, self.uid, self.gid)
@@ -630,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _OneLineParser(prog="python -m dynod.stack", description="Build and list dynod stacks.")
     parser.add_argument("--config", help="dynod.toml (default: $DYNOD_CONFIG or /etc/dynod/dynod.toml)")
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_OneLineParser)
-    build = verbs.add_parser("build", help="build a stack (the default one without NAME)")
+    build = verbs.add_parser("build", help="build a stack and its build image (the default one without NAME)")
     build.add_argument("name", nargs="?", metavar="NAME")
     build.add_argument("--stacks-dir", metavar="DIR")
     build.add_argument("--force", action="store_true", help="rebuild even if built")
@@ -644,9 +705,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = _store_from_args(args)
         if args.verb == "build":
-            path = store.build(args.name or store.default, lambda line: print(line, flush=True),
-                               force=args.force)
-            print(path)
+            name = args.name or store.default
+            # A stack and the build image builds of it run on (debian-13 and debian-13-build).
+            for each in dict.fromkeys([name, store.build_image(name)]):
+                path = store.build(each, lambda line: print(line, flush=True), force=args.force)
+                print(path)
         elif args.verb == "path":
             print(store.path(args.name or store.default))
         else:

@@ -16,8 +16,10 @@ import os
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import trio
 
 from ..errors import UserError
 from ..linux.cgroups import CgroupLimits
@@ -42,6 +44,7 @@ class SpawnerBuildContainer:
     cache_dir: Path
     env_dir: Path
     buildpacks_dir: Path  # every chosen buildpack, one directory each, bound at /buildpacks
+    _build_root: Path | None = field(default=None, init=False)  # the build image, once looked up
 
     def _binds(self) -> list[dict[str, object]]:
         binds: list[dict[str, object]] = [
@@ -56,6 +59,17 @@ class SpawnerBuildContainer:
             binds.append({"source": HOST_CA_BUNDLE, "target": HOST_CA_BUNDLE, "writable": False})
         return binds
 
+    async def _build_image(self) -> Path:
+        """Builds run on the stack's build image (debian-13-build: compilers and -dev headers) when
+        it has one, like heroku-24-build beside heroku-24; dynos keep running on ``stack``."""
+        stacks, name = self.manager.stacks, self.manager.settings.stack
+        if self._build_root is None:
+            if stacks.build_image(name) == name:
+                self._build_root = self.stack
+            else:
+                self._build_root = await trio.to_thread.run_sync(stacks.ensure_build, name, lambda line: None)
+        return self._build_root
+
     async def run(self, argv: list[str], *, env: dict[str, str], timeout: float,
                   output: Callable[[bytes], None]) -> int:
         settings = self.manager.settings
@@ -64,7 +78,7 @@ class SpawnerBuildContainer:
             "hostname": str(uuid.uuid4()),
             "argv": [*INIT, *argv],
             "env": {"HOME": "/app", "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", **env},
-            "lower": [str(self.stack)],
+            "lower": [str(await self._build_image())],
             "uid": settings.dynos.uid,
             "gid": settings.dynos.gid,
             "tmpfs_mb": BUILD_TMPFS_MB,

@@ -199,3 +199,19 @@ def test_a_lone_pipfile_is_a_python_app_built_with_pipenv(dynod: Dynod, app: str
     assert "Warning: The runtime.txt file is deprecated." in out
     status, body = serve(dynod, app)
     assert status == 200 and "Pipenv (gunicorn 23.0.0)" in body
+
+
+def test_psycopg2_builds_from_source_on_the_build_image_and_runs_on_the_run_image(
+        dynod: Dynod, app: str, tmp_path: Path) -> None:
+    # psycopg2 has no Linux wheels: it compiles against libpq-dev with gcc and Python.h, which only
+    # the build image has; the dyno then loads it with the run image's libpq.
+    src = tmp_path / "pg"
+    src.mkdir()
+    (src / "requirements.txt").write_text("psycopg2==2.9.13\n")
+    (src / "Procfile").write_text("web: python -m http.server $PORT\n")
+    out = deploy(dynod, app, src).stdout
+    assert "Building wheel for psycopg2" in out or "Running setup.py install for psycopg2" in out
+    probe = dynod.ctl("run", "-a", app, "--", "python", "-c",
+                      "import psycopg2, shutil; print(psycopg2.__libpq_version__, shutil.which('gcc'))").stdout
+    version, gcc = probe.split()
+    assert int(version) >= 170000 and gcc == "None"  # libpq 17 from Debian 13; no compiler in a dyno

@@ -3,6 +3,7 @@ suite, so here it is usually found built), and a real failing build that must le
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -31,6 +32,16 @@ def rootfs(settings) -> Path:
     store = StackStore(settings.stacks_dir, default=settings.stack, uid=settings.dynos.uid,
                        gid=settings.dynos.gid)
     return store.ensure(settings.stack, print)
+
+
+@pytest.fixture(scope="module")
+def build_rootfs(settings) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("building the stack needs root")
+    store = StackStore(settings.stacks_dir, default=settings.stack, uid=settings.dynos.uid,
+                       gid=settings.dynos.gid)
+    assert store.build_image(settings.stack) == f"{settings.stack}-build"
+    return store.ensure_build(settings.stack, print)
 
 
 def in_stack(rootfs: Path, script: str, uid: int) -> subprocess.CompletedProcess[str]:
@@ -122,3 +133,40 @@ def test_a_failed_build_leaves_no_stack_no_mounts_no_processes(tmp_path: Path) -
     leftover = subprocess.run(["pgrep", "-f", str(stacks)], capture_output=True, text=True, check=False)
     assert leftover.stdout == ""
     shutil.rmtree(stacks)
+
+
+# The run image carries the libraries apps load; the build image adds what compiles against them.
+RUNTIME_LIBRARIES = ("libpq.so.5", "libcairo.so.2", "libpango-1.0.so.0", "libpangocairo-1.0.so.0",
+                     "libgdk_pixbuf-2.0.so.0", "libfontconfig.so.1", "libjpeg.so.62", "libpng16.so.16",
+                     "libxml2.so.2", "libxslt.so.1", "libmagic.so.1", "libyaml-0.so.2")
+
+
+@needs_root
+def test_run_image_has_the_common_runtime_libraries_and_no_compiler(rootfs: Path, settings) -> None:
+    done = in_stack(rootfs, "for lib in " + " ".join(RUNTIME_LIBRARIES) + "; do ldconfig -p | grep -q \"$lib \" "
+                    "|| echo missing $lib; done; magick -version | head -1; fc-list | grep -c DejaVu; "
+                    "command -v gcc cc pg_config || echo no-compiler", settings.dynos.uid)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert not [line for line in lines if line.startswith("missing")], lines
+    assert lines[0].startswith("Version: ImageMagick 7") and int(lines[1]) > 0
+    assert lines[-1] == "no-compiler"
+
+
+@needs_root
+def test_build_image_is_the_run_image_plus_compilers_and_headers(rootfs: Path, build_rootfs: Path,
+                                                                  settings) -> None:
+    assert build_rootfs != rootfs
+    done = in_stack(build_rootfs, "gcc --version | head -1; pg_config --version; pkg-config --modversion cairo pango; "
+                    "python3 -c 'import sysconfig, os; print(os.path.exists(sysconfig.get_paths()[\"include\"]"
+                    " + \"/Python.h\"))'; ls /usr/include/node/node_api.h; "
+                    "printf '#include <libpq-fe.h>\\nint main(void){return PQlibVersion() > 0 ? 0 : 1;}\\n' > /tmp/t.c"
+                    " && cc -I$(pg_config --includedir) /tmp/t.c -o /tmp/t -lpq && /tmp/t && echo linked",
+                    settings.dynos.uid)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("gcc ") and lines[1].startswith("PostgreSQL ")
+    assert lines[4] == "True" and lines[-1] == "linked"
+    # Everything in the run image is in the build image too (what was built against it runs there).
+    run_packages = set(json.loads((rootfs.parent / "stack.json").read_text())["packages"])
+    assert run_packages <= set(json.loads((build_rootfs.parent / "stack.json").read_text())["packages"])

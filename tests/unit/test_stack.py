@@ -3,6 +3,7 @@ debootstrap is replaced by a fake that writes a tiny tree, so every rule runs in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -360,3 +361,62 @@ def test_cli_path_prints_the_built_rootfs(capsys: pytest.CaptureFixture[str], tm
     built = store.build("tiny", lambda line: None)
     assert stack.main(["path", "--stacks-dir", str(tmp_path / "s")]) == 0
     assert capsys.readouterr().out == f"{built}\n"
+
+
+# --- build images (a stack that extends another) ------------------------------------------------
+
+BUILD_IMAGE = """
+description = "tiny plus compilers"
+extends = "tiny"
+packages = ["build-essential", "tini"]
+"""
+
+
+def test_a_build_image_is_its_run_image_plus_its_own_packages(tmp_path: Path, definitions: Path) -> None:
+    (definitions / "tiny-build.toml").write_text(BUILD_IMAGE)
+    store = store_for(tmp_path, definitions, FakeBootstrap())
+    build = store.definition("tiny-build")
+    run = store.definition("tiny")
+    assert build.packages == ("python3", "tini", "build-essential")  # the run image's first, no repeats
+    assert (build.suite, build.mirror, build.user, build.extends) == (run.suite, run.mirror, run.user, "tiny")
+    assert store.build_image("tiny") == "tiny-build"
+    assert store.build_image("other") == "other"  # no build image: builds run on the stack itself
+    # Changing the run image changes the build image's hash too.
+    before = definition_hash(build, 61000, 61000)
+    (definitions / "tiny.toml").write_text(MINIMAL.replace('"tini"]', '"tini", "curl"]'))
+    assert definition_hash(store.definition("tiny-build"), 61000, 61000) != before
+
+
+def test_ensure_build_builds_the_build_image(tmp_path: Path, definitions: Path) -> None:
+    (definitions / "tiny-build.toml").write_text(BUILD_IMAGE)
+    store = store_for(tmp_path, definitions, FakeBootstrap())
+    path = store.ensure_build("tiny", lambda line: None)
+    assert path.parent.name.startswith("tiny-build-") and store.is_built("tiny-build")
+    assert store.ensure_build("other", lambda line: None).parent.name.startswith("other-")
+
+
+def test_stacks_that_extend_nothing_keep_their_hash() -> None:
+    # Hashes name built trees on every host: adding 'extends' must not rebuild existing stacks.
+    d = parse_definition("tiny", MINIMAL)
+    shaped = {"name": "tiny", "suite": "trixie", "mirror": "http://deb.debian.org/debian",
+              "packages": ["python3", "tini"], "variant": "minbase", "components": ["main"],
+              "user": {"name": "dyno", "home": "/app", "shell": "/bin/bash"}, "uid": 61000, "gid": 61000,
+              "builder": 1}
+    assert definition_hash(d, 61000, 61000) == hashlib.sha256(json.dumps(shaped, sort_keys=True).encode()).hexdigest()
+
+
+@pytest.mark.parametrize(("files", "complaint"), [
+    ({"tiny-build.toml": BUILD_IMAGE + 'suite = "bookworm"\n'}, "'suite' comes from tiny.toml"),
+    ({"tiny-build.toml": BUILD_IMAGE.replace('"tiny"', '"nope"')}, "Unknown stack 'nope'"),
+    ({"tiny-build.toml": BUILD_IMAGE.replace('"tiny"', '"loop"'),
+      "loop.toml": 'extends = "tiny-build"\npackages = []\n'}, "'extends' makes a loop"),
+    ({"tiny-build.toml": BUILD_IMAGE.replace('"tiny"', '"../x"')}, "'extends' must name another stack"),
+])
+def test_bad_build_images_are_one_line_errors(tmp_path: Path, definitions: Path, files: dict[str, str],
+                                              complaint: str) -> None:
+    for name, text in files.items():
+        (definitions / name).write_text(text)
+    store = store_for(tmp_path, definitions, FakeBootstrap())
+    with pytest.raises(UserError, match=complaint) as err:
+        store.definition("tiny-build")
+    assert "\n" not in str(err.value)
