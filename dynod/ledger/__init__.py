@@ -16,6 +16,7 @@ implementation keeps:
 from __future__ import annotations
 
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import UserError
 from ..model import App, DynoRecord, DynoState, Formation, Release
@@ -87,24 +88,43 @@ class LedgerMissing(UserError):
 
 def open_ledger(url: str, *, may_create: bool = True) -> Ledger:
     """The ledger ``url`` names: ``postgresql://...`` (or ``postgres://``) is PostgreSQL; a
-    ``sqlite:///abs/path`` URL or a plain file path is the embedded SQLite ledger.
+    ``sqlite:///abs/path`` URL or an absolute file path is the embedded SQLite ledger.
 
     ``may_create=False``: a ledger that has no schema yet raises ``LedgerMissing`` and is left
     exactly as it was, instead of being initialised empty (see ``ledger.guard``)."""
+    if not isinstance(url, str) or not url:
+        raise UserError(f"[ledger] url {url!r} is not a URL: use postgresql://user@host/db, or leave it "
+                        "out for the SQLite file in the state dir.", status=500, code="internal")
     scheme, sep, rest = url.partition("://")
     if sep and scheme in ("postgresql", "postgres"):
         from .postgres import PostgresLedger
 
         return PostgresLedger(url, may_create=may_create)
     if sep and scheme == "sqlite":
-        if not rest.startswith("/"):
-            raise UserError(f"[ledger] url {url!r}: a sqlite URL needs an absolute path, like "
-                            "sqlite:////var/lib/dynod/dynod.sqlite3 (or give the plain path).",
-                            status=500, code="internal")
-        url = rest
+        path = rest
     elif sep:
-        raise UserError(f"[ledger] url {url!r}: unknown scheme {scheme!r}; use postgresql://... or a "
-                        "SQLite file path.", status=500, code="internal")
+        raise UserError(f"[ledger] url {redacted(url)!r}: unknown scheme {scheme!r}; use postgresql://... "
+                        "or a SQLite file path.", status=500, code="internal")
+    else:
+        path = url
+    if path != ":memory:" and not path.startswith("/"):
+        # A relative path would depend on dynod's working directory, and a libpq "key=value"
+        # string would silently become a file of that name.
+        raise UserError(f"[ledger] url {redacted(url)!r}: give an absolute path (sqlite:////var/lib/dynod/"
+                        "dynod.sqlite3, or just the path) or a postgresql:// URL.",
+                        status=500, code="internal")
     from .sqlite import SqliteLedger
 
-    return SqliteLedger(url, may_create=may_create)
+    return SqliteLedger("/" + path.lstrip("/") if path != ":memory:" else path, may_create=may_create)
+
+
+def redacted(url: str) -> str:
+    """The URL without its password (in the authority or a ``password=`` parameter), for
+    messages and logs."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = "&".join("password=***" if item.lower().startswith("password=") else item
+                     for item in parts.query.split("&")) if parts.query else parts.query
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

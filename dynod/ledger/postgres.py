@@ -24,10 +24,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..errors import UserError
-from . import LedgerMissing
+from . import LedgerMissing, redacted
 from .rules import LedgerRules
 
 # Each entry moves the schema one version up, numbered as SQLite's are (v4 = uids and features),
@@ -210,7 +209,7 @@ class PostgresLedger(LedgerRules):
                             "pip install 'psycopg[binary]'.", status=500, code="internal") from None
         self._psycopg = psycopg
         self.url = url
-        self._where = _redacted(url)
+        self._where = redacted(url)
         self._busy_timeout = busy_timeout
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
@@ -358,12 +357,3 @@ class PostgresLedger(LedgerRules):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()

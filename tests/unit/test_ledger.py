@@ -50,14 +50,19 @@ def test_open_creates_parent_directory_wal_and_schema_version(tmp_path: Path) ->
         assert led.schema_version() == SCHEMA_VERSION
     finally:
         led.close()
-    led = open_ledger(f"sqlite://{path}")
-    assert isinstance(led, SqliteLedger) and led.path == str(path)
-    led.close()
+    for url in (f"sqlite://{path}", f"sqlite:///{path}"):
+        led = open_ledger(url)
+        assert isinstance(led, SqliteLedger) and led.path == str(path)
+        led.close()
 
 
 @pytest.mark.parametrize("url, message", [
-    ("mysql://x/y", "unknown scheme 'mysql'"),
-    ("sqlite://relative/path", "needs an absolute path"),
+    ("mysql://root:hunter2@x/y", r"^\[ledger\] url 'mysql://root:\*\*\*@x/y': unknown scheme 'mysql'"),
+    ("sqlite://relative/path", "give an absolute path"),
+    ("relative/dynod.sqlite3", "give an absolute path"),
+    ("host=/run/postgresql dbname=dynod", "give an absolute path"),
+    ("", "is not a URL"),
+    (5, "is not a URL"),
 ])
 def test_a_bad_ledger_url_is_one_clear_line(url: str, message: str) -> None:
     with pytest.raises(UserError, match=message):
@@ -72,11 +77,13 @@ def test_an_unreachable_postgresql_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_a_password_is_not_shown_in_messages() -> None:
-    from dynod.ledger.postgres import _redacted
+    from dynod.ledger import redacted
 
-    assert _redacted("postgresql://dynod:s3cret@db.example:5432/ledger") == \
+    assert redacted("postgresql://dynod:s3cret@db.example:5432/ledger") == \
         "postgresql://dynod:***@db.example:5432/ledger"
-    assert _redacted("postgresql://dynod@/ledger?host=/run/pg") == "postgresql://dynod@/ledger?host=/run/pg"
+    assert redacted("postgresql://dynod@db/ledger?sslmode=require&password=s3cret") == \
+        "postgresql://dynod@db/ledger?sslmode=require&password=***"
+    assert redacted("postgresql://dynod@/ledger?host=/run/pg") == "postgresql://dynod@/ledger?host=/run/pg"
 
 
 def test_reopening_keeps_data_and_does_not_rerun_migrations(backend: Backend) -> None:
