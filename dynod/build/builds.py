@@ -214,7 +214,8 @@ class BuildStore:
 
 
 def _check_id(build_id: str) -> str:
-    if not build_id or not all(c in "0123456789abcdef-" for c in build_id):
+    # Ids become file names: only the shape they are made in (hex time, '-', 8 hex) may get there.
+    if not build_id or len(build_id) > 64 or not all(c in "0123456789abcdef-" for c in build_id):
         raise NotFound(f"No build {build_id!r}: build ids are like 18a3c0f2e1b4d000-1f2e3d4c.")
     return build_id
 

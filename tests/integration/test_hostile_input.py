@@ -11,6 +11,7 @@ import io
 import secrets
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,7 +139,7 @@ def test_a_hostile_slug_is_refused_and_writes_nothing(
 
 # --- the API ------------------------------------------------------------------------------------
 
-def _raw(dynod: Dynod, method: str, path: str, body: bytes | None = None) -> tuple[int, dict]:
+def _raw(dynod: Dynod, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
     """One request with exactly these body bytes; the status and the decoded error shape.
 
     A raw socket, because dynod may answer (413) and close before a large body is all sent: the
@@ -162,7 +163,11 @@ def _raw(dynod: Dynod, method: str, path: str, body: bytes | None = None) -> tup
             data += chunk
     status_line, _, rest = data.partition(b"\r\n")
     payload = rest.partition(b"\r\n\r\n")[2]
-    return int(status_line.split()[1]), json.loads(payload) if payload.strip() else {}
+    try:
+        decoded = json.loads(payload) if payload.strip() else {}
+    except ValueError:  # a text or chunked success answer (logs): only its status matters here
+        decoded = None
+    return int(status_line.split()[1]), decoded
 
 
 def _tracebacks(dynod: Dynod) -> int:
@@ -393,3 +398,35 @@ def test_a_build_cache_nested_past_pythons_recursion_is_still_destroyed(dynod: D
         assert _tracebacks(dynod) == 0 or "RecursionError" not in (dynod.root / "dynod.log").read_text()
     finally:
         dynod.ctl("apps:destroy", "-a", app, "--confirm", app, check=False)
+
+
+# --- every route, hostile path values and bodies: never a 500 ---------------------------------------
+
+HOSTILE_VALUES = ["%00", "a" * 5000, "%2e%2e", "%ff%fe", "v99999999999999999999", "web.1%0d%0aX:1"]
+HOSTILE_BODIES = [b"", b"null", b"[]", b"1", b"\xff\xfe", b'{"name": 5, "url": [], "hostname": {}, "command": 1, '
+                  b'"updates": "x", "slug": 3, "rollback": {}, "maintenance": "yes", "domain": 1, "env": [], '
+                  b'"certificate_chain": [], "private_key": null}', b'{"url": "syslog://a\\u0000b", '
+                  b'"hostname": "a\\u0000b", "name": "a\\u0000b", "command": "\\u0000"}']
+
+
+def test_no_route_answers_500_to_hostile_paths_and_bodies(dynod: Dynod, app: str) -> None:
+    from dynod.api.routes import _ROUTES
+
+    tracebacks = _tracebacks(dynod)
+    failures = []
+    for route in _ROUTES:
+        if route.segments in (("shutdown",), ("stacks", "{name}", "actions", "build")):
+            continue  # would end the test dynod / build a stack for minutes
+        for value in HOSTILE_VALUES:
+            for own_app in (True, False):
+                path = "/" + "/".join((app if own_app and s == "{app}" else value) if s.startswith("{") else s
+                                      for s in route.segments)
+                if route.method == "DELETE" and path == f"/apps/{app}":
+                    continue  # a valid destroy of the test's own app is not hostile
+                for body in HOSTILE_BODIES if route.method in ("POST", "PATCH") else [b""]:
+                    status, payload = _raw(dynod, route.method, path, body)
+                    in_shape = isinstance(payload, dict) and set(payload) == {"id", "message"}
+                    if status >= 500 or (status >= 400 and not in_shape):
+                        failures.append((route.method, path[:60], body[:40], status, payload))
+    assert failures == []
+    assert _tracebacks(dynod) == tracebacks

@@ -84,3 +84,8 @@ def test_unpack_source_refuses_paths_that_leave_the_app(tmp_path: Path, members)
 def test_unpack_source_refuses_what_is_not_a_tarball(tmp_path: Path):
     with pytest.raises(UserError, match="not a readable tar archive"):
         unpack_source(io.BytesIO(b"PK\x03\x04 a zip"), tmp_path, uid=0, gid=0)
+
+
+def test_an_overlong_build_id_is_not_found_not_an_os_error(tmp_path: Path):
+    with pytest.raises(NotFound, match="build ids are like"):
+        BuildStore(tmp_path).get("myapp", "a" * 5000)
