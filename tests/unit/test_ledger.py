@@ -660,3 +660,16 @@ def test_routing_policy_is_random_until_set_and_checked(ledger: Ledger) -> None:
     with pytest.raises(UserError, match="random.*p2c"):
         ledger.set_routing_policy("myapp", "round-robin")
     assert ledger.get_app("myapp").routing_policy == "p2c"
+
+
+def test_the_ledger_url_setting_defaults_to_the_sqlite_file_in_the_state_dir(tmp_path: Path) -> None:
+    from dynod.settings import load_settings
+
+    config = tmp_path / "dynod.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n')
+    assert load_settings(config).ledger_url == str(tmp_path / "state" / "dynod.sqlite3")
+    config.write_text('[ledger]\nurl = "postgresql://dynod@db.example/dynod"\n')
+    assert load_settings(config).ledger_url == "postgresql://dynod@db.example/dynod"
+    config.write_text('[ledger]\npath = "/x"\n')
+    with pytest.raises(UserError, match=r"\[ledger\]: unknown setting 'path'; known: url"):
+        load_settings(config)
