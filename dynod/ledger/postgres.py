@@ -240,8 +240,6 @@ class PostgresLedger(LedgerRules):
             self._conn = self._psycopg.connect(
                 self.url, autocommit=True, row_factory=dict_row,
                 connect_timeout=max(1, int(self._connect_timeout)), application_name="dynod")
-            # A writer waits this long for another's row lock, then gets a clean 503.
-            self._conn.execute(f"SET lock_timeout = {int(self._busy_timeout * 1000)}")
         except self._psycopg.Error as exc:
             self._conn = None
             raise UserError(f"Cannot reach the ledger at {self._where}: {_first_line(exc)}; check "
@@ -286,12 +284,19 @@ class PostgresLedger(LedgerRules):
                     raise self._user_error(exc) from None
                 raise
 
+    def _begin(self, mode: str) -> str:
+        # One round trip (a parameterless execute may carry several statements). SET LOCAL, not a
+        # session SET: behind a transaction pooler the next transaction may run on another
+        # server connection, so the transaction carries its own timeout. A writer waits this
+        # long for another's row lock, then gets a clean 503.
+        return f"BEGIN ISOLATION LEVEL {mode}; SET LOCAL lock_timeout = {int(self._busy_timeout * 1000)}"
+
     def _write(self) -> Any:
-        return self._transaction("BEGIN ISOLATION LEVEL READ COMMITTED")
+        return self._transaction(self._begin("READ COMMITTED"))
 
     def _read(self) -> Any:
         # REPEATABLE READ READ ONLY: a multi-query read sees one snapshot, as SQLite's does.
-        return self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return self._transaction(self._begin("REPEATABLE READ READ ONLY"))
 
     def _lock_uids(self, db: Any) -> None:
         # SHARE ROW EXCLUSIVE conflicts with itself: uid choosers run one at a time, while
@@ -314,7 +319,7 @@ class PostgresLedger(LedgerRules):
         psycopg = self._psycopg
         for attempt in range(3):
             try:
-                with self._transaction("BEGIN", map_errors=False) as db:
+                with self._transaction(self._begin("READ COMMITTED"), map_errors=False) as db:
                     self._migrate_in(db)
                 return
             except psycopg.errors.UniqueViolation as exc:
