@@ -102,10 +102,10 @@ class Daemon:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_signals)
-                nursery.start_soon(self._watch_spawner, spawner)
                 nursery.start_soon(spawner.run)
                 await nursery.start(logs.run)
                 await nursery.start(manager.run)
+                nursery.start_soon(self._supervise_spawner, manager, nursery)
                 if s.router.enabled:
                     router = self._router = await self._start_router()
                     nursery.start_soon(self._feed_router, router, platform)
@@ -122,7 +122,7 @@ class Daemon:
                 await self._shutdown.wait()
                 if self._stop_dynos:
                     await manager.stop_all()
-                    await spawner.shutdown(force=True)
+                    await manager.spawner.shutdown(force=True)  # the one running now
                     if router is not None:
                         await router.stop_router()
                     await network.teardown()
@@ -181,12 +181,30 @@ class Daemon:
                 log.info("signal %s: dynod exits; dynos keep running", signum)
                 self.request_shutdown(False)
 
-    async def _watch_spawner(self, spawner: Any) -> None:
-        await spawner.closed.wait()
-        if not self._shutdown.is_set():
-            # Without the spawner dynod can neither start nor reap dynos: exit and be restarted.
-            log.error("the spawner went away; dynod exits so that it can be restarted cleanly")
-            self.request_shutdown(False)
+    async def _supervise_spawner(self, manager: Any, nursery: trio.Nursery) -> None:
+        """A spawner that dies (kill -9, a bug) is replaced; the manager re-adopts what still runs."""
+        from .linux.spawner_client import SpawnerClient, SpawnerError
+
+        s = self.settings
+        failures = 0  # in a row: a spawner that cannot stay up is not retried forever
+        while True:
+            await manager.spawner.closed.wait()
+            if self._shutdown.is_set():
+                return
+            log.error("the spawner went away; starting a new one (the dynos that still run are re-adopted)")
+            try:
+                spawner = await SpawnerClient.connect_or_start(s.spawner_socket, s.run_dir / "spawner.log")
+                nursery.start_soon(spawner.run)
+                await manager.spawner_replaced(spawner)
+                failures = 0
+            except SpawnerError as exc:
+                failures += 1
+                if failures >= 5:
+                    log.error("no spawner stays up (%s; see %s): dynod exits so that it can be restarted "
+                              "cleanly", exc, s.run_dir / "spawner.log")
+                    self.request_shutdown(False)
+                    return
+                await trio.sleep(failures)
 
 
 def _take_lock(path: Path) -> Any:

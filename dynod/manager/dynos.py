@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -40,6 +40,8 @@ from .reconcile import Start, Stop, is_one_off, reconcile
 from .web_routes import WebRoutes, web_routes
 
 log = logging.getLogger("dynod.manager")
+T = TypeVar("T")
+SPAWNER_LOST = "the spawner went away during the build"
 
 ONE_OFF_TYPE = "run"
 ROUTES_SETTLE = 0.2  # seconds for the router's workers to apply a route change
@@ -306,7 +308,7 @@ class DynoManager:
             stages.append(("ledger", time.perf_counter()))
             if warm is not None:
                 try:
-                    spawned = await self.spawner.assign(warm.pool_id, spec)
+                    spawned = await self._ask(lambda spawner: spawner.assign(warm.pool_id, spec))
                 except SpawnerError as exc:
                     # It died in the pool an instant ago: give its group and address back, go cold.
                     log.warning("warm dyno %s unusable (%s): starting %s cold", warm.pool_id, exc, dyno_id)
@@ -318,7 +320,7 @@ class DynoManager:
                     spec["net"]["address"] = address
                     self.ledger.put_dyno(record)
             if warm is None:
-                spawned = await self.spawner.spawn(spec)
+                spawned = await self._ask(lambda spawner: spawner.spawn(spec))
             stages.append(("spawn", time.perf_counter()))
         except BaseException:
             self.ledger.delete_dyno(dyno_id)
@@ -666,6 +668,8 @@ class DynoManager:
         self._note_oom_kill(live)  # before the exit line, in Heroku's order: R15, SIGKILL, exit
         if event.error:
             self.emit(live, f"Error: the dyno failed to start: {event.error.strip()}")
+        elif event.status is None and not live.record.attached:
+            self.emit(live, "Process exited (its status was lost with the spawner that forked it)")
         elif not live.record.attached:
             self.emit(live, f"Process exited with status {status}")
         live.scope.cancel()
@@ -725,6 +729,70 @@ class DynoManager:
             del self.crashes[key]
         for record in self.ledger.list_dynos(app):
             self.restart_at.pop(record.id, None)
+
+    # -- the spawner: asked, lost, replaced ------------------------------------------------------
+    async def _ask(self, request: Callable[[SpawnerClient], Awaitable[T]]) -> T:
+        """A request the spawner answers; SpawnerError if it dies first (its answer would never come)."""
+        spawner = self.spawner
+        answer: list[T] = []
+        async with trio.open_nursery() as nursery:
+            async def ask() -> None:
+                answer.append(await request(spawner))
+                nursery.cancel_scope.cancel()
+
+            async def watch() -> None:
+                await spawner.closed.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(ask)
+            nursery.start_soon(watch)
+        if not answer:
+            raise SpawnerError("the spawner went away before it answered")
+        return answer[0]
+
+    async def spawner_replaced(self, spawner: SpawnerClient) -> None:
+        """The spawner died (a kill -9, a bug) and ``spawner`` is its successor, already running.
+
+        Nothing it forked died with it (dynos do not get its death signal), but nobody is their
+        parent any more: a dyno that still runs is re-adopted through a pidfd on its init, which
+        says when it exits (its exit status went with the old spawner), and is stopped through its
+        cgroup as always. One that cannot be followed is killed by its cgroup and replaced. Builds
+        in flight fail (their containers are killed), and warm dynos are thrown away.
+        """
+        self.spawner = spawner
+        for task_id, channel in list(self._task_exits.items()):
+            try:
+                channel.send_nowait(SpawnerEvent("exited", task_id, 0, None, SPAWNER_LOST))
+            except trio.WouldBlock:
+                pass  # its exit is already queued
+        while self._warm:
+            self.nursery.start_soon(self._discard_warm, self._warm.pop())
+        await self._ask(lambda new: new.hello())  # makes this dynod the new spawner's client
+        for live in list(self.live.values()):
+            if live.exited.is_set():
+                continue
+            pidfd = _pidfd_of(live)
+            if pidfd is not None:
+                live.started.set()  # if it had not exec'd yet, it exits at once: its go pipe is gone
+                self.nursery.start_soon(self._follow_orphan, live, pidfd)
+                log.warning("re-adopted %s (pid %s) after the spawner was lost", live.id, live.record.pid)
+                continue
+            log.warning("%s cannot be followed after the spawner was lost: killed by its cgroup", live.id)
+            live.stopping = True  # not the app's fault: no crash, its replacement starts at once
+            if live.cgroup is not None:
+                live.cgroup.kill_all()
+            await self._on_exit(live, SpawnerEvent("exited", live.id, live.record.pid or 0, None, ""))
+        self.nursery.start_soon(self._events)
+        self._warm_changed.set()
+        self.wake()
+
+    async def _follow_orphan(self, live: LiveDyno, pidfd: int) -> None:
+        try:
+            await trio.lowlevel.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+        if not live.exited.is_set():
+            await self._on_exit(live, SpawnerEvent("exited", live.id, live.record.pid or 0, None, ""))
 
     # -- adoption after a dynod restart --------------------------------------------------------
     async def _adopt(self) -> None:
@@ -805,7 +873,7 @@ class DynoManager:
         try:
             cgroup = self.cgroups.create(pool_id, WARM_LIMITS)
             address = self.network.pool.allocate()
-            pid = await self.spawner.prefork(pool_id)
+            pid = await self._ask(lambda spawner: spawner.prefork(pool_id))
             await self._wire(address, pid, cgroup, network=True)
             if self.closing:
                 raise UserError("dynod is shutting down")
@@ -851,7 +919,7 @@ class DynoManager:
         self._task_exits[task_id] = exits_send
         timed_out = False
         try:
-            spawned = await self.spawner.spawn(spec)
+            spawned = await self._ask(lambda spawner: spawner.spawn(spec))
             try:
                 await self._wire("", spawned.pid, cgroup, network=False)
                 if attach is not None:  # its network, wired before it may run (a build's veth)
@@ -875,8 +943,12 @@ class DynoManager:
                     await self.spawner.kill(task_id, signal.SIGKILL)
                     cgroup.kill_all()
                     event = await exits_recv.receive()
+                if event.error == SPAWNER_LOST:
+                    cgroup.kill_all()  # nobody would reap it now: end it, and its output with it
             for fd in spawned.fds.values():
                 _close(fd)
+            if event.error == SPAWNER_LOST:
+                raise UserError(f"The build failed: {SPAWNER_LOST}; dynod started a new one: build again.")
             if event.error:
                 raise UserError(f"The build container could not start: {event.error.strip()}")
             return None if timed_out else event.status
@@ -917,6 +989,22 @@ class DynoManager:
             states[str(live.record.state)] = states.get(str(live.record.state), 0) + 1
         return {"dynos": len(self.live), "states": states, "pending_restarts": len(self.restart_at),
                 "addresses": self.network.pool.statistics()}
+
+
+def _pidfd_of(live: LiveDyno) -> int | None:
+    """A pidfd on the dyno's init, if it still runs in the dyno's cgroup (so never a reused pid)."""
+    pid = live.record.pid
+    if not pid or live.cgroup is None:
+        return None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    # Checked after the open: the fd now pins this process, so a pid reused since cannot fool it.
+    if pid not in _safe(live.cgroup.pids, []):
+        os.close(pidfd)
+        return None
+    return pidfd
 
 
 async def _accepts(ip: str, port: int) -> bool:

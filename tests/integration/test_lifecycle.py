@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Dynod, write_app
+from .conftest import VENV_BIN, Dynod, write_app
 
 pytestmark = pytest.mark.integration
 
@@ -359,3 +359,73 @@ def test_bad_input_is_one_clear_line(dynod: Dynod, served_app: str, args: tuple[
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "[ ] preboot" in _features(dynod, served_app)
     assert "No health check" in dynod.ctl("healthcheck", "-a", served_app).stdout
+
+
+# -- the spawner's death ----------------------------------------------------------------------------
+
+SLOW_PACK = {
+    "slowpack/bin/detect": "#!/bin/sh\necho Slow\n",
+    "slowpack/bin/compile": "#!/bin/sh\necho slowpack compiling\nsleep 120\n",
+    "slowpack/bin/release": "#!/bin/sh\necho '--- {}'\n",
+    ".buildpacks": "./slowpack\n",
+}
+
+
+def _spawner_pid(dynod: Dynod) -> int | None:
+    socket_path = str(dynod.root / "run" / "spawner.sock")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"dynod.linux.spawner" in args and socket_path.encode() in args:
+                return int(entry.name)
+    return None
+
+
+def test_the_spawners_death_leaves_no_ghosts(dynod: Dynod, served_app: str, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+
+    app = served_app
+    slow = write_app(tmp_path / "slow", PROCFILE, {"boot.py": BOOT_APP, **SLOW_PACK})
+    for name in ("detect", "compile", "release"):
+        (slow / "slowpack" / "bin" / name).chmod(0o755)
+    build = subprocess.Popen([str(VENV_BIN / "dynoctl"), "deploy", str(slow), "-a", app], env=dynod.env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(build.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        dynod.wait_for(lambda: any("slowpack compiling" in line for line in output), timeout=60,
+                       what=f"the slow build compiling: {output}")
+        old_spawner = _spawner_pid(dynod)
+        assert old_spawner is not None
+        load = Load(dynod, app)
+        with load.running():
+            _settle(load, 0.5)
+            os.kill(old_spawner, signal.SIGKILL)
+            build.wait(timeout=60)
+            reader.join(timeout=10)
+            assert build.returncode != 0 and "the spawner went away" in "".join(output), (output, dynod.log_tail())
+            dynod.wait_for(lambda: _spawner_pid(dynod) not in (None, old_spawner), timeout=20, what="a new spawner")
+            _settle(load, 2)
+            assert dynod.proc is not None and dynod.proc.poll() is None, "dynod stays up"
+            # The old dynos were re-adopted: they serve on, and ps still shows them.
+            assert _all_on_current(dynod, app, 2)
+            assert "failed" in dynod.ctl("builds", "-a", app).stdout.splitlines()[-1]
+            # The new spawner makes dynos, and the re-adopted ones stop (their exit seen by pidfd).
+            old = set(load.boots)
+            dynod.ctl("ps:restart", "-a", app)
+            dynod.wait_for(lambda: _replaced(load, old, 2) and _all_on_current(dynod, app, 2), timeout=60,
+                           what="the re-adopted dynos replaced")
+            _settle(load)
+        assert load.failures == [], f"{len(load.failures)} of {load.total} failed: {load.failures[:3]}"
+        logs = dynod.ctl("logs", "-a", app, "--source", "dynod", "--ps", "web", "-n", "1500").stdout
+        assert "its status was lost with the spawner" in logs
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.wait()
