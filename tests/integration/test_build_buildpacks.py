@@ -407,3 +407,21 @@ async def test_third_party_buildpacks_run_from_writable_copies_and_hand_on_their
     assert (build.dirs["buildpacks"] / "0-apt" / "bin" / "compile").is_file()
     assert not (build.dirs["buildpacks"] / "0-apt" / "export").exists()
     assert not (build.dirs["buildpacks"] / "0-apt" / "vendor").exists()
+
+
+async def test_a_buildpack_url_that_is_not_a_buildpack_is_one_clear_error(build: Build):
+    repo = build.root / "bps" / "just-a-readme"
+    repo.mkdir(parents=True)
+    (repo / "README.md").write_text("not a buildpack\n")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    for argv in (["git", "init", "-q", "-b", "main"], ["git", "add", "."], ["git", "commit", "-qm", "x"]):
+        subprocess.run(argv, cwd=repo, check=True, env=env)
+    build.load({"hello.txt": "hi\n"})
+    with pytest.raises(BuildError, match=r"has no executable bin/compile; a buildpack needs bin/detect") as err:
+        await build.compile({"BUILDPACK_URL": f"file://{repo}"}, local_roots=(build.root / "bps",))
+    assert "\n" not in str(err.value)
+    assert list(build.dirs["buildpacks"].iterdir()) == []  # the clone is gone again
+    # A URL nothing answers at (loopback, a closed port) says so, without a traceback.
+    with pytest.raises(BuildError, match=r"could not be cloned .*check the URL and branch"):
+        await build.compile({"BUILDPACK_URL": "https://127.0.0.1:9/nothing-here.git"})
