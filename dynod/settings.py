@@ -16,8 +16,15 @@ DEFAULT_CONFIG_PATH = Path("/etc/dynod/dynod.toml")
 
 @dataclass(frozen=True)
 class DynoSettings:
-    uid: int = 61000  # the unprivileged user every app process runs as
+    uid: int = 61000  # the stack's "dyno" user: owns slugs and build dirs on disk
     gid: int = 61000
+    # Each app's processes run as a uid (and group) of its own from [uid_first, uid_first +
+    # uid_count), assigned by the ledger: per-uid kernel state (the keyring, inotify, pipe pages,
+    # mqueues) is then the app's alone. Idmapped mounts show each dyno its slug as its own
+    # (docs/dynos.md). The default is clear of Debian's user, system, DynamicUser, subuid and
+    # systemd-nspawn ranges, so no host process ever shares a uid with a dyno.
+    uid_first: int = 2_000_000_000
+    uid_count: int = 65536
     port: int = 5000  # $PORT inside each dyno (every dyno has its own address)
     stop_timeout: float = 30.0  # SIGTERM, then SIGKILL after this many seconds (Heroku: 30 s)
     boot_timeout: float = 60.0  # R10: a web dyno must accept on $PORT within this
@@ -199,6 +206,12 @@ def validate(settings: Settings) -> Settings:
         raise UserError("[network] build_bridge must differ from bridge.")
     if settings.dynos.memory_overcommit <= 0:
         raise UserError("[dynos] memory_overcommit must be positive (1.0: no more than the host's RAM).")
+    d = settings.dynos
+    if d.uid_first < 1 or d.uid_count < 1 or d.uid_first + d.uid_count > 4_294_967_294:
+        raise UserError("[dynos] uid_first and uid_count must give a range of uids above 0 and below 4294967294.")
+    if d.uid_first <= d.uid < d.uid_first + d.uid_count:
+        raise UserError(f"[dynos] uid {d.uid} (the stack's dyno user) must lie outside uid_first..uid_first+uid_count: "
+                        "every app's uid must differ from it.")
     if settings.dynos.hard_limit_ratio < 1.0:
         raise UserError("[dynos] hard_limit_ratio must be at least 1 (the quota itself).")
     acm = settings.acm

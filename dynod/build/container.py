@@ -23,6 +23,7 @@ import trio
 
 from ..errors import UserError
 from ..linux.cgroups import CgroupLimits
+from ..linux.idmap import app_identity
 from ..linux.net import DYNO_IFNAME
 from ..linux.seccomp import seccomp_profile
 from ..manager.dynos import INIT, DynoManager
@@ -45,6 +46,12 @@ class SpawnerBuildContainer:
     env_dir: Path
     buildpacks_dir: Path  # every chosen buildpack, one directory each, bound at /buildpacks
     _build_root: Path | None = field(default=None, init=False)  # the build image, once looked up
+
+    @property
+    def app_name(self) -> str:
+        """The app this build is for. ``app`` holds the build's work dir name (<app>-<build id>);
+        the cache dir is the app's own, named after it (BuildDirs.create)."""
+        return self.cache_dir.name
 
     def _binds(self) -> list[dict[str, object]]:
         binds: list[dict[str, object]] = [
@@ -79,12 +86,13 @@ class SpawnerBuildContainer:
             "argv": [*INIT, *argv],
             "env": {"HOME": "/app", "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", **env},
             "lower": [str(await self._build_image())],
-            "uid": settings.dynos.uid,
-            "gid": settings.dynos.gid,
+            # The app's own uid (its build dirs, owned by the stack's dyno user, shown as its own).
+            **app_identity(settings, self.manager.ledger.app_uid(self.app_name, settings.dynos.uid_first,
+                                                                 settings.dynos.uid_count)),
             "tmpfs_mb": BUILD_TMPFS_MB,
             "cwd": "/app",
             "binds": self._binds(),
-            "seccomp": seccomp_profile(settings, self.app),  # buildpack code is the app's code
+            "seccomp": seccomp_profile(settings, self.app_name),  # buildpack code is the app's code
         }
         limits = CgroupLimits(memory_max=BUILD_MEMORY_MB * MiB, memory_high=BUILD_MEMORY_MB * MiB,
                               pids_max=BUILD_PIDS, cpu_weight=100)

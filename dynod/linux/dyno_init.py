@@ -60,6 +60,11 @@ class DynoSpec:
     # "default": the seccomp profile of dynod.linux.seccomp; "unconfined": none (an app listed in
     # [dynos] seccomp_unconfined_apps). Anything else is refused, so a typo never means "none".
     seccomp: str = "default"
+    # The app's own uid/gid over files owned by the stack's dyno user (dynod.linux.idmap): the
+    # maps through which every lowerdir above the stack (the slug) and every bind are shown, and
+    # where the spawner keeps the user namespace that holds them (filled in by the spawner).
+    idmap: dict[str, list[list[int]]] | None = None
+    userns_path: str = ""
 
     @classmethod
     def log_only(cls) -> DynoSpec:
@@ -90,8 +95,16 @@ def make_root(spec: DynoSpec) -> str:
     upper, work, root = (os.path.join(spec.mnt, d) for d in ("upper", "work", "root"))
     for d in (upper, work, root):
         os.mkdir(d)
+    userns = _open_userns(spec)
+    lower = list(spec.lower)
+    if userns is not None:
+        for i in range(len(lower) - 1):  # the stack, last, keeps its own owners (root's files)
+            shown = os.path.join(spec.mnt, f"lower{i}")
+            os.mkdir(shown)
+            sc.idmapped_bind(lower[i], shown, userns)
+            lower[i] = shown
     sc.mount("overlay", root, "overlay", 0,
-             f"lowerdir={':'.join(spec.lower)},upperdir={upper},workdir={work}")
+             f"lowerdir={':'.join(lower)},upperdir={upper},workdir={work}")
     for bind in spec.binds:
         target = os.path.join(root, bind.target.lstrip("/"))
         if os.path.isdir(bind.source):
@@ -100,7 +113,10 @@ def make_root(spec: DynoSpec) -> str:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             if not os.path.exists(target):
                 _mkfile(target)
-        sc.mount(bind.source, target, None, sc.MS_BIND | sc.MS_REC)
+        if userns is not None:
+            sc.idmapped_bind(bind.source, target, userns)
+        else:
+            sc.mount(bind.source, target, None, sc.MS_BIND | sc.MS_REC)
         if not bind.writable:
             sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID)
     proc = os.path.join(root, "proc")
@@ -116,7 +132,17 @@ def make_root(spec: DynoSpec) -> str:
             sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
             sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID)
     make_dev(os.path.join(root, "dev"))
+    if userns is not None:
+        os.close(userns)
     return root
+
+
+def _open_userns(spec: DynoSpec) -> int | None:
+    if spec.idmap is None:
+        return None
+    if not spec.userns_path:
+        raise RuntimeError("an id-mapped dyno without the spawner's user namespace")
+    return os.open(spec.userns_path, os.O_RDONLY | os.O_CLOEXEC)
 
 
 def make_dev(dev: str) -> None:
@@ -151,6 +177,24 @@ def write_identity(spec: DynoSpec) -> None:
         f.write("\n".join(lines) + "\n")
     with open("/etc/hostname", "w") as f:
         f.write(spec.hostname + "\n")
+    if spec.idmap is not None:
+        _rename_dyno_user(spec.uid, spec.gid)
+
+
+def _rename_dyno_user(uid: int, gid: int) -> None:
+    """The stack's ``dyno`` user and group, renumbered to the app's uid/gid in this dyno's own
+    /etc/passwd and /etc/group (its upper layer): whoami, id and ~ keep their meaning."""
+    for path, fields in (("/etc/passwd", {2: uid, 3: gid}), ("/etc/group", {2: gid})):
+        with open(path) as f:
+            lines = f.read().splitlines()
+        for n, line in enumerate(lines):
+            parts = line.split(":")
+            if parts[0] == "dyno" and len(parts) > max(fields):
+                for index, value in fields.items():
+                    parts[index] = str(value)
+                lines[n] = ":".join(parts)
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
 
 
 def mount_own_cgroups(mounts: list[CgroupMount]) -> None:

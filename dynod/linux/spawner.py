@@ -34,7 +34,7 @@ from typing import Any
 
 import prctl
 
-from . import seccomp
+from . import idmap, seccomp
 from . import syscalls as sc
 from .cgroups.view import CgroupMount, dyno_cgroup_mounts
 from .dyno_init import DynoSpec, become_dyno
@@ -83,6 +83,17 @@ class Spawner:
         self.seccomp = sc.SeccompProgram(seccomp.compile_profile())
         with open("/proc/self/mountinfo") as f:
             self.cgroup_mounts: list[CgroupMount] = dyno_cgroup_mounts(f.read())
+        self.userns: dict[tuple[tuple[int, ...], ...], int] = {}  # id maps -> a user namespace fd, kept
+
+    def userns_path(self, maps: dict[str, list[list[int]]]) -> str:
+        """Where a child opens the user namespace holding ``maps`` (made on first need, kept: one
+        per app uid). A path rather than an inherited fd: a warm dyno forked before the namespace
+        existed can still open it, through the host's /proc, before it pivots."""
+        key = idmap.idmap_key(maps)
+        fd = self.userns.get(key)
+        if fd is None:
+            fd = self.userns[key] = idmap.make_userns(maps)
+        return f"/proc/{os.getpid()}/fd/{fd}"
 
     # -- plumbing ---------------------------------------------------------------------------
     def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
@@ -106,6 +117,8 @@ class Spawner:
     # -- dyno lifecycle ---------------------------------------------------------------------
     def spawn(self, raw: dict[str, Any]) -> None:
         spec = DynoSpec.from_json(raw["spec"])
+        if spec.idmap is not None:
+            spec.userns_path = self.userns_path(spec.idmap)
         if spec.id in self.children:
             self.send({"op": "error", "id": spec.id, "message": f"dyno {spec.id} exists"})
             return
@@ -181,6 +194,12 @@ class Spawner:
         if child is None or child.spec_w < 0 or child.status is not None or spec_id in self.children:
             self.send({"op": "error", "id": spec_id, "message": f"no warm dyno {pool_id} to assign"})
             return
+        if raw_spec.get("idmap") is not None:
+            try:
+                raw_spec = {**raw_spec, "userns_path": self.userns_path(raw_spec["idmap"])}
+            except OSError as exc:
+                self.send({"op": "error", "id": spec_id, "message": f"no user namespace for its uid: {exc}"})
+                return
         data = json.dumps(raw_spec).encode()
         try:
             os.write(child.spec_w, struct.pack("!I", len(data)))

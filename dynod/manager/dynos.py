@@ -28,6 +28,7 @@ import trio
 from ..errors import NotFound, UserError
 from ..ledger import Ledger
 from ..linux.cgroups import CgroupBackend, CgroupLimits, DynoCgroup, MemoryWatch
+from ..linux.idmap import app_identity
 from ..linux.net import DYNO_IFNAME, Network
 from ..linux.seccomp import seccomp_profile
 from ..linux.spawner_client import AdoptedDyno, SpawnerClient, SpawnerError, SpawnerEvent
@@ -295,7 +296,9 @@ class DynoManager:
             "argv": [*INIT, "/bin/bash", "-c", PROFILE + command],
             "env": self.environment(release, name, extra_env),
             "lower": [str(slug_dir), str(stack)], "mnt": self.mnt,
-            "cgroup_procs": [], "uid": uid, "gid": gid,  # dynod moves it: see _wire
+            "cgroup_procs": [],  # dynod moves it: see _wire
+            **app_identity(self.settings, self.ledger.app_uid(app, self.settings.dynos.uid_first,
+                                                              self.settings.dynos.uid_count)),
             "tmpfs_mb": self.settings.dynos.tmpfs_size_mb,
             "net": {"ifname": DYNO_IFNAME, "address": address, "prefix": self.network.pool.prefix,
                     "gateway": self.network.pool.gateway},
