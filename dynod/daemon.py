@@ -83,6 +83,11 @@ class Daemon:
                          ssl_context=lambda: ssl.create_default_context(cafile=ca_file),
                          drain_egress=DrainEgress.for_host(allow_local=s.logs.allow_local_drains,
                                                            dyno_subnets=[s.network.subnet]))
+        from .metrics import Metrics  # Heroku Metrics, from the lines the log stream publishes
+
+        metrics = Metrics(s.state_dir / "metrics.sqlite3", minute_retention=s.metrics.minute_retention,
+                          coarse_retention=s.metrics.coarse_retention)
+        logs.observers.append(metrics.observe_messages)
         slugs = SlugStore(s.slugs_dir)
         stacks = StackStore(s.stacks_dir, default=s.stack, uid=s.dynos.uid, gid=s.dynos.gid)
         cgroups = detect(parent=s.cgroups.parent, name=s.cgroups.name)
@@ -97,6 +102,7 @@ class Daemon:
                               routes_flushed=self.routes_flushed, build_network=build_network)
         platform = Platform(s, ledger=ledger, manager=manager, logs=logs, slugs=slugs, stacks=stacks,
                             routes_changed=self.routes_changed, request_shutdown=self.request_shutdown)
+        platform.metrics, platform.prometheus = metrics, s.metrics.prometheus
         router = None
         self._router = None
         try:
@@ -104,6 +110,7 @@ class Daemon:
                 nursery.start_soon(self._watch_signals)
                 nursery.start_soon(spawner.run)
                 await nursery.start(logs.run)
+                await nursery.start(metrics.run)
                 await nursery.start(manager.run)
                 nursery.start_soon(self._supervise_spawner, manager, nursery)
                 if s.router.enabled:
@@ -116,6 +123,8 @@ class Daemon:
                                                routes_flushed=self.routes_flushed)
                     nursery.start_soon(platform.acm.run)
                 await nursery.start(partial(serve_api, platform, s.api_socket, group=s.api_group))
+                if s.dashboard.listen:
+                    await self._serve_dashboard(platform, nursery)
                 log.info("dynod ready: API at %s, %s cgroups, dyno subnet %s", s.api_socket, cgroups.kind,
                          s.network.subnet)
                 print(f"dynod ready: API at {s.api_socket}", file=sys.stderr, flush=True)
@@ -140,6 +149,19 @@ class Daemon:
             network.close()
             build_network.close()
             ledger.close()
+
+    async def _serve_dashboard(self, platform: Any, nursery: trio.Nursery) -> None:
+        """The API again on loopback TCP for a browser, behind a token (docs/dashboard.md)."""
+        from .api.routes import ApiRoutes
+        from .api.server import serve_api_tcp
+        from .dashboard.listener import DashboardRoutes, load_token, parse_listen
+
+        host, port = parse_listen(self.settings.dashboard.listen)
+        token = load_token(self.settings.state_dir)
+        routes = DashboardRoutes(ApiRoutes(platform), token, host, port)
+        bound_host, bound_port = await nursery.start(serve_api_tcp, routes, host, port)
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        platform.dashboard_url = f"http://{shown}:{bound_port}/#token={token}"
 
     async def _start_router(self) -> Any:
         from .router.control import RouterControl

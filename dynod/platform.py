@@ -92,6 +92,10 @@ class Platform:
 
         self.deploys = Deploys(self)
         self.acm: Any = None  # the CertManager (dynod.acm): set by the daemon when the router runs
+        # Set by the daemon (docs/metrics.md, docs/dashboard.md): the API reads them.
+        self.metrics: Any = None  # dynod.metrics.Metrics
+        self.prometheus = False  # [metrics] prometheus: GET /metrics served
+        self.dashboard_url: str | None = None  # the TCP listener's address with its token
 
     # -- helpers -----------------------------------------------------------------------------
     def web_url(self, app: str) -> str:
@@ -176,6 +180,8 @@ class Platform:
             self.manager.health_checks.remove(app)
             self.deploys.app_destroyed(app)
             self.logs.forget_app(app)  # after the dynos stopped: a live pump would recreate its files
+            if self.metrics is not None:
+                self.metrics.forget_app(app)
             # No trace for a new app of the same name to inherit: the build cache, and the slugs
             # (with their unpacked trees) that no other app's release names.
             self.deploys.builder.forget_app(app)

@@ -115,6 +115,25 @@ class AcmSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Heroku Metrics: per app and process type, in state_dir/metrics.sqlite3 (docs/metrics.md)."""
+
+    minute_retention: float = 86400.0  # one-minute points kept 24 h ...
+    coarse_retention: float = 7 * 86400.0  # ... and ten-minute points 7 days
+    # GET /metrics (Prometheus/OpenMetrics text) on the API's listeners: off unless asked for.
+    prometheus: bool = False
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    """The web dashboard. It is always on the API socket; a browser needs TCP, which is off unless
+    ``listen`` names a loopback address (e.g. "127.0.0.1:5080"); it then asks for the token in
+    state_dir/dashboard.token (docs/dashboard.md)."""
+
+    listen: str = ""
+
+
+@dataclass(frozen=True)
 class LedgerSettings:
     # None: the embedded SQLite file in the state dir. "postgresql://user@host/db" selects
     # PostgreSQL, the store several hosts will share (docs/ledger.md).
@@ -137,6 +156,8 @@ class Settings:
     builds: BuildSettings = field(default_factory=BuildSettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
     acm: AcmSettings = field(default_factory=AcmSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
 
     @property
     def api_socket(self) -> Path:
@@ -170,7 +191,8 @@ class Settings:
 
 _SECTIONS = {"dynos": DynoSettings, "network": NetworkSettings, "cgroups": CgroupSettings,
              "router": RouterSettings, "logs": LogSettings, "builds": BuildSettings,
-             "ledger": LedgerSettings, "acm": AcmSettings}
+             "ledger": LedgerSettings, "acm": AcmSettings, "metrics": MetricsSettings,
+             "dashboard": DashboardSettings}
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
@@ -214,6 +236,19 @@ def validate(settings: Settings) -> Settings:
                         "every app's uid must differ from it.")
     if settings.dynos.hard_limit_ratio < 1.0:
         raise UserError("[dynos] hard_limit_ratio must be at least 1 (the quota itself).")
+    m = settings.metrics
+    retentions = (m.minute_retention, m.coarse_retention)
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in retentions) \
+            or not isinstance(m.prometheus, bool) or not isinstance(settings.dashboard.listen, str):
+        raise UserError("[metrics] minute_retention and coarse_retention must be numbers of seconds, prometheus "
+                        "true or false; [dashboard] listen a string like \"127.0.0.1:5080\".")
+    if not 3600 <= m.minute_retention <= m.coarse_retention <= 90 * 86400:
+        raise UserError("[metrics] minute_retention must be at least 3600 s, and coarse_retention at least that "
+                        "and at most 90 days (the file's size grows with both).")
+    if settings.dashboard.listen:
+        from .dashboard.listener import parse_listen  # checks it is a loopback address
+
+        parse_listen(settings.dashboard.listen)
     acm = settings.acm
     for name in ("renew_before_days", "retry_base", "retry_max", "rate_limit_pause", "request_timeout",
                  "order_timeout"):

@@ -491,6 +491,14 @@ class ApiClient:
             raise UserError(str(error.get("message")), code=str(error.get("id", "error")))
         return outcome["stack"]
 
+    # --- metrics and the dashboard ----------------------------------------------------------------
+
+    def get_metrics(self, app: str, type: str = "web", since: str = "1h") -> Json:
+        return self.request("GET", _path("apps", app, "metrics"), query={"type": type, "since": since})
+
+    def dashboard_url(self) -> str:
+        return self.request("GET", "/dashboard-url")["url"]
+
     def status(self) -> Json:
         return self.request("GET", "/status")
 

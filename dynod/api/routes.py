@@ -792,6 +792,76 @@ async def _shutdown(self: ApiRoutes, request: Request, p: dict[str, str]) -> Res
     return JsonResponse(202, {"stop_dynos": stop_dynos}, after=shut_down)
 
 
+# --- metrics and the dashboard (docs/metrics.md, docs/dashboard.md) -------------------------------------
+
+_PROCESS_TYPE = re.compile(r"[A-Za-z0-9_-]{1,63}")
+
+
+def _metrics_of(routes: ApiRoutes) -> Any:
+    metrics = getattr(routes.platform, "metrics", None)
+    if metrics is None:
+        raise NotFound("Metrics are not kept by this dynod.")
+    return metrics
+
+
+@_route("GET", "/apps/{app}/metrics")
+async def _app_metrics(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    from ..metrics import parse_since
+
+    metrics = _metrics_of(self)
+    since = parse_since(request.query.get("since", "1h"))
+    type_ = request.query.get("type", "web")
+    if not _PROCESS_TYPE.fullmatch(type_):
+        raise UserError(f"Invalid process type {type_[:40]!r}: use a Procfile name like web or worker.")
+    await self.platform.get_app(p["app"])  # 404 for an app that is not there
+    return JsonResponse(200, metrics.series(p["app"], type_, since))
+
+
+@_route("GET", "/metrics")
+async def _openmetrics(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    metrics = _metrics_of(self)
+    if not getattr(self.platform, "prometheus", False):
+        raise NotFound("The Prometheus endpoint is off: set [metrics] prometheus = true in dynod.toml.")
+    return TextResponse(200, metrics.openmetrics(),
+                        content_type="application/openmetrics-text; version=1.0.0; charset=utf-8")
+
+
+@_route("GET", "/dashboard-url")
+async def _dashboard_url(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    url = getattr(self.platform, "dashboard_url", None)
+    if not url:
+        raise NotFound("The dashboard has no TCP listener: set [dashboard] listen = \"127.0.0.1:5080\" in "
+                       "dynod.toml and restart dynod.")
+    return JsonResponse(200, {"url": url})
+
+
+async def _asset(name: str) -> Response:
+    from ..dashboard.assets import asset
+
+    content_type, text = asset(name)
+    return TextResponse(200, text, content_type=content_type)
+
+
+@_route("GET", "/")
+async def _dashboard_root(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return await _asset("index.html")
+
+
+@_route("GET", "/dashboard")
+async def _dashboard_index(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return await _asset("index.html")
+
+
+@_route("GET", "/dashboard/{file}")
+async def _dashboard_file(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return await _asset(p["file"] or "index.html")
+
+
+@_route("GET", "/dashboard/vendor/uplot/{file}")
+async def _dashboard_vendor(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return await _asset(f"vendor/uplot/{p['file']}")
+
+
 __all__ = [
     "ApiRoutes", "AttachResponse", "JsonResponse", "Request", "RequestBody", "Response", "StreamResponse",
     "TextResponse", "match_route",

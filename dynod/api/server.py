@@ -86,6 +86,22 @@ async def serve_api(
         _remove_if_ours(socket_path, inode)
 
 
+async def serve_api_tcp(
+    routes: ApiRoutes,
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The same connections on a TCP listener (the dashboard's, dynod/dashboard/listener.py):
+    ``routes`` is then the one that checks who may do what. Reports (host, port) once listening."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, partial(_serve_connection, routes), listeners)
+        log.info("API (dashboard) listening on %s port %s", host, port)
+        task_status.started(listeners[0].socket.getsockname()[:2])
+
+
 # --- the socket file ------------------------------------------------------------------------------------
 
 

@@ -76,6 +76,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "maintenance:off": ("maintenance", "off", "serve the app again"),
     "stacks": ("stacks", "show", "list the stacks"),
     "stacks:build": ("stacks", "build", "build a stack: stacks:build [NAME]"),
+    "metrics": ("metrics", "show", "response times, throughput, errors, memory: metrics [--type web] [--since 1h]"),
+    "dashboard": ("metrics", "dashboard", "print the web dashboard's address (with its login token)"),
     "status": ("status", "status", "show dynod's status"),
     "system:shutdown": ("status", "shutdown", "stop dynod: system:shutdown [--stop-dynos]"),
 }

@@ -91,6 +91,9 @@ class LogStream:
         self._pumps = 0
         self._tail_dropped_closed = 0
         self._load_errors: list[str] = []
+        # Called with (app, source, dyno, messages) for every line ``emit`` publishes: how the
+        # metrics read router lines and runtime samples (dynod/metrics). They must not block.
+        self.observers: list[Callable[[str, str, str, list[str]], None]] = []
         self._load()
 
     # -- start-up -------------------------------------------------------------------------
@@ -188,6 +191,8 @@ class LogStream:
         messages = split_message(message)
         prefix = line_prefix(time.time() if at is None else at, source, dyno)
         self._publish(app, source, dyno, [prefix + m for m in messages])
+        for observer in self.observers:
+            observer(app, source, dyno, messages)
 
     async def pump(self, app: str, dyno: str, fd: int) -> None:
         """Read a dyno's output pipe until EOF as ``app[<dyno>]`` lines; closes ``fd``."""

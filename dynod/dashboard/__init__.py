@@ -1,0 +1,1 @@
+"""The web dashboard: static pages shipped in the package, speaking the control API (docs/dashboard.md)."""

@@ -1,0 +1,157 @@
+"""Metrics from a real dynod: a known distribution of response times and statuses through the real
+router, read back as percentiles and counts from the API, `dynoctl metrics` and /metrics."""
+
+from __future__ import annotations
+
+import http.client
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dynod.metrics import RELATIVE_ERROR
+
+from .conftest import Dynod, running_dynod, write_app
+
+pytestmark = pytest.mark.integration
+
+SLOW_APP = r'''
+import http.server, os, time, urllib.parse
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else Nagle and delayed ACKs add 40 ms to every answer
+    def do_GET(self):
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        time.sleep(int(q.get("ms", ["0"])[0]) / 1000)
+        body = b"ok\n"
+        self.send_response(int(q.get("status", ["200"])[0]))
+        self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("", int(os.environ["PORT"])), H).serve_forever()
+'''
+
+# 200 requests: ranks 1-100 sleep 20 ms, 101-190 100 ms, 191-198 300 ms, 199-200 600 ms, so the
+# nearest-rank p50 is a 20 ms request, p95 a 100 ms one, p99 a 300 ms one and the max 600 ms.
+DISTRIBUTION = [20] * 100 + [100] * 90 + [300] * 8 + [600] * 2
+STATUSES = [200] * 170 + [201] * 10 + [302] * 5 + [404] * 10 + [500] * 5
+OVERHEAD_MS = 25  # the router's connect and the app's own work, on a busy 2-core host
+
+
+@pytest.fixture(scope="module")
+def metrics_dynod() -> Iterator[Dynod]:
+    # dynos_extra lands in [dynos]; the tables after it are this dynod's own settings.
+    with running_dynod(dynos_extra="[metrics]\nprometheus = true\n") as d:
+        yield d
+
+
+def _send(port: int, host: str, jobs: list[tuple[int, int]], failures: list[str]) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for ms, status in jobs:
+        try:
+            conn.request("GET", f"/?ms={ms}&status={status}", headers={"Host": host})
+            response = conn.getresponse()
+            response.read()
+            if response.status != status:
+                failures.append(f"{status} -> {response.status}")
+        except (OSError, http.client.HTTPException) as exc:
+            failures.append(repr(exc))
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.close()
+
+
+def test_known_traffic_gives_its_percentiles_and_counts(metrics_dynod: Dynod, tmp_path: Path) -> None:
+    d = metrics_dynod
+    app = f"m{random.getrandbits(32):08x}"
+    d.ctl("apps:create", app)
+    try:
+        d.ctl("deploy", "--no-build", str(write_app(tmp_path / "src", "web: python3 slow.py\n",
+                                                    {"slow.py": SLOW_APP})), "-a", app)
+        d.ctl("ps:scale", "web=2", "-a", app)
+        d.up(app, 2)
+        # All of it inside one minute, so one point holds the whole distribution.
+        if time.time() % 60 > 40:
+            time.sleep(61 - time.time() % 60)
+        jobs = list(zip(DISTRIBUTION, STATUSES, strict=True))
+        random.Random(7).shuffle(jobs)
+        failures: list[str] = []
+        threads = [threading.Thread(target=_send, args=(d.http_port, f"{app}.localhost", jobs[i::4], failures))
+                   for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not failures, failures[:5]
+
+        def counted() -> dict | None:
+            with d.client() as client:
+                data = client.get_metrics(app, "web", "1h")
+            points = [p for p in data["points"] if p["requests"]]
+            return data if sum(p["requests"] for p in points) >= 200 else None
+
+        data = d.wait_for(counted, timeout=15, what="200 requests in the metrics")
+        points = [p for p in data["points"] if p["requests"]]
+        assert len(points) == 1, [p["t"] for p in points]
+        point = points[0]
+        assert point["status"] == {"1xx": 0, "2xx": 180, "3xx": 5, "4xx": 10, "5xx": 5}
+        assert point["errors"] == {}
+        r = point["response_ms"]
+        for key, expected in (("p50", 20), ("p95", 100), ("p99", 300), ("max", 600)):
+            assert expected * (1 - RELATIVE_ERROR) <= r[key] <= expected * (1 + RELATIVE_ERROR) + OVERHEAD_MS, (key, r)
+        kinds = [e["kind"] for e in data["events"]]
+        assert "deploy" in kinds and "scale" in kinds, data["events"]
+
+        # H14: no web dynos; counted by code and in 5xx
+        d.ctl("ps:scale", "web=0", "-a", app)
+        d.wait_for(lambda: not [x for x in d.dynos(app) if x["type"] == "web"], what="web dynos gone")
+        conn = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=30)
+        for _ in range(3):
+            conn.request("GET", "/", headers={"Host": f"{app}.localhost"})
+            assert conn.getresponse().read() is not None
+        conn.close()
+
+        def h14() -> int:
+            with d.client() as client:
+                points = client.get_metrics(app, "web", "1h")["points"]
+            return sum(p["errors"].get("H14", 0) for p in points)
+
+        assert d.wait_for(lambda: h14() == 3 and 3, timeout=15, what="3 H14 errors") == 3
+
+        out = d.ctl("metrics", "-a", app, "--since", "1h").stdout
+        assert "203 requests" in out and "H14 3" in out and re.search("[▁▂▃▄▅▆▇█]", out), out
+        bad = d.ctl("metrics", "-a", app, "--since", "1y", check=False)
+        assert bad.returncode == 1 and "use a span from 1m to 7d" in bad.stderr and "Traceback" not in bad.stderr
+
+        text = _get_text(d, "/metrics")
+        pattern = rf'dynod_router_requests_total{{app="{app}",type="web",status="(\dxx)"}} (\d+)'
+        counts = dict(re.findall(pattern, text))
+        assert counts == {"2xx": "180", "3xx": "5", "4xx": "10", "5xx": "8"}, text[:2000]
+        assert f'dynod_errors_total{{app="{app}",type="web",code="H14"}} 3' in text
+    finally:
+        d.ctl("apps:destroy", "-a", app, "--confirm", app, check=False)
+    # destroyed: its figures went with it, and a new app of the name starts empty
+    d.ctl("apps:create", app)
+    try:
+        with d.client() as client:
+            data = client.get_metrics(app, "web", "1h")
+        assert all(p["requests"] == 0 for p in data["points"]) and data["events"] == []
+    finally:
+        d.ctl("apps:destroy", "-a", app, "--confirm", app, check=False)
+
+
+def _get_text(d: Dynod, path: str) -> str:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(d.socket))
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: dynod\r\nConnection: close\r\n\r\n".encode())
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return body.decode()
