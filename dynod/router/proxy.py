@@ -143,6 +143,9 @@ class Proxy:
         self.requests = 0
         self.codes: Counter[str] = Counter()
         self._clients: set[_Client] = set()
+        # Connections with no request in hand (fresh, or kept alive between requests), oldest first:
+        # when the worker is full, the oldest is closed to make room for a new one.
+        self._idle: dict[_Client, None] = {}
         self._draining = False
 
     def statistics(self) -> dict[str, object]:
@@ -156,6 +159,20 @@ class Proxy:
         for client in self._clients:
             if client.phase == _KEEPALIVE:
                 client.scope.cancel()
+
+    def evict_idle(self) -> bool:
+        """Close the oldest connection that has sent nothing of a request; False if there is none.
+
+        At max_connections a new client would get a 503 while thousands of others sit idle: a
+        client that is not in the middle of a request loses least by going (a kept-alive one
+        reconnects), so that the one that came to ask something is served.
+        """
+        for client in self._idle:
+            del self._idle[client]
+            self.codes["evicted_idle"] += 1
+            client.scope.cancel()
+            return True
+        return False
 
     def set_routes(self, table: RouteTable) -> None:
         """Swap in a new table: in-flight requests keep their dyno; held requests look again."""
@@ -195,6 +212,7 @@ class Proxy:
             traceback.print_exc(file=sys.stderr)
         finally:
             self._clients.discard(client)
+            self._idle.pop(client, None)
             pipe.close()
             self.connections -= 1
 
@@ -215,6 +233,8 @@ class Proxy:
                 if client.phase != _HEAD:
                     client.wait_for(_KEEPALIVE, opts.keepalive_timeout)
                 received = False
+                idle = self._idle
+                idle[client] = None
                 while not events:
                     try:
                         data = await recv()
@@ -224,7 +244,9 @@ class Proxy:
                         raise
                     if not data:
                         return
-                    received = True
+                    if not received:
+                        received = True
+                        idle.pop(client, None)
                     if client.phase == _KEEPALIVE:
                         client.wait_for(_HEAD, opts.header_timeout)
                     try:

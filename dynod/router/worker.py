@@ -116,7 +116,7 @@ class Worker:
                 await trio.sleep(0.1)
                 continue
             sock.setblocking(False)
-            if proxy.connections >= limit:
+            if proxy.connections >= limit and not proxy.evict_idle():
                 proxy.codes["overloaded"] += 1
                 if self.shedding < _MAX_SHEDDING:
                     serving.start_soon(self._shed, sock)

@@ -414,6 +414,8 @@ def test_connections_beyond_the_limit_get_503_and_the_router_keeps_serving(dynos
     try:
         r.routes({"one": {"dynos": [dynos[0].route()]}})
         held = [socket.create_connection(("127.0.0.1", r.http_port)) for _ in range(4)]
+        for s in held:  # each mid-request: idle connections would be closed to make room instead
+            s.sendall(b"GET / HTTP/1.1\r\n")
         time.sleep(0.2)
         assert raw(r, b"GET / HTTP/1.1\r\nHost: one.localhost\r\n\r\n").startswith(b"HTTP/1.1 503")
         for s in held:
@@ -436,7 +438,8 @@ def test_two_host_headers_are_a_400_and_reach_no_dyno(router, dynos):
 
 def test_idle_connections_close_at_the_header_timeout_and_requests_still_succeed(dynos):
     # Every slot held by a connection that never sends a byte: before, they sat out the 5 s
-    # keep-alive window and a real request got a 503; now they go at the 1 s header timeout.
+    # keep-alive window and a real request got a 503; now the oldest makes room for a request at
+    # once, and the rest go at the 1 s header timeout.
     r = RouterProcess(workers=1, extra=["--max-connections", "200", *FAST])
     held: list[socket.socket] = []
     try:
@@ -445,6 +448,7 @@ def test_idle_connections_close_at_the_header_timeout_and_requests_still_succeed
         held = [socket.create_connection(("127.0.0.1", r.http_port)) for _ in range(200)]
         time.sleep(0.3)
         assert sum(w["connections"] for w in r.stats()["workers"]) == 200
+        assert get(r, host="one.localhost")[0] == 200  # served while the worker is full
         for s in held:
             s.settimeout(3)
         closed_at = []
@@ -453,7 +457,8 @@ def test_idle_connections_close_at_the_header_timeout_and_requests_still_succeed
             closed_at.append(time.monotonic() - t0)
         assert max(closed_at) < 2.5, max(closed_at)  # header timeout 1 s (+ watchdog period), not 5 s
         assert get(r, host="one.localhost")[0] == 200
-        assert sum(w["connections"] for w in r.stats()["workers"]) == 0
+        stats = r.stats()["workers"][0]
+        assert stats["connections"] == 0 and stats["codes"].get("evicted_idle") == 1, stats
     finally:
         for s in held:
             s.close()
