@@ -96,10 +96,46 @@ class Release:
     created_at: float
     process_types: dict[str, str] = field(default_factory=dict)  # from the slug's Procfile
     status: str = "succeeded"  # "pending" while its release phase runs, "failed" if that failed
+    # The app's add-on attachments when the release was made (Heroku: slug + config + add-ons).
+    addons: tuple[AddonRef, ...] = ()
 
     @property
     def name(self) -> str:
         return f"v{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class AddonRef:
+    """One attachment as a release records it: which add-on, under which name, of what plan."""
+
+    addon: str  # the add-on's name, e.g. postgresql-curved-12345
+    attachment: str  # the attachment's name, the prefix of its config vars: DATABASE -> DATABASE_URL
+    service: str  # heroku-postgresql, heroku-redis, or a partner service's name
+    plan: str
+
+
+@dataclass(frozen=True, slots=True)
+class Addon:
+    """An add-on: a resource owned by one app, attachable to others (docs/addons.md)."""
+
+    id: str
+    name: str
+    app: str  # the owning app ("billing app" in Heroku's words)
+    service: str
+    plan: str
+    # Config vars without their prefix ({"URL": "postgres://..."}); each attachment prefixes them.
+    config: dict[str, str]
+    provider_data: dict[str, object]  # what the provider needs to find its resource again
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AddonAttachment:
+    id: str
+    addon: str  # the add-on's name
+    app: str  # the app it is attached to
+    name: str  # DATABASE, HEROKU_POSTGRESQL_RED, REDIS, or the --as name
+    created_at: float
 
 
 @dataclass(frozen=True, slots=True)

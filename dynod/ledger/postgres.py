@@ -162,6 +162,43 @@ MIGRATIONS: list[str] = [
         name   TEXT NOT NULL,
         PRIMARY KEY (app_id, name)
     );
+    """,    # v5: add-ons, their attachments, and the add-on set each release records (immutable too).
+    """
+    CREATE TABLE addons (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL UNIQUE,
+        app_id        BIGINT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        service       TEXT NOT NULL,
+        plan          TEXT NOT NULL,
+        config        TEXT NOT NULL CHECK (jsonb_typeof(config::jsonb) = 'object'),
+        provider_data TEXT NOT NULL CHECK (jsonb_typeof(provider_data::jsonb) = 'object'),
+        created_at    DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE addon_attachments (
+        id         TEXT NOT NULL UNIQUE,
+        addon_id   TEXT NOT NULL REFERENCES addons(id) ON DELETE CASCADE,
+        app_id     BIGINT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        name       TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (app_id, name)
+    );
+    CREATE INDEX addon_attachments_by_addon ON addon_attachments (addon_id);
+
+    ALTER TABLE releases ADD COLUMN addons TEXT NOT NULL DEFAULT '[]'
+        CHECK (jsonb_typeof(addons::jsonb) = 'array');
+
+    CREATE OR REPLACE FUNCTION releases_no_update() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NOT (OLD.status = 'pending' AND NEW.status IN ('succeeded', 'failed')
+                AND NEW.id = OLD.id AND NEW.app_id = OLD.app_id AND NEW.version = OLD.version
+                AND NEW.slug_id IS NOT DISTINCT FROM OLD.slug_id AND NEW.config = OLD.config
+                AND NEW.process_types = OLD.process_types AND NEW.description = OLD.description
+                AND NEW.created_at = OLD.created_at AND NEW.addons = OLD.addons) THEN
+            RAISE EXCEPTION 'releases are append-only: only a pending release''s status may change'
+                USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+        RETURN NEW;
+    END $$;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -32,6 +32,10 @@ from ..errors import Conflict, NotFound, UserError
 from ..model import (
     DEFAULT_SIZE,
     PROCESS_TYPE_RE,
+    RESERVED_CONFIG_VARS,
+    Addon,
+    AddonAttachment,
+    AddonRef,
     App,
     DynoRecord,
     DynoState,
@@ -53,6 +57,10 @@ SINGLE_DYNO_SIZES = frozenset({"eco", "basic"})
 RUN_NUMBER_RANGE = range(1000, 10000)  # Heroku's one-off names look like run.4821
 # Heroku's feature names: "preboot", "runtime-dyno-metadata", "log-runtime-metrics", ...
 FEATURE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# Heroku's attachment names: they prefix config vars, so uppercase, digits and '_', from a letter.
+ATTACHMENT_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,62}$")
+# Heroku's add-on names: lowercase letters, digits and dashes, starting with a letter.
+ADDON_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,254}$")
 
 
 class Row(Protocol):
@@ -134,6 +142,35 @@ def check_feature_name(name: str) -> None:
     if not isinstance(name, str) or not FEATURE_RE.match(name):
         raise UserError(f"Invalid feature name {name!r}: use lowercase letters, digits and '-' "
                         "(like preboot).")
+
+
+def check_attachment_name(name: str) -> None:
+    if not isinstance(name, str) or not ATTACHMENT_NAME_RE.match(name):
+        raise UserError(f"Invalid attachment name {name!r}: use uppercase letters, digits and '_', "
+                        "starting with a letter (like DATABASE or ANALYTICS_DB).")
+
+
+def check_addon_name(name: str) -> None:
+    if not isinstance(name, str) or not ADDON_NAME_RE.match(name):
+        raise UserError(f"Invalid add-on name {name!r}: use lowercase letters, digits and dashes, "
+                        "starting with a letter.")
+
+
+def attachment_vars(attachment: str, config: Mapping[str, str]) -> dict[str, str]:
+    """The config vars an attachment sets: the add-on's vars under the attachment's prefix."""
+    return {f"{attachment}_{key}": value for key, value in config.items()}
+
+
+def check_vars_free(app: str, attachment: str, wanted: Iterable[str], config: Mapping[str, str]) -> None:
+    """An attachment may not take over a config var the app already has (its own or another
+    attachment's), nor one the platform sets itself."""
+    for var in sorted(wanted):
+        if var in RESERVED_CONFIG_VARS:
+            raise UserError(f"Attachment name {attachment} would set {var}, which the platform sets "
+                            "itself; choose another name with --as.")
+        if var in config:
+            raise Conflict(f"{app} already has the config var {var}; choose another attachment name "
+                           f"with --as, or unset {var} first.")
 
 
 def pick_run_number(app: str, used_names: set[str], rng: random.Random) -> int:
@@ -285,17 +322,37 @@ class LedgerRules:
             check_process_type(type_name)
         with self._write() as db:
             app_id = self._app_id(db, app, lock=True)
-            version = int(db.execute("SELECT COALESCE(MAX(version), 0) + 1 AS next FROM releases "
-                                     "WHERE app_id = ?", (app_id,)).fetchone()["next"])
-            db.execute(
-                "INSERT INTO releases (app_id, version, slug_id, config, process_types, description,"
-                " status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (app_id, version, slug_id, dump_json(config), dump_json(process_types), description,
-                 status, self._clock()),
-            )
-            if status == "succeeded":
-                self._default_web_formation(db, app_id, process_types)
-            return _release(app, self._release_row(db, app_id, app, version))
+            return self._insert_release(db, app_id, app, slug_id=slug_id, config=config,
+                                        process_types=process_types, description=description,
+                                        status=status)
+
+    def _insert_release(self, db: Tx, app_id: int, app: str, *, slug_id: str | None,
+                        config: Mapping[str, str], process_types: Mapping[str, str], description: str,
+                        status: str = "succeeded") -> Release:
+        """The next version, inside the caller's write transaction (the app row already locked).
+        The release records the app's add-on attachments as they stand in this transaction."""
+        version = int(db.execute("SELECT COALESCE(MAX(version), 0) + 1 AS next FROM releases "
+                                 "WHERE app_id = ?", (app_id,)).fetchone()["next"])
+        addons = [{"addon": r.addon, "attachment": r.attachment, "service": r.service, "plan": r.plan}
+                  for r in self._addon_refs(db, app_id)]
+        db.execute(
+            "INSERT INTO releases (app_id, version, slug_id, config, process_types, description,"
+            " status, created_at, addons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (app_id, version, slug_id, dump_json(config), dump_json(process_types), description,
+             status, self._clock(), json.dumps(addons, sort_keys=True, separators=(",", ":"))),
+        )
+        if status == "succeeded":
+            self._default_web_formation(db, app_id, dict(process_types))
+        return _release(app, self._release_row(db, app_id, app, version))
+
+    @staticmethod
+    def _addon_refs(db: Tx, app_id: int) -> list[AddonRef]:
+        rows = db.execute(
+            "SELECT addon_attachments.name AS attachment, addons.name AS addon, addons.service AS service,"
+            " addons.plan AS plan FROM addon_attachments JOIN addons ON addons.id = addon_attachments.addon_id"
+            " WHERE addon_attachments.app_id = ? ORDER BY addon_attachments.name", (app_id,)).fetchall()
+        return [AddonRef(addon=r["addon"], attachment=r["attachment"], service=r["service"], plan=r["plan"])
+                for r in rows]
 
     def get_release(self, app: str, version: int) -> Release:
         with self._read() as db:
@@ -503,6 +560,172 @@ class LedgerRules:
                        " created_at = excluded.created_at",
                        (app_id, domain, cert_pem, key_pem, self._clock()))
 
+    # ---- add-ons ------------------------------------------------------------------------------
+    # Every change to an app's attachments is one transaction with the release it makes: the
+    # config vars and the release's add-on set can never disagree with the attachments.
+
+    def _addon_row(self, db: Tx, name: str) -> Row:
+        row = db.execute("SELECT addons.*, apps.name AS app_name FROM addons JOIN apps ON apps.id = addons.app_id"
+                         " WHERE addons.name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"Couldn't find that add-on: {name}.")
+        return row  # type: ignore[no-any-return]
+
+    def _release_with_vars(self, db: Tx, app_id: int, app: str, *, add: Mapping[str, str],
+                           remove: Iterable[str], description: str) -> Release:
+        current = self._current_release_row(db, app_id)
+        config = json.loads(current["config"]) if current else {}
+        for var in remove:
+            config.pop(var, None)
+        config.update(add)
+        return self._insert_release(
+            db, app_id, app, slug_id=current["slug_id"] if current else None, config=config,
+            process_types=json.loads(current["process_types"]) if current else {}, description=description)
+
+    def _attach(self, db: Tx, addon: Row, app_id: int, app: str, name: str, attachment_id: str) -> Release:
+        check_attachment_name(name)
+        if db.execute("SELECT 1 FROM addon_attachments WHERE app_id = ? AND name = ?",
+                      (app_id, name)).fetchone() is not None:
+            raise Conflict(f"{app} already has an attachment named {name}; choose another name with --as.")
+        wanted = attachment_vars(name, json.loads(addon["config"]))
+        current = self._current_release_row(db, app_id)
+        check_vars_free(app, name, wanted, json.loads(current["config"]) if current else {})
+        db.execute("INSERT INTO addon_attachments (id, addon_id, app_id, name, created_at) VALUES (?, ?, ?, ?, ?)",
+                   (attachment_id, addon["id"], app_id, name, self._clock()))
+        return self._release_with_vars(db, app_id, app, add=wanted, remove=(),
+                                       description=f"Attach {name} ({addon['name']})")
+
+    def create_addon(self, addon: Addon, *, attachment: str, attachment_id: str) -> Release:
+        """Record a provisioned add-on, owned by ``addon.app`` and attached to it as
+        ``attachment``, and make the app's release with its config vars."""
+        check_addon_name(addon.name)
+        check_attachment_name(attachment)
+        check_str_map(addon.config, "add-on config var")
+        with self._write() as db:
+            app_id = self._app_id(db, addon.app, lock=True)
+            inserted = db.execute(
+                "INSERT INTO addons (id, name, app_id, service, plan, config, provider_data, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                (addon.id, addon.name, app_id, addon.service, addon.plan, dump_json(addon.config),
+                 json.dumps(addon.provider_data, sort_keys=True), addon.created_at)).fetchone()
+            if inserted is None:
+                raise Conflict(f"The add-on name {addon.name} is already taken; choose another with --name.")
+            return self._attach(db, self._addon_row(db, addon.name), app_id, addon.app, attachment, attachment_id)
+
+    def get_addon(self, name: str) -> Addon:
+        with self._read() as db:
+            return _addon(self._addon_row(db, name))
+
+    def list_addons(self, app: str | None = None) -> list[Addon]:
+        """Every add-on, or those attached to ``app`` (owned by it or by another app), by name."""
+        with self._read() as db:
+            query = "SELECT addons.*, apps.name AS app_name FROM addons JOIN apps ON apps.id = addons.app_id"
+            if app is None:
+                rows = db.execute(query + " ORDER BY addons.name").fetchall()
+            else:
+                app_id = self._app_id(db, app)
+                rows = db.execute(query + " WHERE addons.id IN (SELECT addon_id FROM addon_attachments"
+                                  " WHERE app_id = ?) ORDER BY addons.name", (app_id,)).fetchall()
+            return [_addon(row) for row in rows]
+
+    def list_attachments(self, *, app: str | None = None, addon: str | None = None) -> list[AddonAttachment]:
+        with self._read() as db:
+            query = ("SELECT addon_attachments.*, apps.name AS app_name, addons.name AS addon_name"
+                     " FROM addon_attachments JOIN apps ON apps.id = addon_attachments.app_id"
+                     " JOIN addons ON addons.id = addon_attachments.addon_id")
+            where: list[str] = []
+            params: list[Any] = []
+            if app is not None:
+                where.append("addon_attachments.app_id = ?")
+                params.append(self._app_id(db, app))
+            if addon is not None:
+                where.append("addon_attachments.addon_id = ?")
+                params.append(self._addon_row(db, addon)["id"])
+            if where:
+                query += " WHERE " + " AND ".join(where)
+            rows = db.execute(query + " ORDER BY apps.name, addon_attachments.name", params).fetchall()
+            return [_attachment(row) for row in rows]
+
+    def attach_addon(self, addon: str, app: str, name: str, *, attachment_id: str) -> Release:
+        check_attachment_name(name)
+        with self._write() as db:
+            app_id = self._app_id(db, app, lock=True)
+            return self._attach(db, self._addon_row(db, addon), app_id, app, name, attachment_id)
+
+    def detach_addon(self, app: str, attachment: str) -> Release:
+        with self._write() as db:
+            app_id = self._app_id(db, app, lock=True)
+            row = db.execute(
+                "SELECT addon_attachments.*, addons.name AS addon_name, addons.config AS addon_config"
+                " FROM addon_attachments JOIN addons ON addons.id = addon_attachments.addon_id"
+                " WHERE addon_attachments.app_id = ? AND addon_attachments.name = ?",
+                (app_id, attachment)).fetchone()
+            if row is None:
+                raise NotFound(f"Couldn't find that attachment: {attachment} on {app}.")
+            return self._detach(db, app_id, app, row["id"], row["name"], row["addon_name"], row["addon_config"])
+
+    def _detach(self, db: Tx, app_id: int, app: str, attachment_id: str, attachment: str, addon: str,
+                addon_config: str) -> Release:
+        db.execute("DELETE FROM addon_attachments WHERE id = ?", (attachment_id,))
+        gone = attachment_vars(attachment, json.loads(addon_config))
+        return self._release_with_vars(db, app_id, app, add={}, remove=gone,
+                                       description=f"Detach {attachment} ({addon})")
+
+    def destroy_addon(self, name: str, *, force: bool = False) -> list[Release]:
+        """Forget an add-on: detached from every app (a release each), then removed. Refused while
+        an app other than its owner has it attached, unless ``force``."""
+        with self._write() as db:
+            addon = self._addon_row(db, name)
+            rows = db.execute(
+                "SELECT addon_attachments.*, apps.name AS app_name"
+                " FROM addon_attachments JOIN apps ON apps.id = addon_attachments.app_id"
+                " WHERE addon_attachments.addon_id = ? ORDER BY apps.name, addon_attachments.name",
+                (addon["id"],)).fetchall()
+            others = sorted({r["app_name"] for r in rows if r["app_id"] != addon["app_id"]})
+            if others and not force:
+                raise Conflict(f"{name} is still attached to {', '.join(others)}; detach it there first, "
+                               "or pass --force to detach it everywhere.")
+            releases = []
+            for app_id in sorted({r["app_id"] for r in rows}):
+                app = next(r["app_name"] for r in rows if r["app_id"] == app_id)
+                self._app_id(db, app, lock=True)
+                for row in (r for r in rows if r["app_id"] == app_id):
+                    releases.append(self._detach(db, app_id, app, row["id"], row["name"], addon["name"],
+                                                 addon["config"]))
+            db.execute("DELETE FROM addons WHERE id = ?", (addon["id"],))
+            return releases
+
+    def update_addon(self, name: str, *, config: Mapping[str, str] | None = None,
+                     provider_data: Mapping[str, object] | None = None, plan: str | None = None,
+                     description: str | None = None) -> list[Release]:
+        """Change an add-on's config, provider data or plan. When its config vars change, every
+        attached app gets a release carrying the new values (one transaction for all)."""
+        if config is not None:
+            check_str_map(dict(config), "add-on config var")
+        with self._write() as db:
+            addon = self._addon_row(db, name)
+            old_config = json.loads(addon["config"])
+            new_config = dict(config) if config is not None else old_config
+            db.execute("UPDATE addons SET config = ?, provider_data = ?, plan = ? WHERE id = ?",
+                       (dump_json(new_config),
+                        json.dumps(dict(provider_data) if provider_data is not None
+                                   else json.loads(addon["provider_data"]), sort_keys=True),
+                        plan or addon["plan"], addon["id"]))
+            if new_config == old_config and plan in (None, addon["plan"]):
+                return []
+            releases = []
+            rows = db.execute(
+                "SELECT addon_attachments.name AS name, apps.name AS app_name, apps.id AS app_id"
+                " FROM addon_attachments JOIN apps ON apps.id = addon_attachments.app_id"
+                " WHERE addon_id = ? ORDER BY apps.name, addon_attachments.name", (addon["id"],)).fetchall()
+            for row in rows:
+                self._app_id(db, row["app_name"], lock=True)
+                releases.append(self._release_with_vars(
+                    db, row["app_id"], row["app_name"], add=attachment_vars(row["name"], new_config),
+                    remove=attachment_vars(row["name"], old_config),
+                    description=description or f"Update {row['name']} ({name})"))
+            return releases
+
 
 # ---- row -> model ----------------------------------------------------------------------------
 
@@ -514,7 +737,19 @@ def _app(row: Row) -> App:
 def _release(app: str, row: Row) -> Release:
     return Release(app=app, version=row["version"], slug_id=row["slug_id"], config=json.loads(row["config"]),
                    description=row["description"], created_at=row["created_at"],
-                   process_types=json.loads(row["process_types"]), status=row["status"])
+                   process_types=json.loads(row["process_types"]), status=row["status"],
+                   addons=tuple(AddonRef(**ref) for ref in json.loads(row["addons"])))
+
+
+def _addon(row: Row) -> Addon:
+    return Addon(id=row["id"], name=row["name"], app=row["app_name"], service=row["service"], plan=row["plan"],
+                 config=json.loads(row["config"]), provider_data=json.loads(row["provider_data"]),
+                 created_at=row["created_at"])
+
+
+def _attachment(row: Row) -> AddonAttachment:
+    return AddonAttachment(id=row["id"], addon=row["addon_name"], app=row["app_name"], name=row["name"],
+                           created_at=row["created_at"])
 
 
 def _dyno(row: Row) -> DynoRecord:

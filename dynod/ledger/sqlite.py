@@ -151,6 +151,48 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (app_id, name)
     );
     """,
+    # v5: add-ons (Heroku's: a resource owned by one app, attached to it and to others under an
+    # attachment name that prefixes its config vars) and the add-on set each release records.
+    # The releases trigger is remade so that a release's add-on set is as immutable as the rest.
+    """
+    CREATE TABLE addons (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL UNIQUE,
+        app_id        INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        service       TEXT NOT NULL,
+        plan          TEXT NOT NULL,
+        config        TEXT NOT NULL CHECK (json_valid(config) AND json_type(config) = 'object'),
+        provider_data TEXT NOT NULL
+                      CHECK (json_valid(provider_data) AND json_type(provider_data) = 'object'),
+        created_at    REAL NOT NULL
+    );
+
+    CREATE TABLE addon_attachments (
+        id         TEXT NOT NULL UNIQUE,
+        addon_id   TEXT NOT NULL REFERENCES addons(id) ON DELETE CASCADE,
+        app_id     INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        name       TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (app_id, name)
+    );
+    CREATE INDEX addon_attachments_by_addon ON addon_attachments (addon_id);
+
+    ALTER TABLE releases ADD COLUMN addons TEXT NOT NULL DEFAULT '[]'
+        CHECK (json_valid(addons) AND json_type(addons) = 'array');
+
+    DROP TRIGGER releases_no_update;
+    CREATE TRIGGER releases_no_update BEFORE UPDATE ON releases
+    WHEN NOT (
+        OLD.status = 'pending' AND NEW.status IN ('succeeded', 'failed')
+        AND NEW.id IS OLD.id AND NEW.app_id IS OLD.app_id AND NEW.version IS OLD.version
+        AND NEW.slug_id IS OLD.slug_id AND NEW.config IS OLD.config
+        AND NEW.process_types IS OLD.process_types AND NEW.description IS OLD.description
+        AND NEW.created_at IS OLD.created_at AND NEW.addons IS OLD.addons
+    )
+    BEGIN
+        SELECT RAISE(ABORT, 'releases are append-only: only a pending release''s status may change');
+    END;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -12,6 +12,7 @@ import pytest
 
 from dynod.errors import NotFound, UserError
 from dynod.ledger import Ledger
+from dynod.ledger.sqlite import SCHEMA_VERSION
 from tests.ledger_backends import Backend, backend, ledger, pg_server  # noqa: F401 - fixtures
 
 
@@ -143,7 +144,7 @@ def test_a_v3_ledger_gains_uids_and_features_in_place(backend: Backend) -> None:
     backend.build_old_schema(3)
     led = backend.open()
     try:
-        assert led.schema_version() == 4
+        assert led.schema_version() == SCHEMA_VERSION
         assert led.app_uid("shop", 70000, 10) == 70000
         led.set_feature("shop", "preboot", True)
         assert led.list_features("shop") == {"preboot"}
