@@ -98,12 +98,12 @@ class Extractor:
         """Write one member at ``normalized`` (a relative path of plain components)."""
         parts = normalized.split("/")
         if len(parts) > MAX_DEPTH:
-            raise UserError(f"The {self._what} {member.name[:80]!r}... lies {len(parts)} directories deep; "
+            raise UserError(f"The {self._what} {_shown(member.name)!r} lies {len(parts)} directories deep; "
                             f"archives may nest at most {MAX_DEPTH}.")
         try:
             self._add_in(self._parent_fd(parts[:-1]), parts[-1], member, data)
         except OSError as exc:
-            raise UserError(f"Cannot unpack {self._what} {member.name!r}: {exc.strerror}; "
+            raise UserError(f"Cannot unpack {self._what} {_shown(member.name)!r}: {exc.strerror}; "
                             f"{self._advice}.") from None
         if member.isdir():
             self.dirs[normalized] = (self._dir_mode(member), int(member.mtime))
@@ -216,7 +216,7 @@ class SourceRules:
         self.total += MEMBER_HEADER + (member.size if kind == "file" else 0)
         if self.total > self.limit_bytes:
             raise UserError(f"The source archive unpacks to more than {_human(self.limit_bytes)} "
-                            f"(at {label!r}); leave large files out of it.")
+                            f"(at {_shown(label)!r}); leave large files out of it.")
         for depth in range(1, len(parts)):
             parent = "/".join(parts[:depth])
             if parent not in self.kinds:
@@ -236,6 +236,8 @@ def source_name(name: str) -> str | None:
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise _bad(name, "has a '..' component", "archive the app's directory with relative paths")
+    if any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in parts):
+        raise _bad(name, "has a name over 255 bytes, longer than a file name can be", "shorten it")
     return "/".join(parts) or None
 
 
@@ -325,7 +327,12 @@ def _unlink_files(fd: int) -> list[str]:
 
 
 def _bad(label: str, what: str, advice: str) -> UserError:
-    return UserError(f"Source archive member {label!r} {what}; {advice}.")
+    return UserError(f"Source archive member {_shown(label)!r} {what}; {advice}.")
+
+
+def _shown(name: str) -> str:
+    """A member name as an error line shows it: a name can be kilobytes long."""
+    return name if len(name) <= 120 else name[:117] + "..."
 
 
 def _human(n: int) -> str:

@@ -200,3 +200,14 @@ def test_remove_tree_of_a_link_removes_the_link_only(tmp_path: Path, host: Path)
     link.symlink_to(host.parent)
     remove_tree(link)
     assert not link.is_symlink() and host.exists()
+
+
+@pytest.mark.parametrize(("names", "why"), [
+    (["d/" * 100 + "a\nb" + "x" * 200] * 2, "appears twice"),
+    (["a\nb" + "x" * 5000], "over 255 bytes"),
+])
+def test_errors_are_one_short_line_whatever_the_name(dest: Path, names: list[str], why: str) -> None:
+    with pytest.raises(UserError) as refused:
+        unpack(tar_of([member(name, b"1") for name in names]), dest)
+    message = str(refused.value)
+    assert "\n" not in message and len(message) < 300 and why in message
