@@ -522,7 +522,8 @@ async def test_the_default_rule_never_connects_to_a_loopback_receiver(tmp_path):
     assert "DrainRefused" in stats["last_error"] and "loopback" in stats["last_error"], stats
 
 
-async def test_a_name_that_rebinds_to_loopback_after_the_check_is_refused_at_connect(tmp_path):
+@pytest.mark.parametrize("scheme", ["syslog", "http"])
+async def test_a_name_that_rebinds_to_loopback_after_the_check_is_refused_at_connect(tmp_path, scheme):
     class Rebinding(trio.abc.HostnameResolver):
         """First a public address (the API's check passes), then loopback (the connect)."""
 
@@ -545,7 +546,9 @@ async def test_a_name_that_rebinds_to_loopback_after_the_check_is_refused_at_con
             receiver = SyslogReceiver()
             await receiver.start(nursery)
             await nursery.start(ls.run)
-            url = f"syslog://rebind.test:{receiver.port}"
+            url = f"{scheme}://rebind.test:{receiver.port}/"
+            if scheme == "syslog":
+                url = url.rstrip("/")
             await ls.check_drain_target(url)  # resolves to the public address: accepted
             ls.add_drain("myapp", url)
             ls.emit("myapp", "app", "web.1", "must not arrive")
@@ -554,5 +557,5 @@ async def test_a_name_that_rebinds_to_loopback_after_the_check_is_refused_at_con
             nursery.cancel_scope.cancel()
     finally:
         trio.socket.set_custom_hostname_resolver(previous)
-    assert Rebinding.calls >= 2 and receiver.connections == 0
+    assert Rebinding.calls >= 2 and receiver.connections == 0  # a TCP listener: any connect would count
     assert "rebind.test resolves to 127.0.0.1" in stats["last_error"], stats
