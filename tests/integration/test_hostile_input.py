@@ -430,3 +430,18 @@ def test_no_route_answers_500_to_hostile_paths_and_bodies(dynod: Dynod, app: str
                         failures.append((route.method, path[:60], body[:40], status, payload))
     assert failures == []
     assert _tracebacks(dynod) == tracebacks
+
+
+def test_a_dyno_at_every_limit_at_once_still_starts(dynod: Dynod, app: str, tmp_path: Path) -> None:
+    """32kb of config, 32kb of one-off env and an 8192-byte command fit the spawner's message."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "Procfile").write_text("worker: sleep 1000\n")
+    dynod.ctl("deploy", str(src), "-a", app, timeout=300)
+    with dynod.client() as client:
+        client.update_config(app, {f"C{i:02d}": "c" * 1020 for i in range(32)})
+        env = {f"E{i:02d}": "e" * 1020 for i in range(32)}
+        marker = secrets.token_hex(8)
+        command = f"echo {marker} ${{#C31}} ${{#E31}} #" + "x" * (8192 - 60)
+        client.run_detached(app, command, env=env)
+    dynod.wait_for(lambda: f"{marker} 1020 1020" in dynod.logs(app), timeout=30, what="the one-off's output")
