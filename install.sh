@@ -48,7 +48,8 @@ esac
 # (router peer), redis and postgresql (add-ons), pebble (the ACME test CA that ACM's tests run).
 PACKAGES=(python3 python3-venv python3-dev gcc libcap-dev debootstrap iproute2 tini git curl
           openssh-server ca-certificates util-linux libseccomp2 nftables python3-nftables
-          runc bubblewrap wrk redis-server postgresql hyperfine pebble)
+          runc bubblewrap wrk redis-server postgresql hyperfine pebble
+          chromium chromium-driver)  # the dashboard's browser tests (Selenium), no download at run time
 # Services an install may start that the tests start privately on their own ports instead.
 CLASHING_SERVICES=(nginx redis-server postgresql)
 

@@ -209,13 +209,15 @@ function formationRow(path, t, setEditing) {
 
 async function activity(name, path, panel) {
   const list = el("ol", { class: "feed" });
-  panel.replaceChildren(el("section", { class: "card" }, el("h2", {}, "Releases"), list));
+  panel.replaceChildren(el("section", { class: "card" }, el("h2", {}, "Activity"),
+    el("p", { class: "size" }, "Releases, scaling, restarts and crashes, newest first."), list));
   every(5000, async () => {
     const [releases, metrics] = await Promise.all([api("GET", `${path}/releases`),
       api("GET", `${path}/metrics?since=7d`).catch(() => ({ events: [] }))]);
     const others = metrics.events.filter((e) => !["deploy", "config", "rollback", "release"].includes(e.kind));
-    const items = releases.map((r) => ({ at: Date.parse(r.created_at), release: r }))
-      .concat(others.map((e) => ({ at: e.at * 1000, event: e }))).sort((a, b) => b.at - a.at).slice(0, 100);
+    const items = releases.map((r) => ({ at: Date.parse(r.created_at), order: r.version, release: r }))
+      .concat(others.map((e) => ({ at: e.at * 1000, order: 0, event: e })))
+      .sort((a, b) => (b.at - a.at) || (b.order - a.order)).slice(0, 100);
     list.replaceChildren(...items.map((item) => item.release ? releaseItem(path, item.release)
       : el("li", { class: "event" }, el("span", { class: `kind ${item.event.kind}` }, item.event.kind), " ", item.event.text,
         el("time", { datetime: new Date(item.at).toISOString() }, ago(new Date(item.at).toISOString())))));
@@ -311,15 +313,17 @@ const COLORS = { p50: "#2f7d32", p95: "#c77700", p99: "#c62828", max: "#6a1b9a",
   "4xx": "#c77700", "5xx": "#c62828", rss: "#1565c0", swap: "#c62828", quota: "#757575", load: "#6a1b9a" };
 const MiB = 1024 * 1024;
 
-function chartWidth(box) { return Math.max(260, Math.min(box.clientWidth || 600, 1100) - 8); }
+// A chart fills its own figure (one column on a phone, two on a desktop).
+function chartWidth(figure) { return Math.max(220, figure.clientWidth - 18); }
 
 // Deploys, config changes, scaling and restarts as dashed vertical lines (Heroku's annotations).
-function annotations(events) {
+// An event is drawn at the start of its slot, so one in the minute in progress is still on the chart.
+function annotations(events, step) {
   return { hooks: { draw: [(u) => {
     const ctx = u.ctx;
     ctx.save();
     for (const e of events) {
-      const x = u.valToPos(e.at, "x", true);
+      const x = u.valToPos(e.at - (e.at % step), "x", true);
       if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
       ctx.strokeStyle = { deploy: "#1565c0", rollback: "#c62828", config: "#6a1b9a", scale: "#2f7d32" }[e.kind] || "#9e9e9e";
       ctx.setLineDash([4, 4]); ctx.lineWidth = 1.5 * devicePixelRatio;
@@ -329,15 +333,20 @@ function annotations(events) {
   }] } };
 }
 
-function chart(box, title, unit, series, xs, events) {
+// Counts (requests, errors, restarts) are bars per slot, as Heroku draws them; times and sizes lines.
+function chart(box, title, unit, series, xs, events, { bars = false, dots = true, min, step = 60 } = {}) {
   const holder = el("figure", { class: "chart", "data-chart": title }, el("figcaption", {}, title));
   box.append(holder);
+  const barPaths = bars ? uPlot.paths.bars({ size: [0.9, 24], align: 1 }) : null;
   const opts = {
-    width: chartWidth(box), height: 180, plugins: [annotations(events)],
-    scales: { x: { time: true } },
-    axes: [{}, { values: (u, vals) => vals.map((v) => v == null ? "" : `${+v.toFixed(2)}${unit}`), size: 60 }],
-    series: [{}].concat(series.map(([label, color]) => ({ label, stroke: color, width: 1.5, spanGaps: false,
-      value: (u, v) => v == null ? "–" : `${+v.toFixed(2)}${unit}` }))),
+    width: chartWidth(holder), height: 190, plugins: [annotations(events, step)],
+    scales: { x: { time: true }, y: { range: (u, lo, hi) => [min ?? Math.min(0, lo ?? 0), Math.max(hi ?? 1, 1) * 1.1] } },
+    cursor: { points: { size: 6 } },
+    axes: [{ stroke: "#57606a", grid: { stroke: "#eaeef2" } },
+      { stroke: "#57606a", grid: { stroke: "#eaeef2" }, size: 56, values: (u, vals) => vals.map((v) => v == null ? "" : `${+v.toFixed(1)}${unit}`) }],
+    series: [{}].concat(series.map(([label, color]) => ({ label, stroke: color, width: bars ? 0 : 2, spanGaps: false,
+      fill: bars ? color + "cc" : undefined, paths: barPaths || undefined, points: { show: !bars && dots, size: 5 },
+      value: (u, v) => v == null ? "–" : `${+v.toFixed(1)}${unit}` }))),
   };
   const data = [xs].concat(series.map((s) => s[2]));
   const plot = new uPlot(opts, data, holder);
@@ -359,13 +368,14 @@ function metricsTab(name, path, panel) {
     const rt = (k) => col((p) => p.response_ms[k]);
     const mem = (k, scale = MiB) => col((p) => p.memory ? p.memory[k] / scale : null);
     const perMinute = 60 / m.step;
-    chart(box, "Response time", "ms", [["p50", COLORS.p50, rt("p50")], ["p95", COLORS.p95, rt("p95")], ["p99", COLORS.p99, rt("p99")], ["max", COLORS.max, rt("max")]], xs, m.events);
-    chart(box, "Throughput (requests/min)", "", ["2xx", "3xx", "4xx", "5xx"].map((k) => [k, COLORS[k], col((p) => p.status[k] * perMinute)]), xs, m.events);
+    const plot = (title, unit, series, options = {}) => chart(box, title, unit, series, xs, m.events, { step: m.step, ...options });
+    plot("Response time", "ms", [["p50", COLORS.p50, rt("p50")], ["p95", COLORS.p95, rt("p95")], ["p99", COLORS.p99, rt("p99")], ["max", COLORS.max, rt("max")]]);
+    plot("Throughput (requests/min)", "", ["2xx", "3xx", "4xx", "5xx"].map((k) => [k, COLORS[k], col((p) => p.status[k] * perMinute)]), { dots: false });
     const codes = [...new Set(m.points.flatMap((p) => Object.keys(p.errors)))].sort();
-    chart(box, "Errors", "", (codes.length ? codes : ["none"]).map((c, i) => [c, ["#c62828", "#c77700", "#6a1b9a", "#1565c0"][i % 4], col((p) => p.errors[c] || 0)]), xs, m.events);
-    chart(box, "Memory (MB)", "", [["rss max", COLORS.rss, mem("rss_max")], ["rss mean", "#64b5f6", mem("rss_mean")], ["swap", COLORS.swap, mem("swap_max")], ["quota", COLORS.quota, mem("quota")]], xs, m.events);
-    chart(box, "Dyno load", "", [["load max", COLORS.load, col((p) => p.load ? p.load.max : null)]], xs, m.events);
-    chart(box, "Restarts and crashes", "", [["restarts", "#1565c0", col((p) => p.restarts)], ["crashes", "#c62828", col((p) => p.crashes)]], xs, m.events);
+    plot("Errors", "", (codes.length ? codes : ["no errors"]).map((c, i) => [c, ["#c62828", "#c77700", "#6a1b9a", "#1565c0"][i % 4], col((p) => p.errors[c] || 0)]), { bars: true });
+    plot("Memory (MB)", "", [["rss max", COLORS.rss, mem("rss_max")], ["rss mean", "#64b5f6", mem("rss_mean")], ["swap", COLORS.swap, mem("swap_max")], ["quota", COLORS.quota, mem("quota")]]);
+    plot("Dyno load", "", [["load max", COLORS.load, col((p) => p.load ? p.load.max : null)]]);
+    plot("Restarts and crashes", "", [["restarts", "#1565c0", col((p) => p.restarts)], ["crashes", "#c62828", col((p) => p.crashes)]], { bars: true });
     note.textContent = `${m.step / 60}-minute points; percentiles within ±${(m.percentile_error * 100).toFixed(1)}%; dashed lines: deploys (blue), rollbacks (red), config (purple), scaling (green). Types: ${m.types.join(", ") || "none yet"}.`;
   };
   panel.replaceChildren(el("section", { class: "card" }, el("h2", {}, "Metrics"),
@@ -399,5 +409,5 @@ window.addEventListener("hashchange", route);
 window.addEventListener("unhandledrejection", (e) => { if (!(e.reason instanceof ApiError && e.reason.status === 401)) toast(String(e.reason && e.reason.message || e.reason), true); });
 let resizeTimer;
 window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(() => {
-  charts.forEach((c) => c.setSize({ width: chartWidth(c.root.parentElement.parentElement), height: 180 })); }, 150); });
+  charts.forEach((c) => c.setSize({ width: chartWidth(c.root.parentElement), height: 190 })); }, 150); });
 route();
