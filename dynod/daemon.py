@@ -82,7 +82,8 @@ class Daemon:
         logs = LogStream(s.logs_dir, lines=s.logs.lines,
                          ssl_context=lambda: ssl.create_default_context(cafile=ca_file),
                          drain_egress=DrainEgress.for_host(allow_local=s.logs.allow_local_drains,
-                                                           dyno_subnets=[s.network.subnet]))
+                                                           dyno_subnets=[s.network.subnet,
+                                                                         s.network.build_subnet]))
         from .metrics import Metrics  # Heroku Metrics, from the lines the log stream publishes
 
         metrics = Metrics(s.state_dir / "metrics.sqlite3", minute_retention=s.metrics.minute_retention,

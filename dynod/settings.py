@@ -95,7 +95,7 @@ class LogSettings:
     # CA bundle that syslog+tls:// and https:// drains are checked against (default: the system's).
     drain_ca_file: str | None = None
     # Drains to loopback, link-local and this host's own addresses are refused (a drain URL would
-    # otherwise reach services that trust the host); the dyno subnet is refused whatever this says.
+    # otherwise reach services that trust the host); the dyno and build subnets are refused always.
     allow_local_drains: bool = False
 
 

@@ -11,7 +11,8 @@ them (``[logs] allow_local_drains``, which the tests use for their loopback rece
 - multicast and the limited broadcast address;
 - the host's own addresses, whatever the interface (found by asking the kernel whether it would
   bind a socket to the address, so an address added later counts too);
-- the dyno subnet (``[network] subnet``): the router and the dynos of every app live there.
+- the dyno and build subnets (``[network] subnet`` and ``build_subnet``): the dynos of every app
+  and the builds live there.
 
 IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry. Names are resolved here and
 every address checked; the connection then goes to the checked address itself, never to the name
@@ -53,7 +54,7 @@ class DrainEgress:
     """The rule for one dynod: which addresses its drains may reach."""
 
     allow_local: bool = False
-    blocked_networks: tuple[IPNetwork, ...] = ()  # the dyno subnet, and any the operator adds
+    blocked_networks: tuple[IPNetwork, ...] = ()  # the dyno and build subnets
     own_address: Callable[[IPAddress], bool] = field(default=is_own_address, compare=False)
 
     @classmethod
@@ -68,7 +69,7 @@ class DrainEgress:
             ip = ip.ipv4_mapped
         for network in self.blocked_networks:
             if ip.version == network.version and ip in network:
-                return f"{ip} is in the dyno network {network}"
+                return f"{ip} is in {network}, a network of dynod's dynos or builds"
         if self.allow_local:
             return None
         if ip.is_loopback:

@@ -255,7 +255,7 @@ def _strict_drain_urls(dynod: Dynod) -> list[tuple[str, str]]:
     urls = [("syslog://127.0.0.1:6379", "loopback"), ("syslog://localhost:22", "loopback"),
             ("https://169.254.169.254/latest/meta-data", "link-local"), ("syslog://0.0.0.0:25", "unspecified"),
             ("https://[::1]:8080/", "loopback"), ("https://[::ffff:127.0.0.1]/", "loopback"),
-            (f"syslog://{dynod.subnet.rsplit('.', 1)[0]}.1:5000", "dyno network")]
+            (f"syslog://{dynod.subnet.rsplit('.', 1)[0]}.1:5000", "dynos or builds")]
     own = _host_global_address()
     if own is not None:
         urls.append((f"https://{own}:9/", "dynod's own host"))
@@ -284,12 +284,18 @@ def test_drains_to_the_host_are_refused_by_default(strict_dynod: Dynod, index: i
         strict_dynod.ctl("apps:destroy", "-a", app, "--confirm", app, check=False)
 
 
-def test_the_dyno_network_is_refused_even_where_local_drains_are_allowed(dynod: Dynod, app: str) -> None:
+def test_the_dyno_and_build_networks_are_refused_even_where_local_drains_are_allowed(dynod: Dynod, app: str) -> None:
+    import ipaddress
+    import tomllib
+
     from dynod.errors import UserError
 
+    build_subnet = tomllib.loads(dynod.config.read_text())["network"]["build_subnet"]
     with dynod.client() as client:
-        with pytest.raises(UserError, match="in the dyno network"):
-            client.add_drain(app, f"syslog://{dynod.subnet.rsplit('.', 1)[0]}.1:5000")
+        for subnet in (dynod.subnet, build_subnet):
+            first = next(ipaddress.ip_network(subnet).hosts())  # the bridge's own address
+            with pytest.raises(UserError, match="a network of dynod.s dynos or builds"):
+                client.add_drain(app, f"syslog://{first}:5000")
         assert client.list_drains(app) == []
 
 
