@@ -19,10 +19,10 @@ def sparkline(values: Sequence[float | None], width: int = SPARK_WIDTH) -> str:
     column without any value is a space (no data, not zero)."""
     if not values:
         return ""
+    count = min(len(values), width)
     columns: list[float | None] = []
-    per = max(1, -(-len(values) // width))
-    for i in range(0, len(values), per):
-        chunk = [v for v in values[i:i + per] if v is not None]
+    for i in range(count):
+        chunk = [v for v in values[i * len(values) // count:(i + 1) * len(values) // count] if v is not None]
         columns.append(max(chunk) if chunk else None)
     known = [v for v in columns if v is not None]
     if not known:
@@ -34,12 +34,12 @@ def sparkline(values: Sequence[float | None], width: int = SPARK_WIDTH) -> str:
                    for v in columns)
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}ms"
+def _ms(value: float | None, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:.0f}ms{suffix}"
 
 
-def _mb(value: float | None) -> str:
-    return "-" if value is None else f"{value / MiB:.1f}MB"
+def _mb(value: float | None, suffix: str = "") -> str:
+    return "-" if value is None else f"{value / MiB:.1f}MB{suffix}"
 
 
 def _series(points: list[dict[str, Any]], pick: Callable[[dict[str, Any]], float | None]) -> list[float | None]:
@@ -78,9 +78,9 @@ def format_metrics(data: dict[str, Any], since_text: str, tz: Any = None) -> lis
     swap = _series(points, _memory("swap_max"))
     load = _series(points, lambda p: None if p["load"] is None else p["load"]["max"])
     rows = [
-        ("Response p50", f"{_ms(_peak(p50))} peak", sparkline(p50)),
-        ("Response p95", f"{_ms(_peak(p95))} peak", sparkline(p95)),
-        ("Response p99", f"{_ms(_peak(p99))} peak", sparkline(p99)),
+        ("Response p50", _ms(_peak(p50), " peak"), sparkline(p50)),
+        ("Response p95", _ms(_peak(p95), " peak"), sparkline(p95)),
+        ("Response p99", _ms(_peak(p99), " peak"), sparkline(p99)),
         ("Response max", _ms(_peak(peak)), sparkline(peak)),
         ("Throughput", f"{requests} requests", sparkline([float(p["requests"]) for p in points])),
         ("  2xx/3xx", f"{status['2xx']}/{status['3xx']}",
@@ -89,8 +89,8 @@ def format_metrics(data: dict[str, Any], since_text: str, tz: Any = None) -> lis
          sparkline([float(p["status"]["4xx"] + p["status"]["5xx"]) for p in points])),
         ("Errors", ", ".join(f"{c} {n}" for c, n in sorted(errors.items())) or "none",
          sparkline([float(sum(p["errors"].values())) for p in points])),
-        ("Memory RSS", f"{_mb(_peak(rss))} peak", sparkline(rss)),
-        ("Memory swap", f"{_mb(_peak(swap))} peak", sparkline(swap)),
+        ("Memory RSS", _mb(_peak(rss), " peak"), sparkline(rss)),
+        ("Memory swap", _mb(_peak(swap), " peak"), sparkline(swap)),
         ("Memory quota", "-" if _peak(quota_pct) is None else f"{_peak(quota_pct):.1f}% peak", sparkline(quota_pct)),
         ("Dyno load", "-" if _peak(load) is None else f"{_peak(load):.2f} peak", sparkline(load)),
         ("Restarts", str(sum(p["restarts"] for p in points)), sparkline([float(p["restarts"]) for p in points])),

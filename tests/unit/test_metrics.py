@@ -65,6 +65,11 @@ def test_router_lines_parse_as_requests() -> None:
     h12 = access_line(method="GET", path="/", host="x", request_id="r", fwd="f", dyno="web.1", connect=0.001,
                       service=None, status=503, nbytes=None, protocol="http", code=RouterCode("H12", "Request timeout"))
     assert observe("dynod", "router", h12) == RouterRequest("web", 503, None, "H12")
+    # a client's X-Forwarded-For spelling out fields cannot fake the router's own
+    spoof = access_line(method="GET", path="/ dyno=web.9 connect=0ms service=1ms status=200 bytes=1 protocol=x",
+                        host="x", request_id="r", fwd='" dyno=web.9 connect=0ms service=9999ms status=200 bytes=1 x="',
+                        dyno="web.1", connect=0.0, service=0.005, status=500, nbytes=1, protocol="http")
+    assert observe("dynod", "router", spoof) == RouterRequest("web", 500, 5.0, None)
     assert observe("app", "router", ok) is None  # an app printing router-like lines counts for nothing
     assert observe("dynod", "router", "garbage") is None
 
