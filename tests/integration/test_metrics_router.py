@@ -155,3 +155,37 @@ def _get_text(d: Dynod, path: str) -> str:
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     return body.decode()
+
+
+def test_crashes_restarts_and_their_events_are_counted(metrics_dynod: Dynod, tmp_path: Path) -> None:
+    d = metrics_dynod
+    app = f"c{random.getrandbits(32):08x}"
+    d.ctl("apps:create", app)
+    try:
+        procfile = "web: python3 slow.py\nworker: python3 -c 'import time; time.sleep(0.5); raise SystemExit(3)'\n"
+        d.ctl("deploy", "--no-build", str(write_app(tmp_path / "src", procfile, {"slow.py": SLOW_APP})), "-a", app)
+        d.ctl("ps:scale", "web=1", "worker=1", "-a", app)
+        d.up(app, 1)
+
+        def worker_figures() -> dict | None:
+            with d.client() as client:
+                data = client.get_metrics(app, "worker", "1h")
+            crashes = sum(p["crashes"] for p in data["points"])
+            restarts = sum(p["restarts"] for p in data["points"])
+            return data if crashes >= 2 and restarts >= 1 else None
+
+        data = d.wait_for(worker_figures, timeout=30, what="the worker's crashes and restarts")
+        assert "worker" in data["types"] and "crash" in [e["kind"] for e in data["events"]]
+        assert all(p["requests"] == 0 for p in data["points"])  # the router's figures are web's
+
+        d.ctl("ps:restart", "web", "-a", app)
+
+        def restarted() -> bool:
+            with d.client() as client:
+                web = client.get_metrics(app, "web", "1h")
+            return any(e["kind"] == "restart" and "web.1" in e["text"] for e in web["events"]) and \
+                sum(p["restarts"] for p in web["points"]) >= 1
+
+        d.wait_for(restarted, timeout=15, what="the web restart counted")
+    finally:
+        d.ctl("apps:destroy", "-a", app, "--confirm", app, check=False)
