@@ -814,7 +814,7 @@ async def _app_metrics(self: ApiRoutes, request: Request, p: dict[str, str]) -> 
     if not _PROCESS_TYPE.fullmatch(type_):
         raise UserError(f"Invalid process type {type_[:40]!r}: use a Procfile name like web or worker.")
     await self.platform.get_app(p["app"])  # 404 for an app that is not there
-    return JsonResponse(200, metrics.series(p["app"], type_, since))
+    return JsonResponse(200, await metrics.series_in_thread(p["app"], type_, since))
 
 
 @_route("GET", "/metrics")

@@ -81,6 +81,21 @@ class Histogram:
                 return min(_representative(index), self.max)
         return self.max  # unreachable while counts add up to count
 
+    def percentiles(self, ps: tuple[float, ...]) -> list[float | None]:
+        """Several percentiles in one pass over the buckets (``ps`` ascending)."""
+        if self.count == 0:
+            return [None] * len(ps)
+        ranks = [max(1, math.ceil(p / 100 * self.count)) for p in ps]
+        found: list[float | None] = []
+        seen = 0
+        for index in sorted(self.counts):
+            seen += self.counts[index]
+            while len(found) < len(ranks) and seen >= ranks[len(found)]:
+                found.append(min(_representative(index), self.max))
+            if len(found) == len(ranks):
+                break
+        return found + [self.max] * (len(ranks) - len(found))
+
     def mean(self) -> float | None:
         return None if self.count == 0 else self.total / self.count
 

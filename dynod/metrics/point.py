@@ -148,8 +148,8 @@ class Point:
             "rpm": round(total * 60 / seconds, 3),
             "status": {k: self.requests.get(k, 0) for k in STATUS_CLASSES},
             "errors": dict(sorted(self.errors.items())),
-            "response_ms": {"p50": h.percentile(50), "p95": h.percentile(95), "p99": h.percentile(99),
-                            "max": h.max if h.count else None, "mean": h.mean()},
+            "response_ms": dict(zip(("p50", "p95", "p99"), h.percentiles((50, 95, 99)), strict=True),
+                                max=h.max if h.count else None, mean=h.mean()),
             "memory": None if not memory else {
                 "dynos": len(memory),
                 "rss_mean": sum(m.rss_sum for m in memory) / sum(m.samples for m in memory),

@@ -100,23 +100,29 @@ class MetricsStore:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def points(self, app: str, type: str | None, step: int, since: float) -> list[tuple[int, str, Point]]:
+    def reader(self) -> sqlite3.Connection:
+        """A connection of its own for a reader in a worker thread (WAL: it never blocks the writer)."""
+        return sqlite3.connect(self.path, isolation_level=None)
+
+    def points(self, app: str, type: str | None, step: int, since: float, *, db: sqlite3.Connection | None = None
+               ) -> list[tuple[int, str, Point]]:
         """(start, type, point) from ``since`` on, oldest first; every type when ``type`` is None."""
+        db = db or self._db
         if type is None:
-            rows = self._db.execute("SELECT start, type, data FROM points WHERE app = ? AND step = ? AND start >= ? "
+            rows = db.execute("SELECT start, type, data FROM points WHERE app = ? AND step = ? AND start >= ? "
                                     "ORDER BY start", (app, step, since - step)).fetchall()
         else:
-            rows = self._db.execute("SELECT start, type, data FROM points WHERE app = ? AND type = ? AND step = ? "
+            rows = db.execute("SELECT start, type, data FROM points WHERE app = ? AND type = ? AND step = ? "
                                     "AND start >= ? ORDER BY start", (app, type, step, since - step)).fetchall()
         return [(start, kind, Point.from_json(json.loads(data))) for start, kind, data in rows]
 
-    def types(self, app: str) -> list[str]:
-        return [row[0] for row in self._db.execute("SELECT DISTINCT type FROM points WHERE app = ? ORDER BY type",
-                                                   (app,))]
+    def types(self, app: str, *, db: sqlite3.Connection | None = None) -> list[str]:
+        query = "SELECT DISTINCT type FROM points WHERE app = ? ORDER BY type"
+        return [row[0] for row in (db or self._db).execute(query, (app,))]
 
-    def events(self, app: str, since: float) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT at, kind, type, text FROM events WHERE app = ? AND at >= ? ORDER BY at, id",
-                                (app, since)).fetchall()
+    def events(self, app: str, since: float, *, db: sqlite3.Connection | None = None) -> list[dict[str, Any]]:
+        query = "SELECT at, kind, type, text FROM events WHERE app = ? AND at >= ? ORDER BY at, id"
+        rows = (db or self._db).execute(query, (app, since)).fetchall()
         return [{"at": at, "kind": kind, "type": type, "text": text} for at, kind, type, text in rows]
 
     def statistics(self) -> dict[str, int]:

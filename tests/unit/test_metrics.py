@@ -40,6 +40,7 @@ def test_histogram_percentiles_are_within_the_documented_error(seed: int) -> Non
         assert abs(got - exact) <= max(exact * RELATIVE_ERROR, 0.5) + 1e-9, (p, exact, got)
     assert h.max == max(values)
     assert len(h.counts) <= LAST_BUCKET + 1
+    assert h.percentiles((50, 95, 99, 100)) == [h.percentile(p) for p in (50, 95, 99, 100)]
 
 
 def test_histogram_small_values_are_exact_and_merge_adds() -> None:
