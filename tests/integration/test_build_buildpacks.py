@@ -425,3 +425,16 @@ async def test_a_buildpack_url_that_is_not_a_buildpack_is_one_clear_error(build:
     # A URL nothing answers at (loopback, a closed port) says so, without a traceback.
     with pytest.raises(BuildError, match=r"could not be cloned .*check the URL and branch"):
         await build.compile({"BUILDPACK_URL": "https://127.0.0.1:9/nothing-here.git"})
+
+
+async def test_npm_config_production_false_keeps_devdependencies(build: Build):
+    build.load(EXAMPLES / "node-typescript")
+    await build.compile({"NPM_CONFIG_PRODUCTION": "false"})
+    assert "Skipping pruning devDependencies" in build.output
+    assert (build.dirs["app"] / "node_modules/typescript/package.json").is_file()
+    assert (build.dirs["app"] / "dist/index.js").is_file()
+    # The default prunes them after the build used them.
+    build.load(EXAMPLES / "node-typescript")
+    await build.compile()
+    assert "Pruning devDependencies" in build.output and (build.dirs["app"] / "dist/index.js").is_file()
+    assert not (build.dirs["app"] / "node_modules/typescript").exists()
