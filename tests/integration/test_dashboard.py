@@ -160,6 +160,15 @@ def test_dashboard_end_to_end(dashboard_dynod: Dynod, browser, shots: Path, tmp_
         by_title = dict(drawn)
         assert by_title["Response time"] and by_title["Throughput (requests/min)"], drawn
         driver.save_screenshot(str(shots / "06-metrics.png"))
+        # and they update in place with new traffic (the 10 s poll; "Show" asks at once)
+        total = "return charts[1].data.slice(1).flat().reduce((a, v) => a + (v || 0), 0)"
+        before = driver.execute_script(total)
+        first_chart = driver.execute_script("return charts[0].root")
+        _requests(d, app, 20)
+        time.sleep(0.3)  # the router's lines reach dynod in batches
+        driver.find_element(By.CSS_SELECTOR, ".filters button[type=submit]").click()
+        _wait(driver, lambda: driver.execute_script(total) > before, what="the new requests in the chart")
+        assert driver.execute_script("return charts[0].root") == first_chart  # same chart, new data
 
         # Settings: config vars masked; a destroy needs the app's name typed, as the CLI asks.
         d.ctl("config:set", "SECRET_TOKEN=hunter2", "-a", app)

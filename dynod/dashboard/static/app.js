@@ -318,11 +318,11 @@ function chartWidth(figure) { return Math.max(220, figure.clientWidth - 18); }
 
 // Deploys, config changes, scaling and restarts as dashed vertical lines (Heroku's annotations).
 // An event is drawn at the start of its slot, so one in the minute in progress is still on the chart.
-function annotations(events, step) {
+function annotations(step) {
   return { hooks: { draw: [(u) => {
     const ctx = u.ctx;
     ctx.save();
-    for (const e of events) {
+    for (const e of u.dynodEvents || []) {
       const x = u.valToPos(e.at - (e.at % step), "x", true);
       if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
       ctx.strokeStyle = { deploy: "#1565c0", rollback: "#c62828", config: "#6a1b9a", scale: "#2f7d32" }[e.kind] || "#9e9e9e";
@@ -339,7 +339,7 @@ function chart(box, title, unit, series, xs, events, { bars = false, dots = true
   box.append(holder);
   const barPaths = bars ? uPlot.paths.bars({ size: [0.9, 24], align: 1 }) : null;
   const opts = {
-    width: chartWidth(holder), height: 190, plugins: [annotations(events, step)],
+    width: chartWidth(holder), height: 190, plugins: [annotations(step)],
     scales: { x: { time: true }, y: { range: (u, lo, hi) => [min ?? Math.min(0, lo ?? 0), Math.max(hi ?? 1, 1) * 1.1] } },
     cursor: { points: { size: 6 } },
     axes: [{ stroke: "#57606a", grid: { stroke: "#eaeef2" } },
@@ -350,6 +350,7 @@ function chart(box, title, unit, series, xs, events, { bars = false, dots = true
   };
   const data = [xs].concat(series.map((s) => s[2]));
   const plot = new uPlot(opts, data, holder);
+  plot.dynodEvents = events;
   charts.push(plot);
   return plot;
 }
@@ -359,23 +360,33 @@ function metricsTab(name, path, panel) {
   const since = el("select", { id: "m-since" }, ["1h", "6h", "24h", "7d"].map((s) => el("option", { value: s }, s)));
   const box = el("div", { class: "charts" });
   const note = el("p", { class: "size" });
+  let shape = "";
   const draw = async () => {
     const m = await api("GET", `${path}/metrics?type=${encodeURIComponent(type.value.trim() || "web")}&since=${since.value}`);
-    charts.forEach((c) => c.destroy()); charts = [];
-    box.replaceChildren();
     const xs = m.points.map((p) => p.t);
     const col = (f) => m.points.map(f);
     const rt = (k) => col((p) => p.response_ms[k]);
     const mem = (k, scale = MiB) => col((p) => p.memory ? p.memory[k] / scale : null);
     const perMinute = 60 / m.step;
-    const plot = (title, unit, series, options = {}) => chart(box, title, unit, series, xs, m.events, { step: m.step, ...options });
-    plot("Response time", "ms", [["p50", COLORS.p50, rt("p50")], ["p95", COLORS.p95, rt("p95")], ["p99", COLORS.p99, rt("p99")], ["max", COLORS.max, rt("max")]]);
-    plot("Throughput (requests/min)", "", ["2xx", "3xx", "4xx", "5xx"].map((k) => [k, COLORS[k], col((p) => p.status[k] * perMinute)]), { dots: false });
     const codes = [...new Set(m.points.flatMap((p) => Object.keys(p.errors)))].sort();
-    plot("Errors", "", (codes.length ? codes : ["no errors"]).map((c, i) => [c, ["#c62828", "#c77700", "#6a1b9a", "#1565c0"][i % 4], col((p) => p.errors[c] || 0)]), { bars: true });
-    plot("Memory (MB)", "", [["rss max", COLORS.rss, mem("rss_max")], ["rss mean", "#64b5f6", mem("rss_mean")], ["swap", COLORS.swap, mem("swap_max")], ["quota", COLORS.quota, mem("quota")]]);
-    plot("Dyno load", "", [["load max", COLORS.load, col((p) => p.load ? p.load.max : null)]]);
-    plot("Restarts and crashes", "", [["restarts", "#1565c0", col((p) => p.restarts)], ["crashes", "#c62828", col((p) => p.crashes)]], { bars: true });
+    const specs = [
+      ["Response time", "ms", [["p50", COLORS.p50, rt("p50")], ["p95", COLORS.p95, rt("p95")], ["p99", COLORS.p99, rt("p99")], ["max", COLORS.max, rt("max")]]],
+      ["Throughput (requests/min)", "", ["2xx", "3xx", "4xx", "5xx"].map((k) => [k, COLORS[k], col((p) => p.status[k] * perMinute)]), { dots: false }],
+      ["Errors", "", (codes.length ? codes : ["no errors"]).map((c, i) => [c, ["#c62828", "#c77700", "#6a1b9a", "#1565c0"][i % 4], col((p) => p.errors[c] || 0)]), { bars: true }],
+      ["Memory (MB)", "", [["rss max", COLORS.rss, mem("rss_max")], ["rss mean", "#64b5f6", mem("rss_mean")], ["swap", COLORS.swap, mem("swap_max")], ["quota", COLORS.quota, mem("quota")]]],
+      ["Dyno load", "", [["load max", COLORS.load, col((p) => p.load ? p.load.max : null)]]],
+      ["Restarts and crashes", "", [["restarts", "#1565c0", col((p) => p.restarts)], ["crashes", "#c62828", col((p) => p.crashes)]], { bars: true }],
+    ];
+    const newShape = `${m.step}|` + specs.map(([title, , series]) => title + ":" + series.map((x) => x[0]).join(",")).join("|");
+    if (newShape === shape && charts.length === specs.length) {
+      // Same charts: new data in place (no flicker, the cursor and the scroll stay).
+      specs.forEach(([, , series], i) => { charts[i].dynodEvents = m.events; charts[i].setData([xs].concat(series.map((x) => x[2]))); });
+    } else {
+      charts.forEach((c) => c.destroy()); charts = [];
+      box.replaceChildren();
+      for (const [title, unit, series, options] of specs) chart(box, title, unit, series, xs, m.events, { step: m.step, ...(options || {}) });
+      shape = newShape;
+    }
     note.textContent = `${m.step / 60}-minute points; percentiles within ±${(m.percentile_error * 100).toFixed(1)}%; dashed lines: deploys (blue), rollbacks (red), config (purple), scaling (green). Types: ${m.types.join(", ") || "none yet"}.`;
   };
   panel.replaceChildren(el("section", { class: "card" }, el("h2", {}, "Metrics"),
