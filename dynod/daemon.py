@@ -55,6 +55,14 @@ class Daemon:
         with trio.move_on_after(2):  # a stuck router must not hold up stopping dynos
             while self._routes_pushed < wanted:
                 await self._routes_pushed_event.wait()
+            # The router's parent has them; its workers apply them in order with what they read, so
+            # once every worker has answered a stats request none routes to the dyno that left (on a
+            # busy host a worker can lag: requests sent after SIGTERM wait in the dyno's backlog and
+            # end as H12s).
+            try:
+                await self._router.statistics()
+            except (UserError, EOFError, OSError) as exc:
+                log.debug("route barrier: %s", exc)
 
     async def run(self) -> None:
         from .api.server import serve_api

@@ -48,6 +48,31 @@ class Deploys:
             container_for=self._container, timeout=s.builds.timeout,
             local_roots=tuple(Path(p) for p in s.builds.local_buildpack_roots))
         self._stack_path: Path | None = None
+        self._fail_interrupted()
+
+    def _fail_interrupted(self) -> None:
+        """A build or release phase that was running when dynod last stopped ends failed, not pending.
+
+        Nothing in this dynod runs them (its build containers died with the old one or are killed
+        as stale cgroups when the manager starts), so "pending" would never change by itself.
+        """
+        ledger = self.platform.ledger
+        for app in ledger.list_apps():
+            try:
+                records = self.store.list(app.name)
+            except (OSError, ValueError, TypeError) as exc:  # a damaged record must not stop dynod
+                log.warning("build records of %s unreadable: %s", app.name, exc)
+                records = []
+            for record in records:
+                if record.status == "pending":
+                    self.store.finish(record, status="failed",
+                                      error="dynod stopped during the build: build again.")
+                    log.warning("build %s of %s was interrupted: marked failed", record.id, app.name)
+            for release in ledger.list_releases(app.name):
+                if release.status == "pending":
+                    ledger.set_release_status(app.name, release.version, "failed")
+                    log.warning("release v%s of %s was interrupted in its release phase: marked failed",
+                                release.version, app.name)
 
     def _container(self, dirs: BuildDirs) -> SpawnerBuildContainer:
         assert self._stack_path is not None

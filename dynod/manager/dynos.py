@@ -459,7 +459,8 @@ class DynoManager:
         failures = 0
         while not live.stopping and live.exit_status is None:
             check = self.health_checks.get(live.app)
-            await trio.sleep(check.interval if check is not None else 1.0)
+            # Without a check, look again now and then: one set later applies to the running dynos.
+            await trio.sleep(check.interval if check is not None else health.HealthCheck().interval)
             check = self.health_checks.get(live.app)
             if check is None or live.stopping:
                 failures = 0

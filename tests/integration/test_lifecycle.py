@@ -156,9 +156,13 @@ def test_no_request_is_lost_while_the_web_dynos_are_replaced(dynod: Dynod, serve
                                  f"{load.failures[:3]}; router codes: {_router_codes(dynod, app)}")
 
 
-def _router_codes(dynod: Dynod, app: str) -> Counter[str]:
+def _router_codes(dynod: Dynod, app: str) -> str:
+    """The router's error codes, the lines that carry them and the dynos' own lines, for a failure."""
     lines = dynod.ctl("logs", "-a", app, "-n", "1500", "--ps", "router").stdout.splitlines()
-    return Counter(word for line in lines for word in line.split() if word.startswith("code="))
+    errors = [line for line in lines if "code=" in line]
+    codes = Counter(word for line in errors for word in line.split() if word.startswith("code="))
+    dynos = dynod.ctl("logs", "-a", app, "-n", "200", "--ps", "web").stdout
+    return f"{dict(codes)}\n" + "\n".join(errors[:5]) + "\n" + dynos
 
 
 # -- preboot ----------------------------------------------------------------------------------------
