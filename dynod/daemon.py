@@ -112,6 +112,12 @@ class Daemon:
         platform = Platform(s, ledger=ledger, manager=manager, logs=logs, slugs=slugs, stacks=stacks,
                             routes_changed=self.routes_changed, request_shutdown=self.request_shutdown)
         platform.metrics, platform.prometheus = metrics, s.metrics.prometheus
+        from .addons import Addons  # the add-on servers: their own cgroup subtree, apart from the dynos'
+
+        addon_cgroups = detect(parent=s.cgroups.parent, name=f"{s.cgroups.name}-addons")
+        addons = platform.addons = Addons(s, ledger=ledger, logs=logs, manager=manager, firewall=firewall,
+                                          cgroups=addon_cgroups, released=platform.addon_released)
+        manager.address_claimed, manager.address_released = addons.address_claimed, addons.address_released
         router = None
         self._router = None
         try:
@@ -121,6 +127,7 @@ class Daemon:
                 await nursery.start(logs.run)
                 await nursery.start(metrics.run)
                 await nursery.start(manager.run)
+                await nursery.start(addons.run)  # after the manager's adoption: the live dynos are known
                 nursery.start_soon(self._supervise_spawner, manager, nursery)
                 if s.router.enabled:
                     router = self._router = await self._start_router()
@@ -140,6 +147,7 @@ class Daemon:
                 await self._shutdown.wait()
                 if self._stop_dynos:
                     await manager.stop_all()
+                    await addons.stop_servers()  # their data stays in the state dir
                     await manager.spawner.shutdown(force=True)  # the one running now
                     if router is not None:
                         await router.stop_router()
@@ -147,6 +155,7 @@ class Daemon:
                     await build_network.teardown()
                     await trio.to_thread.run_sync(firewall.remove)  # dynod stops for good
                     await trio.to_thread.run_sync(cgroups.remove_subtree)
+                    await trio.to_thread.run_sync(addon_cgroups.remove_subtree)
                 nursery.cancel_scope.cancel()
         finally:
             if self._stop_dynos:

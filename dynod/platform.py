@@ -75,7 +75,60 @@ def rfc3339(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-class Platform:
+# -- add-ons (dynod.addons; docs/addons.md) ---------------------------------------------------
+class _AddonsApi:
+    """The API's add-on calls, mixed into Platform (a block of its own, apart from the rest)."""
+
+    addons: Any
+    ledger: Ledger
+    logs: Any
+    manager: DynoManager
+
+    def addon_released(self, release: Release) -> None:
+        self.logs.emit(release.app, "dynod", "api", f"Release v{release.version} created by dynoctl: "
+                                                     f"{release.description}")
+        self.manager.reset_crashes(release.app)
+        self.manager.wake()
+
+    def _addons(self) -> Any:
+        if self.addons is None:
+            raise UserError("Add-ons are not available in this dynod.", status=503, code="unavailable")
+        return self.addons
+
+    async def list_addons(self, app: str | None) -> list[Json]:
+        if app is not None:
+            self.ledger.get_app(app)
+        return self._addons().list_json(app)  # type: ignore[no-any-return]
+
+    async def create_addon(self, app: str, plan: str, attachment: str | None, name: str | None) -> Json:
+        return await self._addons().create(app, plan, attachment=attachment, name=name)  # type: ignore[no-any-return]
+
+    async def get_addon(self, name: str, app: str | None) -> Json:
+        return await self._addons().info(name, app)  # type: ignore[no-any-return]
+
+    async def destroy_addon(self, name: str, app: str | None, force: bool) -> Json:
+        return await self._addons().destroy(name, app=app, force=force)  # type: ignore[no-any-return]
+
+    async def list_attachments(self, app: str | None) -> list[Json]:
+        addons = self._addons()
+        if app is not None:
+            self.ledger.get_app(app)
+        return [addons.attachment_json(a) for a in self.ledger.list_attachments(app=app)]
+
+    async def attach_addon(self, addon: str, app: str, attachment: str | None) -> Json:
+        return await self._addons().attach(addon, app, attachment)  # type: ignore[no-any-return]
+
+    async def detach_addon(self, app: str, attachment: str) -> Json:
+        return await self._addons().detach(app, attachment)  # type: ignore[no-any-return]
+
+    async def list_addon_services(self) -> list[Json]:
+        return self._addons().services_json()  # type: ignore[no-any-return]
+
+    async def list_addon_plans(self, service: str) -> list[Json]:
+        return self._addons().plans_json(service)  # type: ignore[no-any-return]
+
+
+class Platform(_AddonsApi):
     def __init__(self, settings: Settings, *, ledger: Ledger, manager: DynoManager, logs: Any, slugs: Any,
                  stacks: Any, routes_changed: Callable[[], None], request_shutdown: Callable[[bool], None]
                  ) -> None:
@@ -92,6 +145,7 @@ class Platform:
 
         self.deploys = Deploys(self)
         self.acm: Any = None  # the CertManager (dynod.acm): set by the daemon when the router runs
+        self.addons: Any = None  # dynod.addons.Addons: set by the daemon
         # Set by the daemon (docs/metrics.md, docs/dashboard.md): the API reads them.
         self.metrics: Any = None  # dynod.metrics.Metrics
         self.prometheus = False  # [metrics] prometheus: GET /metrics served
@@ -121,6 +175,8 @@ class Platform:
             "current": release.version == current,
             "slug": {"id": release.slug_id} if release.slug_id else None,
             "process_types": release.process_types, "config_var_names": sorted(release.config),
+            "addons": [{"name": ref.addon, "attachment": ref.attachment, "plan": {"name": f"{ref.service}:{ref.plan}"}}
+                       for ref in release.addons],
         }
 
     def _dyno_json(self, record: DynoRecord) -> Json:
@@ -176,6 +232,8 @@ class Platform:
             for record in self.ledger.list_dynos(app):
                 self.manager.restart_at.pop(record.id, None)
             slug_ids = {r.slug_id for r in self.ledger.list_releases(app) if r.slug_id}
+            if self.addons is not None:
+                await self.addons.app_destroyed(app)  # its own add-ons go, detached from other apps first
             self.ledger.destroy_app(app)
             self.manager.health_checks.remove(app)
             self.deploys.app_destroyed(app)
@@ -282,10 +340,27 @@ class Platform:
             target = self.ledger.get_release(app, target_version)
         except NotFound:
             raise NotFound(f"{app} has no release v{target_version}: see `dynoctl releases -a {app}`.") from None
-        release = self._release(app, slug_id=target.slug_id, config=dict(target.config),
+        config = dict(target.config)
+        # Heroku's rule: a rollback never re-creates or destroys an add-on. The add-ons attached
+        # now stay, with their config vars as they are now; vars of add-ons gone since are dropped.
+        now = {ref.attachment for ref in current.addons}
+        for ref in target.addons:
+            if ref.attachment not in now:
+                config.pop(f"{ref.attachment}_URL", None)
+        for ref in current.addons:
+            for key, value in current.config.items():
+                if key == f"{ref.attachment}_URL":
+                    config[key] = value
+        release = self._release(app, slug_id=target.slug_id, config=config,
                                 process_types=dict(target.process_types),
                                 description=f"Rollback to v{target.version}")
-        return self._release_json(release, release.version)
+        result = self._release_json(release, release.version)
+        if set(target.addons) != set(current.addons):
+            names = lambda refs: ", ".join(f"{r.attachment} ({r.addon})" for r in refs) or "none"  # noqa: E731
+            result["warning"] = (f"v{target.version} had add-ons {names(target.addons)}; {app} has "
+                                 f"{names(current.addons)}. A rollback does not create, destroy, attach or "
+                                 "detach add-ons: use addons:create/attach/detach for that.")
+        return result
 
     # -- formation and dynos -----------------------------------------------------------------
     async def get_formation(self, app: str) -> list[Json]:

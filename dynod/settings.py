@@ -141,6 +141,14 @@ class LedgerSettings:
 
 
 @dataclass(frozen=True)
+class AddonSettings:
+    # Each built-in add-on's server listens on the dyno bridge's address on a port of this range
+    # (docs/addons.md); dynos of attached apps are let through to it, nothing else is.
+    port_first: int = 45000
+    port_count: int = 1000
+
+
+@dataclass(frozen=True)
 class Settings:
     state_dir: Path = Path("/var/lib/dynod")
     run_dir: Path = Path("/run/dynod")
@@ -155,6 +163,7 @@ class Settings:
     logs: LogSettings = field(default_factory=LogSettings)
     builds: BuildSettings = field(default_factory=BuildSettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
+    addons: AddonSettings = field(default_factory=AddonSettings)
     acm: AcmSettings = field(default_factory=AcmSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
@@ -191,7 +200,7 @@ class Settings:
 
 _SECTIONS = {"dynos": DynoSettings, "network": NetworkSettings, "cgroups": CgroupSettings,
              "router": RouterSettings, "logs": LogSettings, "builds": BuildSettings,
-             "ledger": LedgerSettings, "acm": AcmSettings, "metrics": MetricsSettings,
+             "ledger": LedgerSettings, "addons": AddonSettings, "acm": AcmSettings, "metrics": MetricsSettings,
              "dashboard": DashboardSettings}
 
 
@@ -236,6 +245,10 @@ def validate(settings: Settings) -> Settings:
                         "every app's uid must differ from it.")
     if settings.dynos.hard_limit_ratio < 1.0:
         raise UserError("[dynos] hard_limit_ratio must be at least 1 (the quota itself).")
+    a = settings.addons
+    if isinstance(a.port_first, bool) or not isinstance(a.port_first, int) or not isinstance(a.port_count, int) \
+            or a.port_first < 1024 or a.port_count < 1 or a.port_first + a.port_count > 65536:
+        raise UserError("[addons] port_first and port_count must give a range of ports within 1024..65535.")
     m = settings.metrics
     retentions = (m.minute_retention, m.coarse_retention)
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in retentions) \

@@ -432,6 +432,44 @@ class ApiClient:
     def remove_drain(self, app: str, url_or_id: str) -> None:
         self.request("DELETE", _path("apps", app, "log-drains", url_or_id))
 
+    # --- add-ons (docs/addons.md) ----------------------------------------------------------------
+
+    def list_addons(self, app: str | None = None) -> list[Json]:
+        return self.request("GET", _path("apps", app, "addons") if app else "/addons")
+
+    def create_addon(self, app: str, plan: str, *, attachment: str | None = None, name: str | None = None
+                     ) -> Json:
+        body: Json = {"plan": plan}
+        if attachment:
+            body["attachment"] = {"name": attachment}
+        if name:
+            body["name"] = name
+        return self.request("POST", _path("apps", app, "addons"), body)
+
+    def get_addon(self, name: str, app: str | None = None) -> Json:
+        return self.request("GET", _path("apps", app, "addons", name) if app else _path("addons", name))
+
+    def destroy_addon(self, app: str, name: str, *, force: bool = False) -> Json:
+        return self.request("DELETE", _path("apps", app, "addons", name), {"force": force})
+
+    def list_attachments(self, app: str | None = None) -> list[Json]:
+        return self.request("GET", _path("apps", app, "addon-attachments") if app else "/addon-attachments")
+
+    def attach_addon(self, addon: str, app: str, name: str | None = None) -> Json:
+        body: Json = {"addon": addon, "app": app}
+        if name:
+            body["name"] = name
+        return self.request("POST", "/addon-attachments", body)
+
+    def detach_addon(self, app: str, attachment: str) -> Json:
+        return self.request("DELETE", _path("apps", app, "addon-attachments", attachment))
+
+    def list_addon_services(self) -> list[Json]:
+        return self.request("GET", "/addon-services")
+
+    def list_addon_plans(self, service: str) -> list[Json]:
+        return self.request("GET", _path("addon-services", service, "plans"))
+
     # --- domains and certificates ---------------------------------------------------------------
 
     def list_domains(self, app: str) -> list[Json]:

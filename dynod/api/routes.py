@@ -862,6 +862,91 @@ async def _dashboard_vendor(self: ApiRoutes, request: Request, p: dict[str, str]
     return await _asset(f"vendor/uplot/{p['file']}")
 
 
+# --- add-ons (docs/addons.md): Heroku's /addons, /addon-attachments, /addon-services -----------------
+
+
+def _attachment_name(body: dict[str, Any]) -> str | None:
+    # Heroku's shape is {"attachment": {"name": "X"}}; {"as": "X"} is accepted too.
+    attachment = body.get("attachment")
+    if attachment is not None:
+        if not isinstance(attachment, dict):
+            raise UserError("Field 'attachment' must be an object like {\"name\": \"DATABASE\"}.")
+        return _optional_str(attachment, "name") or None
+    return _optional_str(body, "as") or None
+
+
+@_route("GET", "/addons")
+async def _list_all_addons(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.list_addons(None))
+
+
+@_route("GET", "/addons/{addon}")
+async def _get_addon_any(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.get_addon(p["addon"], None))
+
+
+@_route("GET", "/apps/{app}/addons")
+async def _list_addons(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.list_addons(p["app"]))
+
+
+@_route("POST", "/apps/{app}/addons")
+async def _create_addon(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    return JsonResponse(201, await self.platform.create_addon(
+        p["app"], _required_str(body, "plan"), _attachment_name(body), _optional_str(body, "name") or None))
+
+
+@_route("GET", "/apps/{app}/addons/{addon}")
+async def _get_addon(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.get_addon(p["addon"], p["app"]))
+
+
+@_route("DELETE", "/apps/{app}/addons/{addon}")
+async def _destroy_addon(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    force = _bool(body, "force", False) or request.query.get("force") in ("1", "true")
+    return JsonResponse(200, await self.platform.destroy_addon(p["addon"], p["app"], force))
+
+
+@_route("GET", "/addon-attachments")
+async def _list_all_attachments(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.list_attachments(None))
+
+
+@_route("GET", "/apps/{app}/addon-attachments")
+async def _list_attachments(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.list_attachments(p["app"]))
+
+
+@_route("POST", "/addon-attachments")
+async def _attach_addon(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    addon, app = body.get("addon"), body.get("app")
+    # Heroku sends {"addon": "name", "app": "name"} or the objects {"name": ...}.
+    addon = addon.get("name") if isinstance(addon, dict) else addon
+    app = app.get("name") if isinstance(app, dict) else app
+    if not isinstance(addon, str) or not addon or not isinstance(app, str) or not app:
+        raise UserError("Send {\"addon\": ADDON, \"app\": APP, \"name\": ATTACHMENT (optional)}.")
+    return JsonResponse(201, await self.platform.attach_addon(
+        _no_nul(addon, "addon"), _no_nul(app, "app"), _optional_str(body, "name") or None))
+
+
+@_route("DELETE", "/apps/{app}/addon-attachments/{attachment}")
+async def _detach_addon(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.detach_addon(p["app"], p["attachment"]))
+
+
+@_route("GET", "/addon-services")
+async def _list_addon_services(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.list_addon_services())
+
+
+@_route("GET", "/addon-services/{service}/plans")
+async def _list_addon_plans(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.list_addon_plans(p["service"]))
+
+
 __all__ = [
     "ApiRoutes", "AttachResponse", "JsonResponse", "Request", "RequestBody", "Response", "StreamResponse",
     "TextResponse", "match_route",

@@ -52,6 +52,8 @@ def format_release_info(release: Json, now: float, tz: tzinfo | None = None) -> 
         ("Change", describe(release)),
         ("Status", release.get("status", "succeeded")),
         ("Slug", slug.get("id", "none")),
+        ("Add-ons", ", ".join(f"{a['name']} as {a['attachment']} ({a['plan']['name']})"
+                              for a in release.get("addons") or []) or "none"),
         ("Process Types", ", ".join(sorted(process_types)) or "none"),
         ("Config Vars", ", ".join(release.get("config_var_names") or []) or "none"),
         ("When", time_ago(release.get("created_at"), now, tz)),
@@ -88,6 +90,8 @@ def rollback(ctx: Context, argv: list[str]) -> int:
     ctx.progress(f"Rolling back {app} to {args.release or 'the previous release'}... ")
     release = ctx.client().rollback(app, version)
     ctx.out(f"done, v{release['version']}")
+    if release.get("warning"):  # the add-on sets differ: a rollback never changes add-ons
+        ctx.out(f" !    {release['warning']}")
     return 0
 
 

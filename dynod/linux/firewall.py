@@ -37,10 +37,17 @@ class HostPort:
 
     protocol: str  # "tcp" or "udp"
     port: int
+    # Only from the addresses admitted to it (``Firewall.admit_exactly``): an add-on's port is
+    # for the dynos of the apps it is attached to, not for every dyno.
+    only: bool = False
 
     def __post_init__(self) -> None:
         if self.protocol not in ("tcp", "udp") or not 0 < self.port < 65536:
             raise ValueError(f"not a host port to offer: {self.protocol}/{self.port}")
+
+    @property
+    def set_name(self) -> str:
+        return f"offer_{self.protocol}_{self.port}"
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class FirewallSpec:
     bridges: tuple[str, ...]  # the dyno bridge, then the build bridge
     subnets: tuple[str, ...]  # their subnets, same order
     offered: tuple[HostPort, ...] = field(default_factory=tuple)
+    # The addresses admitted to each ``only`` port (by set name), so a remade table keeps them.
+    admitted: tuple[tuple[str, tuple[str, ...]], ...] = field(default_factory=tuple)
 
     @property
     def table(self) -> str:
@@ -88,6 +97,7 @@ def ruleset(spec: FirewallSpec) -> dict[str, Any]:
                                  "comment": comment}}}
 
     accept, drop = {"accept": None}, {"drop": None}
+    counted = {"counter": None}  # `nft list table` then says how much each drop refused
     commands: list[dict[str, Any]] = [
         # add-then-delete makes the delete safe when the table is not there yet: one transaction
         # replaces an old table (a crashed dynod's) or makes the first.
@@ -99,27 +109,50 @@ def ruleset(spec: FirewallSpec) -> dict[str, Any]:
         chain("postrouting", "nat", "postrouting", 100),
         rule("input", from_bridges, replies, accept, comment="replies to the host's own connections"),
     ]
+    admitted = dict(spec.admitted)
     for offered in spec.offered:
+        sources: list[dict[str, Any]] = []
+        if offered.only:
+            commands.append({"add": {"set": {"family": FAMILY, "table": t, "name": offered.set_name,
+                                             "type": "ipv4_addr"}}})
+            if admitted.get(offered.set_name):
+                commands.append(set_elements(t, offered.set_name, admitted[offered.set_name]))
+            sources = [_match({"payload": {"protocol": "ip", "field": "saddr"}}, f"@{offered.set_name}")]
         for subnet in spec.subnets:
             gateway = str(next(ipaddress.ip_network(subnet).hosts()))
             commands.append(rule(
-                "input", from_bridges, _match({"payload": {"protocol": "ip", "field": "daddr"}}, gateway),
+                "input", from_bridges, *sources,
+                _match({"payload": {"protocol": "ip", "field": "daddr"}}, gateway),
                 _match({"payload": {"protocol": offered.protocol, "field": "dport"}}, offered.port), accept,
-                comment=f"offered: {offered.protocol}/{offered.port}"))
+                comment=f"offered: {offered.protocol}/{offered.port}" + (" (admitted only)" if offered.only else "")))
     commands += [
-        rule("input", from_bridges, drop, comment="nothing else of the host's"),
+        rule("input", from_bridges, counted, drop, comment="nothing else of the host's"),
         rule("forward", to_bridges, replies, accept, comment="replies back to dynos and builds"),
-        rule("forward", to_bridges, drop, comment="nothing new into a dyno or build"),
+        rule("forward", to_bridges, counted, drop, comment="nothing new into a dyno or build"),
         rule("forward", from_bridges, _match({"payload": {"protocol": "ip", "field": "daddr"}},
-                                             _prefix(BENCHMARK_RANGE)), drop,
+                                             _prefix(BENCHMARK_RANGE)), counted, drop,
              comment="no dyno or build of any dynod"),
-        rule("forward", from_bridges, _match(_meta("nfproto"), "ipv6"), drop, comment="no IPv6"),
+        rule("forward", from_bridges, _match(_meta("nfproto"), "ipv6"), counted, drop, comment="no IPv6"),
         rule("forward", from_bridges, accept, comment="the outside world"),
     ]
     for subnet in spec.subnets:
         commands.append(rule(
             "postrouting", _match({"payload": {"protocol": "ip", "field": "saddr"}}, _prefix(subnet)),
             _match(_meta("oifname"), bridges, "!="), {"masquerade": None}, comment="egress through NAT"))
+    return {"nftables": commands}
+
+
+def set_elements(table: str, name: str, addresses: tuple[str, ...]) -> dict[str, Any]:
+    return {"add": {"element": {"family": FAMILY, "table": table, "name": name, "elem": sorted(addresses)}}}
+
+
+def admit_commands(spec: FirewallSpec, admitted: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """Pure: replace the members of each named set in one transaction (flush, then add)."""
+    commands: list[dict[str, Any]] = []
+    for name, addresses in sorted(admitted.items()):
+        commands.append({"flush": {"set": {"family": FAMILY, "table": spec.table, "name": name}}})
+        if addresses:
+            commands.append(set_elements(spec.table, name, addresses))
     return {"nftables": commands}
 
 
@@ -160,6 +193,26 @@ class Firewall:
         if port not in self.spec.offered:
             self.spec = replace(self.spec, offered=(*self.spec.offered, port))
             self.apply()
+
+    def admit_exactly(self, wanted: dict[HostPort, set[str]]) -> None:
+        """Make the ``only`` ports offered exactly those of ``wanted``, each admitting exactly its
+        addresses: a new or withdrawn port remakes the table, a change of members alone is one
+        small transaction on the sets (about a millisecond: it runs before a dyno may start)."""
+        ports = {replace(port, only=True) for port in wanted}
+        admitted = {port.set_name: tuple(sorted(wanted[port])) for port in wanted}
+        kept = tuple(p for p in self.spec.offered if not p.only)
+        current = {p for p in self.spec.offered if p.only}
+        if ports != current:
+            self.spec = replace(self.spec, offered=(*kept, *sorted(ports, key=lambda p: (p.protocol, p.port))),
+                                admitted=tuple(sorted(admitted.items())))
+            self.apply()
+            return
+        changed = {name: members for name, members in admitted.items() if dict(self.spec.admitted).get(name) != members}
+        if changed:
+            rc, _out, err = self._nft().json_cmd(admit_commands(self.spec, changed))
+            if rc != 0:
+                raise UserError(f"nftables refused the add-on access sets of {self.spec.table}: {str(err).strip()}")
+            self.spec = replace(self.spec, admitted=tuple(sorted(admitted.items())))
 
     def remove(self) -> None:
         """Delete the table (dynod stops for good); nothing if it is not there."""

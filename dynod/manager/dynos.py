@@ -126,6 +126,10 @@ class DynoManager:
         self.on_routes_changed = on_routes_changed
         self.routes_flushed = routes_flushed
         self.live: dict[str, LiveDyno] = {}
+        # Add-ons' hooks (dynod.addons): a dyno's address is admitted to its app's add-ons before
+        # the dyno may run, and taken out again when the address is given back.
+        self.address_claimed: Callable[[str, str], Awaitable[None]] | None = None
+        self.address_released: Callable[[str | None], None] | None = None
         self.restart_at: dict[str, float] = {}  # crashed dyno id -> when it may start again
         self.crashes: dict[tuple[str, str], list[float]] = {}  # (app, dyno name) -> crash times
         self._wake = trio.Event()
@@ -349,6 +353,11 @@ class DynoManager:
                     await self.spawner.abort(dyno_id)  # the child exits; _on_exit cleans up
                 raise
         stages.append(("wire", time.perf_counter()))
+        if self.address_claimed is not None:
+            try:
+                await self.address_claimed(app, address)
+            except Exception as exc:  # the dyno still runs; its add-ons are out of its reach
+                log.warning("add-on access for %s not granted: %s", dyno_id, exc)
         await self.spawner.go(dyno_id)
         if warm is not None:
             self._warm_changed.set()  # now make its replacement
@@ -720,6 +729,8 @@ class DynoManager:
             except OSError as exc:
                 log.warning("cgroup of %s not removed: %s", live.id, exc)
         self.network.pool.release(live.record.ip)
+        if self.address_released is not None:
+            self.address_released(live.record.ip)
         if not keep_record:
             self.ledger.delete_dyno(live.id)
         try:

@@ -1,0 +1,191 @@
+"""heroku-postgresql: one PostgreSQL cluster per add-on, from Debian's server binaries.
+
+Why a cluster each rather than a database each in a shared server: an add-on's memory, its
+connections, a crash or a runaway query stay its own (its own cgroup with the plan's memory), and
+its data directory is a unit dynod can back up, restore or remove whole. It costs ~20-30 MiB of
+memory per add-on and an initdb (1-3 s here) per provisioning; docs/addons.md has the figures.
+
+The cluster listens on the dyno bridge's address, on a port of its own, for the add-on's own
+role and database only (pg_hba.conf), with scram-sha-256; the superuser logs in only over the
+cluster's unix socket, which only root (dynod) can reach (it lies under the 0700 state dir).
+Durability is PostgreSQL's default: every commit is fsynced before it is acknowledged.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..errors import UserError
+from ..model import Addon
+from .plans import POSTGRESQL, Plan
+from .provider import Provisioned
+from .servers import ServerSpec, ServerSupervisor, inner, run_as
+
+
+def _server_bin() -> Path:
+    """Debian's newest installed PostgreSQL (15 on Debian 12, 17 on 13): /usr/lib/postgresql/N/bin."""
+    found = sorted((p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "postgres").exists()),
+                   key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    return found[-1] if found else Path("/usr/lib/postgresql/15/bin")
+
+
+BIN = _server_bin()
+USER = "postgres"  # Debian's system user for PostgreSQL; the server refuses root
+SUPERUSER = "postgres"
+RESERVED_CONNECTIONS = 3  # superuser_reserved_connections: dynod's pg:info/pg:ps still get in
+
+
+def _token(n: int = 7) -> str:
+    return secrets.token_hex(n)
+
+
+class PostgresProvider:
+    service = POSTGRESQL
+
+    def __init__(self, *, root: Path, supervisor: ServerSupervisor, host: Callable[[], str], subnet: str,
+                 ports: Callable[[], int]) -> None:
+        self.root = root  # state_dir/addons
+        self.supervisor = supervisor
+        self._host = host  # the dyno bridge's address, where dynos reach the add-on
+        self._subnet = subnet  # the dyno subnet: the only network pg_hba.conf admits
+        self._ports = ports  # a free port for a new add-on
+
+    def home(self, name: str) -> Path:
+        return self.root / name
+
+    def socket_dir(self, name: str) -> Path:
+        return self.home(name) / "run"
+
+    def admin_conninfo(self, addon: Addon, database: str | None = None) -> dict[str, Any]:
+        data = addon.provider_data
+        return {"host": str(self.socket_dir(addon.name)), "port": int(data["port"]),  # type: ignore[call-overload]
+                "user": SUPERUSER, "password": str(data["superuser_password"]),
+                "dbname": database or str(data["database"]), "connect_timeout": 5}
+
+    def url(self, data: dict[str, Any]) -> str:
+        return f"postgres://{data['user']}:{data['password']}@{data['host']}:{data['port']}/{data['database']}"
+
+    def _spec(self, name: str, app: str, plan: Plan, port: int) -> ServerSpec:
+        data_dir = inner(name, "data")
+        # shared_buffers a quarter of the plan's memory, as PostgreSQL's docs advise; the rest is
+        # for backends and the page cache the cgroup charges too.
+        settings = {
+            "listen_addresses": self._host(), "port": str(port), "unix_socket_directories": inner(name, "run"),
+            "max_connections": str(plan.connections + RESERVED_CONNECTIONS),
+            "superuser_reserved_connections": str(RESERVED_CONNECTIONS),
+            "shared_buffers": f"{max(16, plan.memory_mb // 4)}MB", "fsync": "on", "synchronous_commit": "on",
+            "password_encryption": "scram-sha-256", "logging_collector": "off", "log_min_messages": "warning",
+            "dynamic_shared_memory_type": "posix", "max_wal_size": "256MB",
+        }
+        argv = [str(BIN / "postgres"), "-D", data_dir]
+        for key, value in settings.items():
+            argv += ["-c", f"{key}={value}"]
+
+        async def ready() -> None:
+            await trio.to_thread.run_sync(self._ping, name, port)
+
+        return ServerSpec(key=name, app=app, home=self.home(name), argv=tuple(argv), user=USER,
+                          pidfile=self.home(name) / "data" / "postmaster.pid", memory_mb=plan.memory_mb,
+                          log_file=self.home(name) / "postgres.log", ready=ready, stop_signal=signal.SIGINT)
+
+    def _ping(self, name: str, port: int) -> None:
+        # The socket file appears once the server accepts connections: enough to say "up" (a
+        # login needs the password the caller holds; provisioning logs in right after).
+        import socket
+
+        path = self.socket_dir(name) / f".s.PGSQL.{port}"
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(1)
+            sock.connect(str(path))
+
+    async def provision(self, *, addon_id: str, name: str, app: str, plan: Plan) -> Provisioned:
+        home = self.home(name)
+        port = self._ports()
+        superuser_password = _token(16)
+        data = {"port": port, "host": self._host(), "database": f"d{_token()}", "user": f"u{_token()}",
+                "password": _token(24), "superuser_password": superuser_password}
+        home.mkdir(parents=True, mode=0o700)
+        try:
+            (home / "run").mkdir(mode=0o700)
+            pwfile = home / "initdb.pw"
+            pwfile.write_text(superuser_password + "\n")
+            for path in (home, home / "run", pwfile):
+                shutil.chown(path, USER, USER)
+            await run_as(name, home, USER, [
+                str(BIN / "initdb"), "-D", inner(name, "data"), "-U", SUPERUSER, "-E", "UTF8", "--locale=C.UTF-8",
+                "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", f"--pwfile={inner(name, 'initdb.pw')}"])
+            pwfile.unlink()
+            # Only the add-on's own role, into its own database, from the dyno network; the
+            # superuser only over the unix socket. No other line: anything else is refused.
+            (home / "data" / "pg_hba.conf").write_text(
+                "# written by dynod: see docs/addons.md\n"
+                f"local all {SUPERUSER} scram-sha-256\n"
+                f"host {data['database']} {data['user']} {self._subnet} scram-sha-256\n")
+            await self.supervisor.ensure(self._spec(name, app, plan, port))
+            await trio.to_thread.run_sync(self._create_role, data, plan, name)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.supervisor.stop(name)
+                shutil.rmtree(home, ignore_errors=True)
+            raise
+        return Provisioned(config={"URL": self.url(data)}, provider_data=data)
+
+    def _create_role(self, data: dict[str, Any], plan: Plan, name: str) -> None:
+        import psycopg
+        from psycopg import sql
+
+        conninfo = {"host": str(self.socket_dir(name)), "port": data["port"], "user": SUPERUSER,
+                    "password": data["superuser_password"], "dbname": "postgres", "connect_timeout": 5}
+        with psycopg.connect(**conninfo, autocommit=True) as conn:
+            user, database = sql.Identifier(data["user"]), sql.Identifier(data["database"])
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} CONNECTION LIMIT {}").format(
+                user, sql.Literal(data["password"]), sql.Literal(plan.connections)))
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(database, user))
+            conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database))
+            conn.execute(sql.SQL("GRANT ALL ON DATABASE {} TO {}").format(database, user))
+
+    async def start(self, addon: Addon) -> None:
+        if not (self.home(addon.name) / "data" / "PG_VERSION").exists():
+            raise UserError(f"The data of add-on {addon.name} is missing from {self.home(addon.name)}; restore it "
+                            "from a backup (pg:backups) or destroy the add-on.", status=500, code="internal")
+        await self.supervisor.ensure(self._spec(addon.name, addon.app, self.service.plan(addon.plan),
+                                                int(addon.provider_data["port"])))  # type: ignore[call-overload]
+
+    async def deprovision(self, addon: Addon) -> None:
+        await self.supervisor.stop(addon.name)
+        await trio.to_thread.run_sync(lambda: shutil.rmtree(self.home(addon.name), ignore_errors=True))
+
+    async def info(self, addon: Addon) -> list[tuple[str, str]]:
+        plan = self.service.plan(addon.plan)
+
+        def query() -> list[tuple[str, str]]:
+            import psycopg
+
+            with psycopg.connect(**self.admin_conninfo(addon), autocommit=True) as conn:
+                version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+                size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]  # type: ignore[index]
+                tables = conn.execute("SELECT count(*) FROM pg_stat_user_tables").fetchone()[0]  # type: ignore[index]
+                conns = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s",
+                                     (addon.provider_data["user"],)).fetchone()[0]  # type: ignore[index]
+            return [("Plan", plan.name.replace("-", " ").title()), ("Status", "Available"),
+                    ("Connections", f"{conns}/{plan.connections}"), ("PG Version", str(version)),
+                    ("Data Size", _size(size) + f" / {_size(plan.storage_mb * 1024 * 1024)}"),
+                    ("Tables", str(tables)), ("Add-on", addon.name)]
+
+        return await trio.to_thread.run_sync(query)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+

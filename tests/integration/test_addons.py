@@ -1,0 +1,244 @@
+"""Add-ons against real servers: PostgreSQL 15 and redis-server from Debian, run by a private dynod.
+
+Each test makes its own app(s) on the session's dynod; add-ons are destroyed with them. What is
+proved: config vars and releases, dynos that read and write through DATABASE_URL and REDIS_URL
+over the dyno network, another app that cannot connect even with the URL, servers killed with
+-9 (and dynod itself) losing no committed row, and nothing left behind by a destroy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import Dynod
+
+pytestmark = pytest.mark.integration
+
+
+def new_app(dynod: Dynod) -> str:
+    name = f"a{secrets.token_hex(4)}"
+    dynod.ctl("apps:create", name)
+    return name
+
+
+@pytest.fixture
+def apps(dynod: Dynod) -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    for name in made:
+        dynod.ctl("apps:destroy", "-a", name, "--confirm", name, check=False)
+
+
+def state(dynod: Dynod) -> Path:
+    return dynod.root / "state"
+
+
+def addon_processes(name: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if f"/mnt/{name}/" in line]
+
+
+def addon_cgroups(dynod: Dynod, name: str) -> list[str]:
+    found = []
+    for base, dirs, _ in os.walk("/sys/fs/cgroup"):
+        if os.path.basename(base) == f"{dynod.cgroup_name}-addons":
+            found += [os.path.join(base, d) for d in dirs if d == name]
+            dirs.clear()
+        elif base.count("/") > 7:
+            dirs.clear()
+    return found
+
+
+def test_create_sets_config_vars_and_records_the_addons_in_each_release(dynod: Dynod, apps: list[str]) -> None:
+    app = new_app(dynod)
+    apps.append(app)
+    out = dynod.ctl("addons:create", "heroku-postgresql:essential-0", "-a", app).stdout
+    assert "as DATABASE_URL" in out, out
+    pg = json.loads(json.dumps(dynod.client().list_addons(app)))[0]
+    assert pg["plan"]["name"] == "heroku-postgresql:essential-0" and pg["config_vars"] == ["DATABASE_URL"]
+    dynod.ctl("addons:create", "heroku-redis", "-a", app)
+    second = dynod.ctl("addons:create", "heroku-postgresql", "-a", app).stdout
+    assert "HEROKU_POSTGRESQL_" in second and "_URL" in second
+    config = dynod.client().request("GET", f"/apps/{app}/config-vars")
+    assert config["DATABASE_URL"].startswith("postgres://") and config["REDIS_URL"].startswith("redis://:")
+    assert len([k for k in config if k.startswith("HEROKU_POSTGRESQL_")]) == 1
+    releases = dynod.client().request("GET", f"/apps/{app}/releases")
+    assert [r["description"].split(" (")[0] for r in releases[1:]] == [
+        "Attach DATABASE", "Attach REDIS", f"Attach {[k for k in config if k.startswith('HEROKU_')][0][:-4]}"]
+    assert [len(r["addons"]) for r in releases] == [0, 1, 2, 3]
+    info = dynod.ctl("releases:info", "-a", app).stdout
+    assert "Add-ons" in info and pg["name"] in info, info
+    # The servers really run, each in its own cgroup, with data under the state dir.
+    for addon in dynod.client().list_addons(app):
+        assert addon_processes(addon["name"]), addon["name"]
+        assert addon_cgroups(dynod, addon["name"])
+        assert (state(dynod) / "addons" / addon["name"]).is_dir()
+    listing = dynod.ctl("addons", "-a", app).stdout
+    assert "as DATABASE" in listing and "as REDIS" in listing
+
+
+def test_bad_input_is_one_clear_line_and_changes_nothing(dynod: Dynod, apps: list[str]) -> None:
+    app = new_app(dynod)
+    apps.append(app)
+    dynod.ctl("addons:create", "heroku-redis", "-a", app, "--name", f"redis-{app}")
+    before = dynod.client().request("GET", f"/apps/{app}/releases")
+    cases = [
+        (["addons:create", "heroku-mysql", "-a", app], "Couldn't find that add-on service"),
+        (["addons:create", "heroku-postgresql:gigantic-9", "-a", app], "Couldn't find that plan"),
+        (["addons:create", "heroku-redis", "-a", app, "--name", f"redis-{app}"], "already taken"),
+        (["addons:create", "heroku-redis", "-a", app, "--as", "REDIS"], "already has an attachment named REDIS"),
+        (["addons:create", "heroku-redis", "-a", app, "--as", "lower-case"], "Invalid attachment name"),
+        (["addons:attach", f"redis-{app}", "-a", "no-such-app"], "Couldn't find that app"),
+        (["addons:destroy", "nope", "-a", app, "--confirm", "nope"], "Couldn't find that add-on"),
+        (["addons:plans", "heroku-nothing"], "Couldn't find that add-on service"),
+    ]
+    for argv, message in cases:
+        result = dynod.ctl(*argv, check=False)
+        assert result.returncode == 1 and message in result.stderr, (argv, result.stderr)
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert dynod.client().request("GET", f"/apps/{app}/releases") == before
+    assert [a["name"] for a in dynod.client().list_addons(app)] == [f"redis-{app}"]
+
+
+APP_WEB = r'''
+import http.server, json, os
+import psycopg, redis
+DB, R = os.environ["DATABASE_URL"], redis.from_url(os.environ["REDIS_URL"])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        path, _, arg = self.path.partition("?")
+        if path == "/write":
+            with psycopg.connect(DB) as conn:
+                conn.execute("INSERT INTO items (v) VALUES (%s)", (arg,))
+            body = "ok"
+        elif path == "/read":
+            with psycopg.connect(DB) as conn:
+                body = json.dumps([row[0] for row in conn.execute("SELECT v FROM items ORDER BY id")])
+        elif path == "/push":
+            R.lpush("jobs", arg)
+            body = "queued"
+        elif path == "/done":
+            body = json.dumps(sorted(x.decode() for x in R.smembers("done")))
+        else:
+            body = "?"
+        data = body.encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(data))); self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("", int(os.environ["PORT"])), H).serve_forever()
+'''
+APP_WORKER = r'''
+import os, redis
+R = redis.from_url(os.environ["REDIS_URL"])
+print("worker up", flush=True)
+while True:
+    job = R.brpop("jobs", timeout=5)
+    if job:
+        R.sadd("done", job[1].decode() + " by " + os.environ["DYNO"])
+'''
+APP_MIGRATE = r'''
+import os, psycopg
+with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+    conn.execute("CREATE TABLE IF NOT EXISTS items (id serial PRIMARY KEY, v text NOT NULL)")
+print("migrated items", flush=True)
+'''
+
+
+def write_db_app(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "Procfile").write_text("web: python web.py\nworker: python worker.py\nrelease: python migrate.py\n")
+    (path / "requirements.txt").write_text("psycopg[binary]>=3.1\nredis>=5\n")
+    (path / "web.py").write_text(APP_WEB)
+    (path / "worker.py").write_text(APP_WORKER)
+    (path / "migrate.py").write_text(APP_MIGRATE)
+    return path
+
+
+def get(dynod: Dynod, app: str, path: str, timeout: float = 10) -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{dynod.http_port}{path}", headers={"Host": f"{app}.localhost"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.read().decode()
+
+
+def wait_get(dynod: Dynod, app: str, path: str, want: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            last = get(dynod, app, path)
+            if want in last:
+                return last
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.3)
+    raise AssertionError(f"GET {path} never gave {want!r}; last: {last}\n{dynod.logs(app)[-3000:]}")
+
+
+def can_connect_from_dyno(dynod: Dynod, app: str, url: str) -> bool:
+    host, port = url.rsplit("@", 1)[1].split("/")[0].split(":")
+    code = (f"import socket; s = socket.socket(); s.settimeout(3)\n"
+            f"try:\n    s.connect(({host!r}, {port})); print('CONNECTED')\n"
+            f"except OSError as e:\n    print('REFUSED', e)\n")
+    out = dynod.ctl("run", "-a", app, "--", "python3", "-c", code, timeout=60).stdout
+    assert "CONNECTED" in out or "REFUSED" in out, out
+    return "CONNECTED" in out
+
+
+@pytest.fixture(scope="module")
+def db_app(dynod: Dynod, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An app with Postgres and Redis, deployed with a release phase, a web and a worker dyno."""
+    app = new_app(dynod)
+    try:
+        dynod.ctl("addons:create", "heroku-postgresql", "-a", app)
+        dynod.ctl("addons:create", "heroku-redis", "-a", app)
+        out = dynod.ctl("deploy", str(write_db_app(tmp_path_factory.mktemp("dbapp"))), "-a", app, timeout=600).stdout
+        assert "deployed as" in out, out
+        dynod.ctl("ps:scale", "worker=1", "-a", app)
+        dynod.up(app, 1)
+        yield app
+    finally:
+        dynod.ctl("apps:destroy", "-a", app, "--confirm", app, check=False)
+
+
+def test_a_dyno_writes_and_reads_through_database_url_after_a_release_phase_migration(
+        dynod: Dynod, db_app: str) -> None:
+    assert "migrated items" in dynod.logs(db_app)
+    assert wait_get(dynod, db_app, "/write?first", "ok") == "ok"
+    get(dynod, db_app, "/write?second")
+    assert json.loads(get(dynod, db_app, "/read")) == ["first", "second"]
+
+
+def test_web_and_worker_share_a_redis_queue(dynod: Dynod, db_app: str) -> None:
+    for job in ("job-a", "job-b", "job-c"):
+        assert wait_get(dynod, db_app, f"/push?{job}", "queued") == "queued"
+    done = wait_get(dynod, db_app, "/done", "job-c", timeout=30)
+    assert sorted(json.loads(done)) == ["job-a by worker.1", "job-b by worker.1", "job-c by worker.1"]
+
+
+def test_another_app_cannot_connect_even_with_the_url(dynod: Dynod, db_app: str, apps: list[str],
+                                                       tmp_path: Path) -> None:
+    from .conftest import write_app
+
+    other = new_app(dynod)
+    apps.append(other)
+    dynod.ctl("deploy", str(write_app(tmp_path / "other", "web: python3 web.py\n")), "-a", other, timeout=300)
+    config = dynod.client().request("GET", f"/apps/{db_app}/config-vars")
+    for var in ("DATABASE_URL", "REDIS_URL"):
+        assert can_connect_from_dyno(dynod, db_app, config[var]), var
+        assert not can_connect_from_dyno(dynod, other, config[var]), var
+    # Attached, it can; detached again, it cannot.
+    addon = next(a["name"] for a in dynod.client().list_addons(db_app) if a["addon_service"]["name"] == "heroku-redis")
+    out = dynod.ctl("addons:attach", addon, "-a", other, "--as", "SHARED").stdout
+    assert "SHARED_URL" in out
+    assert can_connect_from_dyno(dynod, other, config["REDIS_URL"])
+    dynod.ctl("addons:detach", "SHARED", "-a", other)
+    assert not can_connect_from_dyno(dynod, other, config["REDIS_URL"])
