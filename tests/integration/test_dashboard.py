@@ -217,3 +217,37 @@ def test_dashboard_end_to_end(dashboard_dynod: Dynod, browser, shots: Path, tmp_
             d.wait_for(lambda: app not in [a["name"] for a in client.list_apps()], what="the app destroyed")
     finally:
         d.ctl("apps:destroy", "-a", app, "--confirm", app, check=False)
+
+
+def _http(port: int, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_dashboard_listener_refuses_what_it_must(dashboard_dynod: Dynod) -> None:
+    d = dashboard_dynod
+    url = d.ctl("dashboard").stdout.strip()
+    port = int(url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    token = url.split("#token=", 1)[1]
+    own = {"Host": f"127.0.0.1:{port}"}
+    assert _http(port, "GET", "/apps", own)[0] == 401
+    assert _http(port, "GET", "/apps", {**own, "Authorization": "Bearer " + "x" * len(token)})[0] == 401
+    status, body = _http(port, "GET", "/apps", {**own, "Authorization": f"Bearer {token}"})
+    assert status == 200 and body.startswith(b"[")
+    # a page on another name rebound to 127.0.0.1 (DNS rebinding) gets nothing, token or not
+    assert _http(port, "GET", "/apps", {"Host": f"evil.example:{port}", "Authorization": f"Bearer {token}"})[0] == 421
+    # stopping dynod stays a CLI action
+    assert _http(port, "POST", "/shutdown", {**own, "Authorization": f"Bearer {token}"})[0] == 403
+    assert d.proc is not None and d.proc.poll() is None
+    # the page itself needs no token and holds no data; files outside the shipped ones are not there
+    status, page = _http(port, "GET", "/", own)
+    assert status == 200 and b"Content-Security-Policy" in page
+    for path in ("/dashboard/..%2flistener.py", "/dashboard/listener.py", "/dashboard/vendor/uplot/LICENSE"):
+        assert _http(port, "GET", path, own)[0] == 404, path
+    # Prometheus is off unless [metrics] prometheus says so
+    assert _http(port, "GET", "/metrics", {**own, "Authorization": f"Bearer {token}"})[0] == 404

@@ -130,3 +130,12 @@ def test_metrics_table_has_every_figure(tmp_path) -> None:
     for word in ("Response p50", "Response p99", "Throughput", "3 requests", "Errors", "Memory RSS",
                  "Dyno load", "Restarts", "Crashes", "±4.8%"):
         assert word in text, word
+
+
+async def test_dashboard_url_says_how_to_turn_the_listener_on(platform: FakePlatform) -> None:
+    routes = ApiRoutes(platform)
+    with pytest.raises(NotFound, match=r"\[dashboard\] listen"):
+        await routes.dispatch(request("GET", "/dashboard-url"))
+    platform.dashboard_url = "http://127.0.0.1:5080/#token=abc"  # type: ignore[attr-defined]
+    answer = await routes.dispatch(request("GET", "/dashboard-url"))
+    assert isinstance(answer, JsonResponse) and answer.body == {"url": "http://127.0.0.1:5080/#token=abc"}
