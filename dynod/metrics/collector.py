@@ -29,6 +29,7 @@ log = logging.getLogger("dynod.metrics")
 
 MAX_WINDOW = 7 * 86400
 FLUSH_INTERVAL = 5.0
+SAMPLE_STALE = 300.0  # seconds without a runtime sample: the dyno is gone
 EVENT_COALESCE = 2.0  # seconds: one ps:restart of five dynos is one "restart" event, not five
 
 
@@ -57,7 +58,9 @@ class Metrics:
         # Since dynod started, for OpenMetrics counters: (app, type, class or code) -> n
         self._requests_total: dict[tuple[str, str, str], int] = {}
         self._errors_total: dict[tuple[str, str, str], int] = {}
-        self._memory_now: dict[tuple[str, str], RuntimeSample] = {}  # (app, dyno) -> latest sample
+        # (app, dyno) -> (when, latest sample); dropped once the dyno stops sampling (one-off
+        # dynos come and go: run.4821 must not stay in memory, or in /metrics, for ever)
+        self._memory_now: dict[tuple[str, str], tuple[float, RuntimeSample]] = {}
         self._observed = 0
         self._store_errors = 0
         self._last_store_error: str | None = None
@@ -98,7 +101,7 @@ class Metrics:
                 self._count_error(app, seen.type, seen.code)
         elif isinstance(seen, RuntimeSample):
             self._point(app, seen.type, now).add_sample(seen)
-            self._memory_now[(app, seen.dyno)] = seen
+            self._memory_now[(app, seen.dyno)] = (now, seen)
         elif isinstance(seen, DynoError):
             self._point(app, seen.type, now).add_error(seen)
             self._count_error(app, seen.type, seen.code)
@@ -161,6 +164,9 @@ class Metrics:
             if start < minute:
                 del self._current[key]
                 self._write(*key, start, point)
+        for key, (at, _sample) in list(self._memory_now.items()):
+            if now - at > SAMPLE_STALE:
+                del self._memory_now[key]
         try:
             self.store.prune(now)
         except sqlite3.Error as exc:
@@ -262,7 +268,7 @@ class Metrics:
                     value = point.response.percentile(p)
                     out.append(f'dynod_router_service_ms{{app="{app}",type="{type}",quantile="0.{p}"}} {value}')
         family("dynod_dyno_memory_bytes", "gauge", "The latest runtime sample of each dyno.")
-        for (app, dyno), sample in sorted(self._memory_now.items()):
+        for (app, dyno), (_at, sample) in sorted(self._memory_now.items()):
             if wanted is None or app in wanted:
                 for kind, value in (("rss", sample.rss), ("swap", sample.swap), ("total", sample.total),
                                     ("quota", sample.quota)):

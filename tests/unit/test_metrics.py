@@ -174,6 +174,10 @@ def test_memory_restarts_and_events_are_kept(tmp_path) -> None:
     assert point["restarts"] == 2 and point["crashes"] == 1
     kinds = [e["kind"] for e in metrics.series("a", "web", 600)["events"]]
     assert kinds == ["restart", "crash", "deploy"]  # two dynos restarted together: one event
+    assert 'dynod_dyno_memory_bytes{app="a",dyno="web.1",kind="rss"}' in metrics.openmetrics()
+    clock.now += 301  # web.1 stopped sampling: gone from memory and from /metrics
+    metrics.flush()
+    assert "web.1" not in metrics.openmetrics()
 
 
 @pytest.mark.parametrize("text", ["", "0", "59s", "8d", "abc", "nanh", "infm", "-1h"])
