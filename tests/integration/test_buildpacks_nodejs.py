@@ -117,3 +117,45 @@ def test_refused_node_apps_say_why_and_release_nothing(dynod: Dynod, app: str, t
     out = deploy(dynod, app, bad, ok=False).stdout
     assert "Error: package.json is not valid JSON" in out
     assert versions(dynod, app) == before
+
+
+NATIVE_ADDON = {
+    "package.json": json.dumps({"name": "native-addon-app", "version": "1.0.0", "private": True,
+                                "gypfile": True, "scripts": {"start": "node index.js"}}),
+    "binding.gyp": json.dumps({"targets": [{"target_name": "hello", "sources": ["hello.c"]}]}),
+    "hello.c": """\
+#include <node_api.h>
+
+static napi_value Hello(napi_env env, napi_callback_info info) {
+  napi_value result;
+  napi_create_string_utf8(env, "compiled by node-gyp", NAPI_AUTO_LENGTH, &result);
+  return result;
+}
+
+static napi_value Init(napi_env env, napi_value exports) {
+  napi_value fn;
+  napi_create_function(env, NULL, 0, Hello, NULL, &fn);
+  napi_set_named_property(env, exports, "hello", fn);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)
+""",
+    "index.js": """\
+const http = require("http");
+const addon = require("./build/Release/hello.node");
+http.createServer((req, res) => res.end(`${addon.hello()}\\n`)).listen(process.env.PORT);
+""",
+}
+
+
+def test_a_node_gyp_addon_compiles_on_the_build_image(dynod: Dynod, app: str, tmp_path: Path) -> None:
+    # node-gyp needs make, a C compiler and node's headers: the build image's, never downloaded.
+    src = tmp_path / "native"
+    src.mkdir()
+    for name, text in NATIVE_ADDON.items():
+        (src / name).write_text(text)
+    out = deploy(dynod, app, src).stdout
+    assert "gyp info ok" in out or "node-gyp" in out
+    status, body = serve(dynod, app)
+    assert status == 200 and body == "compiled by node-gyp\n"
