@@ -225,3 +225,23 @@ async def test_slugignore_runs_before_any_buildpack(dirs: dict[str, Path]):
     })
     _lines, result = await run_compile(dirs, container)
     assert seen == [False] and result.slugignored == ["debug.log"]
+
+
+def test_the_export_hand_over_dir_is_removed_without_following_links(tmp_path: Path):
+    # The build owns /app: it may leave a link where the hand-over dir was, pointing at host files.
+    from dynod.build.buildpack import EXPORTS_DIR, _remove_exports
+
+    precious = tmp_path / "host"
+    precious.mkdir()
+    (precious / "keep").write_text("host file\n")
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / EXPORTS_DIR).symlink_to(precious)
+    _remove_exports(app)
+    assert not (app / EXPORTS_DIR).exists() and (precious / "keep").read_text() == "host file\n"
+    (app / EXPORTS_DIR).mkdir()
+    (app / EXPORTS_DIR / "00").symlink_to(precious)
+    (app / EXPORTS_DIR / "sub").mkdir()
+    (app / EXPORTS_DIR / "sub" / "link").symlink_to(precious / "keep")
+    _remove_exports(app)
+    assert not (app / EXPORTS_DIR).exists() and (precious / "keep").read_text() == "host file\n"
