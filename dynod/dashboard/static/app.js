@@ -356,7 +356,8 @@ function chart(box, title, unit, series, xs, events, { bars = false, dots = true
 }
 
 function metricsTab(name, path, panel) {
-  const type = el("input", { id: "m-type", value: "web", size: 8 });
+  const known = el("datalist", { id: "m-types" });
+  const type = el("input", { id: "m-type", value: "web", size: 8, list: "m-types", autocomplete: "off" });
   const since = el("select", { id: "m-since" }, ["1h", "6h", "24h", "7d"].map((s) => el("option", { value: s }, s)));
   const box = el("div", { class: "charts" });
   const note = el("p", { class: "size" });
@@ -387,11 +388,12 @@ function metricsTab(name, path, panel) {
       for (const [title, unit, series, options] of specs) chart(box, title, unit, series, xs, m.events, { step: m.step, ...(options || {}) });
       shape = newShape;
     }
+    known.replaceChildren(...m.types.map((t) => el("option", { value: t })));
     note.textContent = `${m.step / 60}-minute points; percentiles within ±${(m.percentile_error * 100).toFixed(1)}%; dashed lines: deploys (blue), rollbacks (red), config (purple), scaling (green). Types: ${m.types.join(", ") || "none yet"}.`;
   };
   panel.replaceChildren(el("section", { class: "card" }, el("h2", {}, "Metrics"),
     el("form", { class: "filters", onsubmit: (e) => { e.preventDefault(); draw(); } },
-      el("label", { for: "m-type" }, "Process type"), type, el("label", { for: "m-since" }, "Window"), since,
+      el("label", { for: "m-type" }, "Process type"), type, known, el("label", { for: "m-since" }, "Window"), since,
       el("button", { type: "submit" }, "Show")), note, box));
   since.addEventListener("change", draw);
   every(10000, () => draw().catch((e) => toast(e.message, true)));
