@@ -177,7 +177,11 @@ class Daemon:
         host, port = parse_listen(self.settings.dashboard.listen)
         token = load_token(self.settings.state_dir)
         routes = DashboardRoutes(ApiRoutes(platform), token, host, port)
-        bound_host, bound_port = await nursery.start(serve_api_tcp, routes, host, port)
+        try:
+            bound_host, bound_port = await nursery.start(serve_api_tcp, routes, host, port)
+        except OSError as exc:
+            raise UserError(f"[dashboard] listen {self.settings.dashboard.listen}: {exc.strerror or exc}; pick a "
+                            "free port or turn the dashboard's listener off.") from None
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         platform.dashboard_url = f"http://{shown}:{bound_port}/#token={token}"
 
