@@ -139,3 +139,33 @@ async def test_dashboard_url_says_how_to_turn_the_listener_on(platform: FakePlat
     platform.dashboard_url = "http://127.0.0.1:5080/#token=abc"  # type: ignore[attr-defined]
     answer = await routes.dispatch(request("GET", "/dashboard-url"))
     assert isinstance(answer, JsonResponse) and answer.body == {"url": "http://127.0.0.1:5080/#token=abc"}
+
+
+async def test_a_dashboard_port_in_use_is_one_line(platform: FakePlatform, tmp_path) -> None:
+    import re
+    import socket
+
+    import trio
+
+    from dynod.daemon import Daemon, _first_user_error
+    from dynod.settings import DashboardSettings, Settings
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        daemon = Daemon(Settings(state_dir=tmp_path, dashboard=DashboardSettings(listen=f"127.0.0.1:{port}")))
+        with pytest.raises(BaseExceptionGroup) as caught:  # as in the daemon's nursery
+            async with trio.open_nursery() as nursery:
+                await daemon._serve_dashboard(platform, nursery)
+        error = _first_user_error(caught.value)  # what `dynod` prints, on one line
+        assert error is not None and re.fullmatch(rf"\[dashboard\] listen 127.0.0.1:{port}: .*in use; .*", str(error))
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    daemon = Daemon(Settings(state_dir=tmp_path, dashboard=DashboardSettings(listen=f"127.0.0.1:{port}")))
+    async with trio.open_nursery() as nursery:
+        await daemon._serve_dashboard(platform, nursery)
+        assert platform.dashboard_url == f"http://127.0.0.1:{port}/#token={load_token(tmp_path)}"  # type: ignore[attr-defined]
+        nursery.cancel_scope.cancel()
