@@ -158,14 +158,20 @@ class ServerSupervisor:
                     started = time.monotonic()
                     try:
                         pidfd = await self._adopt_or_start(server)
-                    except (OSError, trio.TooSlowError) as exc:
+                    except OSError as exc:
                         log.warning("add-on server %s did not start: %s", spec.key, exc)
                         self._emit(spec.app, f"Error: add-on {spec.key} did not start ({exc}); retrying")
                         pidfd = None
                     if pidfd is not None:
                         try:
-                            await self._wait_ready(server)
-                            server.up.set()
+                            try:
+                                await self._wait_ready(server)
+                                server.up.set()
+                            except (OSError, trio.TooSlowError) as exc:
+                                # Exited (the pidfd is readable at once), or still recovering:
+                                # either way its exit is what is waited for.
+                                log.warning("add-on server %s is not answering: %s", spec.key, exc)
+                                self._emit(spec.app, f"Error: add-on {spec.key} is not answering ({exc})")
                             await trio.lowlevel.wait_readable(pidfd)
                         finally:
                             os.close(pidfd)
@@ -206,6 +212,10 @@ class ServerSupervisor:
             # outlived its postmaster) would hold the data dir; the group is made again.
             cgroup.kill_all()
             await trio.to_thread.run_sync(cgroup.remove)
+        # The pid file of a server that died names a dead (or zombie, if nobody reaped it) pid,
+        # which PostgreSQL would take for a live postmaster. Every process of the old server was
+        # just killed with its cgroup, so nothing can still use the data dir: the file goes.
+        spec.pidfile.unlink(missing_ok=True)
         server.cgroup = cgroup = self.cgroups.create(spec.key, limits)
         spec.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(spec.log_file, "ab") as out:

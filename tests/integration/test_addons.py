@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import time
 import urllib.request
@@ -242,3 +243,128 @@ def test_another_app_cannot_connect_even_with_the_url(dynod: Dynod, db_app: str,
     assert can_connect_from_dyno(dynod, other, config["REDIS_URL"])
     dynod.ctl("addons:detach", "SHARED", "-a", other)
     assert not can_connect_from_dyno(dynod, other, config["REDIS_URL"])
+
+
+def admin_url(d: Dynod, name: str) -> str:
+    """The superuser's way in, over the cluster's unix socket (pg_hba.conf admits the app's role
+    only from the dyno subnet, and the host's own address is not in it)."""
+    import sqlite3
+    from urllib.parse import quote
+
+    db = sqlite3.connect(state(d) / "dynod.sqlite3")
+    data = json.loads(db.execute("SELECT provider_data FROM addons WHERE name = ?", (name,)).fetchone()[0])
+    db.close()
+    socket_dir = quote(str(state(d) / "addons" / name / "run"), safe="")
+    return (f"postgresql://postgres:{data['superuser_password']}@/{data['database']}"
+            f"?host={socket_dir}&port={data['port']}")
+
+
+def _count(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=3) as conn:
+        return int(conn.execute("SELECT count(*) FROM items").fetchone()[0])  # type: ignore[index]
+
+
+def _wait_count(url: str, timeout: float = 60) -> int:
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _count(url)
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _insert(url: str, first: int, n: int) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for i in range(first, first + n):
+            conn.execute("INSERT INTO items (v) VALUES (%s)", (f"row-{i}",))  # each one committed
+
+
+def _pid(path: Path) -> int:
+    return int(path.read_text().split()[0])
+
+
+def test_kill_9_of_the_servers_of_dynod_and_a_full_stop_lose_nothing(tmp_path: Path) -> None:
+    """The host reaches the add-on's port itself (the bridge address is its own), as a client on
+    the dyno network would; a test of its own dynod, since dynod itself is killed."""
+    import psycopg
+    import redis
+
+    from .conftest import running_dynod
+
+    with running_dynod() as d:
+        app = new_app(d)
+        d.ctl("addons:create", "heroku-postgresql", "-a", app)
+        d.ctl("addons:create", "heroku-redis", "-a", app)
+        config = d.client().request("GET", f"/apps/{app}/config-vars")
+        pg_name, redis_name = sorted(a["name"] for a in d.client().list_addons(app))
+        db, kv = admin_url(d, pg_name), redis.from_url(config["REDIS_URL"])
+        home = state(d) / "addons"
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("CREATE TABLE items (id serial PRIMARY KEY, v text NOT NULL)")
+        _insert(db, 0, 200)
+        kv.set("greeting", "hello")
+        time.sleep(1.5)  # appendfsync everysec: past the second, the write is on disk
+
+        # kill -9 of each server: dynod starts it again, every committed row and key is there.
+        old_pg = _pid(home / pg_name / "data" / "postmaster.pid")
+        os.kill(old_pg, signal.SIGKILL)
+        os.kill(_pid(home / redis_name / "redis.pid"), signal.SIGKILL)
+        assert _wait_count(db) == 200
+        d.wait_for(lambda: _safe(lambda: kv.get("greeting")) == b"hello", what="redis back")
+        assert _pid(home / pg_name / "data" / "postmaster.pid") != old_pg
+        assert "its server exited; restarting it" in d.logs(app)
+
+        # kill -9 of dynod: the servers keep serving, and the next dynod adopts them.
+        _insert(db, 200, 50)
+        pg_pid = _pid(home / pg_name / "data" / "postmaster.pid")
+        d.kill9()
+        assert _count(db) == 250 and kv.get("greeting") == b"hello"  # served while no dynod runs
+        d.start()
+        d.wait_for(lambda: _safe(lambda: d.client().list_addons(app)), what="dynod back")
+        assert _pid(home / pg_name / "data" / "postmaster.pid") == pg_pid  # adopted, not restarted
+        os.kill(pg_pid, signal.SIGKILL)  # and supervised again
+        assert _wait_count(db) == 250
+
+        # A full stop (as at a host's shutdown) stops the servers; the next start brings them back.
+        with d.client() as client:
+            client.request("POST", "/shutdown", {"stop_dynos": True})
+        assert d.proc is not None
+        d.proc.wait(timeout=60)
+        assert not addon_processes(pg_name) and not addon_processes(redis_name)
+        d.start()
+        d.wait_for(lambda: _safe(lambda: _count(db)) == 250, timeout=60, what="postgres back after a full stop")
+        assert kv.get("greeting") == b"hello"
+
+
+def _safe(fn):  # type: ignore[no-untyped-def]
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001 - "not yet" for a wait loop
+        return None
+
+
+def test_destroy_removes_every_trace(dynod: Dynod, apps: list[str]) -> None:
+    app = new_app(dynod)
+    apps.append(app)
+    dynod.ctl("addons:create", "heroku-postgresql", "-a", app, "--name", f"postgresql-{app}")
+    name = f"postgresql-{app}"
+    port = dynod.client().request("GET", f"/apps/{app}/config-vars")["DATABASE_URL"].rsplit(":", 1)[1].split("/")[0]
+    refused = dynod.ctl("addons:destroy", name, "-a", app, "--confirm", "wrong", check=False)
+    assert refused.returncode == 1 and "did not match" in refused.stderr
+    out = dynod.ctl("addons:destroy", name, "-a", app, "--confirm", name).stdout
+    assert "done" in out
+    assert dynod.client().list_addons(app) == []
+    assert "DATABASE_URL" not in dynod.client().request("GET", f"/apps/{app}/config-vars")
+    assert not addon_processes(name) and not addon_cgroups(dynod, name)
+    assert not (state(dynod) / "addons" / name).exists()
+    rules = subprocess.run(["nft", "list", "table", "inet", f"dynod_{dynod.bridge}"], capture_output=True,
+                           text=True).stdout
+    assert f"offer_tcp_{port}" not in rules
