@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import Dynod, free_port, running_dynod, write_app
+from .test_metrics_router import with_runtime_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +28,7 @@ def dashboard_dynod() -> Iterator[Dynod]:
     port = free_port()
     # dynos_extra lands in [dynos]; the table after it is this dynod's own.
     with running_dynod(dynos_extra=f'[dashboard]\nlisten = "127.0.0.1:{port}"\n') as d:
+        with_runtime_metrics(d)  # memory samples every second, for the memory chart
         yield d
 
 
@@ -158,7 +160,7 @@ def test_dashboard_end_to_end(dashboard_dynod: Dynod, browser, shots: Path, tmp_
         drawn = driver.execute_script(
             "return charts.map(c => [c.root.parentElement.dataset.chart, c.data.slice(1).some(s => s.some(v => v))])")
         by_title = dict(drawn)
-        assert by_title["Response time"] and by_title["Throughput (requests/min)"], drawn
+        assert by_title["Response time"] and by_title["Throughput (requests/min)"] and by_title["Memory (MB)"], drawn
         driver.save_screenshot(str(shots / "06-metrics.png"))
         # and they update in place with new traffic (the 10 s poll; "Show" asks at once)
         total = "return charts[1].data.slice(1).flat().reduce((a, v) => a + (v || 0), 0)"

@@ -41,10 +41,21 @@ STATUSES = [200] * 170 + [201] * 10 + [302] * 5 + [404] * 10 + [500] * 5
 OVERHEAD_MS = 25  # the router's connect and the app's own work, on a busy 2-core host
 
 
+def with_runtime_metrics(d: Dynod, interval: float = 1.0) -> None:
+    """The shared test config turns runtime metrics off; these tests want memory samples, so the
+    dynod is restarted (kill -9, as an upgrade would; its spawner and router stay) with them on."""
+    text = d.config.read_text()
+    assert "metrics_interval = 0\n" in text
+    d.config.write_text(text.replace("metrics_interval = 0\n", f"metrics_interval = {interval}\n"))
+    d.kill9()
+    d.start()
+
+
 @pytest.fixture(scope="module")
 def metrics_dynod() -> Iterator[Dynod]:
     # dynos_extra lands in [dynos]; the tables after it are this dynod's own settings.
     with running_dynod(dynos_extra="[metrics]\nprometheus = true\n") as d:
+        with_runtime_metrics(d)
         yield d
 
 
@@ -105,6 +116,17 @@ def test_known_traffic_gives_its_percentiles_and_counts(metrics_dynod: Dynod, tm
         kinds = [e["kind"] for e in data["events"]]
         assert "deploy" in kinds and "scale" in kinds, data["events"]
 
+        # runtime samples (every second here): each web dyno's memory against its 512 MB quota
+        def sampled() -> dict | None:
+            with d.client() as client:
+                points = [p for p in client.get_metrics(app, "web", "1h")["points"] if p["memory"]]
+            return points[-1]["memory"] if points and points[-1]["memory"]["dynos"] == 2 else None
+
+        memory = d.wait_for(sampled, timeout=15, what="memory samples of both web dynos")
+        assert memory["quota"] == 512 * 1024 * 1024 and set(memory["per_dyno"]) == {"web.1", "web.2"}
+        assert 1024 * 1024 < memory["rss_max"] < memory["quota"] and memory["swap_max"] >= 0
+        assert 0 < memory["quota_pct_max"] < 100
+
         # H14: no web dynos; counted by code and in 5xx
         d.ctl("ps:scale", "web=0", "-a", app)
         d.wait_for(lambda: not [x for x in d.dynos(app) if x["type"] == "web"], what="web dynos gone")
@@ -123,6 +145,7 @@ def test_known_traffic_gives_its_percentiles_and_counts(metrics_dynod: Dynod, tm
 
         out = d.ctl("metrics", "-a", app, "--since", "1h").stdout
         assert "203 requests" in out and "H14 3" in out and re.search("[▁▂▃▄▅▆▇█]", out), out
+        assert re.search(r"Memory RSS\s+\d+\.\dMB peak", out), out
         bad = d.ctl("metrics", "-a", app, "--since", "1y", check=False)
         assert bad.returncode == 1 and "use a span from 1m to 7d" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -131,6 +154,7 @@ def test_known_traffic_gives_its_percentiles_and_counts(metrics_dynod: Dynod, tm
         counts = dict(re.findall(pattern, text))
         assert counts == {"2xx": "180", "3xx": "5", "4xx": "10", "5xx": "8"}, text[:2000]
         assert f'dynod_errors_total{{app="{app}",type="web",code="H14"}} 3' in text
+        assert f'dynod_dyno_memory_bytes{{app="{app}",dyno="web.1",kind="quota"}} 536870912' in text
     finally:
         d.ctl("apps:destroy", "-a", app, "--confirm", app, check=False)
     # destroyed: its figures went with it, and a new app of the name starts empty
