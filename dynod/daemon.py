@@ -138,7 +138,11 @@ class Daemon:
                     platform.acm = CertManager(s, ledger=ledger, logs=logs, routes_changed=self.routes_changed,
                                                routes_flushed=self.routes_flushed)
                     nursery.start_soon(platform.acm.run)
-                await nursery.start(partial(serve_api, platform, s.api_socket, group=s.api_group))
+                api_routes = self._api_routes(platform)
+                await nursery.start(partial(serve_api, platform, s.api_socket, group=s.api_group,
+                                            routes=api_routes))
+                if s.api.listen:
+                    await self._serve_api_tls(platform, nursery)
                 if s.dashboard.listen:
                     await self._serve_dashboard(platform, nursery)
                 log.info("dynod ready: API at %s, %s cgroups, dyno subnet %s", s.api_socket, cgroups.kind,
@@ -167,6 +171,37 @@ class Daemon:
             network.close()
             build_network.close()
             ledger.close()
+
+    def _api_routes(self, platform: Any) -> Any:
+        """The socket's routes: dynod's own plus users, tokens and collaborators (docs/api.md)."""
+        from .accounts import AccountStore
+        from .api.platform_api import PlatformApi
+
+        platform.accounts = AccountStore(self.settings.state_dir / "accounts.sqlite3")
+        return PlatformApi(platform, platform.accounts, remote=False)
+
+    async def _serve_api_tls(self, platform: Any, nursery: trio.Nursery) -> None:
+        """The Platform API on TCP with TLS, every request behind an API token (docs/api.md)."""
+        import ipaddress
+        import socket
+
+        from .api.platform_api import PlatformApi
+        from .api.server import serve_api_tls
+        from .api.tls import ensure_api_cert, parse_api_listen, server_context
+
+        a = self.settings.api
+        host, port = parse_api_listen(a.listen)
+        hostname = a.hostname or socket.gethostname()
+        pem = Path(a.cert) if a.cert else await trio.to_thread.run_sync(
+            ensure_api_cert, self.settings.state_dir / "api", hostname, host)
+        context = server_context(pem)
+        routes = PlatformApi(platform, platform.accounts, remote=True, rate_limit=a.rate_limit)
+        bound_host, bound_port = await nursery.start(serve_api_tls, routes, host, port, context)
+        shown = hostname if ipaddress.ip_address(bound_host).is_unspecified else (
+            f"[{bound_host}]" if ":" in bound_host else bound_host)
+        routes.public_url = platform.api_url = f"https://{shown}:{bound_port}"
+        platform.api_cert = pem
+        print(f"dynod API on {platform.api_url}", file=sys.stderr, flush=True)
 
     async def _serve_dashboard(self, platform: Any, nursery: trio.Nursery) -> None:
         """The API again on loopback TCP for a browser, behind a token (docs/dashboard.md)."""

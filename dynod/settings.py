@@ -149,6 +149,23 @@ class AddonSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """The Platform API over TCP with TLS, for clients on other machines (docs/api.md).
+
+    Off unless ``listen`` names an address ("0.0.0.0:5443", "127.0.0.1:5443"): every request there
+    needs an API token. ``cert`` is a PEM file with the certificate and its key; without one dynod
+    makes a self-signed certificate for ``hostname`` (state_dir/api/). ``fetch_loopback`` lets a
+    build's source_blob URL point at this host's loopback (tests serve archives there); off, since
+    loopback services of the host are none of a user's business."""
+
+    listen: str = ""
+    cert: str = ""
+    hostname: str = ""  # the name clients use for this host; default: the host's name
+    rate_limit: int = 4500  # requests per user per hour (Heroku's pool)
+    fetch_loopback: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     state_dir: Path = Path("/var/lib/dynod")
     run_dir: Path = Path("/run/dynod")
@@ -167,6 +184,7 @@ class Settings:
     acm: AcmSettings = field(default_factory=AcmSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
 
     @property
     def api_socket(self) -> Path:
@@ -201,7 +219,7 @@ class Settings:
 _SECTIONS = {"dynos": DynoSettings, "network": NetworkSettings, "cgroups": CgroupSettings,
              "router": RouterSettings, "logs": LogSettings, "builds": BuildSettings,
              "ledger": LedgerSettings, "addons": AddonSettings, "acm": AcmSettings, "metrics": MetricsSettings,
-             "dashboard": DashboardSettings}
+             "dashboard": DashboardSettings, "api": ApiSettings}
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
@@ -258,6 +276,16 @@ def validate(settings: Settings) -> Settings:
     if not 3600 <= m.minute_retention <= m.coarse_retention <= 90 * 86400:
         raise UserError("[metrics] minute_retention must be at least 3600 s, and coarse_retention at least that "
                         "and at most 90 days (the file's size grows with both).")
+    api = settings.api
+    if not all(isinstance(v, str) for v in (api.listen, api.cert, api.hostname)) \
+            or isinstance(api.rate_limit, bool) or not isinstance(api.rate_limit, int) or api.rate_limit < 1 \
+            or not isinstance(api.fetch_loopback, bool):
+        raise UserError("[api] listen, cert and hostname must be strings, rate_limit a whole number of requests "
+                        "per hour (at least 1), fetch_loopback true or false.")
+    if api.listen:
+        from .api.tls import parse_api_listen
+
+        parse_api_listen(api.listen)
     if settings.dashboard.listen:
         from .dashboard.listener import parse_listen  # checks it is a loopback address
 

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import socket as stdlib_socket
+import ssl
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -62,6 +63,9 @@ KILL_TIMEOUT = 10.0
 # is read and dropped before the connection closes.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
+# The TCP+TLS listener's bounds (docs/api.md, "Remote access").
+HANDSHAKE_SECONDS = 10.0
+MAX_TLS_CONNECTIONS = 256
 
 
 async def serve_api(
@@ -69,13 +73,16 @@ async def serve_api(
     socket_path: Path,
     *,
     group: str = "dynod",
+    routes: ApiRoutes | None = None,
     task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the control API on ``socket_path`` until cancelled; reports the path once listening."""
+    """Serve the control API on ``socket_path`` until cancelled; reports the path once listening.
+
+    ``routes`` replaces the plain table (dynod/api/platform_api.py adds users and tokens to it)."""
     socket_path = Path(socket_path)
     sock = await _bind_socket(socket_path, group)
     inode = os.stat(socket_path).st_ino
-    routes = ApiRoutes(platform)
+    routes = routes if routes is not None else ApiRoutes(platform)
     try:
         async with trio.open_nursery() as nursery:
             listener = trio.SocketListener(sock)
@@ -100,6 +107,50 @@ async def serve_api_tcp(
         await nursery.start(trio.serve_listeners, partial(_serve_connection, routes), listeners)
         log.info("API (dashboard) listening on %s port %s", host, port)
         task_status.started(listeners[0].socket.getsockname()[:2])
+
+
+async def serve_api_tls(
+    routes: ApiRoutes,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext,
+    *,
+    max_connections: int = MAX_TLS_CONNECTIONS,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The API over TCP with TLS (``[api] listen``); ``routes`` authenticates every request.
+
+    Open to the network, so bounded: a TLS handshake must finish within HANDSHAKE_SECONDS, and
+    past ``max_connections`` at once a new connection is closed at once rather than queued (a
+    client retries; a flood cannot starve the event loop of file descriptors)."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    slots = trio.Semaphore(max_connections)
+
+    async def serve(stream: trio.SocketStream) -> None:
+        try:
+            slots.acquire_nowait()
+        except trio.WouldBlock:
+            await stream.aclose()
+            return
+        try:
+            tls = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
+            with trio.move_on_after(HANDSHAKE_SECONDS) as scope:
+                try:
+                    await tls.do_handshake()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    scope.cancel()
+            if scope.cancelled_caught:
+                await trio.aclose_forcefully(stream)
+                return
+            await _serve_connection(routes, tls)  # type: ignore[arg-type]  # no half-close over TLS
+        finally:
+            slots.release()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, serve, listeners)
+        bound = listeners[0].socket.getsockname()[:2]
+        log.info("API (TLS) listening on %s port %s", *bound)
+        task_status.started(bound)
 
 
 # --- the socket file ------------------------------------------------------------------------------------
@@ -289,7 +340,7 @@ async def _answer(routes: ApiRoutes, connection: _Connection, event: h11.Request
         async for _ in body.chunks():
             pass
     if isinstance(response, JsonResponse):
-        await _send_json(connection, response.status, response.body)
+        await _send_json(connection, response.status, response.body, headers=getattr(response, "headers", ()))
         if response.after is not None:
             await response.after()
         return True
@@ -313,7 +364,8 @@ async def _linger(stream: trio.abc.HalfCloseableStream) -> None:
     body (any HTTP client sends it all before reading) would see that instead of the 413.
     """
     with trio.move_on_after(LINGER_SECONDS):
-        await stream.send_eof()
+        if hasattr(stream, "send_eof"):  # a TLS stream has no half-close
+            await stream.send_eof()
         dropped = 0
         while dropped < LINGER_BYTES and (data := await stream.receive_some(RECEIVE_SIZE)):
             dropped += len(data)
@@ -337,17 +389,18 @@ def _user_error(exc: BaseException) -> UserError | None:
     return None
 
 
-async def _send_json(connection: _Connection, status: int, payload: object, *, close: bool = False) -> None:
-    headers = [SERVER_HEADER]
+async def _send_json(connection: _Connection, status: int, payload: object, *, close: bool = False,
+                     headers: tuple[tuple[str, str], ...] = ()) -> None:
+    headers = (SERVER_HEADER, *headers)
     if close:
-        headers.append(("connection", "close"))
-    if status == 204:
-        await connection.send(h11.Response(status_code=204, headers=headers, reason=_reason(204)))
+        headers += (("connection", "close"),)
+    if status in (204, 304):  # neither may carry a body
+        await connection.send(h11.Response(status_code=status, headers=list(headers), reason=_reason(status)))
         await connection.send(h11.EndOfMessage())
         return
     data = json.dumps(payload).encode() + b"\n"
-    headers += [("content-type", "application/json"), ("content-length", str(len(data)))]
-    await connection.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
+    headers += (("content-type", "application/json"), ("content-length", str(len(data))))
+    await connection.send(h11.Response(status_code=status, headers=list(headers), reason=_reason(status)))
     await connection.send(h11.Data(data=data))
     await connection.send(h11.EndOfMessage())
 

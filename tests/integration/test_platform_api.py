@@ -1,0 +1,280 @@
+"""The Platform API over TCP+TLS with real tokens, driven by an unmodified Platform API client
+(heroku3 from PyPI) against a real dynod: create, config, deploy a build from a source_blob URL,
+scale, releases, rollback, logs, a one-off dyno; then tokens and the permission matrix."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import secrets
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import Dynod, free_port, running_dynod, write_app
+
+heroku3 = pytest.importorskip("heroku3")
+
+
+class Api:
+    """What the tests need of the listener: its URL and the certificate to pin."""
+
+    def __init__(self, d: Dynod, port: int) -> None:
+        self.d = d
+        self.url = f"https://127.0.0.1:{port}"
+        self.cert = d.root / "state" / "api" / "api-self-signed.pem"
+
+    def root(self, method: str, path: str, payload: object = None) -> object:
+        with self.d.client() as client:
+            return client.request(method, path, payload)
+
+    def user(self, email: str) -> str:
+        """A new user and a token for them (as root, over the socket)."""
+        self.root("POST", "/users", {"email": email})
+        made = self.root("POST", "/oauth/authorizations", {"user": email, "description": "tests"})
+        return made["access_token"]["token"]  # type: ignore[index]
+
+    def session(self, token: str | None = None) -> requests.Session:
+        session = requests.Session()
+        session.verify = str(self.cert)
+        session.trust_env = False
+        session.headers["Accept"] = "application/vnd.heroku+json; version=3"
+        if token:
+            session.headers["Authorization"] = f"Bearer {token}"
+        return session
+
+    def heroku(self, token: str):  # type: ignore[no-untyped-def]
+        # heroku3.from_key would verify the key against api.heroku.com before we could point it
+        # here; the same two steps, with this host's URL first.
+        session = self.session()
+        client = heroku3.api.Heroku(session=session)
+        client._heroku_url = self.url
+        assert client.authenticate(token)
+        return client
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[Api]:
+    port = free_port()
+    with running_dynod(dynos_extra=f'[api]\nlisten = "127.0.0.1:{port}"\nfetch_loopback = true\n') as d:
+        yield Api(d, port)
+
+
+@pytest.fixture
+def blob_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An HTTP server on loopback serving tmp_path/blobs (a build's source_blob URL)."""
+    root = tmp_path / "blobs"
+    root.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", root
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def source_tarball(src: Path, into: Path) -> Path:
+    with tarfile.open(into, "w:gz") as tar:
+        for path in sorted(src.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(src)), recursive=False)
+    return into
+
+
+def test_heroku3_drives_the_common_flows(api: Api, blob_server: tuple[str, Path], tmp_path: Path) -> None:
+    token = api.user(f"alice-{secrets.token_hex(3)}@example.test")
+    h = api.heroku(token)
+    assert h.account().email.startswith("alice-")
+    assert int(h.ratelimit_remaining()) > 0
+
+    name = f"h3-{secrets.token_hex(3)}"
+    app = h.create_app(name=name)
+    try:
+        assert name in [a.name for a in h.apps()]
+        assert app.stack.name and len(app.id) == 36
+        app.update_config({"GREETING": "hola"})
+        assert app.config()["GREETING"] == "hola"
+
+        base, root = blob_server
+        source_tarball(write_app(tmp_path / "src", "web: python3 web.py\n"), root / "src.tgz")
+        build = app.create_build(f"{base}/src.tgz", version="abc1234")
+        assert build.status == "succeeded", build.__dict__
+        assert "Launching" in requests.get(build.output_stream_url, verify=str(api.cert)).text
+
+        formation = app.batch_scale_formation_processes({"web": 1})
+        assert [(f.type, f.quantity) for f in formation] == [("web", 1)]
+        api.d.up(name, 1)
+        # Heroku's CLI sends quantities as strings: accepted too, on the single-process route.
+        with api.session(token) as s:
+            answer = s.patch(f"{api.url}/apps/{name}/formation/web", json={"quantity": "1"})
+            assert answer.status_code == 200 and answer.json()["quantity"] == 1
+
+        releases = app.releases()
+        versions = [r.version for r in releases]
+        assert versions == sorted(versions) and versions[-1] == 3  # v1 initial, v2 config, v3 deploy
+        assert all(r.user.email.startswith("alice-") for r in list(releases))
+        with api.session(token) as s:
+            config = s.get(f"{api.url}/apps/{name}/releases/2/config-vars").json()
+            assert config == {"GREETING": "hola"}
+
+        app.update_config({"GREETING": "bonjour"})  # v4
+        v3 = next(r for r in app.releases() if r.version == 3)
+        app.rollback(v3.id)  # by the release's id, as Heroku's clients do
+        latest = list(app.releases())[-1]
+        assert latest.version == 5 and "Rollback to v3" in latest.description
+        assert app.config()["GREETING"] == "hola"
+
+        run = app.run_command_detached("echo one-off-was-here")
+        assert run.name.startswith("run.")
+
+        def logged() -> bool:
+            return "one-off-was-here" in h.get_app_log(name, lines=200, timeout=10)
+
+        api.d.wait_for(logged, timeout=30, what="the one-off's line in the log session")
+        assert [d.name for d in app.dynos() if d.type == "web"] == ["web.1"]
+    finally:
+        app.delete()
+    assert name not in [a.name for a in h.apps()]
+
+
+def test_pagination_etags_and_headers(api: Api) -> None:
+    token = api.user(f"pat-{secrets.token_hex(3)}@example.test")
+    h = api.heroku(token)
+    name = f"pg-{secrets.token_hex(3)}"
+    h.create_app(name=name)
+    try:
+        with api.session(token) as s:
+            for i in range(4):
+                s.patch(f"{api.url}/apps/{name}/config-vars", json={"N": str(i)}).raise_for_status()
+            first = s.get(f"{api.url}/apps/{name}/releases", headers={"Range": "version ..; max=2"})
+            assert first.status_code == 206 and [r["version"] for r in first.json()] == [1, 2]
+            assert first.headers["Request-Id"] and int(first.headers["RateLimit-Remaining"]) > 0
+            rest = s.get(f"{api.url}/apps/{name}/releases", headers={"Range": first.headers["Next-Range"]})
+            assert [r["version"] for r in rest.json()][:2] == [3, 4]
+            newest = s.get(f"{api.url}/apps/{name}/releases", headers={"Range": "version ..; max=1, order=desc"})
+            assert [r["version"] for r in newest.json()] == [5]
+            etag = s.get(f"{api.url}/apps/{name}").headers["ETag"]
+            assert s.get(f"{api.url}/apps/{name}", headers={"If-None-Match": etag}).status_code == 304
+            bad = s.get(f"{api.url}/apps/{name}/releases", headers={"Range": "colour ..; max=2"})
+            assert bad.status_code == 416 and bad.json()["id"] == "requested_range_not_satisfiable"
+            bad = s.get(f"{api.url}/apps/{name}/releases", headers={"Range": "version ..; max=99999"})
+            assert bad.status_code == 416
+            v2 = s.get(f"{api.url}/apps", headers={"Accept": "application/vnd.heroku+json; version=2"})
+            assert v2.status_code == 406 and v2.json()["id"] == "not_acceptable"
+    finally:
+        api.root("DELETE", f"/apps/{name}")
+
+
+def test_missing_wrong_expired_and_revoked_tokens(api: Api) -> None:
+    email = f"tok-{secrets.token_hex(3)}@example.test"
+    token = api.user(email)
+    name = f"tk-{secrets.token_hex(3)}"
+    with api.session(token) as s:
+        s.post(f"{api.url}/apps", json={"name": name}).raise_for_status()
+    try:
+        for headers in ({}, {"Authorization": "Bearer dynod_not-a-token"}, {"Authorization": "Basic !!!"}):
+            with api.session() as s:
+                # Unauthenticated: the same 401 for an app that exists, one that does not, and no route.
+                for path in (f"/apps/{name}", "/apps/no-such-app-here", "/no/such/route"):
+                    answer = s.get(api.url + path, headers=headers)
+                    assert answer.status_code == 401 and answer.json()["id"] == "unauthorized", answer.text
+                    assert name not in answer.text
+        short = api.root("POST", "/oauth/authorizations", {"user": email, "expires_in": 1})
+        time.sleep(1.5)
+        with api.session(short["access_token"]["token"]) as s:  # type: ignore[index]
+            answer = s.get(f"{api.url}/account")
+            assert answer.status_code == 401 and "expired" in answer.json()["message"]
+        with api.session(token) as s:
+            mine = s.get(f"{api.url}/oauth/authorizations").json()
+            assert {a["id"] for a in mine} >= {short["id"]}  # type: ignore[index]
+            made = s.post(f"{api.url}/oauth/authorizations", json={"description": "laptop"}).json()
+            second = made["access_token"]["token"]
+            assert s.delete(f"{api.url}/oauth/authorizations/{made['id']}").status_code == 200
+        with api.session(second) as s:
+            answer = s.get(f"{api.url}/apps/{name}")
+            assert answer.status_code == 401 and "revoked" in answer.json()["message"]
+        with api.session(token) as s:  # basic auth with the token as the password, as Heroku takes it
+            s.headers.pop("Authorization")
+            assert s.get(f"{api.url}/apps/{name}", auth=("", token)).status_code == 200
+    finally:
+        api.root("DELETE", f"/apps/{name}")
+
+
+def test_permission_matrix(api: Api) -> None:
+    tag = secrets.token_hex(3)
+    owner, collaborator, stranger = (api.user(f"{who}-{tag}@example.test") for who in ("own", "col", "str"))
+    name = f"pm-{tag}"
+    with api.session(owner) as s:
+        s.post(f"{api.url}/apps", json={"name": name}).raise_for_status()
+        added = s.post(f"{api.url}/apps/{name}/collaborators", json={"user": f"col-{tag}@example.test"})
+        assert added.status_code == 201, added.text
+    with api.session(owner) as s:
+        app_id = s.get(f"{api.url}/apps/{name}").json()["id"]  # the Platform API's UUID
+    # Every app route, with the answer each role gets (collaborators may do all but destroy and share).
+    reads = ["/apps/{a}", "/apps/{a}/config-vars", "/apps/{a}/releases", "/apps/{a}/formation", "/apps/{a}/dynos",
+             "/apps/{a}/domains", "/apps/{a}/builds", "/apps/{a}/features", "/apps/{a}/log-drains",
+             "/apps/{a}/sni-endpoints", "/apps/{a}/collaborators", "/apps/{a}/releases/1",
+             "/apps/{a}/releases/1/config-vars", "/apps/{a}/addons", "/apps/{a}/health-check"]
+    writes = [("PATCH", "/apps/{a}/config-vars", {"X": "1"}), ("PATCH", "/apps/{a}", {"maintenance": False}),
+              ("POST", "/apps/{a}/log-sessions", {"lines": 1}),
+              ("PATCH", "/apps/{a}/formation", {"updates": [{"type": "web", "quantity": 0}]}),
+              ("DELETE", "/apps/{a}/dynos", None)]
+    owner_only = [("POST", "/apps/{a}/collaborators", {"user": f"str-{tag}@example.test"}),
+                  ("DELETE", "/apps/{a}/collaborators/" + f"col-{tag}@example.test", None),
+                  ("DELETE", "/apps/{a}", None)]
+    try:
+        for ref in (name, app_id):
+            for path in reads:
+                url = api.url + path.format(a=ref)
+                for token, want in ((owner, 200), (collaborator, 200), (stranger, 403)):
+                    with api.session(token) as s:
+                        answer = s.get(url)
+                        assert answer.status_code == want, (path, want, answer.text)
+                        if want == 403:
+                            assert answer.json()["id"] == "forbidden"
+            for method, path, body in writes:
+                url = api.url + path.format(a=ref)
+                for token, want in ((collaborator, None), (stranger, 403)):
+                    with api.session(token) as s:
+                        answer = s.request(method, url, json=body)
+                        if want is None:  # allowed: whatever the route answers, never a refusal
+                            assert answer.status_code not in (401, 403), (method, path, answer.text)
+                            assert answer.status_code < 500, (method, path, answer.text)
+                        else:
+                            assert answer.status_code == 403, (method, path, answer.text)
+            for method, path, body in owner_only:
+                url = api.url + path.format(a=ref)
+                for token in (collaborator, stranger):
+                    with api.session(token) as s:
+                        answer = s.request(method, url, json=body)
+                        assert answer.status_code == 403, (method, path, answer.text)
+        with api.session(stranger) as s:
+            assert name not in json.dumps(s.get(f"{api.url}/apps").json())
+            assert s.get(f"{api.url}/users/~/apps").json() == []
+            for path in ("/status", "/keys", "/users"):
+                assert s.request("GET", api.url + path).status_code in (403,), path
+            assert s.post(f"{api.url}/shutdown", json={}).status_code == 403
+        with api.session(collaborator) as s:
+            assert [a["name"] for a in s.get(f"{api.url}/users/~/apps").json()] == [name]
+        with api.session(owner) as s:
+            assert s.delete(f"{api.url}/apps/{name}/collaborators/col-{tag}@example.test").status_code == 200
+        with api.session(collaborator) as s:
+            assert s.get(f"{api.url}/apps/{name}").status_code == 403
+    finally:
+        with api.session(owner) as s:
+            s.delete(f"{api.url}/apps/{name}")
+    assert name not in json.dumps(api.root("GET", "/apps"))

@@ -1,0 +1,144 @@
+"""The Platform API layer's pure parts: Range pagination, tokens and their store, credentials,
+the Accept version, quantities, the rate limit. No root, no dynod."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from dynod.accounts import AccountStore, app_key
+from dynod.accounts.store import digest
+from dynod.api.platform_api import RateLimiter, check_accept, credentials, parse_quantity, release_version
+from dynod.api.ranges import paginate, parse_range
+from dynod.errors import UserError
+
+ITEMS = [{"version": v, "id": f"id-{v:02d}"} for v in range(1, 8)]
+
+
+def test_range_pages_forward_with_next_range() -> None:
+    page, following = paginate(ITEMS, parse_range("version ..; max=3", ["version", "id"]))
+    assert [i["version"] for i in page] == [1, 2, 3] and following == "version ]3..; max=3, order=asc"
+    page, following = paginate(ITEMS, parse_range(following, ["version", "id"]))
+    assert [i["version"] for i in page] == [4, 5, 6]
+    page, following = paginate(ITEMS, parse_range(following, ["version", "id"]))
+    assert [i["version"] for i in page] == [7] and following is None
+
+
+def test_range_descending_numbers_and_heroku3_spelling() -> None:
+    # heroku3 writes "version ..; order=desc,max=10;"; numbers sort as numbers (10 after 9).
+    items = [{"version": v} for v in (9, 10, 1)]
+    page, _ = paginate(items, parse_range("version ..; order=desc,max=10;", ["version"]))
+    assert [i["version"] for i in page] == [10, 9, 1]
+    page, _ = paginate(ITEMS, parse_range("version 3..5", ["version"]))
+    assert [i["version"] for i in page] == [3, 4, 5]
+
+
+def test_no_range_is_the_first_200() -> None:
+    items = [{"id": f"{i:04d}"} for i in range(250)]
+    page, following = paginate(items, parse_range(None, ["id"]))
+    assert len(page) == 200 and following == "id ]0199..; max=200, order=asc"
+
+
+@pytest.mark.parametrize("header", [
+    "colour ..", "version", "version ..; max=0", "version ..; max=1001", "version ..; order=sideways",
+    "version ..; max=abc", "version ..; limit=3", "x" * 600, "version ..;max=3;max=٣",
+])
+def test_malformed_ranges_are_416(header: str) -> None:
+    with pytest.raises(UserError) as caught:
+        parse_range(header, ["version", "id"])
+    assert caught.value.status == 416 and caught.value.code == "requested_range_not_satisfiable"
+
+
+def test_credentials_bearer_and_basic_with_the_token_as_password() -> None:
+    assert credentials({"authorization": "Bearer abc"}) == "abc"
+    basic = base64.b64encode(b":tok123").decode()
+    assert credentials({"authorization": f"Basic {basic}"}) == "tok123"
+    assert credentials({"authorization": "Basic " + base64.b64encode(b"me@x.test:tok").decode()}) == "tok"
+    for bad in ("", "Bearer", "Basic !!!", "Basic " + base64.b64encode(b"nopassword").decode(), "Token x"):
+        assert credentials({"authorization": bad}) is None
+
+
+def test_accept_version_three_and_its_variants_only() -> None:
+    for ok in ("", "*/*", "application/json", "application/vnd.heroku+json; version=3",
+               "application/vnd.heroku+json; version=3.cedar-acm", "application/vnd.heroku+json"):
+        check_accept({"accept": ok})
+    for bad in ("application/vnd.heroku+json; version=2", "application/vnd.heroku+json; version=4"):
+        with pytest.raises(UserError) as caught:
+            check_accept({"accept": bad})
+        assert caught.value.status == 406 and caught.value.code == "not_acceptable"
+
+
+def test_quantities_as_numbers_or_numeric_strings() -> None:
+    assert parse_quantity(2, "web") == 2 and parse_quantity("3", "web") == 3 and parse_quantity(" 0 ", "web") == 0
+    for bad in (True, "two", "-1", 1.5, None, "٣", "1000"):
+        with pytest.raises(UserError):
+            parse_quantity(bad, "web")
+    assert release_version("v3") == 3 and release_version(4) == 4 and release_version("12") == 12
+    for bad in ("v0", 0, True, "three", "v-1"):
+        with pytest.raises(UserError):
+            release_version(bad)
+
+
+def test_rate_limit_spends_and_refills() -> None:
+    now = [0.0]
+    limiter = RateLimiter(3, clock=lambda: now[0])
+    assert [limiter.take("u"), limiter.take("u"), limiter.take("u")] == [2, 1, 0]
+    with pytest.raises(UserError) as caught:
+        limiter.take("u")
+    assert caught.value.status == 429 and caught.value.code == "rate_limit"
+    assert limiter.take("other") == 2  # one user's pool is not another's
+    now[0] += 3600 / 3  # one request's worth of refill
+    assert limiter.take("u") == 0
+
+
+def test_store_keeps_hashes_only_and_says_why_a_token_fails(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.sqlite3"
+    store = AccountStore(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    alice = store.add_user("Alice@Example.test")
+    token, secret = store.create_token(alice.id, "laptop")
+    assert secret.startswith("dynod_") and len(secret) > 40
+    assert secret.encode() not in path.read_bytes() and digest(secret) in path.read_bytes()
+    assert store.authenticate(secret)[0].email == "alice@example.test"
+    with pytest.raises(UserError, match="Invalid credentials"):
+        store.authenticate(secret + "x")
+    short, short_secret = store.create_token(alice.id, expires_in=1)
+    store._db.execute("UPDATE tokens SET expires_at = ? WHERE id = ?", (time.time() - 1, short.id))
+    with pytest.raises(UserError, match="expired"):
+        store.authenticate(short_secret)
+    bob = store.add_user("bob@example.test")
+    with pytest.raises(UserError, match="No such authorization"):
+        store.revoke_token(token.id, user_id=bob.id)  # not his to revoke
+    store.revoke_token(token.id, user_id=alice.id)
+    with pytest.raises(UserError, match="revoked") as caught:
+        store.authenticate(secret)
+    assert caught.value.status == 401 and caught.value.code == "unauthorized"
+    with pytest.raises(UserError):
+        store.add_user("alice@example.test")  # emails are unique, case aside
+    with pytest.raises(UserError):
+        store.add_user("not an email")
+    store.close()
+
+
+def test_access_follows_the_app_not_its_name(tmp_path: Path) -> None:
+    store = AccountStore(tmp_path / "a.sqlite3")
+    alice, bob = store.add_user("alice@example.test"), store.add_user("bob@example.test")
+    old = {"id": 1, "name": "shop", "created_at": "2026-12-01T10:00:00Z"}
+    key = app_key(old)
+    store.grant(key, "shop", alice.id, "owner")
+    store.grant(key, "shop", bob.id, "collaborator")
+    assert {(u.email, role) for u, role, _ in store.access_of(key)} == {
+        ("alice@example.test", "owner"), ("bob@example.test", "collaborator")}
+    with pytest.raises(UserError):
+        store.revoke_access(key, "shop", alice.id)  # the owner stays
+    # The same name made again later is another app: nobody inherits access to it.
+    again = {"id": 1, "name": "shop", "created_at": "2026-12-01T11:00:00Z"}
+    assert app_key(again) != key and store.role_of(app_key(again), bob.id) is None
+    store.revoke_access(key, "shop", bob.id)
+    assert store.role_of(key, bob.id) is None
+    store.close()
