@@ -87,6 +87,11 @@ def ruleset(spec: FirewallSpec) -> dict[str, Any]:
     from_bridges = _match(_meta("iifname"), bridges)
     to_bridges = _match(_meta("oifname"), bridges)
     replies = _match({"ct": {"key": "state"}}, {"set": ["established", "related"]}, "in")
+    # Only new connections are refused: a packet conntrack calls "invalid" (a late retransmit, a
+    # reset after the entry closed) belongs to a connection that already exists or existed, and
+    # dropping it can stall a live one (a router request until H12); the receiving TCP stack
+    # answers it as it would without a firewall. Nothing can be opened with it.
+    opening = _match({"ct": {"key": "state"}}, {"set": ["new", "untracked"]}, "in")
 
     def chain(name: str, kind: str, hook: str, prio: int) -> dict[str, Any]:
         return {"add": {"chain": {"family": FAMILY, "table": t, "name": name, "type": kind, "hook": hook,
@@ -126,9 +131,9 @@ def ruleset(spec: FirewallSpec) -> dict[str, Any]:
                 _match({"payload": {"protocol": offered.protocol, "field": "dport"}}, offered.port), accept,
                 comment=f"offered: {offered.protocol}/{offered.port}" + (" (admitted only)" if offered.only else "")))
     commands += [
-        rule("input", from_bridges, counted, drop, comment="nothing else of the host's"),
+        rule("input", from_bridges, opening, counted, drop, comment="nothing else of the host's"),
         rule("forward", to_bridges, replies, accept, comment="replies back to dynos and builds"),
-        rule("forward", to_bridges, counted, drop, comment="nothing new into a dyno or build"),
+        rule("forward", to_bridges, opening, counted, drop, comment="nothing new into a dyno or build"),
         rule("forward", from_bridges, _match({"payload": {"protocol": "ip", "field": "daddr"}},
                                              _prefix(BENCHMARK_RANGE)), counted, drop,
              comment="no dyno or build of any dynod"),

@@ -33,6 +33,8 @@ def test_the_host_takes_only_replies_and_offered_ports_from_dynos_and_builds() -
     input_rules = [r for r in rules() if r["chain"] == "input"]
     assert [verdict(r) for r in input_rules] == ["accept", "drop"]
     assert "established" in json.dumps(input_rules[0]) and "dynod0b" in json.dumps(input_rules[0])
+    # the drop is of new connections only: a late packet of a live one must not stall it
+    assert '"new"' in json.dumps(input_rules[-1]) and '"invalid"' not in json.dumps(input_rules[-1])
     offered = rules(FirewallSpec(SPEC.bridges, SPEC.subnets, (HostPort("udp", 53),)))
     dns = [r for r in offered if r["chain"] == "input" and '"dport"' in json.dumps(r)]
     assert len(dns) == 2  # at each bridge's gateway address, before the drop
