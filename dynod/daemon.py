@@ -201,7 +201,10 @@ class Daemon:
             f"[{bound_host}]" if ":" in bound_host else bound_host)
         routes.public_url = platform.api_url = f"https://{shown}:{bound_port}"
         platform.api_cert = pem
-        print(f"dynod API on {platform.api_url}", file=sys.stderr, flush=True)
+        from .api.tls import certificate_fingerprint
+
+        print(f"dynod API on {platform.api_url} (certificate SHA256 {certificate_fingerprint(pem)})",
+              file=sys.stderr, flush=True)
 
     async def _serve_dashboard(self, platform: Any, nursery: trio.Nursery) -> None:
         """The API again on loopback TCP for a browser, behind a token (docs/dashboard.md)."""

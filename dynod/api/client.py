@@ -118,11 +118,47 @@ def _unix_connection_class() -> type:
     return _connection_class
 
 
-class ApiClient:
-    """A connection to dynod's API socket; methods mirror ``PlatformService``."""
+class Remote:
+    """A dynod reached over TCP+TLS with an API token (``dynoctl login``; docs/api.md).
 
-    def __init__(self, socket_path: str | os.PathLike[str], *, timeout: float | None = None) -> None:
-        self.socket_path = os.fspath(socket_path)
+    ``cafile`` is the certificate pinned at login (a self-signed one), else the system's CAs.
+    Requests carry ``Accept: application/vnd.dynod+json``: dynod's own shapes, which dynoctl
+    reads, instead of the Platform API's."""
+
+    ACCEPT = "application/vnd.dynod+json"
+
+    def __init__(self, url: str, token: str, cafile: str | None = None) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url if "://" in url else f"https://{url}")
+        if parts.scheme != "https" or not parts.hostname:
+            raise UserError(f"{url!r} is not a dynod address: give https://HOST[:PORT].")
+        try:
+            self.port = parts.port or 443
+        except ValueError:
+            raise UserError(f"{url!r} has no valid port: give https://HOST[:PORT].") from None
+        self.host = parts.hostname
+        self.url = f"https://{parts.netloc}"
+        self.token = token
+        self.cafile = cafile
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", "Accept": self.ACCEPT}
+
+    def context(self) -> Any:
+        import ssl
+
+        context = ssl.create_default_context(cafile=self.cafile)
+        return context
+
+
+class ApiClient:
+    """A connection to dynod's API socket (or to a remote dynod); methods mirror ``PlatformService``."""
+
+    def __init__(self, socket_path: str | os.PathLike[str], *, timeout: float | None = None,
+                 remote: Remote | None = None) -> None:
+        self.socket_path = os.fspath(socket_path) if remote is None else remote.url
+        self.remote = remote
         self.timeout = timeout
         # Kept alive between requests: apps:info makes several.
         self._connection: HTTPConnection | None = None
@@ -141,12 +177,19 @@ class ApiClient:
     # --- plumbing -------------------------------------------------------------------------------
 
     def _new_connection(self) -> HTTPConnection:
+        if self.remote is not None:
+            import http.client
+
+            return http.client.HTTPSConnection(self.remote.host, self.remote.port, timeout=self.timeout,
+                                               context=self.remote.context(), blocksize=UPLOAD_BLOCK)
         return _unix_connection_class()(self.socket_path, self.timeout)
 
     def _send(self, connection: HTTPConnection, method: str, path: str, body: bytes | BinaryIO | None,
               headers: dict[str, str]) -> HTTPResponse:
         import http.client
 
+        if self.remote is not None:
+            headers = {**headers, **self.remote.headers()}
         try:
             connection.request(method, path, body=body, headers=headers)
             return connection.getresponse()
@@ -166,6 +209,8 @@ class ApiClient:
             path += "?" + urlencode(query)
         body = None if payload is None else json.dumps(payload).encode()
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        if self.remote is not None:
+            headers.update(self.remote.headers())
         reused = self._connection is not None
         if self._connection is None:
             self._connection = self._new_connection()
@@ -355,6 +400,9 @@ class ApiClient:
                      env: dict[str, str] | None = None, tty: bool = False, rows: int = 24, cols: int = 80,
                      ) -> AttachSession:
         """Start a one-off dyno wired to this process: a socket speaking attach frames."""
+        if self.remote is not None:
+            raise UserError("An attached run needs the API socket for now: on a remote dynod use "
+                            "`dynoctl run:detached` and `dynoctl logs -t`.")
         payload = json.dumps({"command": command, "size": size, "env": env or {}, "attach": True,
                               "tty": tty, "rows": rows, "cols": cols}).encode()
         head = (

@@ -190,6 +190,16 @@ def _match(method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
     return None
 
 
+def wants_native(request: Request) -> bool:
+    """dynoctl's remote requests ask for dynod's own shapes, which it reads (client.Remote)."""
+    return "application/vnd.dynod+json" in request.headers.get("accept", "")
+
+
+def _native(handler: Handler) -> Handler:
+    handler.native = True  # type: ignore[attr-defined]  # answers dynod's shapes when asked for them
+    return handler
+
+
 def _forbidden(message: str) -> UserError:
     return UserError(message, status=403, code="forbidden")
 
@@ -255,7 +265,8 @@ class PlatformApi(ApiRoutes):
 
     def _decorate(self, request: Request, answer: JsonResponse, headers: list[tuple[str, str]]) -> Response:
         body, status = answer.body, answer.status
-        if isinstance(body, list) and request.method == "GET" and status == 200:
+        paged = not wants_native(request) or "range" in request.headers  # dynoctl reads whole lists
+        if isinstance(body, list) and request.method == "GET" and status == 200 and paged:
             fields = _range_fields(body)
             wanted = parse_range(request.headers.get("range"), fields)
             body, next_range = paginate(body, wanted)
@@ -272,7 +283,7 @@ class PlatformApi(ApiRoutes):
 
     async def _route(self, request: Request, user: User) -> Response:
         found = _match(request.method, request.path)
-        if found is not None:
+        if found is not None and (not wants_native(request) or getattr(found[0], "native", False)):
             handler, params = found
             return _plain(await handler(self, request, params, user))
         segments = request.path.strip("/").split("/")
@@ -281,7 +292,10 @@ class PlatformApi(ApiRoutes):
 
             app = await self.app_for(unquote(segments[1]), user)
             path = "/".join(["", "apps", quote(app["name"], safe=""), *segments[2:]])
-            return await super().dispatch(replace(request, path=path))
+            query = request.query
+            if segments[2:] == ["builds"]:  # who started a build is the token's user, not a parameter
+                query = {**query, "user": user.email}
+            return await super().dispatch(replace(request, path=path, query=query))
         if not _is_admin(user) and not _public(request):
             raise _forbidden(f"{request.method} {request.path[:80]} is for the host's administrator only.")
         answer = await super().dispatch(request)
@@ -478,9 +492,11 @@ def _rfc3339(ts: float | None) -> str | None:
 
 def _socket(handler: Handler) -> Handler:
     handler.socket = True  # type: ignore[attr-defined]  # also served on the unix socket (root)
+    handler.native = True  # type: ignore[attr-defined]  # one shape for both
     return handler
 
 
+@_native
 @_on("GET", "/account")
 @_on("GET", "/users/~")
 async def _account(api: PlatformApi, request: Request, p: dict[str, str], user: User | None) -> Any:
@@ -488,6 +504,7 @@ async def _account(api: PlatformApi, request: Request, p: dict[str, str], user: 
     return 200, _account_json(user)
 
 
+@_native
 @_on("GET", "/account/rate-limits")
 async def _rate_limits(api: PlatformApi, request: Request, p: dict[str, str], user: User | None) -> Any:
     assert user is not None
@@ -574,10 +591,12 @@ async def _revoke_authorization(api: PlatformApi, request: Request, p: dict[str,
 # --- apps ----------------------------------------------------------------------------------------------
 
 
+@_native
 @_on("GET", "/apps")
 @_on("GET", "/users/~/apps")
 async def _list_apps(api: PlatformApi, request: Request, p: dict[str, str], user: User | None) -> Any:
-    return 200, [api.app_json(a) for a in await api.apps_of(user)]
+    apps = await api.apps_of(user)
+    return 200, apps if wants_native(request) else [api.app_json(a) for a in apps]
 
 
 @_on("GET", "/users/{user}/apps")
@@ -590,6 +609,7 @@ async def _list_user_apps(api: PlatformApi, request: Request, p: dict[str, str],
                  if target.admin or api.accounts.role_of(app_key(a), target.id) is not None]
 
 
+@_native
 @_on("POST", "/apps")
 async def _create_app(api: PlatformApi, request: Request, p: dict[str, str], user: User | None) -> Any:
     body = await _json(request)
@@ -599,7 +619,7 @@ async def _create_app(api: PlatformApi, request: Request, p: dict[str, str], use
         api.accounts.grant(app_key(app), app["name"], user.id, "owner")
         if app.get("current_release"):  # v1, "Initial release": the creator's, as on Heroku
             api.made_release(app, {"version": app["current_release"]}, user)
-    return 201, api.app_json(app)
+    return 201, app if wants_native(request) else api.app_json(app)
 
 
 @_on("GET", "/apps/{app}")
@@ -619,13 +639,14 @@ async def _patch_app(api: PlatformApi, request: Request, p: dict[str, str], user
     return 200, api.app_json(await api.find_app(app["name"]))
 
 
+@_native
 @_on("DELETE", "/apps/{app}")
 async def _destroy_app(api: PlatformApi, request: Request, p: dict[str, str], user: User | None) -> Any:
     app = await api.app_for(p["app"], user, owner=True)
     shown = api.app_json(app)
     await api.native("DELETE", f"/apps/{_q(app['name'])}")
     api.accounts.forget_app(app_key(app))
-    return 200, shown
+    return (204, None) if wants_native(request) else (200, shown)
 
 
 # --- collaborators (dynoctl access) --------------------------------------------------------------------

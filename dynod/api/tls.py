@@ -99,3 +99,11 @@ def certificate_pem(pem_path: Path) -> str:
     blocks = text.split("-----END CERTIFICATE-----")
     return "".join(b[b.index("-----BEGIN CERTIFICATE-----"):] + "-----END CERTIFICATE-----\n"
                    for b in blocks if "-----BEGIN CERTIFICATE-----" in b)
+
+
+def certificate_fingerprint(pem_path: Path) -> str:
+    """SHA-256 of the first certificate's DER: what ``dynoctl login`` shows when it pins one."""
+    import hashlib
+
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(certificate_pem(pem_path).split("-----END CERTIFICATE-----")[0]
+                                                   + "-----END CERTIFICATE-----\n")).hexdigest()

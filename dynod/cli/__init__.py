@@ -86,6 +86,19 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "stacks:build": ("stacks", "build", "build a stack: stacks:build [NAME]"),
     "metrics": ("metrics", "show", "response times, throughput, errors, memory: metrics [--type web] [--since 1h]"),
     "dashboard": ("metrics", "dashboard", "print the web dashboard's address (with its login token)"),
+    "login": ("auth", "login", "store an API token for a remote dynod: login --host https://HOST:PORT"),
+    "logout": ("auth", "logout", "forget the token stored for a remote dynod"),
+    "auth:token": ("auth", "token", "print an API token (on the socket: a new one for the administrator)"),
+    "auth:whoami": ("auth", "whoami", "show who the API sees"),
+    "authorizations": ("auth", "list_authorizations", "list your API tokens"),
+    "authorizations:create": ("auth", "create_authorization",
+                              "make an API token: authorizations:create [-d DESC] [-e SECONDS] [--user EMAIL]"),
+    "authorizations:revoke": ("auth", "revoke_authorization", "revoke an API token: authorizations:revoke ID"),
+    "users": ("access", "list_users", "list the users (the administrator's)"),
+    "users:add": ("access", "add_user", "add a user and print their first token: users:add EMAIL [--admin]"),
+    "access": ("access", "show", "list the app's owner and collaborators"),
+    "access:add": ("access", "add", "let a user act on the app: access:add EMAIL [--owner]"),
+    "access:remove": ("access", "remove", "stop a user acting on the app: access:remove EMAIL"),
     "status": ("status", "status", "show dynod's status"),
     "system:shutdown": ("status", "shutdown", "stop dynod: system:shutdown [--stop-dynos]"),
 }
@@ -106,7 +119,8 @@ def usage() -> str:
     lines = ["Usage: dynoctl COMMAND [-a APP] [options]   (dynoctl COMMAND --help for its options)", "",
              "Commands:"]
     lines += [f"  {name:<{width}}  {summary}" for name, (_, _, summary) in COMMANDS.items()]
-    lines += ["", "Environment: DYNOD_APP (the app), DYNOD_SOCKET (default /run/dynod/api.sock)."]
+    lines += ["", "Environment: DYNOD_APP (the app), DYNOD_SOCKET (default /run/dynod/api.sock), "
+                  "DYNOD_HOST (a remote dynod: see dynoctl login)."]
     return "\n".join(lines)
 
 

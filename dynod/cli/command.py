@@ -70,6 +70,7 @@ class Context:
         self.tz = tz  # None: the local time zone, as Heroku's CLI prints times
         self._client: ApiClient | None = None
         self._socket: str | None = None
+        self._host: str | None = None
 
     def parser(self, command: str, description: str, *, app: bool = True) -> CommandParser:
         parser = CommandParser(prog=f"dynoctl {command}", description=description, stdout=self.stdout,
@@ -77,12 +78,21 @@ class Context:
         if app:
             parser.add_argument("-a", "--app", help="the app (default: $DYNOD_APP)")
         parser.add_argument("--socket", help="the API socket (default: $DYNOD_SOCKET, /run/dynod/api.sock)")
+        parser.add_argument("--host", help="a remote dynod, https://HOST:PORT, logged in to with dynoctl login "
+                                           "(default: $DYNOD_HOST; none: the socket)")
         return parser
 
     def parse(self, parser: CommandParser, argv: list[str]) -> argparse.Namespace:
         args = parser.parse_args(argv)
         self._socket = args.socket
+        self._host = args.host
         return args
+
+    def host(self) -> str | None:
+        """The remote dynod this command talks to (--host, $DYNOD_HOST), or None for the socket."""
+        if self._socket:
+            return None
+        return self._host or self.environ.get("DYNOD_HOST") or None
 
     def app(self, args: argparse.Namespace) -> str:
         app = getattr(args, "app", None) or self.environ.get("DYNOD_APP")
@@ -92,7 +102,13 @@ class Context:
 
     def client(self) -> ApiClient:
         if self._client is None:
-            self._client = ApiClient(self._socket or default_socket_path(dict(self.environ)))
+            host = self.host()
+            if host is not None:
+                from .credentials import remote_for
+
+                self._client = ApiClient(host, remote=remote_for(host, dict(self.environ)))
+            else:
+                self._client = ApiClient(self._socket or default_socket_path(dict(self.environ)))
         return self._client
 
     def close(self) -> None:

@@ -278,3 +278,64 @@ def test_permission_matrix(api: Api) -> None:
         with api.session(owner) as s:
             s.delete(f"{api.url}/apps/{name}")
     assert name not in json.dumps(api.root("GET", "/apps"))
+
+
+def test_dynoctl_remote_login_users_and_access(api: Api, tmp_path: Path) -> None:
+    """Users and access from the socket, then dynoctl on a 'remote' host: login pins the
+    self-signed certificate, and the ordinary commands work over TCP+TLS as the user."""
+    import os
+    import subprocess
+
+    from .conftest import VENV_BIN
+
+    tag = secrets.token_hex(3)
+    added = api.d.ctl("users:add", f"rem-{tag}@example.test").stdout
+    token = added.split("Token: ")[1].strip()
+    other = api.d.ctl("users:add", f"oth-{tag}@example.test").stdout.split("Token: ")[1].strip()
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k != "DYNOD_SOCKET"}
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), DYNOD_HOST=api.url)
+
+    def remote(*args: str, stdin: str | None = None, check: bool = True, as_env: dict | None = None
+               ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([str(VENV_BIN / "dynoctl"), *args], input=stdin, capture_output=True, text=True,
+                                env=as_env or env, timeout=120)
+        if check:
+            assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result
+
+    login = remote("login", "--token", "-", stdin=token + "\n")
+    assert f"rem-{tag}@example.test" in login.stdout and "Pinning" in login.stderr
+    stored = home / ".config" / "dynod" / "credentials.json"
+    assert oct(stored.stat().st_mode & 0o777) == "0o600" and token in stored.read_text()
+    assert remote("auth:whoami").stdout.strip() == f"rem-{tag}@example.test"
+    assert remote("auth:token").stdout.strip() == token
+    name = f"rm-{tag}"
+    remote("apps:create", name)
+    try:
+        assert name in remote("apps").stdout
+        remote("config:set", "COLOUR=blue", "-a", name)
+        assert remote("config:get", "COLOUR", "-a", name).stdout.strip() == "blue"
+        assert "v2" in remote("releases", "-a", name).stdout
+        assert f"rem-{tag}@example.test" in remote("access", "-a", name).stdout
+        # The other user sees nothing of it until added, then may act on it.
+        other_env = {**env, "DYNOD_API_TOKEN": other}
+        refused = remote("config", "-a", name, check=False, as_env=other_env)
+        assert refused.returncode == 1 and "do not have access" in refused.stderr
+        assert name not in remote("apps", as_env=other_env).stdout
+        remote("access:add", f"oth-{tag}@example.test", "-a", name)
+        assert "COLOUR" in remote("config", "-a", name, as_env=other_env).stdout
+        gone = remote("apps:destroy", "-a", name, "--confirm", name, check=False, as_env=other_env)
+        assert gone.returncode == 1 and "owner" in gone.stderr
+        made = remote("authorizations:create", "-d", "ci").stdout
+        made_id = made.split("authorization ")[1].split()[0]
+        assert made_id in remote("authorizations").stdout
+        remote("authorizations:revoke", made_id)
+        assert made_id not in remote("authorizations").stdout
+        run = remote("run", "true", "-a", name, check=False)
+        assert run.returncode == 1 and "run:detached" in run.stderr
+    finally:
+        remote("apps:destroy", "-a", name, "--confirm", name, check=False)
+    assert name not in api.d.ctl("apps").stdout
+    assert remote("logout").returncode == 0
+    assert "Not logged in" in remote("apps", check=False).stderr
