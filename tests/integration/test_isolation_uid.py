@@ -46,15 +46,38 @@ elif what == "clear":
 '''
 
 
+# A uid range of this module's own: other test dynods on the host hand out the default range from
+# its start, and the limit-exhaustion test must not touch their apps' uids.
+UID_FIRST = 2_100_000_000 + int(secrets.token_hex(2), 16) * 100
+
+HOG = r'''
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+held = []
+while True:
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    if fd < 0:
+        break
+    held.append(fd)
+print(f"holding {len(held)} inotify instances, then errno={ctypes.get_errno()}", flush=True)
+time.sleep(3600)
+'''
+ONE_INOTIFY = ("python3 -c \"import ctypes, os; l = ctypes.CDLL(None, use_errno=True); "
+               "fd = l.inotify_init1(os.O_CLOEXEC); "
+               "print('inotify', 'ok' if fd >= 0 else f'errno={ctypes.get_errno()}')\"")
+
+
 @pytest.fixture(scope="module")
 def uid_dynod() -> Iterator[Dynod]:
-    with running_dynod(dynos_extra=f'seccomp_unconfined_apps = ["{APP_A}", "{APP_B}"]') as d:
+    with running_dynod(dynos_extra=f'seccomp_unconfined_apps = ["{APP_A}", "{APP_B}"]\n'
+                                   f'uid_first = {UID_FIRST}\nuid_count = 100') as d:
         yield d
 
 
 @pytest.fixture(scope="module")
 def two_apps(uid_dynod: Dynod, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    src = write_app(tmp_path_factory.mktemp("src"), "web: python3 web.py\n", {"keys.py": KEYS})
+    src = write_app(tmp_path_factory.mktemp("src"), "web: python3 web.py\nhog: python3 hog.py\n",
+                    {"keys.py": KEYS, "hog.py": HOG})
     for name in (APP_A, APP_B):
         uid_dynod.ctl("apps:create", name)
         uid_dynod.ctl("deploy", str(src), "-a", name)
@@ -81,7 +104,7 @@ def test_each_app_has_its_own_uid_and_the_dyno_user_still_makes_sense(uid_dynod:
     out_a, out_b = run(uid_dynod, a, script), run(uid_dynod, b, script)
     uid_a = int(out_a.split("uid=")[1].split()[0])
     uid_b = int(out_b.split("uid=")[1].split()[0])
-    assert uid_a != uid_b and 61000 not in (uid_a, uid_b) and min(uid_a, uid_b) >= 2_000_000_000
+    assert uid_a != uid_b and {uid_a, uid_b} <= set(range(UID_FIRST, UID_FIRST + 100))
     for out, uid in ((out_a, uid_a), (out_b, uid_b)):
         assert f"gid={uid} user=dyno home=/app" in out, out
         assert "app-owner=dyno:dyno" in out and "web-owner=dyno" in out and "written=dyno" in out
@@ -110,8 +133,8 @@ def test_dynos_of_two_apps_run_as_different_host_uids_and_see_no_other_process(
         uid_dynod.up(b, 1)
         host = subprocess.run(["ps", "-eo", "uid,args"], capture_output=True, text=True).stdout
         uids = {line.split()[0] for line in host.splitlines() if "python3 web.py" in line
-                and int(line.split()[0]) >= 2_000_000_000}
-        assert len(uids) >= 2, host  # one per app (other dynods' apps may add theirs)
+                and UID_FIRST <= int(line.split()[0]) < UID_FIRST + 100}
+        assert len(uids) == 2, host  # one per app
         seen = run(uid_dynod, b, "ps -eo uid,args --no-headers")
         assert "web.py" not in seen  # its own PID namespace: not even its own app's web dyno
     finally:
@@ -123,11 +146,25 @@ def test_a_build_runs_as_its_app_s_uid_and_writes_what_the_slug_packer_reads(
         uid_dynod: Dynod, two_apps: tuple[str, str], tmp_path: Path) -> None:
     a, _ = two_apps
     package = '{"name": "probe", "version": "1.0.0", "scripts": {"postinstall": "sh ./probe.sh"}}'
-    src = write_app(tmp_path / "src", "web: python3 web.py\n", {
-        "package.json": package, "keys.py": KEYS,
+    src = write_app(tmp_path / "src", "web: python3 web.py\nhog: python3 hog.py\n", {
+        "package.json": package, "keys.py": KEYS, "hog.py": HOG,
         "probe.sh": "echo build-uid=$(id -u) build-user=$(whoami); echo made > /app/built-file\n",
     })
     out = uid_dynod.ctl("deploy", str(src), "-a", a).stdout
     uid_a = int(run(uid_dynod, a, "id -u").strip())
     assert f"build-uid={uid_a} build-user=dyno" in out
     assert "made\n" == run(uid_dynod, a, "cat /app/built-file")  # in the slug, owned as it should be
+
+
+def test_one_app_exhausting_a_per_uid_limit_leaves_the_others_theirs(uid_dynod: Dynod,
+                                                                     two_apps: tuple[str, str]) -> None:
+    """inotify instances are counted per uid (fs.inotify.max_user_instances): A takes all of its."""
+    a, b = two_apps
+    uid_dynod.ctl("ps:scale", "hog=1", "-a", a)
+    try:
+        uid_dynod.wait_for(lambda: "holding" in uid_dynod.logs(a), timeout=30, what="the hog holding its limit")
+        assert "errno=24" in uid_dynod.logs(a)  # EMFILE: the uid's limit, reached
+        assert "inotify errno=24" in run(uid_dynod, a, ONE_INOTIFY)  # the control: A itself has none left
+        assert "inotify ok" in run(uid_dynod, b, ONE_INOTIFY)
+    finally:
+        uid_dynod.ctl("ps:scale", "hog=0", "-a", a)
