@@ -106,8 +106,9 @@ class _AddonsApi:
     async def get_addon(self, name: str, app: str | None) -> Json:
         return await self._addons().info(name, app)  # type: ignore[no-any-return]
 
-    async def destroy_addon(self, name: str, app: str | None, force: bool) -> Json:
-        return await self._addons().destroy(name, app=app, force=force)  # type: ignore[no-any-return]
+    async def destroy_addon(self, name: str, app: str | None, force: bool, final_backup: bool = True) -> Json:
+        return await self._addons().destroy(name, app=app, force=force,  # type: ignore[no-any-return]
+                                            final_backup=final_backup)
 
     async def list_attachments(self, app: str | None) -> list[Json]:
         addons = self._addons()
@@ -126,6 +127,50 @@ class _AddonsApi:
 
     async def list_addon_plans(self, service: str) -> list[Json]:
         return self._addons().plans_json(service)  # type: ignore[no-any-return]
+
+    # pg:* and redis:* (their API routes: /apps/{app}/pg-..., /apps/{app}/redis-...)
+    async def pg_backups(self, app: str) -> list[Json]:
+        return self._addons().list_backups(app)  # type: ignore[no-any-return]
+
+    async def pg_backup_capture(self, app: str, database: str | None) -> Json:
+        return await self._addons().capture(app, database)  # type: ignore[no-any-return]
+
+    async def pg_backup_restore(self, app: str, backup: str | None, database: str | None) -> Json:
+        return await self._addons().restore(app, backup, database)  # type: ignore[no-any-return]
+
+    async def pg_backup_delete(self, app: str, backup: str) -> None:
+        self._addons().delete_backup(app, backup)
+
+    async def pg_backup_download(self, app: str, backup: str | None) -> tuple[Json, AsyncIterator[bytes]]:
+        addons = self._addons()
+        found = addons.backup(app, backup)
+        if found.status != "completed":
+            raise UserError(f"Backup {found.id} is {found.status}: there is nothing to download.")
+        return found.to_json(), addons.backups.read_chunks(found)
+
+    async def pg_backup_schedules(self, app: str) -> list[Json]:
+        return self._addons().schedules(app)  # type: ignore[no-any-return]
+
+    async def pg_backup_schedule(self, app: str, database: str | None, at: str) -> Json:
+        return self._addons().schedule(app, database, at)  # type: ignore[no-any-return]
+
+    async def pg_backup_unschedule(self, app: str, database: str | None) -> None:
+        self._addons().unschedule(app, database)
+
+    async def pg_rotate(self, app: str, database: str | None) -> Json:
+        return await self._addons().rotate(app, database)  # type: ignore[no-any-return]
+
+    async def pg_reset(self, app: str, database: str | None) -> Json:
+        return await self._addons().reset(app, database)  # type: ignore[no-any-return]
+
+    async def pg_ps(self, app: str, database: str | None) -> list[Json]:
+        return await self._addons().pg_ps(app, database)  # type: ignore[no-any-return]
+
+    async def pg_kill(self, app: str, database: str | None, pid: int, force: bool) -> Json:
+        return await self._addons().pg_kill(app, database, pid, force)  # type: ignore[no-any-return]
+
+    async def redis_command(self, app: str, name: str | None, argv: list[str]) -> Json:
+        return await self._addons().redis_command(app, name, argv)  # type: ignore[no-any-return]
 
 
 class Platform(_AddonsApi):

@@ -146,6 +146,8 @@ class AddonSettings:
     # (docs/addons.md); dynos of attached apps are let through to it, nothing else is.
     port_first: int = 45000
     port_count: int = 1000
+    # addons:destroy takes a final backup first (unless --no-final-backup); kept this long.
+    final_backup_days: float = 7.0
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ dynos of the apps an add-on is attached to may reach its port.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 import shutil
 import socket
@@ -24,8 +26,9 @@ import trio
 
 from ..errors import Conflict, NotFound, UserError
 from ..model import Addon, AddonAttachment, Release
+from .backups import Backup, BackupStore, fsync_file, next_id, next_run, parse_schedule
 from .plans import Service, addon_name, default_attachment, parse_spec
-from .postgresql import PostgresProvider
+from .postgresql import PostgresOperations, PostgresProvider
 from .provider import Provider
 from .redis import RedisProvider
 from .servers import ServerSupervisor
@@ -57,6 +60,11 @@ class Addons:
             "heroku-redis": RedisProvider(root=self.root, supervisor=self.supervisor, host=gateway,
                                           ports=self._allocate_port),
         }
+        self.pg = PostgresOperations(self.providers["heroku-postgresql"])  # type: ignore[arg-type]
+        self.backups = BackupStore(settings.state_dir / "backups")
+        self._schedules_file = self.backups.root / "schedules.json"
+        self._backup_locks: dict[str, trio.Lock] = {}
+        self._schedules_changed = trio.Event()
         self._lock = trio.Lock()  # one create/destroy at a time: ports and names are chosen under it
         self._ports_taken: set[int] = set()  # chosen, not yet in the ledger
         self._rng = random.SystemRandom()
@@ -77,6 +85,7 @@ class Addons:
                 for addon in addons:
                     starts.start_soon(self._start_one, addon)
             await self.refresh_access()
+            nursery.start_soon(self._run_schedules)
             task_status.started()
 
     async def _start_one(self, addon: Addon) -> None:
@@ -288,11 +297,24 @@ class Addons:
         self._released(release)
         return {"name": attachment, "release": {"version": release.version}}
 
-    async def destroy(self, name: str, *, app: str | None = None, force: bool = False) -> Json:
+    async def destroy(self, name: str, *, app: str | None = None, force: bool = False,
+                      final_backup: bool = True) -> Json:
         addon = self.get(name, app)
         if app is not None and addon.app != app and not force:
             raise UserError(f"{addon.name} belongs to {addon.app}, not {app}; destroy it there (-a {addon.app}) "
                             f"or detach it from {app} with addons:detach.")
+        others = {a.app for a in self.ledger.list_attachments(addon=addon.name)} - {addon.app}
+        if others and not force:  # checked before the final backup, which may take a while
+            raise Conflict(f"{addon.name} is still attached to {', '.join(sorted(others))}; detach it there first, "
+                           "or pass --force to detach it everywhere.")
+        final = None
+        if final_backup and addon.service == "heroku-postgresql":
+            try:
+                final = await self._capture(addon, addon.app, "final")
+            except UserError as exc:
+                raise UserError(f"The final backup of {addon.name} failed ({exc}); nothing was destroyed. Retry, "
+                                "or pass --no-final-backup to destroy it without one.", status=exc.status,
+                                code=exc.code) from None
         async with self._lock:
             releases = self.ledger.destroy_addon(addon.name, force=force)
             with trio.CancelScope(shield=True):  # recorded as gone: its server and data go too
@@ -301,7 +323,9 @@ class Addons:
             self._released(release)
         await self.refresh_access()
         self._emit(addon.app, f"Destroyed {addon.name}")
+        self._drop_schedule(addon.name)
         return {**self.addon_json(addon, []), "state": "deprovisioned",
+                "final_backup": final.to_json() if final else None,
                 "releases": [{"app": {"name": r.app}, "version": r.version} for r in releases]}
 
     async def app_destroyed(self, app: str) -> None:
@@ -309,4 +333,248 @@ class Addons:
         other app, with a release there), its attachments to others' add-ons go with it."""
         for addon in self.ledger.list_addons():
             if addon.app == app:
-                await self.destroy(addon.name, force=True)
+                # Heroku's apps:destroy takes the app's data with it: no final backup to outlive it.
+                await self.destroy(addon.name, force=True, final_backup=False)
+        for backup in self.backups.of_app(app):  # nothing for a new app of the same name to inherit
+            self.backups.delete(backup)
+
+    # -- pg:backups (backups.py) -------------------------------------------------------------------
+    def postgres_of(self, app: str, name: str | None) -> Addon:
+        """The app's Postgres add-on: by add-on or attachment name (DATABASE, DATABASE_URL), or the
+        one attached as DATABASE, or its only one. Never an add-on the app has no attachment of."""
+        attachments = [a for a in self.ledger.list_attachments(app=app)
+                       if self.ledger.get_addon(a.addon).service == "heroku-postgresql"]
+        if name is None:
+            chosen = [a for a in attachments if a.name == "DATABASE"] or attachments
+            if len({a.addon for a in chosen}) != 1:
+                raise UserError(f"{app} has {'no' if not chosen else 'several'} Postgres add-ons"
+                                f"{'' if not chosen else ': name one (' + ', '.join(a.name for a in chosen) + ')'}.")
+            return self.ledger.get_addon(chosen[0].addon)  # type: ignore[no-any-return]
+        for a in attachments:
+            if name in (a.addon, a.name, f"{a.name}_URL"):
+                return self.ledger.get_addon(a.addon)  # type: ignore[no-any-return]
+        raise NotFound(f"Couldn't find that Postgres add-on on {app}: {name} (see dynoctl addons -a {app}).")
+
+    def _backup_lock(self, addon: str) -> trio.Lock:
+        return self._backup_locks.setdefault(addon, trio.Lock())
+
+    async def _capture(self, addon: Addon, app: str, kind: str) -> Backup:
+        async with self._backup_lock(addon.name):
+            backup = Backup(id=next_id(kind, [b.id for b in self.backups.of_app(app)]), app=app, addon=addon.name,
+                            kind=kind, created_at=time.time())
+            if kind == "final":
+                backup.expires_at = backup.created_at + self.settings.addons.final_backup_days * 86400
+            try:
+                self.backups.save(backup)
+            except OSError as exc:
+                raise UserError(f"Cannot record a backup in {self.backups.root}: {exc.strerror}.", status=507,
+                                code="insufficient_storage") from None
+            final_path = self.backups.dump_path(backup)
+            tmp = final_path.with_name(f".{backup.id}.dump.tmp")
+            try:
+                await self.pg.dump(addon, tmp)
+                await trio.to_thread.run_sync(fsync_file, tmp)
+                os.replace(tmp, final_path)
+                backup.size, backup.status = final_path.stat().st_size, "completed"
+            except (UserError, OSError) as exc:
+                tmp.unlink(missing_ok=True)
+                backup.status = "failed"
+                backup.error = str(exc) if isinstance(exc, UserError) else f"{exc.strerror or exc}"
+            finally:
+                backup.finished_at = time.time()
+                try:
+                    self.backups.save(backup)
+                except OSError:
+                    pass  # the record stays "running"... unless the disk has room for it: said below
+            if backup.status == "failed":
+                raise UserError(f"Backup {backup.id} of {addon.name} failed: {backup.error}", status=500,
+                                code="backup_failed")
+            return backup
+
+    async def capture(self, app: str, database: str | None) -> Json:
+        addon = self.postgres_of(app, database)
+        backup = await self._capture(addon, app, "capture")
+        self._emit(app, f"Backup {backup.id} of {addon.name} completed ({backup.size} bytes, verified)")
+        return backup.to_json()
+
+    def list_backups(self, app: str) -> list[Json]:
+        self.ledger.get_app(app)
+        return [b.to_json() for b in self.backups.of_app(app)]
+
+    def backup(self, app: str, backup_id: str | None) -> Backup:
+        self.ledger.get_app(app)
+        if backup_id is None:
+            done = [b for b in self.backups.of_app(app) if b.status == "completed"]
+            if not done:
+                raise NotFound(f"{app} has no completed backup: capture one with dynoctl pg:backups:capture.")
+            return done[-1]
+        return self.backups.get(app, backup_id)
+
+    async def restore(self, app: str, backup_id: str | None, database: str | None) -> Json:
+        backup = self.backup(app, backup_id)
+        if backup.status != "completed":
+            raise UserError(f"Backup {backup.id} is {backup.status}, not completed: choose another "
+                            "(dynoctl pg:backups).")
+        addon = self.postgres_of(app, database)  # only an add-on attached to this app
+        async with self._backup_lock(addon.name):
+            await self.pg.restore(addon, self.backups.dump_path(backup))
+        self._emit(app, f"Restored backup {backup.id} into {addon.name}")
+        return {"backup": backup.to_json(), "addon": {"name": addon.name}}
+
+    def delete_backup(self, app: str, backup_id: str) -> None:
+        self.backups.delete(self.backup(app, backup_id))
+
+    # -- pg:credentials:rotate, pg:reset, pg:ps, pg:kill; redis:cli --------------------------------
+    async def rotate(self, app: str, database: str | None) -> Json:
+        """A new password; every attached app gets a release with the new URL (its dynos restart
+        on it); sessions on the old password are ended."""
+        addon = self.postgres_of(app, database)
+        async with self._backup_lock(addon.name):
+            data = await self.pg.rotate(addon)
+            provider = self.providers["heroku-postgresql"]
+            releases = self.ledger.update_addon(addon.name, config={"URL": provider.url(data)},  # type: ignore[attr-defined]
+                                                provider_data=data,
+                                                description=f"Rotate credentials of {addon.name}")
+        for release in releases:
+            self._released(release)
+        self._emit(app, f"Rotated the credentials of {addon.name}")
+        return {"addon": {"name": addon.name},
+                "releases": [{"app": {"name": r.app}, "version": r.version} for r in releases]}
+
+    async def reset(self, app: str, database: str | None) -> Json:
+        addon = self.postgres_of(app, database)
+        async with self._backup_lock(addon.name):
+            await self.pg.reset(addon)
+        self._emit(app, f"Reset {addon.name}: its database is empty")
+        return {"addon": {"name": addon.name}}
+
+    async def pg_ps(self, app: str, database: str | None) -> list[Json]:
+        return await self.pg.ps(self.postgres_of(app, database))
+
+    async def pg_kill(self, app: str, database: str | None, pid: int, force: bool) -> Json:
+        addon = self.postgres_of(app, database)
+        return {"pid": pid, "killed": await self.pg.kill(addon, pid, force)}
+
+    def redis_of(self, app: str, name: str | None) -> Addon:
+        attachments = [a for a in self.ledger.list_attachments(app=app)
+                       if self.ledger.get_addon(a.addon).service == "heroku-redis"]
+        for a in attachments:
+            if name is None and len({b.addon for b in attachments}) == 1 or name in (a.addon, a.name, f"{a.name}_URL"):
+                return self.ledger.get_addon(a.addon)  # type: ignore[no-any-return]
+        if name is None and attachments:
+            raise UserError(f"{app} has several Redis add-ons: name one ({', '.join(a.name for a in attachments)}).")
+        raise NotFound(f"Couldn't find that Redis add-on on {app}: {name or '(none attached)'}.")
+
+    async def redis_command(self, app: str, name: str | None, argv: list[str]) -> Json:
+        addon = self.redis_of(app, name)
+        provider = self.providers["heroku-redis"]
+
+        def run() -> Any:
+            import redis
+
+            try:
+                return provider.client(addon).execute_command(*argv)  # type: ignore[attr-defined]
+            except redis.ResponseError as exc:
+                return {"error": str(exc)}
+            except redis.ConnectionError as exc:
+                raise UserError(f"{addon.name} is not answering: {exc}", status=503, code="unavailable") from None
+
+        return {"addon": addon.name, "result": _plain(await trio.to_thread.run_sync(run))}
+
+    # -- schedules -------------------------------------------------------------------------------
+    def _read_schedules(self) -> dict[str, Any]:
+        try:
+            return json.loads(self._schedules_file.read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return {}
+
+    def _write_schedules(self, schedules: dict[str, Any]) -> None:
+        self.backups.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self._schedules_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(schedules, sort_keys=True))
+        os.replace(tmp, self._schedules_file)
+        self._schedules_changed.set()
+
+    def _drop_schedule(self, addon: str) -> None:
+        schedules = self._read_schedules()
+        if schedules.pop(addon, None) is not None:
+            self._write_schedules(schedules)
+
+    def schedule(self, app: str, database: str | None, at: str) -> Json:
+        hour, minute, zone = parse_schedule(at)
+        addon = self.postgres_of(app, database)
+        schedules = self._read_schedules()
+        schedules[addon.name] = {"app": app, "hour": hour, "minute": minute, "zone": zone}
+        self._write_schedules(schedules)
+        return {"addon": addon.name, "at": f"{hour:02d}:{minute:02d} {zone}",
+                "next_run_at": _rfc3339(next_run(hour, minute, zone, time.time())),
+                "retention": self._provider(addon.service).service.plan(addon.plan).backups_kept}
+
+    def unschedule(self, app: str, database: str | None) -> None:
+        addon = self.postgres_of(app, database)
+        if addon.name not in self._read_schedules():
+            raise NotFound(f"{addon.name} has no backup schedule.")
+        self._drop_schedule(addon.name)
+
+    def schedules(self, app: str) -> list[Json]:
+        self.ledger.get_app(app)
+        return [{"addon": name, "at": f"{s['hour']:02d}:{s['minute']:02d} {s['zone']}",
+                 "next_run_at": _rfc3339(next_run(s["hour"], s["minute"], s["zone"], time.time()))}
+                for name, s in sorted(self._read_schedules().items()) if s["app"] == app]
+
+    async def _run_schedules(self) -> None:
+        last_check = time.time()
+        while True:
+            self._prune()
+            now = time.time()
+            due = []
+            upcoming = [now + 60.0]
+            for name, s in self._read_schedules().items():
+                when = next_run(s["hour"], s["minute"], s["zone"], last_check - 1)
+                if when <= now:
+                    due.append((name, s["app"]))
+                else:
+                    upcoming.append(when)
+            last_check = now
+            for name, app in due:
+                await self._scheduled_backup(name, app)
+            self._schedules_changed = trio.Event()
+            with trio.move_on_at(trio.current_time() + max(0.5, min(upcoming) - time.time())):
+                await self._schedules_changed.wait()
+
+    async def _scheduled_backup(self, name: str, app: str) -> None:
+        try:
+            addon = self.ledger.get_addon(name)
+            backup = await self._capture(addon, app, "scheduled")
+            self._emit(app, f"Scheduled backup {backup.id} of {name} completed ({backup.size} bytes, verified)")
+        except (UserError, OSError) as exc:  # said in the log stream and in pg:backups, never silently
+            log.warning("scheduled backup of %s failed: %s", name, exc)
+            self._emit(app, f"Error: scheduled backup of {name} failed: {exc}")
+
+    def _prune(self) -> None:
+        now = time.time()
+        by_addon: dict[str, list[Backup]] = {}
+        for backup in self.backups.all():
+            if backup.expires_at is not None and backup.expires_at < now:
+                self.backups.delete(backup)
+            elif backup.kind == "scheduled" and backup.status == "completed":
+                by_addon.setdefault(backup.addon, []).append(backup)
+        for name, kept in by_addon.items():
+            try:
+                addon = self.ledger.get_addon(name)
+            except NotFound:
+                continue
+            limit = self._provider(addon.service).service.plan(addon.plan).backups_kept
+            for old in kept[:-limit] if limit else kept:
+                self.backups.delete(old)
+
+
+def _plain(value: Any) -> Any:
+    """A Redis reply as JSON: bytes as text, lists and maps through."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(_plain(k)): _plain(v) for k, v in value.items()}
+    return value

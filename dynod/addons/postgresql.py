@@ -16,13 +16,14 @@ from __future__ import annotations
 import secrets
 import shutil
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from ..errors import UserError
+from ..errors import NotFound, UserError
 from ..model import Addon
 from .plans import POSTGRESQL, Plan
 from .provider import Provisioned
@@ -180,6 +181,149 @@ class PostgresProvider:
                     ("Tables", str(tables)), ("Add-on", addon.name)]
 
         return await trio.to_thread.run_sync(query)
+
+
+class PostgresOperations:
+    """pg:backups, pg:reset, pg:credentials:rotate, pg:ps and pg:kill on one provider's clusters.
+    Every step is the superuser's, over the cluster's unix socket; the app's role is untouched
+    except where a step is about it (its password, its sessions)."""
+
+    def __init__(self, provider: PostgresProvider) -> None:
+        self.provider = provider
+
+    def _env(self, addon: Addon) -> dict[str, str]:
+        return {"PATH": "/usr/bin:/bin", "PGPASSWORD": str(addon.provider_data["superuser_password"]),
+                "PGHOST": str(self.provider.socket_dir(addon.name)), "PGPORT": str(addon.provider_data["port"]),
+                "PGUSER": SUPERUSER, "PGCONNECT_TIMEOUT": "10"}
+
+    async def _tool(self, addon: Addon, argv: list[str], timeout: float = 3600) -> None:
+        with trio.fail_after(timeout):
+            result = await trio.run_process(argv, env=self._env(addon), capture_stdout=True, capture_stderr=True,
+                                            check=False, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            text = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()
+            raise UserError(f"{Path(argv[0]).name} failed: {text[-1] if text else f'exit {result.returncode}'}",
+                            status=500, code="internal")
+
+    async def dump(self, addon: Addon, path: Path) -> None:
+        """pg_dump -Fc of the add-on's database into ``path``, then read back whole (verified)."""
+        await self._tool(addon, [str(BIN / "pg_dump"), "--format=custom", "--no-owner", "--no-acl",
+                                 f"--file={path}", str(addon.provider_data["database"])])
+        await self._tool(addon, [str(BIN / "pg_restore"), "--file=/dev/null", str(path)])
+
+    def _admin(self, addon: Addon, database: str = "postgres") -> Any:
+        import psycopg
+
+        return psycopg.connect(**self.provider.admin_conninfo(addon, database), autocommit=True)
+
+    def _terminate(self, conn: Any, database: str) -> None:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                     " AND pid <> pg_backend_pid()", (database,))
+
+    async def restore(self, addon: Addon, path: Path) -> None:
+        """The dump into a new database first; only if that succeeded does it replace the
+        add-on's (a rename: a failed restore leaves the database as it was)."""
+        from psycopg import sql
+
+        data = addon.provider_data
+        database, user = str(data["database"]), str(data["user"])
+        staging = f"{database}_r{secrets.token_hex(3)}"
+
+        def create() -> None:
+            with self._admin(addon) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(staging),
+                                                                           sql.Identifier(user)))
+                conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(staging)))
+
+        def drop_staging() -> None:
+            with self._admin(addon) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(staging)))
+
+        def swap() -> None:
+            old = f"{database}_o{secrets.token_hex(3)}"
+            with self._admin(addon) as conn:
+                conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(database)))
+                try:
+                    self._terminate(conn, database)
+                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(database),
+                                                                                  sql.Identifier(old)))
+                except BaseException:
+                    conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
+                        sql.Identifier(database)))
+                    raise
+                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(staging),
+                                                                              sql.Identifier(database)))
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(old)))
+
+        await trio.to_thread.run_sync(create)
+        try:
+            await self._tool(addon, [str(BIN / "pg_restore"), "--no-owner", "--no-acl", f"--role={user}",
+                                     "--exit-on-error", "--single-transaction", f"--dbname={staging}", str(path)])
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(drop_staging)
+            raise
+        await trio.to_thread.run_sync(swap)
+
+    async def reset(self, addon: Addon) -> None:
+        """Every table and row gone: the database dropped and made again, empty, for the same role."""
+        from psycopg import sql
+
+        data = addon.provider_data
+
+        def work() -> None:
+            database, user = sql.Identifier(str(data["database"])), sql.Identifier(str(data["user"]))
+            with self._admin(addon) as conn:
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(database))
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(database, user))
+                conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database))
+
+        await trio.to_thread.run_sync(work)
+
+    async def rotate(self, addon: Addon) -> dict[str, Any]:
+        """A new password for the app's role; its sessions on the old one are ended. The new
+        provider data (the caller records it and releases the new URL)."""
+        from psycopg import sql
+
+        data = {**addon.provider_data, "password": _token(24)}
+
+        def work() -> None:
+            with self._admin(addon) as conn:
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(str(data["user"])),
+                                                                         sql.Literal(data["password"])))
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                             (data["user"],))
+
+        await trio.to_thread.run_sync(work)
+        return data
+
+    async def ps(self, addon: Addon) -> list[dict[str, Any]]:
+        def work() -> list[dict[str, Any]]:
+            with self._admin(addon) as conn:
+                rows = conn.execute(
+                    "SELECT pid, state, COALESCE(client_addr::text, 'local') AS source,"
+                    " COALESCE(EXTRACT(EPOCH FROM now() - query_start), 0)::float AS running_for,"
+                    " wait_event IS NOT NULL AS waiting, query FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid() ORDER BY query_start",
+                    (addon.provider_data["database"],)).fetchall()
+            return [{"pid": r[0], "state": r[1], "source": r[2], "running_for": round(r[3], 3),
+                     "waiting": r[4], "query": r[5]} for r in rows]
+
+        return await trio.to_thread.run_sync(work)
+
+    async def kill(self, addon: Addon, pid: int, force: bool) -> bool:
+        """Cancel (or with ``force`` terminate) a session on the add-on's database, no other."""
+        def work() -> bool:
+            with self._admin(addon) as conn:
+                row = conn.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND datname = %s AND pid <> pg_backend_pid()",
+                    (pid, addon.provider_data["database"])).fetchone()
+                if row is None:
+                    raise NotFound(f"No session {pid} of {addon.name}: see dynoctl pg:ps.")
+                function = "pg_terminate_backend" if force else "pg_cancel_backend"
+                return bool(conn.execute(f"SELECT {function}(%s)", (pid,)).fetchone()[0])  # type: ignore[index]
+
+        return await trio.to_thread.run_sync(work)
 
 
 def _size(n: int) -> str:

@@ -497,8 +497,9 @@ class ApiClient:
     def get_addon(self, name: str, app: str | None = None) -> Json:
         return self.request("GET", _path("apps", app, "addons", name) if app else _path("addons", name))
 
-    def destroy_addon(self, app: str, name: str, *, force: bool = False) -> Json:
-        return self.request("DELETE", _path("apps", app, "addons", name), {"force": force})
+    def destroy_addon(self, app: str, name: str, *, force: bool = False, final_backup: bool = True) -> Json:
+        return self.request("DELETE", _path("apps", app, "addons", name), {"force": force,
+                                                                          "final_backup": final_backup})
 
     def list_attachments(self, app: str | None = None) -> list[Json]:
         return self.request("GET", _path("apps", app, "addon-attachments") if app else "/addon-attachments")
@@ -517,6 +518,57 @@ class ApiClient:
 
     def list_addon_plans(self, service: str) -> list[Json]:
         return self.request("GET", _path("addon-services", service, "plans"))
+
+    def pg(self, app: str, action: str, payload: Json) -> Any:
+        """pg:credentials:rotate, pg:reset, pg:ps, pg:kill (action: credentials-rotate, reset, ps, kill)."""
+        return self.request("POST", _path("apps", app, "pg-actions", action), payload)
+
+    def pg_backups(self, app: str) -> list[Json]:
+        return self.request("GET", _path("apps", app, "pg-backups"))
+
+    def pg_backup_capture(self, app: str, database: str | None = None) -> Json:
+        return self.request("POST", _path("apps", app, "pg-backups"), {"database": database})
+
+    def pg_backup_restore(self, app: str, backup: str | None = None, database: str | None = None) -> Json:
+        return self.request("POST", _path("apps", app, "pg-backups", "restores"), {"backup": backup,
+                                                                                 "database": database})
+
+    def pg_backup_delete(self, app: str, backup: str) -> None:
+        self.request("DELETE", _path("apps", app, "pg-backups", backup))
+
+    def pg_backup_schedules(self, app: str) -> list[Json]:
+        return self.request("GET", _path("apps", app, "pg-backups", "schedules"))
+
+    def pg_backup_schedule(self, app: str, at: str, database: str | None = None) -> Json:
+        return self.request("PUT", _path("apps", app, "pg-backups", "schedules"), {"at": at, "database": database})
+
+    def pg_backup_unschedule(self, app: str, database: str | None = None) -> None:
+        self.request("DELETE", _path("apps", app, "pg-backups", "schedules"), {"database": database})
+
+    def pg_backup_download(self, app: str, backup: str | None, out: BinaryIO) -> int:
+        """Write the backup's dump (the latest completed one for None) to ``out``; its size."""
+        import http.client
+
+        connection = self._new_connection()
+        try:
+            response = self._send(connection, "GET", _path("apps", app, "pg-backups", backup or "latest", "download"),
+                                  None, {})
+            if response.status >= 400:
+                raise _error_from(response.status, response.reason, response.read())
+            size = 0
+            try:
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    size += len(chunk)
+            except http.client.IncompleteRead:
+                raise UserError("The download from dynod ended in the middle; try again.", status=502,
+                                code="stream_broken") from None
+            return size
+        finally:
+            connection.close()
+
+    def redis_command(self, app: str, argv: list[str], addon: str | None = None) -> Json:
+        return self.request("POST", _path("apps", app, "redis-commands"), {"argv": argv, "addon": addon})
 
     # --- domains and certificates ---------------------------------------------------------------
 

@@ -906,7 +906,8 @@ async def _get_addon(self: ApiRoutes, request: Request, p: dict[str, str]) -> Re
 async def _destroy_addon(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
     body = await _json_object(request)
     force = _bool(body, "force", False) or request.query.get("force") in ("1", "true")
-    return JsonResponse(200, await self.platform.destroy_addon(p["addon"], p["app"], force))
+    return JsonResponse(200, await self.platform.destroy_addon(p["addon"], p["app"], force,
+                                                               _bool(body, "final_backup", True)))
 
 
 @_route("GET", "/addon-attachments")
@@ -935,6 +936,87 @@ async def _attach_addon(self: ApiRoutes, request: Request, p: dict[str, str]) ->
 @_route("DELETE", "/apps/{app}/addon-attachments/{attachment}")
 async def _detach_addon(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
     return JsonResponse(200, await self.platform.detach_addon(p["app"], p["attachment"]))
+
+
+@_route("GET", "/apps/{app}/pg-backups")
+async def _pg_backups(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.pg_backups(p["app"]))
+
+
+@_route("POST", "/apps/{app}/pg-backups")
+async def _pg_backup_capture(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    return JsonResponse(201, await self.platform.pg_backup_capture(p["app"], _optional_str(body, "database") or None))
+
+
+@_route("POST", "/apps/{app}/pg-backups/restores")
+async def _pg_backup_restore(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    return JsonResponse(200, await self.platform.pg_backup_restore(
+        p["app"], _optional_str(body, "backup") or None, _optional_str(body, "database") or None))
+
+
+@_route("GET", "/apps/{app}/pg-backups/schedules")
+async def _pg_backup_schedules(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, await self.platform.pg_backup_schedules(p["app"]))
+
+
+@_route("PUT", "/apps/{app}/pg-backups/schedules")
+async def _pg_backup_schedule(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    return JsonResponse(200, await self.platform.pg_backup_schedule(
+        p["app"], _optional_str(body, "database") or None, _required_str(body, "at")))
+
+
+@_route("DELETE", "/apps/{app}/pg-backups/schedules")
+async def _pg_backup_unschedule(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    await self.platform.pg_backup_unschedule(p["app"], _optional_str(body, "database") or None)
+    return JsonResponse(204, None)
+
+
+@_route("GET", "/apps/{app}/pg-backups/{backup}/download")
+async def _pg_backup_download(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    backup = None if p["backup"] == "latest" else p["backup"]
+    _meta, chunks = await self.platform.pg_backup_download(p["app"], backup)
+
+    async def produce(write: Write) -> None:
+        async for chunk in chunks:
+            await write(chunk)
+
+    return StreamResponse(produce, content_type="application/octet-stream")
+
+
+@_route("DELETE", "/apps/{app}/pg-backups/{backup}")
+async def _pg_backup_delete(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    await self.platform.pg_backup_delete(p["app"], p["backup"])
+    return JsonResponse(204, None)
+
+
+@_route("POST", "/apps/{app}/pg-actions/{action}")
+async def _pg_action(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    database = _optional_str(body, "database") or None
+    if p["action"] == "credentials-rotate":
+        return JsonResponse(200, await self.platform.pg_rotate(p["app"], database))
+    if p["action"] == "reset":
+        return JsonResponse(200, await self.platform.pg_reset(p["app"], database))
+    if p["action"] == "ps":
+        return JsonResponse(200, await self.platform.pg_ps(p["app"], database))
+    if p["action"] == "kill":
+        pid = _int(body, "pid", 0, 1, 2**31 - 1)
+        return JsonResponse(200, await self.platform.pg_kill(p["app"], database, pid, _bool(body, "force", False)))
+    raise NotFound(f"No pg action {p['action']!r}: use credentials-rotate, reset, ps or kill.")
+
+
+@_route("POST", "/apps/{app}/redis-commands")
+async def _redis_command(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    argv = body.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv) or len(argv) > 1024:
+        raise UserError("Field 'argv' must be a non-empty list of strings, like [\"GET\", \"key\"].")
+    return JsonResponse(200, await self.platform.redis_command(
+        p["app"], _optional_str(body, "addon") or None, list(argv)))
 
 
 @_route("GET", "/addon-services")

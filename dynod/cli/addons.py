@@ -71,6 +71,8 @@ def destroy(ctx: Context, argv: list[str]) -> int:
     parser.add_argument("addon")
     parser.add_argument("--confirm", metavar="NAME", help="the add-on's name (or the app's), to skip the question")
     parser.add_argument("--force", "-f", action="store_true", help="also detach it from other apps")
+    parser.add_argument("--no-final-backup", action="store_true", help="destroy a Postgres add-on without the "
+                        "final backup it otherwise gets first")
     args = ctx.parse(parser, argv)
     app = ctx.app(args)
     client = ctx.client()
@@ -86,8 +88,10 @@ def destroy(ctx: Context, argv: list[str]) -> int:
     if confirmation not in (addon["name"], app):
         raise UserError(f"Confirmation {confirmation!r} did not match {addon['name']}: nothing was destroyed.")
     ctx.progress(f"Destroying {addon['name']} on ⬢ {app}... ")
-    result = client.destroy_addon(app, addon["name"], force=args.force)
+    result = client.destroy_addon(app, addon["name"], force=args.force, final_backup=not args.no_final_backup)
     ctx.out("done")
+    if result.get("final_backup"):
+        ctx.out(f"Final backup {result['final_backup']['id']} kept (dynoctl pg:backups -a {app})")
     for release in result.get("releases", []):
         ctx.out(f"Released v{release['version']} of {release['app']['name']}")
     return 0

@@ -368,3 +368,144 @@ def test_destroy_removes_every_trace(dynod: Dynod, apps: list[str]) -> None:
     rules = subprocess.run(["nft", "list", "table", "inet", f"dynod_{dynod.bridge}"], capture_output=True,
                            text=True).stdout
     assert f"offer_tcp_{port}" not in rules
+
+
+def _as_app_role(d: Dynod, name: str):  # type: ignore[no-untyped-def]
+    """A superuser session over the socket acting as the add-on's own role (its tables are the role's)."""
+    import sqlite3
+
+    import psycopg
+
+    db = sqlite3.connect(state(d) / "dynod.sqlite3")
+    user = json.loads(db.execute("SELECT provider_data FROM addons WHERE name = ?", (name,)).fetchone()[0])["user"]
+    db.close()
+    conn = psycopg.connect(admin_url(d, name), autocommit=True)
+    conn.execute(f'SET ROLE "{user}"')
+    return conn
+
+
+def test_backup_restore_and_download_round_trip_real_data(dynod: Dynod, apps: list[str], tmp_path: Path) -> None:
+    app, other = new_app(dynod), new_app(dynod)
+    apps += [app, other]
+    dynod.ctl("addons:create", "heroku-postgresql", "-a", app, "--name", f"postgresql-{app}")
+    dynod.ctl("addons:create", "heroku-postgresql", "-a", other, "--name", f"postgresql-{other}")
+    name = f"postgresql-{app}"
+    with _as_app_role(dynod, name) as conn:
+        conn.execute("CREATE TABLE items (id serial PRIMARY KEY, v text NOT NULL)")
+        conn.execute("INSERT INTO items (v) SELECT 'row-' || g FROM generate_series(1, 1000) g")
+    out = dynod.ctl("pg:backups:capture", "-a", app).stdout
+    assert "b001" in out and "verified" in out
+    listing = dynod.ctl("pg:backups", "-a", app).stdout
+    assert "b001" in listing and "Completed" in listing
+
+    # Changed after the backup: the restore brings back exactly what was captured.
+    with _as_app_role(dynod, name) as conn:
+        conn.execute("DELETE FROM items WHERE id > 10")
+        conn.execute("CREATE TABLE later (x int)")
+    dynod.ctl("pg:backups:restore", "b001", "DATABASE", "-a", app, "--confirm", app)
+    with _as_app_role(dynod, name) as conn:
+        assert conn.execute("SELECT count(*), max(v) FROM items").fetchone() == (1000, "row-999")
+        assert conn.execute("SELECT to_regclass('later')").fetchone()[0] is None
+        conn.execute("INSERT INTO items (v) VALUES ('after restore')")  # the app's role owns it again
+
+    target = tmp_path / "latest.dump"
+    dynod.ctl("pg:backups:download", "-a", app, "-o", str(target))
+    toc = subprocess.run(["pg_restore", "--list", str(target)], capture_output=True, text=True, check=True).stdout
+    assert "TABLE public items" in toc and "TABLE DATA public items" in toc
+
+    before = dynod.ctl("pg:backups", "-a", other).stdout
+    bad = [
+        (["pg:backups:restore", "b999", "-a", app, "--confirm", app], "Couldn't find that backup"),
+        (["pg:backups:restore", "b001", f"postgresql-{other}", "-a", app, "--confirm", app],
+         "Couldn't find that Postgres add-on on"),
+        (["pg:backups:restore", "b001", "-a", app, "--confirm", "nope"], "did not match"),
+        (["pg:backups:schedule", "-a", app, "--at", "25:99 Mars/Olympus"], "Invalid schedule"),
+        (["pg:backups:schedule", "-a", app, "--at", "02:00 Mars/Olympus"], "unknown time zone"),
+        (["pg:backups:download", "b777", "-a", app, "-o", str(tmp_path / "x.dump")], "Couldn't find that backup"),
+        (["pg:backups:delete", "../b001", "-a", app, "--confirm", app], "Couldn't find that backup"),
+    ]
+    for argv, message in bad:
+        result = dynod.ctl(*argv, check=False)
+        assert result.returncode == 1 and message in result.stderr, (argv, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.dump").exists() and not (tmp_path / "x.dump.part").exists()
+    assert dynod.ctl("pg:backups", "-a", other).stdout == before
+    with _as_app_role(dynod, name) as conn:
+        assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == 1001  # untouched by the refusals
+
+    out = dynod.ctl("pg:backups:schedule", "-a", app, "--at", "02:00 America/New_York").stdout
+    assert "daily backups of postgresql-" in out and "the last 5 kept" in out
+    assert "daily at 02:00 America/New_York" in dynod.ctl("pg:backups", "-a", app).stdout
+
+    # Destroy takes a final backup first, kept after the add-on is gone, restorable.
+    out = dynod.ctl("addons:destroy", name, "-a", app, "--confirm", name).stdout
+    assert "Final backup f001 kept" in out
+    final = tmp_path / "final.dump"
+    dynod.ctl("pg:backups:download", "f001", "-a", app, "-o", str(final))
+    assert "TABLE DATA public items" in subprocess.run(["pg_restore", "--list", str(final)], capture_output=True,
+                                                      text=True, check=True).stdout
+    assert "No backup schedules" in dynod.ctl("pg:backups", "-a", app).stdout
+    dynod.ctl("pg:backups:delete", "b001", "-a", app, "--confirm", app)
+    assert "b001" not in dynod.ctl("pg:backups", "-a", app).stdout
+
+
+def test_reset_ps_kill_and_redis_cli(dynod: Dynod, apps: list[str]) -> None:
+    import threading
+
+    import psycopg
+
+    app = new_app(dynod)
+    apps.append(app)
+    dynod.ctl("addons:create", "heroku-postgresql", "-a", app, "--name", f"postgresql-{app}")
+    dynod.ctl("addons:create", "heroku-redis", "-a", app)
+    name = f"postgresql-{app}"
+    with _as_app_role(dynod, name) as conn:
+        conn.execute("CREATE TABLE t (x int)")
+    errors: list[str] = []
+
+    def sleeper() -> None:
+        try:
+            with _as_app_role(dynod, name) as conn:
+                conn.execute("SELECT pg_sleep(60)")
+        except psycopg.Error as exc:
+            errors.append(str(exc))
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    pid = dynod.wait_for(lambda: next((line.split()[0] for line in dynod.ctl("pg:ps", "-a", app).stdout.splitlines()
+                                       if "pg_sleep" in line), None), what="the session in pg:ps")
+    assert "canceling statement" not in "".join(errors)
+    dynod.ctl("pg:kill", pid, "-a", app)
+    thread.join(timeout=10)
+    assert not thread.is_alive() and "canceling statement due to user request" in "".join(errors)
+    missing = dynod.ctl("pg:kill", "1", "-a", app, check=False)
+    assert missing.returncode == 1 and "No session 1" in missing.stderr  # never another database's session
+
+    refused = dynod.ctl("pg:reset", "-a", app, "--confirm", "nope", check=False)
+    assert refused.returncode == 1
+    dynod.ctl("pg:reset", "-a", app, "--confirm", app)
+    with _as_app_role(dynod, name) as conn:
+        assert conn.execute("SELECT to_regclass('t')").fetchone()[0] is None
+
+    out = dynod.ctl("redis:cli", "-a", app, "-c", "SET greeting hello", "-c", "GET greeting", "-c", "NOPE").stdout
+    assert out.splitlines()[:2] == ["OK", '"hello"'] and "(error)" in out.splitlines()[2]
+    assert "Maxmemory:" in dynod.ctl("redis:info", "-a", app).stdout
+    assert "PG Version:" in dynod.ctl("pg:info", "-a", app).stdout
+
+
+def test_credentials_rotation_leaves_the_app_working_on_the_new_ones(dynod: Dynod, db_app: str) -> None:
+    old = dynod.client().request("GET", f"/apps/{db_app}/config-vars")["DATABASE_URL"]
+    before = dynod.client().request("GET", f"/apps/{db_app}/releases")[-1]["version"]
+    out = dynod.ctl("pg:credentials:rotate", "-a", db_app, "--confirm", db_app).stdout
+    assert f"{db_app} v{before + 1}" in out
+    new = dynod.client().request("GET", f"/apps/{db_app}/config-vars")["DATABASE_URL"]
+    assert new != old and new.split("@")[1] == old.split("@")[1]  # same server, new password
+    dynod.wait_for(lambda: all(d["release"]["version"] == before + 1 and d["state"] == "up"
+                               for d in dynod.dynos(db_app) if d["type"] in ("web", "worker"))
+                   and len(dynod.dynos(db_app)) >= 2, timeout=60, what="dynos restarted on the new release")
+    assert wait_get(dynod, db_app, "/write?rotated", "ok") == "ok"
+    assert "rotated" in json.loads(get(dynod, db_app, "/read"))
+    probe = ("import psycopg, sys\ntry:\n    psycopg.connect(sys.argv[1]).close(); print('ACCEPTED')\n"
+             "except psycopg.OperationalError as e:\n    print('REJECTED', e)\n")
+    out = dynod.ctl("run", "-a", db_app, "--", "python", "-c", probe, old, timeout=60).stdout
+    assert "REJECTED" in out and "password authentication failed" in out, out
