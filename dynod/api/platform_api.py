@@ -255,9 +255,14 @@ class PlatformApi(ApiRoutes):
             check_accept(request.headers)
             answer = await self._route(request, user)
         except UserError as exc:
+            finish = getattr(request.body, "finish_if_buffered", None)
+            if finish is not None:
+                finish()  # an empty GET body is already here: the answer can keep its headers
             if not getattr(request.body, "complete", True):
                 raise  # an unread body: the server answers and closes instead of draining it
             error: Json = {"id": exc.code, "message": str(exc)}
+            if exc.status == 401:  # git (and browsers) send credentials only when asked like this
+                headers.append(("www-authenticate", 'Basic realm="dynod"'))
             return HeaderedJson(exc.status, error, headers=tuple(headers))
         if isinstance(answer, JsonResponse):
             return self._decorate(request, answer, headers)
@@ -282,6 +287,10 @@ class PlatformApi(ApiRoutes):
         return HeaderedJson(status, body, after=answer.after, headers=tuple(headers))
 
     async def _route(self, request: Request, user: User) -> Response:
+        from .git_http import parse_git_path
+
+        if (git := parse_git_path(request.path)) is not None:
+            return await self._git(request, user, *git)
         found = _match(request.method, request.path)
         if found is not None and (not wants_native(request) or getattr(found[0], "native", False)):
             handler, params = found
@@ -303,6 +312,24 @@ class PlatformApi(ApiRoutes):
             mine = {a["name"] for a in await self.apps_of(user)}
             answer = JsonResponse(answer.status, [a for a in answer.body if (a.get("app") or {}).get("name") in mine])
         return answer
+
+    async def _git(self, request: Request, user: User, name: str, rest: str) -> Response:
+        """git push/fetch over HTTPS to the app's repository (dynod/api/git_http.py)."""
+        from ..build.git import repo_path
+        from .git_http import SERVICES, advertise, rpc, spool
+
+        app = await self.app_for(name, user)
+        deploys = getattr(self.platform, "deploys", None)
+        if deploys is None:
+            raise NotFound("This dynod keeps no git repositories.")
+        repo = repo_path(deploys.repos_dir, app["name"])
+        if not repo.is_dir():
+            raise NotFound(f"{app['name']} has no git repository.")
+        if request.method == "GET" and rest == "info/refs":
+            return await advertise(repo, request.query.get("service", ""))
+        if request.method == "POST" and rest in SERVICES:
+            return await rpc(repo, rest, await spool(request), pusher=user.email)
+        raise NotFound(f"No such git endpoint {rest[:60]!r}: push to https://HOST/{app['name']}.git.")
 
     # -- apps and who may touch them ----------------------------------------------------------------
 

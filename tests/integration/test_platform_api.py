@@ -192,7 +192,8 @@ def test_missing_wrong_expired_and_revoked_tokens(api: Api) -> None:
                 for path in (f"/apps/{name}", "/apps/no-such-app-here", "/no/such/route"):
                     answer = s.get(api.url + path, headers=headers)
                     assert answer.status_code == 401 and answer.json()["id"] == "unauthorized", answer.text
-                    assert name not in answer.text
+                    assert name not in answer.text and answer.headers["Request-Id"]
+                    assert answer.headers["WWW-Authenticate"] == 'Basic realm="dynod"'  # git asks, then sends it
         short = api.root("POST", "/oauth/authorizations", {"user": email, "expires_in": 1})
         time.sleep(1.5)
         with api.session(short["access_token"]["token"]) as s:  # type: ignore[index]
@@ -339,3 +340,42 @@ def test_dynoctl_remote_login_users_and_access(api: Api, tmp_path: Path) -> None
     assert name not in api.d.ctl("apps").stdout
     assert remote("logout").returncode == 0
     assert "Not logged in" in remote("apps", check=False).stderr
+
+
+def test_git_push_over_https_with_the_token_as_password(api: Api, tmp_path: Path) -> None:
+    import subprocess
+
+    tag = secrets.token_hex(3)
+    owner, stranger = api.user(f"gp-{tag}@example.test"), api.user(f"gs-{tag}@example.test")
+    name = f"gh-{tag}"
+    with api.session(owner) as s:
+        s.post(f"{api.url}/apps", json={"name": name}).raise_for_status()
+    work = write_app(tmp_path / "repo", "web: python3 web.py\n")
+    git = ["git", "-c", "user.email=t@example.test", "-c", "user.name=t", "-c", f"http.sslCAInfo={api.cert}",
+           "-c", "credential.helper=", "-C", str(work)]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GIT_TERMINAL_PROMPT": "0"}
+    try:
+        subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+        subprocess.run([*git, "add", "."], check=True)
+        subprocess.run([*git, "commit", "-qm", "first"], check=True)
+        host = api.url.removeprefix("https://")
+        # No token, a stranger's token: refused, nothing built.
+        for url in (f"https://{host}/{name}.git", f"https://git:{stranger}@{host}/{name}.git"):
+            refused = subprocess.run([*git, "push", url, "main"], capture_output=True, text=True, env=env, timeout=60)
+            assert refused.returncode != 0, refused.stderr
+        assert len(api.root("GET", f"/apps/{name}/releases")) == 1  # type: ignore[arg-type]
+        push = subprocess.run([*git, "push", f"https://git:{owner}@{host}/{name}.git", "main"], capture_output=True,
+                              text=True, env=env, timeout=300)
+        assert push.returncode == 0, push.stderr
+        assert "remote: -----> Building" in push.stderr and "Launching" in push.stderr
+        sha = subprocess.run([*git, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True).stdout.strip()
+        latest = api.root("GET", f"/apps/{name}/releases")[-1]  # type: ignore[index]
+        assert latest["description"] == f"Deploy {sha}" and latest["status"] == "succeeded"
+        builds = api.root("GET", f"/apps/{name}/builds")
+        assert builds[-1]["user"] == f"gp-{tag}@example.test"  # type: ignore[index]
+        clone = subprocess.run(["git", "-c", f"http.sslCAInfo={api.cert}", "clone", "-q",
+                                f"https://git:{owner}@{host}/{name}.git", str(tmp_path / "clone")],
+                               capture_output=True, text=True, env=env, timeout=60)
+        assert clone.returncode == 0 and (tmp_path / "clone" / "web.py").is_file(), clone.stderr
+    finally:
+        api.root("DELETE", f"/apps/{name}")
