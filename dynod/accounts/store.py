@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE TABLE IF NOT EXISTS access (
     app_key TEXT NOT NULL, app TEXT NOT NULL, user_id TEXT NOT NULL REFERENCES users(id),
     role TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (app_key, user_id));
+CREATE TABLE IF NOT EXISTS ssh_keys (
+    key_id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS release_users (
     app_key TEXT NOT NULL, version INTEGER NOT NULL, user_id TEXT NOT NULL,
     PRIMARY KEY (app_key, version));
@@ -210,6 +212,21 @@ class AccountStore:
     def forget_app(self, key: str) -> None:
         self._db.execute("DELETE FROM access WHERE app_key = ?", (key,))
         self._db.execute("DELETE FROM release_users WHERE app_key = ?", (key,))
+
+    # -- SSH keys: whose each is (a key with no owner is the administrator's) ------------------------
+
+    def own_key(self, key_id: str, user_id: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO ssh_keys VALUES (?, ?, ?)", (key_id, user_id, time.time()))
+
+    def key_owner(self, key_id: str) -> User | None:
+        row = self._db.execute("SELECT user_id FROM ssh_keys WHERE key_id = ?", (key_id,)).fetchone()
+        return None if row is None else self.get_user(row[0])
+
+    def keys_owned(self, user_id: str) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT key_id FROM ssh_keys WHERE user_id = ?", (user_id,))}
+
+    def disown_key(self, key_id: str) -> None:
+        self._db.execute("DELETE FROM ssh_keys WHERE key_id = ?", (key_id,))
 
     # -- who made each release ---------------------------------------------------------------------
 

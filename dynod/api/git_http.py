@@ -9,7 +9,7 @@ Git's "smart HTTP" protocol is two requests per push, each answered by git itsel
 (and the same with ``git-upload-pack`` for clone and fetch). The push runs the app repository's
 pre-receive hook exactly as an SSH push does (dynod/build/git.py): the build streams back as
 ``remote:`` lines while it runs, and a failed build rejects the push. The pusher's email names
-the build (``DYNOD_KEY_ID``, which the hook reads). Access is the app's rule: owner or
+the build (``DYNOD_PUSHER``, which the hook reads). Access is the app's rule: owner or
 collaborator. The pack is spooled to a temporary file first (bounded like a source archive,
 gzip bodies inflated with the same bound) because the server finishes reading a request before a
 streamed answer starts; then git reads it while its answer streams back.
@@ -105,7 +105,10 @@ async def rpc(repo: Path, service: str, body: IO[bytes], *, pusher: str) -> Stre
         import os
         import subprocess
 
-        env = {**os.environ, "DYNOD_KEY_ID": pusher, "GIT_HTTP_EXPORT_ALL": "1"}
+        # DYNOD_PUSHER names the (already authorized) pusher for the hook; DYNOD_KEY_ID would ask
+        # it to authorize an SSH key, which an HTTPS push has none of.
+        env = {k: v for k, v in os.environ.items() if k != "DYNOD_KEY_ID"}
+        env.update(DYNOD_PUSHER=pusher, GIT_HTTP_EXPORT_ALL="1")
         process = await trio.lowlevel.open_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                                    stderr=subprocess.DEVNULL, env=env)
         try:

@@ -979,6 +979,64 @@ async def _get_build(api: PlatformApi, request: Request, p: dict[str, str], user
     raise NotFound(f"Couldn't find that build of {app['name']}.")
 
 
+# --- SSH keys: each a user's (Heroku's /account/keys), and who may push where over SSH ----------------
+
+
+def _key_json(key: Json, owner: User | None) -> Json:
+    return {**key, "email": _person(owner)["email"]}
+
+
+@_native
+@_on("GET", "/account/keys")
+@_on("GET", "/keys")
+async def _list_keys(api: PlatformApi, request: Request, p: dict[str, str], user: User | None) -> Any:
+    assert user is not None
+    mine = api.accounts.keys_owned(user.id)
+    return 200, [_key_json(k, user) for k in await api.platform.list_keys() if k["id"] in mine]
+
+
+@_native
+@_on("POST", "/account/keys")
+@_on("POST", "/keys")
+async def _add_key(api: PlatformApi, request: Request, p: dict[str, str], user: User | None) -> Any:
+    assert user is not None
+    body = await _json(request)
+    key = _body_of(await api.native("POST", "/keys", {"public_key": body.get("public_key")}))
+    api.accounts.own_key(key["id"], user.id)
+    return 201, _key_json(key, user)
+
+
+@_native
+@_on("DELETE", "/account/keys/{key}")
+@_on("DELETE", "/keys/{key}")
+async def _remove_key(api: PlatformApi, request: Request, p: dict[str, str], user: User | None) -> Any:
+    assert user is not None
+    mine = api.accounts.keys_owned(user.id)
+    for key in await api.platform.list_keys():
+        if key["id"] in mine and p["key"] in (key["id"], key.get("fingerprint"), key.get("comment")):
+            await api.platform.remove_key(key["id"])
+            api.accounts.disown_key(key["id"])
+            return (204, None) if wants_native(request) else (200, _key_json(key, user))
+    raise NotFound(f"No key {p['key'][:80]!r} of yours: dynoctl keys lists them.")
+
+
+@_socket
+@_on("GET", "/apps/{app}/push-authorization")
+async def _push_authorization(api: PlatformApi, request: Request, p: dict[str, str], user: User | None) -> Any:
+    """The SSH pre-receive hook's question: may the key pushing now push to this app?"""
+    if user is not None:
+        raise _forbidden("Push authorization is asked by dynod's git hook, on the socket.")
+    key_id = request.query.get("key", "")
+    if key_id not in {k["id"] for k in await api.platform.list_keys()}:
+        raise _forbidden("This SSH key is no longer authorized: add it again (dynoctl keys:add).")
+    owner = api.accounts.key_owner(key_id)
+    app = await api.find_app(p["app"])
+    if owner is not None and not owner.admin and api.accounts.role_of(app_key(app), owner.id) is None:
+        raise _forbidden(f"{owner.email}'s SSH key may not push to {app['name']}: ask its owner for access "
+                         f"(dynoctl access:add {owner.email} -a {app['name']}).")
+    return 200, {"allowed": True, "user": owner.email if owner is not None else key_id}
+
+
 # --- domains and stacks: dynod's shapes plus Heroku's ids -----------------------------------------------
 
 

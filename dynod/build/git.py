@@ -250,11 +250,38 @@ def request_build(api_socket: Path, app: str, archive: IO[bytes], size: int, *, 
         conn.close()
 
 
+def authorize_push(api_socket: Path, app: str, key_id: str, timeout: float = 30.0) -> str:
+    """Who an SSH key pushes as, if it may push to ``app``; a UserError to show the pusher if not.
+
+    A key belongs to a user (``dynoctl keys:add`` over a user's token) or to the administrator
+    (added on the socket); a user's key may push only to apps its user owns or collaborates on,
+    as their API token may. Asked of dynod over its socket, before the build sees any config."""
+    query = urllib.parse.urlencode({"key": key_id})
+    conn = _UnixHTTPConnection(str(api_socket), timeout)
+    try:
+        conn.request("GET", f"/apps/{urllib.parse.quote(app, safe='')}/push-authorization?{query}")
+        response = conn.getresponse()
+        body = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise UserError(f"Cannot reach dynod at {api_socket} ({exc}); is it running?") from None
+    finally:
+        conn.close()
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = {}
+    if response.status != 200:
+        raise UserError(str(answer.get("message") or f"dynod answered {response.status} {response.reason}"))
+    return str(answer.get("user") or key_id)
+
+
 def pre_receive(stdin: IO[str], out: IO[str], *, app: str, api_socket: Path,
-                user: str | None) -> int:
+                user: str | None, key_id: str | None = None) -> int:
     """The hook: 0 lets git move the branch, anything else rejects the push."""
     try:
         update = deploy_update(parse_ref_updates(stdin))
+        if key_id:  # an SSH push: the key must be allowed on this app
+            user = authorize_push(api_socket, app, key_id)
     except UserError as exc:
         _say(f" !     {exc}", out)
         return 1
@@ -300,8 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     ssh.add_argument("key_id")
     args = parser.parse_args(argv)
     if args.command == "pre-receive":
-        user = os.environ.get("DYNOD_KEY_ID") or "local"
-        return pre_receive(sys.stdin, sys.stdout, app=args.app, api_socket=args.api_socket, user=user)
+        # DYNOD_KEY_ID: an SSH push (set by `serve`); DYNOD_PUSHER: an HTTPS push, authorized by
+        # dynod already (dynod/api/git_http.py); neither: a push on the host itself.
+        key_id = os.environ.get("DYNOD_KEY_ID") or None
+        user = os.environ.get("DYNOD_PUSHER") or key_id or "local"
+        return pre_receive(sys.stdin, sys.stdout, app=args.app, api_socket=args.api_socket, user=user,
+                           key_id=key_id)
     try:
         exec_argv = serve(os.environ.get("SSH_ORIGINAL_COMMAND"), repos_dir=args.repos, key_id=args.key_id)
     except UserError as exc:

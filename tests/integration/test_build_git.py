@@ -74,6 +74,11 @@ class FakeDynod:
         assert request is not None
         url = urllib.parse.urlsplit(request.target.decode())
         parts = url.path.strip("/").split("/")
+        if request.method == b"GET" and len(parts) == 3 and parts[2] == "push-authorization":
+            # The hook asks before an SSH push; dynod's answer for a key of the administrator's.
+            key = dict(urllib.parse.parse_qsl(url.query)).get("key", "")
+            await self._send(stream, conn, 200, {"user": key})
+            return
         if request.method != b"POST" or len(parts) != 3 or parts[0] != "apps" or parts[2] != "builds":
             await self._send(stream, conn, 404, {"id": "not_found", "message": "no such route"})
             return

@@ -379,3 +379,62 @@ def test_git_push_over_https_with_the_token_as_password(api: Api, tmp_path: Path
         assert clone.returncode == 0 and (tmp_path / "clone" / "web.py").is_file(), clone.stderr
     finally:
         api.root("DELETE", f"/apps/{name}")
+
+
+def _public_key(comment: str) -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() \
+        + f" {comment}"
+
+
+def test_ssh_keys_push_only_to_their_users_apps(api: Api, tmp_path: Path) -> None:
+    """A user's SSH key may push to the apps its user may act on, nothing else. The push runs the
+    repository's real pre-receive hook with DYNOD_KEY_ID set, exactly as the SSH forced command
+    (`serve`) leaves it before exec'ing git-receive-pack."""
+    import os
+    import subprocess
+
+    tag = secrets.token_hex(3)
+    alice, bob = api.user(f"ka-{tag}@example.test"), api.user(f"kb-{tag}@example.test")
+    with api.session(alice) as s:
+        added = s.post(f"{api.url}/account/keys", json={"public_key": _public_key(f"ka-{tag}")})
+        assert added.status_code == 201, added.text
+        key_id = added.json()["id"]
+        assert [k["id"] for k in s.get(f"{api.url}/account/keys").json()] == [key_id]
+    with api.session(bob) as s:
+        assert s.get(f"{api.url}/account/keys").json() == []  # not his
+        assert s.delete(f"{api.url}/account/keys/{key_id}").status_code == 404
+        name = f"kp-{tag}"
+        s.post(f"{api.url}/apps", json={"name": name}).raise_for_status()
+    work = write_app(tmp_path / "repo", "web: python3 web.py\n")
+    git = ["git", "-c", "user.email=t@example.test", "-c", "user.name=t", "-C", str(work)]
+    remote = api.d.root / "state" / "repos" / f"{name}.git"
+    try:
+        subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+        subprocess.run([*git, "add", "."], check=True)
+        subprocess.run([*git, "commit", "-qm", "first"], check=True)
+
+        def push(key: str) -> subprocess.CompletedProcess[str]:
+            env = {**api.d.env(), "DYNOD_KEY_ID": key}
+            return subprocess.run([*git, "push", str(remote), "main"], capture_output=True, text=True, env=env,
+                                  timeout=300)
+
+        refused = push(key_id)
+        assert refused.returncode != 0 and "may not push" in refused.stderr, refused.stderr
+        assert "Building" not in refused.stderr and len(api.root("GET", f"/apps/{name}/releases")) == 1  # type: ignore[arg-type]
+        assert "no longer authorized" in push("not-a-key").stderr
+        with api.session(bob) as s:
+            s.post(f"{api.url}/apps/{name}/collaborators", json={"user": f"ka-{tag}@example.test"}).raise_for_status()
+        allowed = push(key_id)
+        assert allowed.returncode == 0, allowed.stderr
+        builds = api.root("GET", f"/apps/{name}/builds")
+        assert builds[-1]["user"] == f"ka-{tag}@example.test"  # type: ignore[index]
+        with api.session(alice) as s:
+            assert s.delete(f"{api.url}/account/keys/{key_id}").status_code == 200
+        assert key_id not in json.dumps(api.root("GET", "/keys"))
+        assert os.path.exists(remote)
+    finally:
+        api.root("DELETE", f"/apps/{name}")
