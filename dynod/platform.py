@@ -110,6 +110,9 @@ class _AddonsApi:
         return await self._addons().destroy(name, app=app, force=force,  # type: ignore[no-any-return]
                                             final_backup=final_backup)
 
+    async def change_addon_plan(self, app: str, name: str, plan: str) -> Json:
+        return await self._addons().change_plan(app, name, plan)  # type: ignore[no-any-return]
+
     async def list_attachments(self, app: str | None) -> list[Json]:
         addons = self._addons()
         if app is not None:

@@ -148,6 +148,8 @@ class AddonSettings:
     port_count: int = 1000
     # addons:destroy takes a final backup first (unless --no-final-backup); kept this long.
     final_backup_days: float = 7.0
+    # Services speaking Heroku's Add-on Partner API ([[addons.partners]] tables; docs/addons.md).
+    partners: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -269,6 +271,12 @@ def validate(settings: Settings) -> Settings:
     if isinstance(a.port_first, bool) or not isinstance(a.port_first, int) or not isinstance(a.port_count, int) \
             or a.port_first < 1024 or a.port_count < 1 or a.port_first + a.port_count > 65536:
         raise UserError("[addons] port_first and port_count must give a range of ports within 1024..65535.")
+    if isinstance(a.final_backup_days, bool) or not isinstance(a.final_backup_days, int | float) \
+            or not a.final_backup_days >= 0:
+        raise UserError("[addons] final_backup_days must be a number of days, 0 or more.")
+    from .addons.partner import partner_services
+
+    partner_services(a.partners)
     m = settings.metrics
     retentions = (m.minute_retention, m.coarse_retention)
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in retentions) \

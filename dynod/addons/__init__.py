@@ -27,6 +27,7 @@ import trio
 from ..errors import Conflict, NotFound, UserError
 from ..model import Addon, AddonAttachment, Release
 from .backups import Backup, BackupStore, fsync_file, next_id, next_run, parse_schedule
+from .partner import PartnerProvider, partner_services
 from .plans import Service, addon_name, default_attachment, parse_spec
 from .postgresql import PostgresOperations, PostgresProvider
 from .provider import Provider
@@ -60,6 +61,8 @@ class Addons:
             "heroku-redis": RedisProvider(root=self.root, supervisor=self.supervisor, host=gateway,
                                           ports=self._allocate_port),
         }
+        for partner in partner_services(settings.addons.partners):
+            self.providers[partner.service.name] = PartnerProvider(partner)
         self.pg = PostgresOperations(self.providers["heroku-postgresql"])  # type: ignore[arg-type]
         self.backups = BackupStore(settings.state_dir / "backups")
         self._schedules_file = self.backups.root / "schedules.json"
@@ -121,6 +124,8 @@ class Addons:
             addresses.setdefault(extra[0], set()).add(extra[1])
         desired: dict[Any, set[str]] = {}
         for addon in self.ledger.list_addons():
+            if "port" not in addon.provider_data:
+                continue  # a partner's add-on: not on this host
             apps = {a.app for a in self.ledger.list_attachments(addon=addon.name)}
             desired[self._port(addon)] = set().union(*(addresses.get(app, set()) for app in apps))
         return desired
@@ -315,10 +320,14 @@ class Addons:
                 raise UserError(f"The final backup of {addon.name} failed ({exc}); nothing was destroyed. Retry, "
                                 "or pass --no-final-backup to destroy it without one.", status=exc.status,
                                 code=exc.code) from None
+        provider = self._provider(addon.service)
         async with self._lock:
+            if isinstance(provider, PartnerProvider):
+                await provider.deprovision(addon)  # first: a partner that refuses keeps it, and so does dynod
             releases = self.ledger.destroy_addon(addon.name, force=force)
-            with trio.CancelScope(shield=True):  # recorded as gone: its server and data go too
-                await self._provider(addon.service).deprovision(addon)
+            if not isinstance(provider, PartnerProvider):
+                with trio.CancelScope(shield=True):  # recorded as gone: its server and data go too
+                    await provider.deprovision(addon)
         for release in releases:
             self._released(release)
         await self.refresh_access()
@@ -326,6 +335,29 @@ class Addons:
         self._drop_schedule(addon.name)
         return {**self.addon_json(addon, []), "state": "deprovisioned",
                 "final_backup": final.to_json() if final else None,
+                "releases": [{"app": {"name": r.app}, "version": r.version} for r in releases]}
+
+    async def change_plan(self, app: str, name: str, spec: str) -> Json:
+        addon = self.get(name, app)
+        service_name, plan_name = parse_spec(spec)
+        if plan_name is None:
+            service_name, plan_name = addon.service, service_name
+        if service_name != addon.service:
+            raise UserError(f"{addon.name} is a {addon.service} add-on: choose one of its plans "
+                            f"(dynoctl addons:plans {addon.service}).")
+        provider = self._provider(addon.service)
+        plan = provider.service.plan(plan_name)
+        if plan.name == addon.plan:
+            raise UserError(f"{addon.name} is already on {plan.id}.")
+        if not isinstance(provider, PartnerProvider):
+            raise UserError(f"Plan changes of {addon.service} add-ons are not supported yet: create one on "
+                            f"{plan.id} and move the data (pg:backups:capture, then pg:backups:restore into it).")
+        config = await provider.change_plan(addon, plan)
+        releases = self.ledger.update_addon(addon.name, config=config, plan=plan.name,
+                                            description=f"Update {addon.name} to {plan.id}")
+        for release in releases:
+            self._released(release)
+        return {**self.addon_json(self.ledger.get_addon(addon.name)),
                 "releases": [{"app": {"name": r.app}, "version": r.version} for r in releases]}
 
     async def app_destroyed(self, app: str) -> None:

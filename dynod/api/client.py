@@ -501,6 +501,9 @@ class ApiClient:
         return self.request("DELETE", _path("apps", app, "addons", name), {"force": force,
                                                                           "final_backup": final_backup})
 
+    def change_addon_plan(self, app: str, name: str, plan: str) -> Json:
+        return self.request("PATCH", _path("apps", app, "addons", name), {"plan": plan})
+
     def list_attachments(self, app: str | None = None) -> list[Json]:
         return self.request("GET", _path("apps", app, "addon-attachments") if app else "/addon-attachments")
 

@@ -902,6 +902,16 @@ async def _get_addon(self: ApiRoutes, request: Request, p: dict[str, str]) -> Re
     return JsonResponse(200, await self.platform.get_addon(p["addon"], p["app"]))
 
 
+@_route("PATCH", "/apps/{app}/addons/{addon}")
+async def _change_addon_plan(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    plan = body.get("plan")
+    plan = plan.get("name") if isinstance(plan, dict) else plan  # Heroku's {"plan": {"name": ...}} too
+    if not isinstance(plan, str) or not plan:
+        raise UserError("Send {\"plan\": \"SERVICE:PLAN\"}.")
+    return JsonResponse(200, await self.platform.change_addon_plan(p["app"], p["addon"], _no_nul(plan, "plan")))
+
+
 @_route("DELETE", "/apps/{app}/addons/{addon}")
 async def _destroy_addon(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
     body = await _json_object(request)

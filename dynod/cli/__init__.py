@@ -41,6 +41,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "addons:create": ("addons", "create", "create an add-on: addons:create heroku-postgresql[:PLAN] [--as NAME]"),
     "addons:info": ("addons", "info", "show an add-on: addons:info ADDON"),
     "addons:destroy": ("addons", "destroy", "destroy an add-on (asks for its name): addons:destroy ADDON"),
+    "addons:upgrade": ("addons", "upgrade", "change an add-on's plan: addons:upgrade ADDON PLAN"),
+    "addons:downgrade": ("addons", "upgrade", "change an add-on's plan: addons:downgrade ADDON PLAN"),
     "addons:attach": ("addons", "attach", "attach an add-on to an app: addons:attach ADDON -a APP [--as NAME]"),
     "addons:detach": ("addons", "detach", "detach an add-on from an app: addons:detach ATTACHMENT"),
     "addons:plans": ("addons", "plans", "list a service's plans: addons:plans heroku-postgresql"),

@@ -97,6 +97,20 @@ def destroy(ctx: Context, argv: list[str]) -> int:
     return 0
 
 
+def upgrade(ctx: Context, argv: list[str]) -> int:
+    parser = ctx.parser("addons:upgrade", "Change an add-on's plan: addons:upgrade ADDON [SERVICE:]PLAN.")
+    parser.add_argument("addon")
+    parser.add_argument("plan")
+    args = ctx.parse(parser, argv)
+    app = ctx.app(args)
+    ctx.progress(f"Changing {args.addon} on ⬢ {app} to {args.plan}... ")
+    result = ctx.client().change_addon_plan(app, args.addon, args.plan)
+    ctx.out("done")
+    for release in result.get("releases", []):
+        ctx.out(f"Released v{release['version']} of {release['app']['name']}")
+    return 0
+
+
 def attach(ctx: Context, argv: list[str]) -> int:
     parser = ctx.parser("addons:attach", "Attach an existing add-on to an app: addons:attach ADDON -a APP.")
     parser.add_argument("addon")
