@@ -73,7 +73,7 @@ class PostgresProvider:
     def url(self, data: dict[str, Any]) -> str:
         return f"postgres://{data['user']}:{data['password']}@{data['host']}:{data['port']}/{data['database']}"
 
-    def _spec(self, name: str, app: str, plan: Plan, port: int) -> ServerSpec:
+    def _spec(self, name: str, app: str, plan: Plan, port: int, superuser_password: str) -> ServerSpec:
         data_dir = inner(name, "data")
         # shared_buffers a quarter of the plan's memory, as PostgreSQL's docs advise; the rest is
         # for backends and the page cache the cgroup charges too.
@@ -90,21 +90,20 @@ class PostgresProvider:
             argv += ["-c", f"{key}={value}"]
 
         async def ready() -> None:
-            await trio.to_thread.run_sync(self._ping, name, port)
+            await trio.to_thread.run_sync(self._ping, name, port, superuser_password)
 
         return ServerSpec(key=name, app=app, home=self.home(name), argv=tuple(argv), user=USER,
                           pidfile=self.home(name) / "data" / "postmaster.pid", memory_mb=plan.memory_mb,
                           log_file=self.home(name) / "postgres.log", ready=ready, stop_signal=signal.SIGINT)
 
-    def _ping(self, name: str, port: int) -> None:
-        # The socket file appears once the server accepts connections: enough to say "up" (a
-        # login needs the password the caller holds; provisioning logs in right after).
-        import socket
+    def _ping(self, name: str, port: int, superuser_password: str) -> None:
+        # A login and a query, not the socket file: the file is there while the server is still
+        # "starting up" (crash recovery) and refuses every session.
+        import psycopg
 
-        path = self.socket_dir(name) / f".s.PGSQL.{port}"
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(1)
-            sock.connect(str(path))
+        with psycopg.connect(host=str(self.socket_dir(name)), port=port, user=SUPERUSER, password=superuser_password,
+                             dbname="postgres", connect_timeout=2, autocommit=True) as conn:
+            conn.execute("SELECT 1")
 
     async def provision(self, *, addon_id: str, name: str, app: str, plan: Plan) -> Provisioned:
         home = self.home(name)
@@ -129,8 +128,12 @@ class PostgresProvider:
                 "# written by dynod: see docs/addons.md\n"
                 f"local all {SUPERUSER} scram-sha-256\n"
                 f"host {data['database']} {data['user']} {self._subnet} scram-sha-256\n")
-            await self.supervisor.ensure(self._spec(name, app, plan, port))
-            await trio.to_thread.run_sync(self._create_role, data, plan, name)
+            await self.supervisor.ensure(self._spec(name, app, plan, port, superuser_password))
+            try:
+                await trio.to_thread.run_sync(self._create_role, data, plan, name)
+            except Exception as exc:  # psycopg's: one line, the add-on is not made
+                raise UserError(f"Provisioning {name} failed: {str(exc).strip().splitlines()[0]}", status=500,
+                                code="internal") from None
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self.supervisor.stop(name)
@@ -157,7 +160,8 @@ class PostgresProvider:
             raise UserError(f"The data of add-on {addon.name} is missing from {self.home(addon.name)}; restore it "
                             "from a backup (pg:backups) or destroy the add-on.", status=500, code="internal")
         await self.supervisor.ensure(self._spec(addon.name, addon.app, self.service.plan(addon.plan),
-                                                int(addon.provider_data["port"])))  # type: ignore[call-overload]
+                                                int(addon.provider_data["port"]),  # type: ignore[call-overload]
+                                                str(addon.provider_data["superuser_password"])))
 
     async def deprovision(self, addon: Addon) -> None:
         await self.supervisor.stop(addon.name)
