@@ -44,6 +44,10 @@ probe("personality_no_aslr", 135, 0x0040000)
 probe("personality_query", 135, 0xFFFFFFFF)
 probe("fsopen", 430, b"tmpfs", 0)
 probe("unshare_user", 272, 0x10000000)
+probe("mount", 165, b"none", b"/tmp", b"tmpfs", 0, None)
+probe("init_module", 175, None, 0, b"")
+probe("clock_settime", 227, 0, params)
+probe("swapon", 167, b"/nonexistent", 0)
 '''
 
 
@@ -84,7 +88,8 @@ def test_denied_syscalls_fail_and_work_only_where_unconfined(confined_dynod: Dyn
     confined, relaxed = apps
     got = probes(confined_dynod, confined)
     for name in ("io_uring_setup", "keyctl", "add_key", "bpf", "perf_event_open", "userfaultfd", "setns",
-                 "personality_no_aslr", "fsopen", "unshare_user"):
+                 "personality_no_aslr", "fsopen", "unshare_user", "mount", "init_module", "clock_settime",
+                 "swapon"):
         assert got.get(name) == "errno=1", (name, got)  # EPERM
     assert got["clone3"] == "errno=38"  # ENOSYS: glibc falls back to clone, whose flags are checked
     assert got["personality_query"] == "ok"
