@@ -196,7 +196,9 @@ class Daemon:
             ensure_api_cert, self.settings.state_dir / "api", hostname, host)
         context = server_context(pem)
         routes = PlatformApi(platform, platform.accounts, remote=True, rate_limit=a.rate_limit)
-        bound_host, bound_port = await nursery.start(serve_api_tls, routes, host, port, context)
+        bound_host, bound_port = await nursery.start(partial(
+            serve_api_tls, routes, host, port, context, max_connections=a.max_connections,
+            idle_timeout=a.idle_timeout))
         shown = hostname if ipaddress.ip_address(bound_host).is_unspecified else (
             f"[{bound_host}]" if ":" in bound_host else bound_host)
         routes.public_url = platform.api_url = f"https://{shown}:{bound_port}"

@@ -167,6 +167,8 @@ class ApiSettings:
     hostname: str = ""  # the name clients use for this host; default: the host's name
     rate_limit: int = 4500  # requests per user per hour (Heroku's pool)
     fetch_loopback: bool = False
+    max_connections: int = 256  # at once; past it a new connection is closed at once
+    idle_timeout: float = 60.0  # seconds a client may send nothing of a request it started
 
 
 @dataclass(frozen=True)
@@ -289,9 +291,13 @@ def validate(settings: Settings) -> Settings:
     api = settings.api
     if not all(isinstance(v, str) for v in (api.listen, api.cert, api.hostname)) \
             or isinstance(api.rate_limit, bool) or not isinstance(api.rate_limit, int) or api.rate_limit < 1 \
-            or not isinstance(api.fetch_loopback, bool):
+            or not isinstance(api.fetch_loopback, bool) \
+            or isinstance(api.max_connections, bool) or not isinstance(api.max_connections, int) \
+            or api.max_connections < 1 or isinstance(api.idle_timeout, bool) \
+            or not isinstance(api.idle_timeout, int | float) or not api.idle_timeout > 0:
         raise UserError("[api] listen, cert and hostname must be strings, rate_limit a whole number of requests "
-                        "per hour (at least 1), fetch_loopback true or false.")
+                        "per hour (at least 1), fetch_loopback true or false, max_connections a whole number "
+                        "(at least 1), idle_timeout a number of seconds above 0.")
     if api.listen:
         from .api.tls import parse_api_listen
 

@@ -224,6 +224,12 @@ class PlatformApi(ApiRoutes):
         self.public_url = public_url.rstrip("/")
         self._log_sessions: OrderedDict[str, _LogSession] = OrderedDict()
         self._outputs: dict[str, str] = {}  # output secret -> build id
+        if remote:
+            from .rendezvous import Rendezvous
+
+            self.rendezvous: Rendezvous | None = Rendezvous()
+        else:
+            self.rendezvous = None
 
     # -- the door ----------------------------------------------------------------------------------
 
@@ -854,12 +860,34 @@ async def _get_dyno(api: PlatformApi, request: Request, p: dict[str, str], user:
 async def _run_dyno(api: PlatformApi, request: Request, p: dict[str, str], user: User | None) -> Any:
     app = await api.app_for(p["app"], user)
     body = await _json(request)
-    if body.get("attach") is True:
-        raise UserError("Attached one-off dynos over TCP are not served yet: run it detached "
-                        "(\"attach\": false) and read its output with a log session.")
+    if body.get("attach") is True and not wants_native(request):
+        return 201, await _rendezvous_dyno(api, app, body)
     native = {k: body[k] for k in ("command", "size", "env") if k in body}
     dyno = _body_of(await api.native("POST", f"/apps/{_q(app['name'])}/dynos", {**native, "attach": False}))
     return 201, api.dyno_json(app, dyno)
+
+
+async def _rendezvous_dyno(api: PlatformApi, app: Json, body: dict[str, Any]) -> Json:
+    """A one-off dyno waiting for its client on Heroku's rendezvous protocol (rendezvous.py)."""
+    from urllib.parse import urlsplit
+
+    from .routes import _command, _env, _optional_str
+
+    if api.rendezvous is None or not api.public_url:
+        raise UserError("Attached one-off dynos need the TCP listener: set [api] listen.")
+    command, size, env = _command(body), _optional_str(body, "size"), _env(body)
+    dyno = await api.platform.run_attached(app["name"], command, size, env, tty=False, rows=24, cols=80)
+    try:
+        secret = api.rendezvous.add(dyno)
+    except BaseException:
+        await dyno.kill()
+        raise
+    where = urlsplit(api.public_url)
+    now = _rfc3339(time.time())
+    shown = api.dyno_json(app, {"name": dyno.name, "type": "run", "state": "starting", "size": size or "standard-1X",
+                                "command": command, "release": {"version": app.get("current_release")},
+                                "created_at": now, "updated_at": now})
+    return {**shown, "attach_url": f"rendezvous://{where.hostname}:{where.port or 443}/{secret}"}
 
 
 # --- log sessions ---------------------------------------------------------------------------------------

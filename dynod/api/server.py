@@ -20,6 +20,7 @@ import grp
 import http
 import json
 import logging
+import math
 import os
 import socket as stdlib_socket
 import ssl
@@ -43,6 +44,7 @@ from .attach import (
     encode_error,
     encode_exit,
 )
+from .rendezvous import looks_like_rendezvous
 from .routes import (
     ApiRoutes,
     AttachResponse,
@@ -64,8 +66,11 @@ KILL_TIMEOUT = 10.0
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 # The TCP+TLS listener's bounds (docs/api.md, "Remote access").
-HANDSHAKE_SECONDS = 10.0
+HANDSHAKE_SECONDS = 10.0  # the TLS handshake and the first bytes of the first request
 MAX_TLS_CONNECTIONS = 256
+# A TCP client that sends nothing of a request (head or body) for this long is hung up on, so a
+# slow-loris cannot hold the listener's connections; answers that stream (log tails) are not reads.
+IDLE_SECONDS = 60.0
 
 
 async def serve_api(
@@ -116,6 +121,7 @@ async def serve_api_tls(
     ssl_context: ssl.SSLContext,
     *,
     max_connections: int = MAX_TLS_CONNECTIONS,
+    idle_timeout: float = IDLE_SECONDS,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The API over TCP with TLS (``[api] listen``); ``routes`` authenticates every request.
@@ -139,14 +145,26 @@ async def serve_api_tls(
                     await tls.do_handshake()
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     scope.cancel()
-            if scope.cancelled_caught:
+                first = b""
+                if not scope.cancelled_caught:
+                    first = await tls.receive_some(RECEIVE_SIZE)
+            if scope.cancelled_caught or not first:
                 await trio.aclose_forcefully(stream)
                 return
-            await _serve_connection(routes, tls)  # type: ignore[arg-type]  # no half-close over TLS
+            rendezvous = getattr(routes, "rendezvous", None)
+            if rendezvous is not None and looks_like_rendezvous(first):
+                await rendezvous.serve(tls, first)  # a Platform API client's attach (rendezvous.py)
+                return
+            await _serve_connection(routes, tls, already=first,  # type: ignore[arg-type]  # no half-close
+                                    idle_timeout=idle_timeout)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await trio.aclose_forcefully(stream)  # a failed handshake, a client gone
         finally:
             slots.release()
 
     async with trio.open_nursery() as nursery:
+        if getattr(routes, "rendezvous", None) is not None:
+            nursery.start_soon(routes.rendezvous.reap)  # type: ignore[attr-defined]
         await nursery.start(trio.serve_listeners, serve, listeners)
         bound = listeners[0].socket.getsockname()[:2]
         log.info("API (TLS) listening on %s port %s", *bound)
@@ -218,15 +236,23 @@ def _remove_if_ours(path: Path, inode: int) -> None:
 class _Connection:
     """h11 state plus the trio stream it speaks over."""
 
-    def __init__(self, stream: trio.abc.HalfCloseableStream) -> None:
+    def __init__(self, stream: trio.abc.HalfCloseableStream, idle_timeout: float = math.inf) -> None:
         self.stream = stream
         self.h11 = h11.Connection(h11.SERVER)
+        self.idle_timeout = idle_timeout
 
     async def next_event(self) -> h11.Event | type[h11.PAUSED]:
         while True:
             event = self.h11.next_event()
             if event is h11.NEED_DATA:
-                self.h11.receive_data(await self.stream.receive_some(RECEIVE_SIZE))
+                with trio.move_on_after(self.idle_timeout) as idle:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                if idle.cancelled_caught:
+                    if self.h11.their_state is h11.SEND_BODY:  # mid-body: answer why, then close
+                        raise UserError(f"The request body stalled for {self.idle_timeout:.0f} s.", status=408,
+                                        code="request_timeout")
+                    raise trio.ClosedResourceError("the client sent nothing for too long")
+                self.h11.receive_data(data)
                 continue
             return event
 
@@ -274,8 +300,11 @@ class _Body:
         return b"".join(parts)
 
 
-async def _serve_connection(routes: ApiRoutes, stream: trio.abc.HalfCloseableStream) -> None:
-    connection = _Connection(stream)
+async def _serve_connection(routes: ApiRoutes, stream: trio.abc.HalfCloseableStream, *, already: bytes = b"",
+                            idle_timeout: float = math.inf) -> None:
+    connection = _Connection(stream, idle_timeout)
+    if already:
+        connection.h11.receive_data(already)
     try:
         while True:
             event = await connection.next_event()

@@ -266,8 +266,10 @@ def test_permission_matrix(api: Api) -> None:
         with api.session(stranger) as s:
             assert name not in json.dumps(s.get(f"{api.url}/apps").json())
             assert s.get(f"{api.url}/users/~/apps").json() == []
-            for path in ("/status", "/keys", "/users"):
-                assert s.request("GET", api.url + path).status_code in (403,), path
+            for path in ("/status", "/users", "/stacks/debian-13/actions/build"):
+                method = "POST" if path.endswith("build") else "GET"
+                assert s.request(method, api.url + path).status_code == 403, path
+            assert s.get(f"{api.url}/keys").json() == []  # their own SSH keys only
             assert s.post(f"{api.url}/shutdown", json={}).status_code == 403
         with api.session(collaborator) as s:
             assert [a["name"] for a in s.get(f"{api.url}/users/~/apps").json()] == [name]
@@ -438,3 +440,105 @@ def test_ssh_keys_push_only_to_their_users_apps(api: Api, tmp_path: Path) -> Non
         assert os.path.exists(remote)
     finally:
         api.root("DELETE", f"/apps/{name}")
+
+
+def test_one_off_dyno_attached_through_heroku_rendezvous(api: Api, tmp_path: Path) -> None:
+    """attach: true answers an attach_url; heroku3's own Rendezvous class (given this host's
+    certificate to trust, its one setting) reads the dyno's output through it; a raw client
+    speaking Heroku's CLI's variant (secret + CRLF) feeds its stdin."""
+    import socket
+    import ssl
+
+    from heroku3.models.dyno import Dyno
+    from heroku3.rendezvous import Rendezvous
+
+    token = api.user(f"rv-{secrets.token_hex(3)}@example.test")
+    h = api.heroku(token)
+    name = f"rv-{secrets.token_hex(3)}"
+    h.create_app(name=name)
+    try:
+        api.d.ctl("deploy", str(write_app(tmp_path / "src", "web: python3 web.py\n")), "-a", name, "--no-build")
+
+        def start(command: str) -> Dyno:
+            answer = h._http_resource(method="POST", resource=("apps", name, "dynos"),
+                                      data=json.dumps({"command": command, "attach": True}))
+            assert answer.status_code == 201, answer.text
+            return Dyno.new_from_dict(answer.json(), h=h)
+
+        dyno = start("echo out-line; echo err-line >&2")
+        assert dyno.attach_url.startswith("rendezvous://127.0.0.1:") and dyno.name.startswith("run.")
+        session = Rendezvous(dyno.attach_url, printout=False, timeout_secs=60)
+        session.cert = str(api.cert)
+        output = session.start()
+        assert "out-line" in output and "err-line" in output
+
+        dyno = start("read x; echo got:$x")
+        host, port, secret = dyno.attach_url.removeprefix("rendezvous://").replace(":", "/", 1).split("/")
+        context = ssl.create_default_context(cafile=str(api.cert))
+        with socket.create_connection((host, int(port)), timeout=60) as raw, \
+                context.wrap_socket(raw, server_hostname=host) as tls:
+            tls.sendall(secret.encode() + b"\r\n")
+            assert tls.recv(64) == b"rendezvous\r\n"
+            tls.sendall(b"typed\n")
+            received = b""
+            while chunk := tls.recv(4096):
+                received += chunk
+        assert b"got:typed" in received
+        with socket.create_connection((host, int(port)), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname=host) as tls:
+            tls.sendall(secret.encode())  # used once: the same secret again gets nothing
+            assert tls.recv(64) == b""
+    finally:
+        h.app(name).delete()
+
+
+def test_limits_hold_under_abuse() -> None:
+    """A dynod of its own with small limits: the per-user rate limit (and the shared pool of
+    unauthenticated attempts), the body size bound, the connection cap, the idle timeout."""
+    import socket
+    import ssl
+
+    port = free_port()
+    extra = f'[api]\nlisten = "127.0.0.1:{port}"\nrate_limit = 5\nmax_connections = 3\nidle_timeout = 1\n'
+    with running_dynod(dynos_extra=extra) as d:
+        api = Api(d, port)
+        token = api.user(f"ab-{secrets.token_hex(3)}@example.test")
+        with api.session(token) as s:
+            remaining = [s.get(f"{api.url}/account").headers["RateLimit-Remaining"] for _ in range(5)]
+            assert remaining == ["4", "3", "2", "1", "0"]
+            spent = s.get(f"{api.url}/account")
+            assert spent.status_code == 429 and spent.json()["id"] == "rate_limit"
+        with api.session() as s:  # guessing tokens spends one shared pool, then 429 before any check
+            answers = [s.get(f"{api.url}/apps", headers={"Authorization": f"Bearer guess{i}"}).status_code
+                       for i in range(7)]
+            assert answers[:5] == [401] * 5 and set(answers[5:]) == {429}
+        other = api.user(f"ab2-{secrets.token_hex(3)}@example.test")
+        with api.session(other) as s:  # another user's pool is whole
+            big = s.post(f"{api.url}/apps", data=b"{" + b" " * (2 << 20) + b"}",
+                         headers={"Content-Type": "application/json"})
+            assert big.status_code == 413 and big.json()["id"] == "request_too_large"
+            assert s.get(f"{api.url}/apps").status_code == 200
+        context = ssl.create_default_context(cafile=str(api.cert))
+        # Three silent connections fill the listener: a fourth is closed at once, not queued.
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        time.sleep(0.3)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+                    context.wrap_socket(raw, server_hostname="127.0.0.1").recv(1)
+        finally:
+            for sock in silent:
+                sock.close()
+        time.sleep(0.3)
+        # A request head that stalls is hung up on after idle_timeout; a stalled body answers 408.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"GET /account HTTP/1.1\r\nHost: x\r\n")
+            started = time.monotonic()
+            assert tls.recv(4096) == b"" and time.monotonic() - started < 5
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"POST /apps HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + other.encode()
+                        + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+            head = tls.recv(4096)
+            assert head.startswith(b"HTTP/1.1 408"), head[:200]
