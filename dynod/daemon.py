@@ -129,6 +129,7 @@ class Daemon:
                 await nursery.start(manager.run)
                 await nursery.start(addons.run)  # after the manager's adoption: the live dynos are known
                 nursery.start_soon(self._supervise_spawner, manager, nursery)
+                await self._start_scheduling(platform, logs, nursery)
                 if s.router.enabled:
                     router = self._router = await self._start_router()
                     nursery.start_soon(self._feed_router, router, platform)
@@ -171,6 +172,35 @@ class Daemon:
             network.close()
             build_network.close()
             ledger.close()
+
+    async def _start_scheduling(self, platform: Any, logs: Any, nursery: trio.Nursery) -> None:
+        """Heroku Scheduler's jobs and web autoscaling, each in a small store of its own
+        (docs/scheduler.md, docs/autoscaling.md); after the manager's adoption, so a run never
+        races the dynos being taken over."""
+        from .api.routes import MAX_QUANTITY
+        from .autoscale import Autoscaler, AutoscaleStore, Damping, ResponseWindows
+        from .scheduler import ScheduleClock, Scheduler, SchedulerStore
+
+        s = self.settings
+        platform.scheduler = Scheduler(
+            SchedulerStore(s.state_dir / "scheduler.sqlite3"), start_dyno=platform.run_scheduled,
+            emit=lambda app, message: logs.emit(app, "dynod", "scheduler", message),
+            clock=ScheduleClock(rate=s.scheduler.clock_rate))
+        await nursery.start(platform.scheduler.run)
+        a = s.autoscale
+        windows = ResponseWindows(a.window)
+        logs.observers.append(windows.observe_messages)
+
+        async def scale(app: str, type: str, quantity: int) -> object:
+            return await platform.update_formation(app, [{"type": type, "quantity": quantity}], by="autoscaling")
+
+        platform.autoscaler = Autoscaler(
+            AutoscaleStore(s.state_dir / "autoscale.sqlite3"), windows=windows,
+            damping=Damping(up_windows=a.up_windows, down_windows=a.down_windows, down_ratio=a.down_ratio,
+                            cooldown=a.cooldown),
+            formation=platform.get_formation, scale=scale,
+            emit=lambda app, message: logs.emit(app, "dynod", "autoscale", message), limit=MAX_QUANTITY)
+        await nursery.start(platform.autoscaler.run)
 
     def _api_routes(self, platform: Any) -> Any:
         """The socket's routes: dynod's own plus users, tokens and collaborators (docs/api.md)."""

@@ -198,6 +198,9 @@ class Platform(_AddonsApi):
         self.metrics: Any = None  # dynod.metrics.Metrics
         self.prometheus = False  # [metrics] prometheus: GET /metrics served
         self.dashboard_url: str | None = None  # the TCP listener's address with its token
+        # Set by the daemon (docs/scheduler.md, docs/autoscaling.md): the API reads them.
+        self.scheduler: Any = None  # dynod.scheduler.Scheduler
+        self.autoscaler: Any = None  # dynod.autoscale.Autoscaler
 
     # -- helpers -----------------------------------------------------------------------------
     def web_url(self, app: str) -> str:
@@ -288,6 +291,9 @@ class Platform(_AddonsApi):
             self.logs.forget_app(app)  # after the dynos stopped: a live pump would recreate its files
             if self.metrics is not None:
                 self.metrics.forget_app(app)
+            for part in (self.scheduler, self.autoscaler):  # their own stores: jobs, autoscaling policies
+                if part is not None:
+                    part.app_destroyed(app)
             # No trace for a new app of the same name to inherit: the build cache, and the slugs
             # (with their unpacked trees) that no other app's release names.
             self.deploys.builder.forget_app(app)
@@ -417,7 +423,7 @@ class Platform(_AddonsApi):
         return [{"type": f.type, "quantity": f.quantity, "size": f.size, "command": types.get(f.type, "")}
                 for f in self.ledger.get_formation(app)]
 
-    async def update_formation(self, app: str, updates: list[Json]) -> list[Json]:
+    async def update_formation(self, app: str, updates: list[Json], *, by: str = "dynoctl") -> list[Json]:
         release = self.ledger.current_release(app)
         types = release.process_types if release else {}
         checked: list[tuple[str, int | None, str | None]] = []
@@ -442,7 +448,7 @@ class Platform(_AddonsApi):
             self.ledger.set_formation(app, type_, quantity=quantity, size=size)
             if quantity is not None:
                 self.logs.emit(app, "dynod", "api", f"Scaled {type_} to {quantity}"
-                               + (f":{size}" if size else "") + " by dynoctl")
+                               + (f":{size}" if size else "") + f" by {by}")
         self.manager.wake()
         return await self.get_formation(app)
 
@@ -511,6 +517,15 @@ class Platform(_AddonsApi):
 
     async def run_detached(self, app: str, command: str, size: str | None, env: dict[str, str]) -> Json:
         live = await self._one_off(app, command, size, env)
+        return self._dyno_json(live.record)
+
+    async def run_scheduled(self, app: str, command: str, size: str) -> Json:
+        """A scheduler job's run: a detached one-off dyno named scheduler.N (docs/scheduler.md)."""
+        from .manager.reconcile import SCHEDULER_TYPE
+
+        release = self._current(app)
+        name = f"{SCHEDULER_TYPE}.{self.ledger.next_run_number(app)}"
+        live = await self.manager.start(app, SCHEDULER_TYPE, name, release, dyno_size(size).name, command)
         return self._dyno_json(live.record)
 
     async def run_attached(self, app: str, command: str, size: str | None, env: dict[str, str], tty: bool,

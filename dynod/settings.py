@@ -125,6 +125,26 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class SchedulerSettings:
+    """Heroku Scheduler's jobs (docs/scheduler.md)."""
+
+    # For tests only: the schedule's clock runs this many times faster than wall time, so a
+    # `* * * * *` job fires every 60/clock_rate s with every other rule unchanged. Keep it 1.
+    clock_rate: float = 1.0
+
+
+@dataclass(frozen=True)
+class AutoscaleSettings:
+    """Autoscaling web dynos on the router's p95 response time (docs/autoscaling.md)."""
+
+    window: float = 60.0  # seconds per measured p95 (Heroku's one-minute figures)
+    up_windows: int = 3  # windows in a row over the goal before a step up
+    down_windows: int = 5  # windows in a row well under it before a step down
+    down_ratio: float = 0.5  # "well under": p95 below this fraction of the goal
+    cooldown: float = 300.0  # seconds after a change (or a refused one) before the next
+
+
+@dataclass(frozen=True)
 class DashboardSettings:
     """The web dashboard. It is always on the API socket; a browser needs TCP, which is off unless
     ``listen`` names a loopback address (e.g. "127.0.0.1:5080"); it then asks for the token in
@@ -190,6 +210,8 @@ class Settings:
     acm: AcmSettings = field(default_factory=AcmSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    autoscale: AutoscaleSettings = field(default_factory=AutoscaleSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
 
     @property
@@ -225,7 +247,8 @@ class Settings:
 _SECTIONS = {"dynos": DynoSettings, "network": NetworkSettings, "cgroups": CgroupSettings,
              "router": RouterSettings, "logs": LogSettings, "builds": BuildSettings,
              "ledger": LedgerSettings, "addons": AddonSettings, "acm": AcmSettings, "metrics": MetricsSettings,
-             "dashboard": DashboardSettings, "api": ApiSettings}
+             "dashboard": DashboardSettings, "api": ApiSettings,
+             "scheduler": SchedulerSettings, "autoscale": AutoscaleSettings}
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
@@ -306,6 +329,7 @@ def validate(settings: Settings) -> Settings:
         from .dashboard.listener import parse_listen  # checks it is a loopback address
 
         parse_listen(settings.dashboard.listen)
+    _validate_scheduling(settings)
     acm = settings.acm
     for name in ("renew_before_days", "retry_base", "retry_max", "rate_limit_pause", "request_timeout",
                  "order_timeout"):
@@ -318,6 +342,23 @@ def validate(settings: Settings) -> Settings:
         raise UserError("[acm] retry_max must be at least retry_base; rate_limit_pause and renew_before_days "
                         "at least 0.")
     return settings
+
+
+def _validate_scheduling(settings: Settings) -> None:
+    rate = settings.scheduler.clock_rate
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 1 <= rate <= 3600:
+        raise UserError("[scheduler] clock_rate must be a number from 1 to 3600 (1: real time; more is for tests).")
+    a = settings.autoscale
+    numbers = (a.window, a.down_ratio, a.cooldown)
+    counts = (a.up_windows, a.down_windows)
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in numbers) \
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in counts):
+        raise UserError("[autoscale] window, down_ratio and cooldown must be numbers; up_windows and down_windows "
+                        "whole numbers.")
+    if not (0.5 <= a.window <= 3600 and 1 <= a.up_windows <= 60 and 1 <= a.down_windows <= 60
+            and 0 < a.down_ratio < 1 and 0 <= a.cooldown <= 86400):
+        raise UserError("[autoscale] window must be 0.5-3600 s, up_windows and down_windows 1-60, down_ratio "
+                        "between 0 and 1, cooldown 0-86400 s.")
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:

@@ -640,6 +640,30 @@ class ApiClient:
     def dashboard_url(self) -> str:
         return self.request("GET", "/dashboard-url")["url"]
 
+    # --- the scheduler and autoscaling (docs/scheduler.md, docs/autoscaling.md) --------------------
+
+    def list_jobs(self, app: str) -> list[Json]:
+        return self.request("GET", _path("apps", app, "scheduler", "jobs"))
+
+    def add_job(self, app: str, schedule: str, command: str, *, size: str | None = None,
+                catch_up: bool = True) -> Json:
+        payload: Json = {"schedule": schedule, "command": command, "catch_up": catch_up}
+        if size:
+            payload["size"] = size
+        return self.request("POST", _path("apps", app, "scheduler", "jobs"), payload)
+
+    def remove_job(self, app: str, job: str) -> Json:
+        return self.request("DELETE", _path("apps", app, "scheduler", "jobs", job))
+
+    def get_autoscale(self, app: str) -> list[Json]:
+        return self.request("GET", _path("apps", app, "autoscale"))
+
+    def enable_autoscale(self, app: str, type: str, *, minimum: int, maximum: int, p95: str) -> Json:
+        return self.request("PUT", _path("apps", app, "autoscale", type), {"min": minimum, "max": maximum, "p95": p95})
+
+    def disable_autoscale(self, app: str, type: str) -> None:
+        self.request("DELETE", _path("apps", app, "autoscale", type))
+
     def status(self) -> Json:
         return self.request("GET", "/status")
 

@@ -862,6 +862,68 @@ async def _dashboard_vendor(self: ApiRoutes, request: Request, p: dict[str, str]
     return await _asset(f"vendor/uplot/{p['file']}")
 
 
+# --- the scheduler and autoscaling (docs/scheduler.md, docs/autoscaling.md) --------------------------
+
+
+def _part_of(routes: ApiRoutes, name: str) -> Any:
+    part = getattr(routes.platform, name, None)
+    if part is None:
+        raise NotFound(f"This dynod runs no {name}.")
+    return part
+
+
+@_route("GET", "/apps/{app}/scheduler/jobs")
+async def _list_jobs(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    scheduler = _part_of(self, "scheduler")
+    await self.platform.get_app(p["app"])  # 404 for an app that is not there
+    return JsonResponse(200, scheduler.list_jobs(p["app"]))
+
+
+@_route("POST", "/apps/{app}/scheduler/jobs")
+async def _add_job(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    scheduler = _part_of(self, "scheduler")
+    body = await _json_object(request)
+    schedule, command = _required_str(body, "schedule"), _command(body)
+    size = _optional_str(body, "size")
+    catch_up = _bool(body, "catch_up", True)
+    await self.platform.get_app(p["app"])
+    from ..model import DEFAULT_SIZE, dyno_size
+
+    size_name = dyno_size(size).name if size else DEFAULT_SIZE
+    return JsonResponse(201, scheduler.add_job(p["app"], schedule, command, size_name, catch_up))
+
+
+@_route("DELETE", "/apps/{app}/scheduler/jobs/{job}")
+async def _remove_job(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    scheduler = _part_of(self, "scheduler")
+    await self.platform.get_app(p["app"])
+    return JsonResponse(200, scheduler.remove_job(p["app"], p["job"]))
+
+
+@_route("GET", "/apps/{app}/autoscale")
+async def _show_autoscale(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    autoscaler = _part_of(self, "autoscaler")
+    await self.platform.get_app(p["app"])
+    return JsonResponse(200, autoscaler.show(p["app"]))
+
+
+@_route("PUT", "/apps/{app}/autoscale/{type}")
+async def _enable_autoscale(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    autoscaler = _part_of(self, "autoscaler")
+    body = await _json_object(request)
+    goal = _required_str(body, "p95")
+    await self.platform.get_app(p["app"])
+    return JsonResponse(200, autoscaler.enable(p["app"], p["type"], body.get("min"), body.get("max"), goal))
+
+
+@_route("DELETE", "/apps/{app}/autoscale/{type}")
+async def _disable_autoscale(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    autoscaler = _part_of(self, "autoscaler")
+    await self.platform.get_app(p["app"])
+    autoscaler.disable(p["app"], p["type"])
+    return JsonResponse(204, None)
+
+
 # --- add-ons (docs/addons.md): Heroku's /addons, /addon-attachments, /addon-services -----------------
 
 

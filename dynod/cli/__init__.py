@@ -73,6 +73,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ps:stop": ("ps", "stop", "stop a dyno: ps:stop DYNO|TYPE"),
     "ps:kill": ("ps", "kill", "stop a dyno, as ps:stop: ps:kill DYNO|TYPE"),
     "ps:wait": ("ps", "wait", "wait until every dyno runs the latest release: ps:wait [-t TYPE] [-R]"),
+    "ps:autoscale": ("autoscale", "show", "show the web dynos' autoscaling settings and last decision"),
+    "ps:autoscale:enable": ("autoscale", "enable", "autoscale web on p95: ps:autoscale:enable web --min 1 --max 10 "
+                            "--p95 500ms"),
+    "ps:autoscale:disable": ("autoscale", "disable", "stop autoscaling web: ps:autoscale:disable web"),
+    "scheduler": ("scheduler", "show", "list the scheduled jobs with their next run"),
+    "scheduler:add": ("scheduler", "add", 'run a command on a schedule: scheduler:add "every 10 minutes" -- CMD'),
+    "scheduler:remove": ("scheduler", "remove", "remove a scheduled job: scheduler:remove JOB"),
     "features": ("features", "show", "list the app's features (preboot)"),
     "features:info": ("features", "info", "show a feature: features:info preboot"),
     "features:enable": ("features", "enable", "enable a feature: features:enable preboot"),

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from ..model import DynoRecord, DynoState, Formation, Release
 
 ONE_OFF_TYPE = "run"
+SCHEDULER_TYPE = "scheduler"  # a scheduler job's run, scheduler.N: a one-off too (docs/scheduler.md)
 PREBOOT_TYPE = "web"  # preboot changes the order for web dynos only
 
 # Why a dyno is stopped; the manager logs it (Heroku: "Stopping all processes with SIGTERM").
@@ -68,7 +69,7 @@ _RUNNING = (DynoState.STARTING, DynoState.UP)
 
 
 def is_one_off(dyno: DynoRecord) -> bool:
-    return dyno.type == ONE_OFF_TYPE or dyno.attached
+    return dyno.type in (ONE_OFF_TYPE, SCHEDULER_TYPE) or dyno.attached
 
 
 def reconcile(formation: list[Formation], release: Release | None, dynos: list[DynoRecord], *,
@@ -140,7 +141,7 @@ def _desired_slots(formation: Iterable[Formation], release: Release | None) -> d
         return {}
     slots: dict[str, Formation] = {}
     for row in sorted(formation, key=lambda f: f.type):
-        if row.type == ONE_OFF_TYPE or row.type not in release.process_types:
+        if row.type in (ONE_OFF_TYPE, SCHEDULER_TYPE) or row.type not in release.process_types:
             continue
         for index in range(1, row.quantity + 1):
             slots[f"{row.type}.{index}"] = row
