@@ -118,3 +118,45 @@ async def test_a_run_that_cannot_start_is_logged_and_not_retried(tmp_path: Path)
         await trio.testing.wait_all_tasks_blocked()
     assert [r.outcome for r in scheduler.store.runs(job["id"])] == ["failed: a has no deployed code yet: deploy first."]
     assert "did not start: a has no deployed code yet" in lines[-1][1]
+
+
+async def test_without_catch_up_a_missed_slot_is_skipped_and_said(tmp_path: Path) -> None:
+    started: list[tuple[str, str, str]] = []
+    lines: list[tuple[str, str]] = []
+    wall = [1767225600.0 + 30]
+    scheduler = _scheduler(tmp_path, started, lines, wall)
+    job = scheduler.add_job("a", "every 10 minutes", "echo hi", "standard-1X", False)
+    async with trio.open_nursery() as nursery:
+        scheduler._nursery = nursery
+        wall[0] += 2 * 600 + 120  # 00:10 and 00:20 missed; 00:20 is 150 s late
+        scheduler.tick()
+        scheduler.tick()
+        await trio.testing.wait_all_tasks_blocked()
+        assert started == []
+        assert "skipped the run for 2026-01-01T00:20:00Z" in lines[-1][1] and len(lines) == 2  # added, skipped
+        wall[0] = 1767225600.0 + 1800 + 1  # the next slot on time runs
+        scheduler.tick()
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(started) == 1
+    assert [r.outcome for r in scheduler.store.runs(job["id"])] == ["skipped", "started"]
+    assert scheduler.statistics() == {"jobs": 1, "started": 1, "skipped": 1, "failed": 0}
+
+
+async def test_a_claim_whose_dyno_never_started_is_reported_on_start_and_not_rerun(tmp_path: Path) -> None:
+    """dynod killed between the claim and the dyno's start: the next one says so, runs nothing."""
+    store = SchedulerStore(tmp_path / "s.sqlite3")
+    slot = 1767225600.0 + 600
+    job = store.add_job("a", "every 10 minutes", "echo hi", "standard-1X", True, 1767225600.0)
+    assert store.claim(job.id, slot)
+    store.close()
+    started: list[tuple[str, str, str]] = []
+    lines: list[tuple[str, str]] = []
+    wall = [slot + 5]
+    scheduler = _scheduler(tmp_path, started, lines, wall)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.run)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert started == []
+    assert "claimed but dynod stopped before its dyno started" in lines[0][1]
+    assert scheduler.store.runs(job.id)[0].outcome.startswith("lost")
