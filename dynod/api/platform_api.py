@@ -310,7 +310,13 @@ class PlatformApi(ApiRoutes):
             query = request.query
             if segments[2:] == ["builds"]:  # who started a build is the token's user, not a parameter
                 query = {**query, "user": user.email}
-            return await super().dispatch(replace(request, path=path, query=query))
+            answer = await super().dispatch(replace(request, path=path, query=query))
+            if isinstance(answer, JsonResponse) and answer.status < 300 and (request.method, segments[2:]) in (
+                    ("PATCH", ["config-vars"]), ("POST", ["releases"])):  # dynoctl's own shapes: still the caller's
+                release = answer.body if request.method == "POST" else await self.platform.get_release(
+                    app["name"], None)
+                self.made_release(app, release, user)
+            return answer
         if not _is_admin(user) and not _public(request):
             raise _forbidden(f"{request.method} {request.path[:80]} is for the host's administrator only.")
         answer = await super().dispatch(request)
@@ -393,6 +399,21 @@ class PlatformApi(ApiRoutes):
             "git_url": f"{base}/{app['name']}.git" if base else None, "internal_routing": None,
             "repo_size": None, "slug_size": None, "updated_at": app.get("released_at") or app.get("created_at"),
         }
+
+    async def release_people(self, app: Json) -> dict[int, User]:
+        """Who made each release: recorded by this layer, else the user its build names (a git
+        push over HTTPS or a user's SSH key); a release no user made is the administrator's."""
+        people = dict(self.accounts.release_users(app_key(app)))
+        builds = getattr(self.platform, "list_builds", None)
+        if builds is not None:
+            for build in await builds(app["name"]):
+                version, who = build.get("release"), build.get("user")
+                if isinstance(version, int) and version not in people and isinstance(who, str) and "@" in who:
+                    try:
+                        people[version] = self.accounts.get_user(who)
+                    except NotFound:
+                        pass
+        return people
 
     def release_json(self, app: Json, release: Json, users: dict[int, User] | None = None) -> Json:
         key = app_key(app)
@@ -736,18 +757,31 @@ async def _update_config(api: PlatformApi, request: Request, p: dict[str, str], 
     return 200, config
 
 
+def _dynod_shapes(api: PlatformApi, request: Request) -> bool:
+    return not api.remote or wants_native(request)
+
+
+@_socket
 @_on("GET", "/apps/{app}/releases")
 async def _list_releases(api: PlatformApi, request: Request, p: dict[str, str], user: User | None) -> Any:
     app = await api.app_for(p["app"], user)
-    users = api.accounts.release_users(app_key(app))
-    return 200, [api.release_json(app, r, users) for r in await api.platform.list_releases(app["name"])]
+    users = await api.release_people(app)
+    releases = await api.platform.list_releases(app["name"])
+    if _dynod_shapes(api, request):  # dynod's shape, with who made each (dynoctl releases shows it)
+        return 200, [{**r, "user": _person(users.get(r["version"]))} for r in releases]
+    return 200, [api.release_json(app, r, users) for r in releases]
 
 
+@_socket
 @_on("GET", "/apps/{app}/releases/{release}")
 async def _get_release(api: PlatformApi, request: Request, p: dict[str, str], user: User | None) -> Any:
     app = await api.app_for(p["app"], user)
     version = None if p["release"] == "current" else await api.resolve_release(app, p["release"])
-    return 200, api.release_json(app, await api.platform.get_release(app["name"], version))
+    release = await api.platform.get_release(app["name"], version)
+    users = await api.release_people(app)
+    if _dynod_shapes(api, request):
+        return 200, {**release, "user": _person(users.get(release["version"]))}
+    return 200, api.release_json(app, release, users)
 
 
 @_on("GET", "/apps/{app}/releases/{release}/config-vars")

@@ -37,11 +37,15 @@ def format_releases(app: str, releases: list[Json], now: float, tz: tzinfo | Non
     newest_first = sorted(releases, key=lambda r: r["version"], reverse=True)
     versions = [f"v{r['version']}" for r in newest_first]
     descriptions = [describe(r) for r in newest_first]
+    # Heroku's layout names who made each release; a dynod too old to say leaves the column out.
+    users = [(r.get("user") or {}).get("email", "") for r in newest_first]
     vwidth = max(map(len, versions), default=0)
     dwidth = max(map(len, descriptions), default=0)
-    for version, description, release in zip(versions, descriptions, newest_first, strict=True):
+    uwidth = max(map(len, users), default=0)
+    for version, description, user, release in zip(versions, descriptions, users, newest_first, strict=True):
         when = time_ago(release.get("created_at"), now, tz)
-        lines.append(f"{version:<{vwidth}}  {description:<{dwidth}}  {when}".rstrip())
+        by = f"{user:<{uwidth}}  " if uwidth else ""
+        lines.append(f"{version:<{vwidth}}  {description:<{dwidth}}  {by}{when}".rstrip())
     return lines
 
 
@@ -50,6 +54,7 @@ def format_release_info(release: Json, now: float, tz: tzinfo | None = None) -> 
     process_types = release.get("process_types") or {}
     return [header(f"Release v{release['version']}")] + key_values([
         ("Change", describe(release)),
+        *([("By", release["user"]["email"])] if (release.get("user") or {}).get("email") else []),
         ("Status", release.get("status", "succeeded")),
         ("Slug", slug.get("id", "none")),
         ("Add-ons", ", ".join(f"{a['name']} as {a['attachment']} ({a['plan']['name']})"

@@ -319,7 +319,10 @@ def test_dynoctl_remote_login_users_and_access(api: Api, tmp_path: Path) -> None
         assert name in remote("apps").stdout
         remote("config:set", "COLOUR=blue", "-a", name)
         assert remote("config:get", "COLOUR", "-a", name).stdout.strip() == "blue"
-        assert "v2" in remote("releases", "-a", name).stdout
+        shown = remote("releases", "-a", name).stdout
+        assert "v2" in shown and f"rem-{tag}@example.test" in shown  # who made it, as Heroku shows
+        assert f"rem-{tag}@example.test" in api.d.ctl("releases", "-a", name).stdout  # on the socket too
+        assert "By:" in remote("releases:info", "v2", "-a", name).stdout
         assert f"rem-{tag}@example.test" in remote("access", "-a", name).stdout
         # The other user sees nothing of it until added, then may act on it.
         other_env = {**env, "DYNOD_API_TOKEN": other}
@@ -375,6 +378,7 @@ def test_git_push_over_https_with_the_token_as_password(api: Api, tmp_path: Path
         assert latest["description"] == f"Deploy {sha}" and latest["status"] == "succeeded"
         builds = api.root("GET", f"/apps/{name}/builds")
         assert builds[-1]["user"] == f"gp-{tag}@example.test"  # type: ignore[index]
+        assert latest["user"]["email"] == f"gp-{tag}@example.test"  # the release is the pusher's
         clone = subprocess.run(["git", "-c", f"http.sslCAInfo={api.cert}", "clone", "-q",
                                 f"https://git:{owner}@{host}/{name}.git", str(tmp_path / "clone")],
                                capture_output=True, text=True, env=env, timeout=60)
@@ -521,11 +525,21 @@ def test_limits_hold_under_abuse() -> None:
         context = ssl.create_default_context(cafile=str(api.cert))
         # Three silent connections fill the listener: a fourth is closed at once, not queued.
         silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
-        time.sleep(0.3)
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-                with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+
+        def closed_at_once() -> bool:
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                raw.settimeout(3)
+                started = time.monotonic()
+                try:
                     context.wrap_socket(raw, server_hostname="127.0.0.1").recv(1)
+                except TimeoutError:
+                    return False  # it got a slot (the silent ones are not all accepted yet)
+                except (ssl.SSLError, OSError):
+                    return time.monotonic() - started < 1.5
+                return False
+
+        try:
+            d.wait_for(closed_at_once, timeout=20, what="a connection past max_connections closed at once")
         finally:
             for sock in silent:
                 sock.close()

@@ -142,3 +142,23 @@ def test_access_follows_the_app_not_its_name(tmp_path: Path) -> None:
     store.revoke_access(key, "shop", bob.id)
     assert store.role_of(key, bob.id) is None
     store.close()
+
+
+def test_releases_name_who_made_them_as_heroku_shows() -> None:
+    from datetime import UTC
+
+    from dynod.cli.releases import format_release_info, format_releases
+
+    releases = [
+        {"version": 1, "description": "Initial release", "created_at": "2026-11-26T10:00:00Z",
+         "user": {"email": "root@localhost.local"}},
+        {"version": 2, "description": "Set A config vars", "created_at": "2026-11-26T11:00:00Z", "current": True,
+         "user": {"email": "jane@example.test"}},
+    ]
+    noon = 1795694400.0  # 2026-11-26T12:00:00Z
+    assert format_releases("shop", releases, noon, UTC) == [
+        "=== shop Releases - Current: v2",
+        "v2  Set A config vars  jane@example.test     2026/11/26 11:00:00 +0000 (~ 60m ago)",
+        "v1  Initial release    root@localhost.local  2026/11/26 10:00:00 +0000 (~ 2h ago)",
+    ]
+    assert "By:            jane@example.test" in format_release_info(releases[1], noon, UTC)
