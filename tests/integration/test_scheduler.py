@@ -24,7 +24,8 @@ pytestmark = pytest.mark.integration
 
 RATE = 20
 PERIOD = 60 / RATE  # wall seconds between slots of `* * * * *`
-STARTED = re.compile(r"dynod\[scheduler\]: Scheduled job \w+: started (scheduler\.\d+) for (\S+?)( \(missed[^)]*\))?: ")
+STARTED = re.compile(r"(\S+) dynod\[scheduler\]: Scheduled job \w+: started (scheduler\.\d+) for (\S+?)"
+                     r"( \(missed[^)]*\))?: ")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,13 @@ def sched_dynod() -> Iterator[Dynod]:
 
 
 def _runs(d: Dynod, app: str) -> list[tuple[str, str, bool]]:
-    return [(m.group(1), m.group(2), bool(m.group(3))) for m in STARTED.finditer(d.logs(app))]
+    return [(m.group(2), m.group(3), bool(m.group(4))) for m in STARTED.finditer(d.logs(app))]
+
+
+def _lags(d: Dynod, app: str) -> list[float]:
+    """Seconds from each slot's (wall) time to its 'started' line."""
+    return [datetime.fromisoformat(m.group(1)).timestamp() - datetime.fromisoformat(m.group(3).replace("Z", "+00:00"))
+            .timestamp() for m in STARTED.finditer(d.logs(app))]
 
 
 def test_each_slot_runs_once_across_a_kill_9(sched_dynod: Dynod, tmp_path: Path) -> None:
@@ -92,6 +99,10 @@ def test_each_slot_runs_once_across_a_kill_9(sched_dynod: Dynod, tmp_path: Path)
             return all(f"app[{name}]: tick from {name}" in text for name in names)
 
         d.wait_for(all_output, timeout=10, what=f"every run's output in the log stream: {names}")
+        # On time: a run starts within a second of its slot (the late one after the restart aside).
+        lags = sorted(_lags(d, app))
+        assert lags[0] >= 0 and lags[len(lags) // 2] < 1.0, lags
+        print(f"slot -> started line, s: median {lags[len(lags) // 2]:.3f}, all {[round(x, 3) for x in lags]}")
         # Never restarted, and never in the formation: gone once they exit.
         assert not [x for x in d.dynos(app) if x["type"] == "scheduler" and x["state"] == "crashed"]
     finally:
