@@ -432,6 +432,9 @@ class Platform(_AddonsApi):
             if type_ == "release":
                 raise UserError("The release process type runs once per release (the release phase); "
                                 "it cannot be scaled.")
+            if type_ == "scheduler":  # manager/reconcile.py SCHEDULER_TYPE: scheduler.N are its one-off runs
+                raise UserError("The scheduler process type is the scheduler's one-off runs (scheduler.N); "
+                                "it cannot be scaled: rename the Procfile entry, or use dynoctl scheduler:add.")
             if type_ not in types:
                 known = ", ".join(sorted(types)) or "none: deploy a Procfile first"
                 raise NotFound(f"Couldn't find that process type ({type_}); this app has: {known}.")

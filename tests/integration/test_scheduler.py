@@ -109,11 +109,16 @@ def test_each_slot_runs_once_across_a_kill_9(sched_dynod: Dynod, tmp_path: Path)
         d.ctl("apps:destroy", "-a", app, "--confirm", app, check=False)
 
 
-def test_bad_schedules_are_one_line_and_change_nothing(sched_dynod: Dynod) -> None:
+def test_bad_schedules_are_one_line_and_change_nothing(sched_dynod: Dynod, tmp_path: Path) -> None:
     d = sched_dynod
     app = f"s{secrets.token_hex(4)}"
     d.ctl("apps:create", app)
     try:
+        # A Procfile type named like the scheduler's runs is not scaled (nothing would run it).
+        d.ctl("deploy", "--no-build", str(write_app(tmp_path / "src", "web: python3 web.py\nscheduler: sleep 9\n")),
+              "-a", app)
+        result = d.ctl("ps:scale", "scheduler=1", "-a", app, check=False)
+        assert result.returncode == 1 and "cannot be scaled" in result.stderr, result
         for schedule in ("every 7 minutes", "61 * * * *", "sometimes", "* * * * * *"):
             result = d.ctl("scheduler:add", schedule, "-a", app, "--", "echo", "hi", check=False)
             assert result.returncode == 1, result
