@@ -102,6 +102,8 @@ class Autoscaler:
             for policy in self.store.all():
                 try:
                     await self.evaluate(policy)
+                except UserError as exc:  # the app went between reading the policies and its formation
+                    log.debug("autoscaling %s of %s: %s", policy.type, policy.app, exc)
                 except Exception:  # noqa: BLE001 - one app's trouble must not stop the others' scaling
                     log.exception("autoscaling %s of %s", policy.type, policy.app)
 
