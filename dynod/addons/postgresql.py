@@ -74,7 +74,7 @@ class PostgresProvider:
         return f"postgres://{data['user']}:{data['password']}@{data['host']}:{data['port']}/{data['database']}"
 
     def _spec(self, name: str, app: str, plan: Plan, port: int, superuser_password: str) -> ServerSpec:
-        data_dir = inner(name, "data")
+        data_dir = inner(name, "volume", "pgdata")
         # shared_buffers a quarter of the plan's memory, as PostgreSQL's docs advise; the rest is
         # for backends and the page cache the cgroup charges too.
         settings = {
@@ -84,6 +84,9 @@ class PostgresProvider:
             "shared_buffers": f"{max(16, plan.memory_mb // 4)}MB", "fsync": "on", "synchronous_commit": "on",
             "password_encryption": "scram-sha-256", "logging_collector": "off", "log_min_messages": "warning",
             "dynamic_shared_memory_type": "posix", "max_wal_size": "256MB",
+            # Outside the volume, so the host can read them: dynod's own pg_hba.conf, and the pid
+            # file by which the next dynod adopts a running server.
+            "hba_file": inner(name, "pg_hba.conf"), "external_pid_file": inner(name, "postgres.pid"),
         }
         argv = [str(BIN / "postgres"), "-D", data_dir]
         for key, value in settings.items():
@@ -93,8 +96,9 @@ class PostgresProvider:
             await trio.to_thread.run_sync(self._ping, name, port, superuser_password)
 
         return ServerSpec(key=name, app=app, home=self.home(name), argv=tuple(argv), user=USER,
-                          pidfile=self.home(name) / "data" / "postmaster.pid", memory_mb=plan.memory_mb,
-                          log_file=self.home(name) / "postgres.log", ready=ready, stop_signal=signal.SIGINT)
+                          pidfile=self.home(name) / "postgres.pid", memory_mb=plan.memory_mb,
+                          log_file=self.home(name) / "postgres.log", ready=ready, stop_signal=signal.SIGINT,
+                          stale=(inner(name, "volume", "pgdata", "postmaster.pid"),))
 
     def _ping(self, name: str, port: int, superuser_password: str) -> None:
         # A login and a query, not the socket file: the file is there while the server is still
@@ -113,21 +117,27 @@ class PostgresProvider:
                 "password": _token(24), "superuser_password": superuser_password}
         home.mkdir(parents=True, mode=0o700)
         try:
-            (home / "run").mkdir(mode=0o700)
+            for sub in ("run", "wal", "volume"):
+                (home / sub).mkdir(mode=0o700)
             pwfile = home / "initdb.pw"
             pwfile.write_text(superuser_password + "\n")
-            for path in (home, home / "run", pwfile):
-                shutil.chown(path, USER, USER)
-            await run_as(name, home, USER, [
-                str(BIN / "initdb"), "-D", inner(name, "data"), "-U", SUPERUSER, "-E", "UTF8", "--locale=C.UTF-8",
-                "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", f"--pwfile={inner(name, 'initdb.pw')}"])
-            pwfile.unlink()
             # Only the add-on's own role, into its own database, from the dyno network; the
             # superuser only over the unix socket. No other line: anything else is refused.
-            (home / "data" / "pg_hba.conf").write_text(
-                "# written by dynod: see docs/addons.md\n"
-                f"local all {SUPERUSER} scram-sha-256\n"
-                f"host {data['database']} {data['user']} {self._subnet} scram-sha-256\n")
+            hba = home / "pg_hba.conf"
+            hba.write_text("# written by dynod: see docs/addons.md\n"
+                           f"local all {SUPERUSER} scram-sha-256\n"
+                           f"host {data['database']} {data['user']} {self._subnet} scram-sha-256\n")
+            hba.chmod(0o600)
+            await self._make_volume(home, plan)
+            for path in (home, home / "run", home / "wal", home / "volume", pwfile, hba):
+                shutil.chown(path, USER, USER)
+            # The data on the plan-sized volume; the WAL beside it on the state dir's disk, where
+            # max_wal_size bounds it: a full volume fails a write with an error, never the WAL.
+            await run_as(name, home, USER, [
+                str(BIN / "initdb"), "-D", inner(name, "volume", "pgdata"), f"--waldir={inner(name, 'wal')}",
+                "-U", SUPERUSER, "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256", f"--pwfile={inner(name, 'initdb.pw')}"])
+            pwfile.unlink()
             await self.supervisor.ensure(self._spec(name, app, plan, port, superuser_password))
             try:
                 await trio.to_thread.run_sync(self._create_role, data, plan, name)
@@ -140,6 +150,25 @@ class PostgresProvider:
                 shutil.rmtree(home, ignore_errors=True)
             raise
         return Provisioned(config={"URL": self.url(data)}, provider_data=data)
+
+    async def _make_volume(self, home: Path, plan: Plan) -> None:
+        """A sparse file of the plan's storage holding an ext4 file system owned by the server's
+        user: the database cannot grow past its plan (PostgreSQL fails the write: "No space left
+        on device"), and it takes disk only as it fills."""
+        import pwd
+
+        image = home / "storage.img"
+        with open(image, "wb") as f:
+            f.truncate(plan.storage_mb * 1024 * 1024)
+        image.chmod(0o600)
+        owner = pwd.getpwnam(USER)
+        result = await trio.run_process(
+            ["mkfs.ext4", "-q", "-F", "-m", "0", "-L", "dynod-addon",
+             "-E", f"root_owner={owner.pw_uid}:{owner.pw_gid},lazy_itable_init=1,lazy_journal_init=1", str(image)],
+            capture_stdout=True, capture_stderr=True, check=False, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        if result.returncode != 0:
+            raise UserError(f"Could not make the add-on's storage volume: {result.stderr.decode().strip()[-300:]}",
+                            status=500, code="internal")
 
     def _create_role(self, data: dict[str, Any], plan: Plan, name: str) -> None:
         import psycopg
@@ -156,7 +185,7 @@ class PostgresProvider:
             conn.execute(sql.SQL("GRANT ALL ON DATABASE {} TO {}").format(database, user))
 
     async def start(self, addon: Addon) -> None:
-        if not (self.home(addon.name) / "data" / "PG_VERSION").exists():
+        if not (self.home(addon.name) / "storage.img").exists():
             raise UserError(f"The data of add-on {addon.name} is missing from {self.home(addon.name)}; restore it "
                             "from a backup (pg:backups) or destroy the add-on.", status=500, code="internal")
         await self.supervisor.ensure(self._spec(addon.name, addon.app, self.service.plan(addon.plan),

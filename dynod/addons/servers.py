@@ -45,8 +45,15 @@ _WRAPPER = ('IFS=:; for p in $0; do echo $$ > "$p" || exit 111; done; unset IFS;
 # In the server's own mount namespace: its home, which lies under the root-only (0700) state
 # dir, bound where its unprivileged user can reach it, /mnt/<add-on>; nothing of it shows on
 # the host, and it goes with the server's last process.
+# An add-on with a storage volume (``storage.img``: a file system of the plan's size) has it
+# mounted at /mnt/<add-on>/volume, in the same namespace: the plan's storage is a real limit, and
+# the loop device goes (autoclear) with the namespace. Files the last server left that would stop
+# the next one ($DYNOD_SERVER_STALE, on that volume) go once it is mounted.
 _INNER = ('mount -t tmpfs -o size=64k,mode=0755 dynod-addon /mnt && mkdir "/mnt/$DYNOD_SERVER_NAME" '
           '&& mount --bind "$DYNOD_SERVER_HOME" "/mnt/$DYNOD_SERVER_NAME" '
+          '&& { [ ! -f "/mnt/$DYNOD_SERVER_NAME/storage.img" ] || mount -o loop,nosuid,nodev,noexec '
+          '"/mnt/$DYNOD_SERVER_NAME/storage.img" "/mnt/$DYNOD_SERVER_NAME/volume"; } '
+          '&& rm -f -- $DYNOD_SERVER_STALE '
           '&& exec setpriv --reuid="$DYNOD_SERVER_USER" --regid="$DYNOD_SERVER_USER" --init-groups -- "$@"')
 
 
@@ -57,7 +64,7 @@ def inner(key: str, *parts: str) -> str:
 
 def wrapper_env(key: str, home: Path, user: str) -> dict[str, str]:
     return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DYNOD_SERVER_USER": user,
-            "DYNOD_SERVER_NAME": key, "DYNOD_SERVER_HOME": str(home), "_INNER": _INNER}
+            "DYNOD_SERVER_NAME": key, "DYNOD_SERVER_HOME": str(home), "_INNER": _INNER, "DYNOD_SERVER_STALE": ""}
 
 
 async def run_as(key: str, home: Path, user: str, argv: list[str], *, timeout: float = 120) -> str:
@@ -86,6 +93,9 @@ class ServerSpec:
     ready: Callable[[], Awaitable[None]]  # returns once the server answers; raises if it cannot
     stop_signal: int = signal.SIGTERM
     env: dict[str, str] = field(default_factory=dict)
+    # Paths (as the server sees them) a server that died may leave and the next start removes:
+    # PostgreSQL's postmaster.pid, whose dead (or unreaped) pid would read as a live postmaster.
+    stale: tuple[str, ...] = ()
 
 
 class _Server:
@@ -219,7 +229,8 @@ class ServerSupervisor:
         server.cgroup = cgroup = self.cgroups.create(spec.key, limits)
         spec.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(spec.log_file, "ab") as out:
-            env = {**wrapper_env(spec.key, spec.home, spec.user), **spec.env}
+            env = {**wrapper_env(spec.key, spec.home, spec.user), **spec.env,
+                   "DYNOD_SERVER_STALE": " ".join(spec.stale)}
             server.proc = await trio.lowlevel.open_process(
                 ["/bin/sh", "-c", _WRAPPER, ":".join(cgroup.procs_files()), *spec.argv],
                 stdin=subprocess.DEVNULL,

@@ -314,22 +314,22 @@ def test_kill_9_of_the_servers_of_dynod_and_a_full_stop_lose_nothing(tmp_path: P
         time.sleep(1.5)  # appendfsync everysec: past the second, the write is on disk
 
         # kill -9 of each server: dynod starts it again, every committed row and key is there.
-        old_pg = _pid(home / pg_name / "data" / "postmaster.pid")
+        old_pg = _pid(home / pg_name / "postgres.pid")
         os.kill(old_pg, signal.SIGKILL)
         os.kill(_pid(home / redis_name / "redis.pid"), signal.SIGKILL)
         assert _wait_count(db) == 200
         d.wait_for(lambda: _safe(lambda: kv.get("greeting")) == b"hello", what="redis back")
-        assert _pid(home / pg_name / "data" / "postmaster.pid") != old_pg
+        assert _pid(home / pg_name / "postgres.pid") != old_pg
         assert "its server exited; restarting it" in d.logs(app)
 
         # kill -9 of dynod: the servers keep serving, and the next dynod adopts them.
         _insert(db, 200, 50)
-        pg_pid = _pid(home / pg_name / "data" / "postmaster.pid")
+        pg_pid = _pid(home / pg_name / "postgres.pid")
         d.kill9()
         assert _count(db) == 250 and kv.get("greeting") == b"hello"  # served while no dynod runs
         d.start()
         d.wait_for(lambda: _safe(lambda: d.client().list_addons(app)), what="dynod back")
-        assert _pid(home / pg_name / "data" / "postmaster.pid") == pg_pid  # adopted, not restarted
+        assert _pid(home / pg_name / "postgres.pid") == pg_pid  # adopted, not restarted
         os.kill(pg_pid, signal.SIGKILL)  # and supervised again
         assert _wait_count(db) == 250
 
@@ -509,3 +509,38 @@ def test_credentials_rotation_leaves_the_app_working_on_the_new_ones(dynod: Dyno
              "except psycopg.OperationalError as e:\n    print('REJECTED', e)\n")
     out = dynod.ctl("run", "-a", db_app, "--", "python", "-c", probe, old, timeout=60).stdout
     assert "REJECTED" in out and "password authentication failed" in out, out
+
+
+def test_a_database_past_its_plans_storage_fails_the_write_clearly_and_keeps_every_committed_row(
+        dynod: Dynod, apps: list[str]) -> None:
+    """essential-0's 1 GB is a file system of 1 GB: filling it fails the next write with
+    PostgreSQL's own error; what was committed stays, the server keeps serving, and space freed
+    is space usable again."""
+    import psycopg
+
+    app = new_app(dynod)
+    apps.append(app)
+    dynod.ctl("addons:create", "heroku-postgresql:essential-0", "-a", app, "--name", f"postgresql-{app}")
+    name = f"postgresql-{app}"
+    with _as_app_role(dynod, name) as conn:
+        conn.execute("CREATE TABLE kept (v text)")
+        conn.execute("INSERT INTO kept SELECT 'row-' || g FROM generate_series(1, 100) g")
+        conn.execute("CREATE TABLE big (v text)")
+        conn.execute("ALTER TABLE big ALTER COLUMN v SET STORAGE EXTERNAL")  # no compression: 1 MB is 1 MB
+        committed, error = 0, ""
+        for _ in range(2000):
+            try:
+                conn.execute("INSERT INTO big SELECT repeat('x', 1048576)")
+                committed += 1
+            except psycopg.Error as exc:
+                error = str(exc)
+                break
+    assert "No space left on device" in error, error
+    assert 700 < committed < 1024, committed
+    with _as_app_role(dynod, name) as conn:
+        assert conn.execute("SELECT count(*) FROM big").fetchone()[0] == committed
+        assert conn.execute("SELECT count(*) FROM kept").fetchone()[0] == 100
+        conn.execute("DROP TABLE big")
+        conn.execute("INSERT INTO kept VALUES ('after the disk was full')")
+        assert conn.execute("SELECT count(*) FROM kept").fetchone()[0] == 101
+    assert "Available" in dynod.ctl("pg:info", "-a", app).stdout
