@@ -505,7 +505,10 @@ def _public(request: Request) -> bool:
 def _range_fields(items: list[Any]) -> list[str]:
     first = items[0] if items and isinstance(items[0], dict) else {}
     preferred = [f for f in ("version", "id", "name", "type", "hostname", "created_at") if f in first]
-    return preferred or ["id"]
+    # Every Platform API resource can be ranged by id, and clients ask for it by default (heroku3
+    # sends "id ..;"): a list whose items have none keeps its own order.
+    others = [k for k, v in first.items() if k not in preferred and isinstance(v, str | int | float | type(None))]
+    return preferred + others + ([] if "id" in preferred or "id" in others else ["id"])
 
 
 def _body_of(answer: Response) -> Any:
@@ -1099,6 +1102,60 @@ async def _push_authorization(api: PlatformApi, request: Request, p: dict[str, s
     return 200, {"allowed": True, "user": owner.email if owner is not None else key_id}
 
 
+# --- slugs and buildpack installations ------------------------------------------------------------------
+
+
+@_on("GET", "/apps/{app}/slugs/{slug}")
+async def _get_slug(api: PlatformApi, request: Request, p: dict[str, str], user: User | None) -> Any:
+    app = await api.app_for(p["app"], user)
+    # Only a slug one of the app's releases names: a slug id must not reveal another app's code.
+    releases = await api.platform.list_releases(app["name"])
+    if p["slug"] not in {(r.get("slug") or {}).get("id") for r in releases}:
+        raise NotFound(f"Couldn't find that slug of {app['name']}.")
+    slugs = getattr(api.platform, "slugs", None)
+    if slugs is None:
+        raise NotFound("This dynod keeps no slugs.")
+    info = slugs.get(p["slug"])
+    stack = {"id": derived_id("stack", app.get("stack")), "name": app.get("stack")}
+    return 200, {"id": info.id, "size": info.size, "process_types": info.process_types, "checksum":
+                 f"SHA256:{info.id}", "commit": None, "commit_description": None, "buildpack_provided_description":
+                 None, "stack": stack, "blob": None, "created_at": None, "updated_at": None}
+
+
+def _installations(app: Json, urls: list[str]) -> list[Json]:
+    key = app_key(app)
+    return [{"ordinal": i, "buildpack": {"url": url, "name": url}, "app": {"id": key, "name": app["name"]}}
+            for i, url in enumerate(urls)]
+
+
+@_on("GET", "/apps/{app}/buildpack-installations")
+async def _list_buildpacks(api: PlatformApi, request: Request, p: dict[str, str], user: User | None) -> Any:
+    from ..build.buildpack import parse_buildpack_url
+
+    app = await api.app_for(p["app"], user)
+    named = (await api.platform.get_config(app["name"])).get("BUILDPACK_URL", "")
+    return 200, _installations(app, list(parse_buildpack_url(named)) if named.strip() else [])
+
+
+@_on("PUT", "/apps/{app}/buildpack-installations")
+async def _set_buildpacks(api: PlatformApi, request: Request, p: dict[str, str], user: User | None) -> Any:
+    """Heroku keeps an app's buildpacks apart from its config; dynod's builds read them from the
+    BUILDPACK_URL config var (dynod/build/buildpack.py), so that is where they go (a release)."""
+    app = await api.app_for(p["app"], user)
+    body = await _json(request)
+    updates = body.get("updates")
+    if not isinstance(updates, list) or not all(
+            isinstance(u, dict) and isinstance(u.get("buildpack"), str) and u["buildpack"].strip()
+            and not any(c.isspace() or c == "," for c in u["buildpack"].strip()) for u in updates):
+        raise UserError("Field 'updates' must be a list of {\"buildpack\": URL} (no spaces or commas in a URL).")
+    urls = [u["buildpack"].strip() for u in updates]
+    if not urls and "BUILDPACK_URL" not in await api.platform.get_config(app["name"]):
+        return 200, []
+    await api.native("PATCH", f"/apps/{_q(app['name'])}/config-vars", {"BUILDPACK_URL": ",".join(urls) or None})
+    api.made_release(app, await api.platform.get_release(app["name"], None), user)
+    return 200, _installations(app, urls)
+
+
 # --- domains and stacks: dynod's shapes plus Heroku's ids -----------------------------------------------
 
 
@@ -1119,7 +1176,9 @@ async def _add_domain(api: PlatformApi, request: Request, p: dict[str, str], use
 
 def _domain_json(app: Json, domain: Json) -> Json:
     key = app_key(app)
-    return {**domain, "id": derived_id("domain", key, domain.get("hostname")), "app": {"id": key, "name": app["name"]},
+    # "domain": the field's old name, which clients still range by (heroku3 sends "domain ..;").
+    return {**domain, "id": derived_id("domain", key, domain.get("hostname")), "domain": domain.get("hostname"),
+            "app": {"id": key, "name": app["name"]},
             "cname": None if domain.get("kind") == "heroku" else domain.get("hostname"), "status": "succeeded",
             "acm_status": None, "acm_status_reason": None, "sni_endpoint": None,
             "created_at": app.get("created_at"), "updated_at": app.get("created_at")}

@@ -138,6 +138,27 @@ def test_heroku3_drives_the_common_flows(api: Api, blob_server: tuple[str, Path]
         assert latest.version == 5 and "Rollback to v3" in latest.description
         assert app.config()["GREETING"] == "hola"
 
+        # The rest of the app's resources through heroku3's own calls.
+        slug_id = latest.slug.id
+        with api.session(token) as s:
+            slug = s.get(f"{api.url}/apps/{app.id}/slugs/{slug_id}").json()
+            assert slug["process_types"] == {"web": "python3 web.py"}
+            assert s.get(f"{api.url}/apps/{app.id}/slugs/{'0' * 64}").status_code == 404
+        app.update_buildpacks(["heroku/python"])
+        with api.session(token) as s:
+            installed = s.get(f"{api.url}/apps/{name}/buildpack-installations").json()
+            assert [b["buildpack"]["url"] for b in installed] == ["heroku/python"]
+        app.update_buildpacks([])
+        assert "BUILDPACK_URL" not in app.config()
+        assert [f.name for f in app.features()] and all(f.enabled in (True, False) for f in app.features())
+        app.add_domain(f"www.{name}.example.test", None)
+        assert f"www.{name}.example.test" in [d.hostname for d in app.domains()]
+        app.remove_domain(f"www.{name}.example.test")
+        assert list(app.sni_endpoints()) == [] and list(app.addons()) == []
+        assert [s.name for s in h._get_resources(("stacks",), heroku3.models.Stack)]
+        assert app.kill_dyno("web.1")  # Heroku's dyno restart: 202
+        api.d.up(name, 1)
+
         run = app.run_command_detached("echo one-off-was-here")
         assert run.name.startswith("run.")
 
