@@ -123,6 +123,9 @@ def test_bad_autoscaling_input_is_one_line_and_changes_nothing(scaling_dynod: Dy
         result = d.ctl("ps:autoscale:disable", "web", "-a", app, check=False)
         assert result.returncode == 1 and "not enabled" in result.stderr
         d.ctl("ps:autoscale:enable", "web", "--min", "1", "--max", "2", "--p95", "1s", "-a", app)
+        d.kill9()  # the policy is on disk: the next dynod keeps it
+        d.start()
+        assert "between 1 and 2 dynos, p95 goal 1000 ms" in d.ctl("ps:autoscale", "-a", app).stdout
     finally:
         d.ctl("apps:destroy", "-a", app, "--confirm", app, check=False)
     import sqlite3
