@@ -409,9 +409,12 @@ class Addons:
                 os.replace(tmp, final_path)
                 backup.size, backup.status = final_path.stat().st_size, "completed"
             except (UserError, OSError) as exc:
-                tmp.unlink(missing_ok=True)
                 backup.status = "failed"
                 backup.error = str(exc) if isinstance(exc, UserError) else f"{exc.strerror or exc}"
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError as gone:  # the record must still say "failed"
+                    log.warning("partial backup %s not removed: %s", tmp, gone)
             finally:
                 backup.finished_at = time.time()
                 try:

@@ -544,3 +544,35 @@ def test_a_database_past_its_plans_storage_fails_the_write_clearly_and_keeps_eve
         conn.execute("INSERT INTO kept VALUES ('after the disk was full')")
         assert conn.execute("SELECT count(*) FROM kept").fetchone()[0] == 101
     assert "Available" in dynod.ctl("pg:info", "-a", app).stdout
+
+
+def test_a_scheduled_backup_runs_and_one_that_fails_says_so(dynod: Dynod, apps: list[str]) -> None:
+    """Scheduled for the next minute, twice over: the first run is made to fail (its temporary
+    dump file is made immutable, so even root's pg_dump cannot write it), the next one runs."""
+    import datetime
+
+    app = new_app(dynod)
+    apps.append(app)
+    dynod.ctl("addons:create", "heroku-postgresql", "-a", app, "--name", f"postgresql-{app}")
+    directory = state(dynod) / "backups" / f"postgresql-{app}"
+    directory.mkdir(parents=True, exist_ok=True)
+    blocker = directory / ".a001.dump.tmp"
+    blocker.touch()
+    subprocess.run(["chattr", "+i", str(blocker)], check=True)
+    try:
+        soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=1)
+        dynod.ctl("pg:backups:schedule", "-a", app, "--at", soon.strftime("%H:%M UTC"))
+        dynod.wait_for(lambda: "scheduled backup of" in dynod.logs(app), timeout=150, interval=1,
+                       what="the scheduled backup's run")
+        assert f"Error: scheduled backup of postgresql-{app} failed" in dynod.logs(app)
+        listing = dynod.ctl("pg:backups", "-a", app).stdout
+        assert "a001" in listing and "Failed" in listing, listing
+    finally:
+        subprocess.run(["chattr", "-i", str(blocker)], check=False)
+    blocker.unlink(missing_ok=True)
+    # The next run works: a002 completed (a second schedule, for the minute after).
+    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=1)
+    dynod.ctl("pg:backups:schedule", "-a", app, "--at", soon.strftime("%H:%M UTC"))
+    dynod.wait_for(lambda: "Scheduled backup a002" in dynod.logs(app), timeout=150, interval=1,
+                   what="the second scheduled backup")
+    assert "Completed" in dynod.ctl("pg:backups", "-a", app).stdout
