@@ -185,7 +185,7 @@ class Daemon:
         platform.scheduler = Scheduler(
             SchedulerStore(s.state_dir / "scheduler.sqlite3"), start_dyno=platform.run_scheduled,
             emit=lambda app, message: logs.emit(app, "dynod", "scheduler", message),
-            clock=ScheduleClock(rate=s.scheduler.clock_rate))
+            clock=ScheduleClock(rate=s.scheduler.clock_rate), stop_dyno=platform.stop_dyno)
         await nursery.start(platform.scheduler.run)
         a = s.autoscale
         windows = ResponseWindows(a.window)

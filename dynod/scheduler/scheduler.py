@@ -31,6 +31,7 @@ MAX_COMMAND_BYTES = 8192  # as a Procfile line or a one-off dyno's command
 MAX_SLEEP = 15.0
 
 StartDyno = Callable[[str, str, str], Awaitable[dict[str, Any]]]  # (app, command, size) -> dyno json
+StopDyno = Callable[[str, str], Awaitable[None]]  # (app, dyno name); NotFound once it is gone
 Emit = Callable[[str, str], None]  # (app, message) into the app's log stream
 
 
@@ -40,9 +41,10 @@ def _iso(t: float) -> str:
 
 class Scheduler:
     def __init__(self, store: SchedulerStore, *, start_dyno: StartDyno, emit: Emit,
-                 clock: ScheduleClock | None = None) -> None:
+                 clock: ScheduleClock | None = None, stop_dyno: StopDyno | None = None) -> None:
         self.store = store
         self.start_dyno = start_dyno
+        self.stop_dyno = stop_dyno
         self.emit = emit
         self.clock = clock or ScheduleClock()
         self._changed = trio.Event()
@@ -177,3 +179,15 @@ class Scheduler:
         self._started += 1
         self.store.record_run(job.id, slot, dyno=dyno["name"], outcome="started")
         self.emit(job.app, f"Scheduled job {job.id[:8]}: started {dyno['name']} for {when}{late}: {job.command}")
+        if self.stop_dyno is not None:
+            # Heroku Scheduler: a run lasts at most its job's interval (a 10-minute job's dyno is
+            # stopped after about 10 minutes), so runs of one job never pile up.
+            cadence = self._cadence(job)
+            limit = self.clock.to_wall(cadence.next_after(slot)) - self.clock.to_wall(slot)
+            await trio.sleep(limit)
+            try:
+                await self.stop_dyno(job.app, dyno["name"])
+            except UserError:
+                return  # it ended by itself
+            self.emit(job.app, f"Scheduled job {job.id[:8]}: {dyno['name']} ran past its interval "
+                               f"({limit:g} s): stopping it")

@@ -135,3 +135,21 @@ def test_bad_schedules_are_one_line_and_change_nothing(sched_dynod: Dynod, tmp_p
     db = sqlite3.connect(d.root / "state" / "scheduler.sqlite3")
     assert db.execute("SELECT count(*) FROM jobs WHERE app = ?", (app,)).fetchone() == (0,)
     db.close()
+
+
+def test_a_run_is_stopped_after_its_interval(sched_dynod: Dynod, tmp_path: Path) -> None:
+    """Heroku Scheduler's rule: a run lasts at most its job's interval (3 s of wall time here)."""
+    d = sched_dynod
+    app = f"s{secrets.token_hex(4)}"
+    d.ctl("apps:create", app)
+    try:
+        d.ctl("deploy", "--no-build", str(write_app(tmp_path / "src", "web: python3 web.py\n")), "-a", app)
+        d.ctl("scheduler:add", "* * * * *", "-a", app, "--", "sleep 300")
+        match = d.wait_for(lambda: re.search(r"(scheduler\.\d+) ran past its interval \(3 s\): stopping it",
+                                             d.logs(app)), timeout=PERIOD * 4 + 10, what="a run stopped")
+        with d.client() as client:
+            client.remove_job(app, client.list_jobs(app)[0]["id"])
+        name = match.group(1)
+        d.wait_for(lambda: not [x for x in d.dynos(app) if x["name"] == name], timeout=15, what=f"{name} gone")
+    finally:
+        d.ctl("apps:destroy", "-a", app, "--confirm", app, check=False)

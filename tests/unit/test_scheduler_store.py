@@ -160,3 +160,33 @@ async def test_a_claim_whose_dyno_never_started_is_reported_on_start_and_not_rer
     assert started == []
     assert "claimed but dynod stopped before its dyno started" in lines[0][1]
     assert scheduler.store.runs(job.id)[0].outcome.startswith("lost")
+
+
+async def test_a_run_is_stopped_once_its_interval_is_over(tmp_path: Path, autojump_clock: object) -> None:
+    """Heroku Scheduler's rule: a run lasts at most its job's interval."""
+    stopped: list[tuple[str, str, float]] = []
+    lines: list[tuple[str, str]] = []
+    wall = [1767225600.0 + 1]
+    running = {"scheduler.1"}
+
+    async def start(app: str, command: str, size: str) -> dict[str, str]:
+        return {"name": "scheduler.1"}
+
+    async def stop(app: str, name: str) -> None:
+        if name not in running:
+            raise NotFound(f"No dyno {name} is running")
+        running.discard(name)
+        stopped.append((app, name, trio.current_time()))
+
+    scheduler = Scheduler(SchedulerStore(tmp_path / "s.sqlite3"), start_dyno=start, stop_dyno=stop,
+                          emit=lambda app, message: lines.append((app, message)),
+                          clock=ScheduleClock(wall=lambda: wall[0]))
+    scheduler.add_job("a", "every 10 minutes", "sleep 3600", "standard-1X", True)
+    async with trio.open_nursery() as nursery:
+        scheduler._nursery = nursery
+        begin = trio.current_time()
+        wall[0] += 600
+        scheduler.tick()
+    assert [(a, n) for a, n, _t in stopped] == [("a", "scheduler.1")]
+    assert stopped[0][2] - begin == pytest.approx(600)
+    assert "ran past its interval (600 s): stopping it" in lines[-1][1]
