@@ -133,6 +133,11 @@ class Scheduler:
                         self.emit(job.app, f"Scheduled job {job.id[:8]}: the run for {when} was claimed but dynod "
                                            "stopped before its dyno started; it is not run again (a slot runs at "
                                            "most once)")
+                # Runs started by an earlier dynod (adopted with the other dynos) keep their limit.
+                for job in self.store.jobs():
+                    for run in self.store.runs(job.id):
+                        if run.outcome == "started" and run.dyno:
+                            nursery.start_soon(self._limit, job, run.dyno, run.slot)
                 task_status.started()
                 while True:
                     wake = self.tick()
@@ -179,15 +184,19 @@ class Scheduler:
         self._started += 1
         self.store.record_run(job.id, slot, dyno=dyno["name"], outcome="started")
         self.emit(job.app, f"Scheduled job {job.id[:8]}: started {dyno['name']} for {when}{late}: {job.command}")
-        if self.stop_dyno is not None:
-            # Heroku Scheduler: a run lasts at most its job's interval (a 10-minute job's dyno is
-            # stopped after about 10 minutes), so runs of one job never pile up.
-            cadence = self._cadence(job)
-            limit = self.clock.to_wall(cadence.next_after(slot)) - self.clock.to_wall(slot)
-            await trio.sleep(limit)
-            try:
-                await self.stop_dyno(job.app, dyno["name"])
-            except UserError:
-                return  # it ended by itself
-            self.emit(job.app, f"Scheduled job {job.id[:8]}: {dyno['name']} ran past its interval "
-                               f"({limit:g} s): stopping it")
+        await self._limit(job, dyno["name"], slot)
+
+    async def _limit(self, job: Job, name: str, slot: float) -> None:
+        """Heroku Scheduler: a run lasts at most its job's interval (a 10-minute job's dyno is
+        stopped after about 10 minutes), so the runs of one job never pile up."""
+        if self.stop_dyno is None:
+            return
+        cadence = self._cadence(job)
+        end = self.clock.to_wall(cadence.next_after(slot))
+        await trio.sleep(max(0.0, end - self.clock.wall()))
+        try:
+            await self.stop_dyno(job.app, name)
+        except UserError:
+            return  # it ended by itself
+        limit = end - self.clock.to_wall(slot)
+        self.emit(job.app, f"Scheduled job {job.id[:8]}: {name} ran past its interval ({limit:g} s): stopping it")

@@ -188,5 +188,35 @@ async def test_a_run_is_stopped_once_its_interval_is_over(tmp_path: Path, autoju
         wall[0] += 600
         scheduler.tick()
     assert [(a, n) for a, n, _t in stopped] == [("a", "scheduler.1")]
-    assert stopped[0][2] - begin == pytest.approx(600)
+    assert stopped[0][2] - begin == pytest.approx(599)  # the slot was found 1 s late: its end is 599 s on
     assert "ran past its interval (600 s): stopping it" in lines[-1][1]
+
+
+async def test_a_restarted_dynod_takes_over_the_limits_of_adopted_runs(tmp_path: Path, autojump_clock: object) -> None:
+    store = SchedulerStore(tmp_path / "s.sqlite3")
+    job = store.add_job("a", "every 10 minutes", "sleep 3600", "standard-1X", True, 1767225600.0)
+    for slot, name in ((1767225600.0 + 600, "scheduler.1"), (1767225600.0 + 1200, "scheduler.2")):
+        assert store.claim(job.id, slot)
+        store.record_run(job.id, slot, dyno=name, outcome="started")
+    store.close()
+    stopped: list[tuple[str, float]] = []
+    running = {"scheduler.1", "scheduler.2"}
+    wall = [1767225600.0 + 1500]  # scheduler.1's interval ended at 1200, scheduler.2's ends at 1800
+
+    async def stop(app: str, name: str) -> None:
+        if name not in running:
+            raise NotFound(f"No dyno {name} is running")
+        running.discard(name)
+        stopped.append((name, trio.current_time()))
+
+    async def start(app: str, command: str, size: str) -> dict[str, str]:
+        return {"name": "scheduler.3"}
+
+    scheduler = Scheduler(SchedulerStore(tmp_path / "s.sqlite3"), start_dyno=start, stop_dyno=stop,
+                          emit=lambda app, message: None, clock=ScheduleClock(wall=lambda: wall[0]))
+    begin = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.run)
+        await trio.sleep(301)
+        nursery.cancel_scope.cancel()
+    assert [(n, round(t - begin)) for n, t in stopped] == [("scheduler.1", 0), ("scheduler.2", 300)]
