@@ -576,3 +576,22 @@ def test_a_scheduled_backup_runs_and_one_that_fails_says_so(dynod: Dynod, apps: 
     dynod.wait_for(lambda: "Scheduled backup a002" in dynod.logs(app), timeout=150, interval=1,
                    what="the second scheduled backup")
     assert "Completed" in dynod.ctl("pg:backups", "-a", app).stdout
+
+
+def test_destroying_an_addon_another_app_holds_needs_force_then_detaches_it_there(
+        dynod: Dynod, apps: list[str]) -> None:
+    owner, other = new_app(dynod), new_app(dynod)
+    apps += [owner, other]
+    dynod.ctl("addons:create", "heroku-redis", "-a", owner, "--name", f"redis-{owner}")
+    dynod.ctl("addons:attach", f"redis-{owner}", "-a", other, "--as", "SHARED_CACHE")
+    before = dynod.client().request("GET", f"/apps/{other}/releases")
+    refused = dynod.ctl("addons:destroy", f"redis-{owner}", "-a", owner, "--confirm", f"redis-{owner}", check=False)
+    assert refused.returncode == 1 and f"still attached to {other}" in refused.stderr and "--force" in refused.stderr
+    assert dynod.client().request("GET", f"/apps/{other}/releases") == before
+    assert addon_processes(f"redis-{owner}")
+    out = dynod.ctl("addons:destroy", f"redis-{owner}", "-a", owner, "--confirm", f"redis-{owner}", "--force").stdout
+    assert f"of {other}" in out and f"of {owner}" in out
+    last = dynod.client().request("GET", f"/apps/{other}/releases")[-1]
+    assert last["description"] == f"Detach SHARED_CACHE (redis-{owner})" and last["addons"] == []
+    assert "SHARED_CACHE_URL" not in dynod.client().request("GET", f"/apps/{other}/config-vars")
+    assert not addon_processes(f"redis-{owner}")
