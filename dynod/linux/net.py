@@ -8,6 +8,7 @@ all (a delete costs ~16 ms); ``prune`` removes pairs whose dyno vanished while d
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -33,6 +34,17 @@ def veth_name(address: str) -> str:
     before it knows what it will run, already has its final name.
     """
     return VETH_PREFIX + ipaddress.IPv4Address(address).packed.hex()
+
+
+def bridge_mac(bridge: str) -> str:
+    """A fixed, locally administered MAC for a bridge, derived from its name.
+
+    Without one, Linux gives a bridge the lowest MAC of its ports and changes it whenever that
+    port leaves: the other dynos keep sending their replies to the old address until their ARP
+    entry goes stale, longer than the router's 30 s, and requests in flight end as H12s.
+    """
+    digest = hashlib.sha256(bridge.encode()).digest()
+    return ":".join(f"{octet:02x}" for octet in (0x02, *digest[:5]))  # 0x02: local, unicast
 
 
 def _ours(ifname: str) -> bool:
@@ -103,10 +115,13 @@ class Network:
     def _ensure_bridge(self) -> int:
         ipr = self._iproute()
         found = ipr.link_lookup(ifname=self.bridge)
+        mac = bridge_mac(self.bridge)
         if found:
             index = found[0]
+            if ipr.get_links(index)[0].get_attr("IFLA_ADDRESS") != mac:
+                ipr.link("set", index=index, address=mac)  # a bridge made by an older dynod
         else:
-            ipr.link("add", ifname=self.bridge, kind="bridge")
+            ipr.link("add", ifname=self.bridge, kind="bridge", address=mac)
             index = ipr.link_lookup(ifname=self.bridge)[0]
         addresses = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index, family=2)}
         if self.pool.gateway not in addresses:
