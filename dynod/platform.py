@@ -539,6 +539,14 @@ class Platform(_AddonsApi):
                                    cols=cols, attached=True)
         return AttachedSession(live, self.manager, self.logs)
 
+    async def exec_attached(self, app: str, dyno: str, command: str, tty: bool, rows: int, cols: int,
+                            term: str | None = None) -> AttachedDyno:
+        """ps:exec: ``command`` inside the running dyno ``dyno`` (docs/dynos.md, "Exec into a running dyno")."""
+        from .manager.exec import start_exec
+
+        self.ledger.get_app(app)
+        return await start_exec(self.manager, app, dyno, command, tty=tty, rows=rows, cols=cols, term=term)
+
     # -- app features (preboot) -----------------------------------------------------------------
     async def list_features(self, app: str) -> list[Json]:
         from .manager.features import CATALOGUE, feature_json

@@ -430,6 +430,40 @@ class ApiClient:
             sock.close()
             raise
 
+    # --- ps:exec: a command inside a running dyno, over the same attach protocol as run ---------
+
+    def exec_attached(self, app: str, dyno: str, command: str = "", *, tty: bool = False, rows: int = 24,
+                      cols: int = 80, term: str | None = None) -> AttachSession:
+        """Enter the running dyno ``dyno`` (web.1) with ``command`` (bash when empty)."""
+        if self.remote is not None:
+            raise UserError("ps:exec needs the API socket for now: run it on the dynod host.")
+        payload = json.dumps({"command": command, "tty": tty, "rows": rows, "cols": cols,
+                              "term": term}).encode()
+        head = (
+            f"POST {_path('apps', app, 'dynos', dyno, 'actions', 'exec')} HTTP/1.1\r\nHost: localhost\r\n"
+            f"Connection: Upgrade\r\nUpgrade: {UPGRADE_TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        ).encode()
+        sock = _connect(self.socket_path, self.timeout)
+        try:
+            sock.sendall(head + payload)
+            status, reason, headers, rest = _read_response_head(sock)
+            if status == 101:
+                return AttachSession(sock, rest)
+            length = int(headers.get("content-length", "0") or 0)
+            while len(rest) < length:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                rest += data
+            raise _error_from(status, reason, rest[:length])
+        except OSError as exc:
+            sock.close()
+            raise _lost(exc) from None
+        except BaseException:
+            sock.close()
+            raise
+
     # --- the dyno lifecycle: app features (preboot) and the web health check ---------------------
 
     def list_features(self, app: str) -> list[Json]:

@@ -494,6 +494,27 @@ async def _stop(self: ApiRoutes, request: Request, p: dict[str, str]) -> Respons
     return JsonResponse(202, {})
 
 
+# --- ps:exec (docs/dynos.md): a command inside a running dyno, over the attach protocol -------------
+
+
+@_route("POST", "/apps/{app}/dynos/{target}/actions/exec")
+async def _exec(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    command = _optional_str(body, "command") or ""
+    if len(command.encode()) > MAX_COMMAND_BYTES:
+        raise UserError(f"The command is over {MAX_COMMAND_BYTES} bytes; put it in a script in the app.")
+    tty = _bool(body, "tty", False)
+    rows, cols = _int(body, "rows", 24, 1, 0xFFFF), _int(body, "cols", 80, 1, 0xFFFF)
+    term = _optional_str(body, "term")
+    if term is not None and (len(term) > 64 or not term.isprintable() or "=" in term):
+        raise UserError("Field 'term' must be a terminal type such as xterm-256color.")
+    if not request.wants_attach:
+        raise UserError(f"ps:exec needs the headers 'Connection: Upgrade' and 'Upgrade: {UPGRADE_TOKEN}'.",
+                        status=400, code="bad_request")
+    return AttachResponse(await self.platform.exec_attached(  # type: ignore[attr-defined]
+        p["app"], p["target"], command, tty, rows, cols, term))
+
+
 # --- the dyno lifecycle: app features (preboot) and the web health check ----------------------------
 
 

@@ -72,6 +72,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ps:restart": ("ps", "restart", "restart dynos: ps:restart [DYNO|TYPE]"),
     "ps:stop": ("ps", "stop", "stop a dyno: ps:stop DYNO|TYPE"),
     "ps:kill": ("ps", "kill", "stop a dyno, as ps:stop: ps:kill DYNO|TYPE"),
+    "ps:exec": ("ps", "exec_into", "run a command (bash) inside a running dyno: ps:exec -d web.1 [COMMAND...]"),
     "ps:wait": ("ps", "wait", "wait until every dyno runs the latest release: ps:wait [-t TYPE] [-R]"),
     "ps:autoscale": ("autoscale", "show", "show the web dynos' autoscaling settings and last decision"),
     "ps:autoscale:enable": ("autoscale", "enable", "autoscale web on p95: ps:autoscale:enable web --min 1 --max 10 "

@@ -255,3 +255,44 @@ def wait(ctx: Context, argv: list[str]) -> int:
             ctx.out("done")
             return 0
         time.sleep(args.wait_interval)
+
+
+# --- ps:exec: a command inside a running dyno, attached as `dynoctl run` is --------------------------
+
+_EXEC_VALUE_OPTIONS = ("-a", "--app", "-d", "--dyno", "--socket", "--host")
+
+
+def split_exec_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Pure: (dynoctl's options, the command's words). The command starts at its first word that
+    is not an option's value, or after ``--``; none at all means an interactive bash."""
+    if "--" in argv:
+        at = argv.index("--")
+        return argv[:at], argv[at + 1:]
+    for index, word in enumerate(argv):
+        if not word.startswith("-") and (index == 0 or argv[index - 1] not in _EXEC_VALUE_OPTIONS):
+            return argv[:index], argv[index:]
+    return argv, []
+
+
+def exec_into(ctx: Context, argv: list[str]) -> int:
+    import os
+    import shlex
+
+    from .run import _pump, _terminal_size
+
+    parser = ctx.parser("ps:exec", "Run a command (default: bash) inside a running dyno, attached to this "
+                                   "terminal: its processes, files and limits, as its app's user.")
+    parser.add_argument("-d", "--dyno", required=True, metavar="DYNO", help="the running dyno, e.g. web.1")
+    parser.add_argument("--no-tty", action="store_true", help="never allocate a terminal")
+    options, words = split_exec_argv(argv)
+    args = ctx.parse(parser, options)
+    app = ctx.app(args)
+    command = "" if not words else words[0] if len(words) == 1 else shlex.join(words)
+    stdin_fd, stdout_fd, stderr_fd = ctx.fds
+    use_tty = not args.no_tty and os.isatty(stdin_fd)
+    rows, cols = _terminal_size(stdin_fd) if use_tty else (24, 80)
+    ctx.stdout.flush()
+    session = ctx.client().exec_attached(app, args.dyno, command, tty=use_tty, rows=rows, cols=cols,
+                                         term=ctx.environ.get("TERM") if use_tty else None)
+    with session:
+        return _pump(session, stdin_fd, stdout_fd, stderr_fd, use_tty)

@@ -230,7 +230,13 @@ def enter_root(root: str) -> None:
 
 
 def drop_privileges(spec: DynoSpec) -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (spec.nofile, spec.nofile))
+    become_user(spec.uid, spec.gid, (spec.nofile, spec.nofile))
+
+
+def become_user(uid: int, gid: int, nofile: tuple[int, int]) -> None:
+    """The app's uid and gid, no capabilities (bounding set too), no_new_privs: a dyno's process,
+    and an exec session into one (dynod.linux.dyno_exec) alike."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     for cap in range(prctl.CAP_LAST_CAP + 1):
         try:
@@ -238,8 +244,8 @@ def drop_privileges(spec: DynoSpec) -> None:
         except (OSError, ValueError):
             pass  # a capability this kernel does not know
     os.setgroups([])
-    os.setgid(spec.gid)
-    os.setuid(spec.uid)  # without keepcaps this clears the permitted and effective sets
+    os.setgid(gid)
+    os.setuid(uid)  # without keepcaps this clears the permitted and effective sets
     prctl.set_no_new_privs(1)
 
 

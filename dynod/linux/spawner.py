@@ -6,7 +6,7 @@ keep running; a restarted dynod connects again and re-adopts them. The spawner i
 parent, so it alone can reap them: it keeps each exit status until dynod acknowledges it.
 
 Protocol: one SOCK_SEQPACKET unix socket, one JSON object per message, fds passed with
-SCM_RIGHTS. dynod -> spawner: spawn, go, abort, kill, forget, hello, shutdown.
+SCM_RIGHTS. dynod -> spawner: spawn, exec, go, abort, kill, forget, hello, shutdown.
 spawner -> dynod: spawned (+ the dyno's stdio fds), started, exited, dyno (+fds, on hello),
 hello_done, error. See docs/architecture.md.
 
@@ -29,12 +29,12 @@ import sys
 import termios
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import prctl
 
-from . import idmap, seccomp
+from . import dyno_exec, idmap, seccomp
 from . import syscalls as sc
 from .cgroups.view import CgroupMount, dyno_cgroup_mounts
 from .dyno_init import DynoSpec, become_dyno
@@ -254,7 +254,7 @@ class Spawner:
     @staticmethod
     def _die(err_w: int, exc: BaseException) -> None:
         message = f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, OSError):
+        if not isinstance(exc, (OSError, dyno_exec.DynoFull)):
             message += " | " + traceback.format_exc().replace("\n", " | ")[-800:]
         try:
             os.write(err_w, message.encode()[:4000])
@@ -291,6 +291,65 @@ class Spawner:
                 fcntl.ioctl(0, termios.TIOCSCTTY, 0)
             self._close_all_but({0, 1, 2, go_r, err_w})
             become_dyno(spec, go_r, seccomp=self.seccomp, cgroup_mounts=self.cgroup_mounts)
+        except BaseException as exc:  # noqa: BLE001 - everything must reach dynod as one line
+            self._die(err_w, exc)
+
+    def exec(self, raw: dict[str, Any]) -> None:
+        """A process entering a running dyno (dynod.linux.dyno_exec), reported like a dyno.
+
+        Only a dyno this spawner forked and has not reaped may be entered: until it is reaped its
+        pid cannot name another process, so what is read from /proc/PID is surely that dyno's.
+        """
+        spec = dyno_exec.ExecSpec.from_json(raw["spec"])
+        if spec.id in self.children:
+            self.send({"op": "error", "id": spec.id, "message": f"{spec.id} exists"})
+            return
+        target = self.children.get(spec.dyno)
+        if target is None or target.status is not None or not target.started or target.pid not in self.by_pid:
+            self.send({"op": "error", "id": spec.id, "message": f"dyno {spec.dyno} is not running"})
+            return
+        identity = dyno_exec.read_identity(target.pid)
+        namespaces = dyno_exec.open_namespaces(target.pid)
+        parent_fds, child_fds, kinds = self._stdio(
+            replace(DynoSpec.log_only(), stdio=spec.stdio, rows=spec.rows, cols=spec.cols))
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            # Born in the dyno's PID namespace, as dynos are born in new ones (see _fork).
+            sc.setns(namespaces[dyno_exec.PID_NAMESPACE], sc.CLONE_NEWPID)
+            try:
+                pid = os.fork()
+            finally:
+                if os.getpid() == self.mypid:
+                    sc.setns(self.own_pidns, sc.CLONE_NEWPID)
+        except OSError:
+            _close_all({*parent_fds, *child_fds, err_r, err_w, *namespaces.values()})
+            raise
+        if pid == 0:
+            self._exec_child(spec, identity, namespaces, child_fds, err_w)  # never returns
+        _close_all({*child_fds, err_w, *namespaces.values()})
+        self.send({"op": "spawned", "id": spec.id, "pid": pid, "kinds": kinds}, parent_fds)
+        if "stdin" in kinds:  # dynod alone holds the write end, as for an attached run
+            os.close(parent_fds[kinds.index("stdin")])
+            parent_fds = [fd for fd, kind in zip(parent_fds, kinds, strict=True) if kind != "stdin"]
+            kinds = [kind for kind in kinds if kind != "stdin"]
+        child = Child(spec.id, pid, kinds, parent_fds, -1, err_r)
+        self.children[spec.id] = child
+        self.by_pid[pid] = child
+        self.by_err_fd[err_r] = child
+        self.selector.register(err_r, selectors.EVENT_READ, "err")
+
+    def _exec_child(self, spec: dyno_exec.ExecSpec, identity: dyno_exec.DynoIdentity,
+                    namespaces: dict[str, int], stdio: list[int], err_w: int) -> None:
+        try:
+            self._reset_signals()
+            os.setsid()
+            for target, fd in enumerate(stdio):
+                os.dup2(fd, target, inheritable=True)
+            if spec.stdio == "tty":
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            self._close_all_but({0, 1, 2, err_w, *namespaces.values()})
+            os.close(namespaces.pop(dyno_exec.PID_NAMESPACE))
+            dyno_exec.enter_dyno(spec, identity, namespaces, seccomp=self.seccomp)
         except BaseException as exc:  # noqa: BLE001 - everything must reach dynod as one line
             self._die(err_w, exc)
 
@@ -380,6 +439,11 @@ class Spawner:
             try:
                 self.spawn(message)
             except Exception as exc:  # noqa: BLE001 - a bad spec must not take the spawner down
+                self.send({"op": "error", "id": message.get("spec", {}).get("id"), "message": str(exc)})
+        elif op == "exec":
+            try:
+                self.exec(message)
+            except Exception as exc:  # noqa: BLE001 - a dyno gone meanwhile must not take the spawner down
                 self.send({"op": "error", "id": message.get("spec", {}).get("id"), "message": str(exc)})
         elif op == "prefork":
             try:

@@ -148,6 +148,11 @@ class SpawnerClient:
         message, fds = await self._request(spec["id"], {"op": "spawn", "spec": spec})
         return SpawnedDyno(spec["id"], message["pid"], dict(zip(message["kinds"], fds, strict=False)))
 
+    async def exec(self, spec: dict[str, Any]) -> SpawnedDyno:
+        """A process entering a running dyno (dynod.linux.dyno_exec.ExecSpec); reported as a dyno is."""
+        message, fds = await self._request(spec["id"], {"op": "exec", "spec": spec})
+        return SpawnedDyno(spec["id"], message["pid"], dict(zip(message["kinds"], fds, strict=False)))
+
     async def prefork(self, pool_id: str) -> int:
         """Fork a warm dyno now (it waits for ``assign``); returns its pid."""
         message, _ = await self._request(pool_id, {"op": "prefork", "id": pool_id})

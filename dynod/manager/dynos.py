@@ -138,6 +138,8 @@ class DynoManager:
         self._reconcile_lock = trio.Lock()
         self.mnt = str(settings.run_dir / "mnt")
         self._task_exits: dict[str, trio.MemorySendChannel[SpawnerEvent]] = {}
+        # ps:exec sessions (dynod.manager.exec): their spawner events, started and exited.
+        self.exec_events: dict[str, trio.MemorySendChannel[SpawnerEvent]] = {}
         self.closing = False  # set by stop_all: nothing starts any more
         self.retiring: set[str] = set()  # apps being destroyed: their dynos stop, none start
         self._starting: set[tuple[str, str]] = set()  # (app, dyno name) being made right now
@@ -652,6 +654,10 @@ class DynoManager:
     # -- events from the spawner -------------------------------------------------------------
     async def _events(self) -> None:
         async for event in self.spawner.events():
+            session = self.exec_events.get(event.id)
+            if session is not None:
+                session.send_nowait(event)
+                continue
             task = self._task_exits.get(event.id)
             if task is not None:
                 if event.op == "exited":
@@ -775,7 +781,7 @@ class DynoManager:
         in flight fail (their containers are killed), and warm dynos are thrown away.
         """
         self.spawner = spawner
-        for task_id, channel in list(self._task_exits.items()):
+        for task_id, channel in [*self._task_exits.items(), *self.exec_events.items()]:
             try:
                 channel.send_nowait(SpawnerEvent("exited", task_id, 0, None, SPAWNER_LOST))
             except trio.WouldBlock:
