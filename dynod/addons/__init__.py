@@ -99,7 +99,20 @@ class Addons:
             self._emit(addon.app, f"Error: add-on {addon.name} did not start: {exc}")
 
     def _sweep_orphans(self, known: set[str]) -> None:
-        # A dynod killed mid-provisioning leaves a home the ledger never recorded.
+        # A dynod killed mid-provisioning leaves a home the ledger never recorded; one killed
+        # mid-destroy, a server whose add-on the ledger has forgotten. Both go: the server (its
+        # whole cgroup) first, then its home.
+        cgroups = self.supervisor.cgroups
+        for name in cgroups.names():
+            if name not in known:
+                group = cgroups.open(name, 0)
+                if group is not None:
+                    log.warning("stopping add-on server %s: no add-on of that name in the ledger", name)
+                    group.kill_all()
+                    try:
+                        group.remove()
+                    except OSError as exc:
+                        log.warning("cgroup of %s not removed: %s", name, exc)
         for entry in self.root.iterdir():
             if entry.is_dir() and entry.name not in known:
                 log.warning("removing %s: no add-on of that name in the ledger", entry)

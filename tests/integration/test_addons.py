@@ -595,3 +595,32 @@ def test_destroying_an_addon_another_app_holds_needs_force_then_detaches_it_ther
     assert last["description"] == f"Detach SHARED_CACHE (redis-{owner})" and last["addons"] == []
     assert "SHARED_CACHE_URL" not in dynod.client().request("GET", f"/apps/{other}/config-vars")
     assert not addon_processes(f"redis-{owner}")
+
+
+def test_pg_psql_runs_in_a_one_off_dyno_or_says_the_stack_lacks_psql(dynod: Dynod, db_app: str) -> None:
+    result = dynod.ctl("pg:psql", "-a", db_app, "-c", "SELECT 40 + 2 AS answer", check=False, timeout=60)
+    if result.returncode == 127:  # the run stack has no psql client (docs/addons.md)
+        assert "psql is not in this app's stack" in result.stderr, result.stderr
+    else:
+        assert result.returncode == 0 and "42" in result.stdout and "(1 row)" in result.stdout, result
+
+
+def test_a_server_the_ledger_forgot_is_stopped_and_removed_at_start(tmp_path: Path) -> None:
+    """As after a dynod killed between a destroy's ledger write and the server's removal."""
+    import sqlite3
+
+    from .conftest import running_dynod
+
+    with running_dynod() as d:
+        app = new_app(d)
+        d.ctl("addons:create", "heroku-redis", "-a", app, "--name", f"redis-{app}")
+        assert addon_processes(f"redis-{app}")
+        d.kill9()
+        db = sqlite3.connect(state(d) / "dynod.sqlite3")
+        with db:
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("DELETE FROM addons WHERE name = ?", (f"redis-{app}",))
+        db.close()
+        d.start()
+        d.wait_for(lambda: not addon_processes(f"redis-{app}"), what="the forgotten server stopped")
+        assert not (state(d) / "addons" / f"redis-{app}").exists() and not addon_cgroups(d, f"redis-{app}")
