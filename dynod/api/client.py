@@ -396,21 +396,33 @@ class ApiClient:
         payload = {"command": command, "size": size, "env": env or {}, "attach": False}
         return self.request("POST", _path("apps", app, "dynos"), payload)
 
+    def _connect_remote(self) -> socket.socket:
+        """A TLS socket to the remote dynod, handshake done (run_attached writes its own head)."""
+        assert self.remote is not None
+        try:
+            raw = socket.create_connection((self.remote.host, self.remote.port), timeout=self.timeout)
+        except OSError as exc:
+            raise UserError(f"Cannot reach {self.remote.url} ({exc}).", status=503, code="unavailable") from None
+        try:
+            return self.remote.context().wrap_socket(raw, server_hostname=self.remote.host)
+        except OSError as exc:
+            raw.close()
+            raise UserError(f"TLS with {self.remote.url} failed ({exc}).", status=503, code="unavailable") from None
+
     def run_attached(self, app: str, command: str, *, size: str | None = None,
                      env: dict[str, str] | None = None, tty: bool = False, rows: int = 24, cols: int = 80,
                      ) -> AttachSession:
         """Start a one-off dyno wired to this process: a socket speaking attach frames."""
-        if self.remote is not None:
-            raise UserError("An attached run needs the API socket for now: on a remote dynod use "
-                            "`dynoctl run:detached` and `dynoctl logs -t`.")
         payload = json.dumps({"command": command, "size": size, "env": env or {}, "attach": True,
                               "tty": tty, "rows": rows, "cols": cols}).encode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (self.remote.headers() if self.remote else {}).items())
         head = (
-            f"POST {_path('apps', app, 'dynos')} HTTP/1.1\r\nHost: localhost\r\n"
+            f"POST {_path('apps', app, 'dynos')} HTTP/1.1\r\n"
+            f"Host: {self.remote.host if self.remote else 'localhost'}\r\n{extra}"
             f"Connection: Upgrade\r\nUpgrade: {UPGRADE_TOKEN}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
         ).encode()
-        sock = _connect(self.socket_path, self.timeout)
+        sock = _connect(self.socket_path, self.timeout) if self.remote is None else self._connect_remote()
         try:
             sock.sendall(head + payload)
             status, reason, headers, rest = _read_response_head(sock)
@@ -804,6 +816,8 @@ class AttachSession:
                 self._outgoing.clear()
                 return
             except OSError as exc:
+                if _tls_would_block(exc):
+                    return
                 raise _lost(exc) from None
             del self._outgoing[:sent]
 
@@ -816,9 +830,16 @@ class AttachSession:
             return frames
         try:
             data = self.sock.recv(256 * 1024)
+            # Over TLS, bytes already decrypted wait inside the socket object where select cannot
+            # see them: take them all now, or the loop would sleep on a frame that has arrived.
+            pending = getattr(self.sock, "pending", None)
+            while pending is not None and data and pending():
+                data += self.sock.recv(pending())
         except BlockingIOError:
             return []
         except OSError as exc:
+            if _tls_would_block(exc):
+                return []
             raise _lost(exc) from None
         if not data:
             if self._decoder.pending:
@@ -848,6 +869,12 @@ class AttachSession:
                 code = handle_server_frame(frame, on_output)
                 if code is not None:
                     return code
+
+
+def _tls_would_block(exc: OSError) -> bool:
+    # ssl.SSLWantReadError / SSLWantWriteError, named without importing ssl: the socket path
+    # never loads it (dynoctl run's start-up cost).
+    return type(exc).__name__ in ("SSLWantReadError", "SSLWantWriteError")
 
 
 def handle_server_frame(frame: Frame, on_output: Callable[[FrameType, bytes], None] | None) -> int | None:

@@ -359,8 +359,16 @@ def test_dynoctl_remote_login_users_and_access(api: Api, tmp_path: Path) -> None
         assert made_id in remote("authorizations").stdout
         remote("authorizations:revoke", made_id)
         assert made_id not in remote("authorizations").stdout
-        run = remote("run", "true", "-a", name, check=False)
-        assert run.returncode == 1 and "run:detached" in run.stderr
+        api.d.ctl("deploy", str(write_app(tmp_path / "src", "web: python3 web.py\n")), "-a", name, "--no-build")
+        # dynoctl run attached over TLS: stdin in, stdout and stderr apart, the exit code back.
+        run = remote("run", "-a", name, "--", "read x; echo out:$x; echo err:$x >&2; exit 7", stdin="hi\n",
+                     check=False)
+        assert run.returncode == 7 and "out:hi" in run.stdout and "err:hi" in run.stderr, (run.stdout, run.stderr)
+        big = remote("run", "-a", name, "--", "head -c 3000000 /dev/zero | tr '\\0' x", check=False)
+        assert big.returncode == 0 and len(big.stdout) == 3000000, (len(big.stdout), big.stderr[-300:])
+        remote("run:detached", "-a", name, "--", "echo detached-$((6*7))")
+        api.d.wait_for(lambda: "detached-42" in remote("logs", "-a", name, "-n", "200").stdout, timeout=30,
+                       what="the detached dyno's line in dynoctl logs over TLS")
     finally:
         remote("apps:destroy", "-a", name, "--confirm", name, check=False)
     assert name not in api.d.ctl("apps").stdout
