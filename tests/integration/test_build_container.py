@@ -32,8 +32,9 @@ import trio
 
 from dynod.build.buildpack import BuildTimeout
 
-# Not the dyno uid (61000): other tests run dynos meanwhile, and "no process of this uid is
-# left" must only see builds.
+# Not the dyno uid (61000), so a build can never signal a dyno. "No process is left" is checked
+# per container (its own bwrap and its own pid namespace, see live_processes), never by counting
+# this uid host-wide: another test file's builds run as this uid at the same time.
 BUILD_UID = 61999
 
 
@@ -69,6 +70,10 @@ class BwrapBuildContainer:
         self.stack_root = stack_root
         self.uid = uid
         self.last_pid: int | None = None
+        # Every run's outer bwrap pid and its sandbox's pid namespace ("pid:[inode]"): what
+        # live_processes() looks for afterwards.
+        self.bwrap_pids: list[int] = []
+        self.pid_namespaces: set[str] = set()
 
     def _argv(self, argv: list[str], env: dict[str, str]) -> list[str]:
         uid = str(self.uid)
@@ -109,6 +114,7 @@ class BwrapBuildContainer:
                 pass_fds=(info_write,))
         finally:
             os.close(info_write)
+        self.bwrap_pids.append(proc.pid)
         assert proc.stdout is not None
         info = trio.lowlevel.FdStream(info_read)
         timed_out = False
@@ -121,6 +127,10 @@ class BwrapBuildContainer:
                     raw += chunk
                 self.last_pid = json.loads(raw)["child-pid"] if raw else None
                 init = _pidfd(self.last_pid)
+                if init is not None and (namespace := _pid_namespace(self.last_pid)) is not None:
+                    # Read after the pidfd is open: the pid cannot be reused while it is held, so
+                    # this is the sandbox's namespace (or the read fails because it ended).
+                    self.pid_namespaces.add(namespace)
                 while chunk := await proc.stdout.receive_some(65536):
                     output(chunk)
                 await proc.wait()
@@ -193,6 +203,34 @@ def _pidfd(pid: int | None) -> int | None:
         return None
 
 
+def _pid_namespace(pid: int | None) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Running or sleeping, not a zombie (already dead, waiting for a reaper)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def live_processes(*containers: BwrapBuildContainer) -> list[int]:
+    """What is still alive of these containers' runs: their bwraps, and every process in the pid
+    namespace of one of their sandboxes (a namespace holds only its own tree, so other tests'
+    builds of the same uid are never counted)."""
+    namespaces = set().union(*(c.pid_namespaces for c in containers))
+    pids = [pid for c in containers for pid in c.bwrap_pids if _alive(pid)]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _pid_namespace(int(entry)) in namespaces and _alive(int(entry)):
+            pids.append(int(entry))
+    return sorted(set(pids))
+
+
 def processes_of_uid(uid: int = BUILD_UID) -> list[int]:
     """Live processes of ``uid``; zombies (already dead, waiting for a reaper) are not counted."""
     pids = []
@@ -238,7 +276,6 @@ async def test_exit_code_is_returned(container: BwrapBuildContainer):
 
 
 async def test_timeout_kills_the_whole_tree(container: BwrapBuildContainer):
-    before = set(processes_of_uid())
     started = time.monotonic()
     with pytest.raises(BuildTimeout):
         # A grandchild that ignores SIGTERM and leaves the session: only the namespace's end kills it.
@@ -246,13 +283,30 @@ async def test_timeout_kills_the_whole_tree(container: BwrapBuildContainer):
                             env={"PATH": "/usr/bin:/bin"}, timeout=1.0, output=lambda b: None)
     assert time.monotonic() - started < 10
     await trio.sleep(0.2)
-    assert set(processes_of_uid()) - before == set()
+    assert container.pid_namespaces, "the sandbox's pid namespace was never seen"
+    assert live_processes(container) == []
 
 
 async def test_cancellation_kills_the_whole_tree(container: BwrapBuildContainer):
-    before = set(processes_of_uid())
     with trio.move_on_after(1.0):
         await container.run(["/bin/sh", "-c", "sleep 300 & sleep 300"], env={"PATH": "/usr/bin:/bin"},
                             timeout=600, output=lambda b: None)
     await trio.sleep(0.2)
-    assert set(processes_of_uid()) - before == set()
+    assert container.pid_namespaces, "the sandbox's pid namespace was never seen"
+    assert live_processes(container) == []
+
+
+async def test_the_leak_check_sees_a_live_sandbox(container: BwrapBuildContainer):
+    """live_processes is not blind: while a run sleeps, it finds the sandbox's processes."""
+    seen: list[int] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: container.run(["/bin/sh", "-c", "sleep 300"], env={"PATH": "/usr/bin:/bin"},
+                                                 timeout=600, output=lambda b: None))
+        with trio.fail_after(10):
+            while not seen:
+                await trio.sleep(0.05)
+                seen = live_processes(container)
+        nursery.cancel_scope.cancel()
+    assert len(seen) >= 2  # bwrap outside, and the sleep (or its init) inside
+    await trio.sleep(0.2)
+    assert live_processes(container) == []

@@ -25,7 +25,7 @@ import pytest
 import trio
 
 from dynod.build.buildpack import builtin_buildpacks
-from dynod.build.builds import Builder, BuildRecord, BuildStore
+from dynod.build.builds import BuildDirs, Builder, BuildRecord, BuildStore
 from dynod.build.git import create_repo
 from dynod.build.keys import AuthorizedKeys
 from dynod.build.slug import pack_directory
@@ -33,8 +33,8 @@ from tests.integration.test_build_container import (
     BUILD_UID,
     BwrapBuildContainer,
     build_root,
+    live_processes,
     needs_stack,
-    processes_of_uid,
 )
 
 pytestmark = [pytest.mark.integration, needs_stack]
@@ -128,15 +128,21 @@ class FakeDynod:
 
 @pytest.fixture
 async def dynod(nursery: trio.Nursery):
-    before = set(processes_of_uid())
+    containers: list[BwrapBuildContainer] = []
+
+    def container_for(d: BuildDirs) -> BwrapBuildContainer:
+        container = BwrapBuildContainer(app_dir=d.app, cache_dir=d.cache, env_dir=d.env,
+                                        buildpacks_dir=d.buildpacks)
+        containers.append(container)
+        return container
+
     with build_root() as root:
         for name in ("work", "cache", "slugs"):
             (root / name).mkdir(mode=0o755)
         builder = Builder(
             BuildStore(root / "builds"), work_root=root / "work", cache_root=root / "cache",
             buildpacks=builtin_buildpacks(), stack="debian-13", uid=BUILD_UID, gid=BUILD_UID,
-            container_for=lambda d: BwrapBuildContainer(app_dir=d.app, cache_dir=d.cache, env_dir=d.env,
-                                                        buildpacks_dir=d.buildpacks))
+            container_for=container_for)
         fake = FakeDynod(root=root, socket=root / "api.sock", repos=root / "repos", builder=builder)
         sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
         await sock.bind(str(fake.socket))
@@ -144,7 +150,8 @@ async def dynod(nursery: trio.Nursery):
         nursery.start_soon(fake.serve, trio.SocketListener(sock))
         yield fake
         nursery.cancel_scope.cancel()
-    assert set(processes_of_uid()) - before == set()
+    # Only this fixture's builds: another test file's builds of the same uid may be running.
+    assert live_processes(*containers) == []
 
 
 def commit_app(path: Path, files: dict[str, str] | Path, message: str = "deploy") -> str:
