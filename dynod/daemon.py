@@ -68,7 +68,7 @@ class Daemon:
         from .api.server import serve_api
         from .build.slug import SlugStore
         from .ledger.guard import open_ledger_of, secure_state_dir
-        from .linux.cgroups import detect
+        from .linux.cgroups import detect, host_pid_max, subtree_pids_max
         from .linux.firewall import Firewall, FirewallSpec
         from .linux.net import Network
         from .linux.spawner_client import SpawnerClient
@@ -100,6 +100,7 @@ class Daemon:
         slugs = SlugStore(s.slugs_dir)
         stacks = StackStore(s.stacks_dir, default=s.stack, uid=s.dynos.uid, gid=s.dynos.gid)
         cgroups = detect(parent=s.cgroups.parent, name=s.cgroups.name)
+        cgroups.bound_subtree_pids(subtree_pids_max(s.dynos.pids_total, host_pid_max()))  # all dynos together
         network = Network(s.network.bridge, s.network.subnet)
         build_network = Network(s.network.build_bridge_name, s.network.build_subnet)
         firewall = Firewall(FirewallSpec((s.network.bridge, s.network.build_bridge_name),

@@ -47,6 +47,12 @@ class DynoSettings:
     # what it denies): for an app that truly needs, say, io_uring or user namespaces. Each one
     # listed gives up a layer of isolation from the other apps on this host.
     seccomp_unconfined_apps: list[str] = field(default_factory=list)
+    # Processes and threads: a dyno's limit is its size's (Heroku's: 256 for standard-1X), capped
+    # here, since performance-L's 32768 is the whole of a default kernel.pid_max. All dynos (and
+    # builds) together are held by dynod's own cgroup subtree to pids_total; 0 means half of the
+    # host's kernel.pid_max, leaving the rest to the host (docs/dynos.md, "Processes").
+    pids_max: int = 8192
+    pids_total: int = 0
 
 
 @dataclass(frozen=True)
@@ -290,6 +296,10 @@ def validate(settings: Settings) -> Settings:
     if d.uid_first <= d.uid < d.uid_first + d.uid_count:
         raise UserError(f"[dynos] uid {d.uid} (the stack's dyno user) must lie outside uid_first..uid_first+uid_count: "
                         "every app's uid must differ from it.")
+    if isinstance(d.pids_max, bool) or not isinstance(d.pids_max, int) or d.pids_max < 16 \
+            or isinstance(d.pids_total, bool) or not isinstance(d.pids_total, int) or d.pids_total < 0:
+        raise UserError("[dynos] pids_max must be a whole number of at least 16 processes, pids_total 0 "
+                        "(half of kernel.pid_max) or a whole number.")
     if settings.dynos.hard_limit_ratio < 1.0:
         raise UserError("[dynos] hard_limit_ratio must be at least 1 (the quota itself).")
     a = settings.addons

@@ -278,7 +278,8 @@ class DynoManager:
         dyno_id = f"{app}.{name}.{secrets.token_hex(3)}"
         quota = spec_size.memory_mb * MiB
         limits = CgroupLimits(memory_max=int(quota * self.settings.dynos.hard_limit_ratio), memory_high=quota,
-                              pids_max=spec_size.pids, cpu_weight=spec_size.cpu_weight)
+                              pids_max=min(spec_size.pids, self.settings.dynos.pids_max),
+                              cpu_weight=spec_size.cpu_weight)
         warm = self._take_warm() if stdio == "log" else None
         if warm is not None:
             try:

@@ -125,6 +125,10 @@ class CgroupBackend(abc.ABC):
     def roots(self) -> list[str]:
         """The directories dynod made, one per hierarchy (for operators and for leak checks)."""
 
+    @abc.abstractmethod
+    def bound_subtree_pids(self, total: int) -> None:
+        """pids.max on dynod's own subtree: every dyno and build together, whatever their sizes say."""
+
 
 def detect(*, parent: str | None, name: str, mounts: CgroupMounts | None = None) -> CgroupBackend:
     mounts = mounts or read_mounts()
@@ -137,6 +141,17 @@ def detect(*, parent: str | None, name: str, mounts: CgroupMounts | None = None)
 
         return CgroupV2(mounts, parent=parent, name=name)
     raise UserError("No usable cgroup hierarchy: mount cgroup2 at /sys/fs/cgroup (or v1 memory) and retry.")
+
+
+def host_pid_max() -> int:
+    with open("/proc/sys/kernel/pid_max") as f:
+        return int(f.read())
+
+
+def subtree_pids_max(setting: int, pid_max: int) -> int:
+    """Pure: the bound on all dynos' processes together: ``[dynos] pids_total``, or half of the
+    host's pid_max when it is 0 (the other half stays the host's, whatever the tenants fork)."""
+    return setting if setting > 0 else max(pid_max // 2, 1)
 
 
 def check_name(name: str) -> str:

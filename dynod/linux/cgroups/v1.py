@@ -150,6 +150,11 @@ class CgroupV1(CgroupBackend):
                 except OSError:
                     pass
 
+    def bound_subtree_pids(self, total: int) -> None:
+        if "pids" in self._roots:
+            self._ensure_roots()
+            write(os.path.join(self._roots["pids"], "pids.max"), total)
+
     def create(self, name: str, limits: CgroupLimits) -> DynoCgroup:
         self._ensure_roots()
         dirs = {c: os.path.join(root, check_name(name)) for c, root in self._roots.items()}

@@ -142,6 +142,10 @@ class CgroupV2(CgroupBackend):
         self._enable(self._root, controllers)
         return controllers
 
+    def bound_subtree_pids(self, total: int) -> None:
+        if "pids" in self._ensure_root():
+            write(os.path.join(self._root, "pids.max"), total)
+
     def create(self, name: str, limits: CgroupLimits) -> DynoCgroup:
         controllers = self._ensure_root()
         directory = os.path.join(self._root, check_name(name))
