@@ -271,8 +271,30 @@ class PlatformApi(ApiRoutes):
                 headers.append(("www-authenticate", 'Basic realm="dynod"'))
             return HeaderedJson(exc.status, error, headers=tuple(headers))
         if isinstance(answer, JsonResponse):
+            if not wants_native(request):
+                await self._fill_app_ids(answer.body)
             return self._decorate(request, answer, headers)
         return answer
+
+    async def _fill_app_ids(self, body: Any) -> None:
+        """Heroku's app references are {"id", "name"}: give the id to those that name only the app
+        (the add-on routes' answers, the passthrough routes')."""
+        refs: list[dict[str, Any]] = []
+        pending: list[Any] = [body]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, dict):
+                app = item.get("app")
+                if isinstance(app, dict) and isinstance(app.get("name"), str) and "id" not in app:
+                    refs.append(app)
+                pending.extend(item.values())
+            elif isinstance(item, list):
+                pending.extend(item)
+        if refs:
+            keys = {a["name"]: app_key(a) for a in await self.platform.list_apps()}
+            for ref in refs:
+                if ref["name"] in keys:
+                    ref["id"] = keys[ref["name"]]
 
     def _decorate(self, request: Request, answer: JsonResponse, headers: list[tuple[str, str]]) -> Response:
         body, status = answer.body, answer.status
@@ -317,13 +339,44 @@ class PlatformApi(ApiRoutes):
                     app["name"], None)
                 self.made_release(app, release, user)
             return answer
+        if not _is_admin(user) and segments[0] in ("addons", "addon-attachments"):
+            return await self._addons_outside_apps(request, user, segments)
         if not _is_admin(user) and not _public(request):
             raise _forbidden(f"{request.method} {request.path[:80]} is for the host's administrator only.")
-        answer = await super().dispatch(request)
-        if request.path.rstrip("/") == "/addons" and isinstance(answer, JsonResponse) and not _is_admin(user):
-            mine = {a["name"] for a in await self.apps_of(user)}
-            answer = JsonResponse(answer.status, [a for a in answer.body if (a.get("app") or {}).get("name") in mine])
-        return answer
+        return await super().dispatch(request)
+
+    async def _addons_outside_apps(self, request: Request, user: User, segments: list[str]) -> Response:
+        """/addons and /addon-attachments name no app in their path: a user sees and attaches only
+        the add-ons of apps they may act on (the add-on routes are dynod/addons' own)."""
+        mine = {a["name"] for a in await self.apps_of(user)}
+
+        def ours(item: Any) -> bool:
+            return isinstance(item, dict) and (item.get("app") or {}).get("name") in mine
+
+        if request.method == "GET" and len(segments) == 1:
+            answer = await super().dispatch(request)
+            if isinstance(answer, JsonResponse) and isinstance(answer.body, list):
+                return JsonResponse(answer.status, [item for item in answer.body if ours(item)])
+            return answer
+        if request.method == "GET" and len(segments) == 2 and segments[0] == "addons":
+            answer = await super().dispatch(request)
+            if isinstance(answer, JsonResponse) and not ours(answer.body):
+                raise NotFound("Couldn't find that add-on.")
+            return answer
+        if request.method == "POST" and segments == ["addon-attachments"]:
+            body = await _json(request)
+            addon, app = body.get("addon"), body.get("app")
+            addon = addon.get("name") if isinstance(addon, dict) else addon
+            app = app.get("name") if isinstance(app, dict) else app
+            if isinstance(app, str) and app:
+                await self.app_for(app, user)  # attaching to an app is acting on it
+            if isinstance(addon, str) and addon:
+                found = await self.native("GET", f"/addons/{_q(addon)}")
+                if not ours(_body_of(found)):
+                    raise NotFound("Couldn't find that add-on.")
+            return await self.native("POST", "/addon-attachments", body)
+        raise _forbidden(f"{request.method} {request.path[:80]} is for the host's administrator; use "
+                         "the app's own add-on routes (/apps/APP/addons).")
 
     async def _git(self, request: Request, user: User, name: str, rest: str) -> Response:
         """git push/fetch over HTTPS to the app's repository (dynod/api/git_http.py)."""
@@ -498,7 +551,7 @@ def _plain(value: Any) -> Response:
 def _public(request: Request) -> bool:
     """Routes outside any app that every user may call (the others are the administrator's)."""
     path = request.path.rstrip("/")
-    return request.method == "GET" and (path in ("/stacks", "/addons", "/addon-services")
+    return request.method == "GET" and (path in ("/stacks", "/addon-services")
                                         or path.startswith("/addon-services/"))
 
 

@@ -166,6 +166,16 @@ def test_heroku3_drives_the_common_flows(api: Api, blob_server: tuple[str, Path]
             return "one-off-was-here" in h.get_app_log(name, lines=200, timeout=10)
 
         api.d.wait_for(logged, timeout=30, what="the one-off's line in the log session")
+        # A tail: the logplex_url streams, filtered by dyno, until the client leaves.
+        with api.session(token) as s:
+            session = s.post(f"{api.url}/apps/{name}/log-sessions",
+                             json={"tail": True, "lines": 5, "dyno": "run", "source": "app"}).json()
+        with requests.get(session["logplex_url"], stream=True, verify=str(api.cert), timeout=30) as tail:
+            assert tail.status_code == 200
+            first = next(tail.iter_lines())
+            assert b"run." in first and b"web." not in first
+        bad = requests.get(session["logplex_url"][:-4] + "xxxx", verify=str(api.cert), timeout=10)
+        assert bad.status_code == 404 and bad.json()["id"] == "not_found"
         assert [d.name for d in app.dynos() if d.type == "web"] == ["web.1"]
     finally:
         app.delete()
@@ -258,11 +268,18 @@ def test_permission_matrix(api: Api) -> None:
     owner_only = [("POST", "/apps/{a}/collaborators", {"user": f"str-{tag}@example.test"}),
                   ("DELETE", "/apps/{a}/collaborators/" + f"col-{tag}@example.test", None),
                   ("DELETE", "/apps/{a}", None)]
+    revoked_email = f"rev-{tag}@example.test"
+    revoked = api.user(revoked_email)
+    with api.session(owner) as s:
+        s.post(f"{api.url}/apps/{name}/collaborators", json={"user": revoked_email}).raise_for_status()
+    with api.session(revoked) as s:
+        mine = s.get(f"{api.url}/oauth/authorizations").json()
+        assert s.delete(f"{api.url}/oauth/authorizations/{mine[0]['id']}").status_code == 200
     try:
         for ref in (name, app_id):
             for path in reads:
                 url = api.url + path.format(a=ref)
-                for token, want in ((owner, 200), (collaborator, 200), (stranger, 403)):
+                for token, want in ((owner, 200), (collaborator, 200), (stranger, 403), (revoked, 401)):
                     with api.session(token) as s:
                         answer = s.get(url)
                         assert answer.status_code == want, (path, want, answer.text)
@@ -270,10 +287,12 @@ def test_permission_matrix(api: Api) -> None:
                             assert answer.json()["id"] == "forbidden"
             for method, path, body in writes:
                 url = api.url + path.format(a=ref)
-                for token, want in ((collaborator, None), (stranger, 403)):
+                for token, want in ((collaborator, None), (stranger, 403), (revoked, 401)):
                     with api.session(token) as s:
                         answer = s.request(method, url, json=body)
-                        if want is None:  # allowed: whatever the route answers, never a refusal
+                        if want == 401:
+                            assert answer.status_code == 401, (method, path, answer.text)
+                        elif want is None:  # allowed: whatever the route answers, never a refusal
                             assert answer.status_code not in (401, 403), (method, path, answer.text)
                             assert answer.status_code < 500, (method, path, answer.text)
                         else:
@@ -291,6 +310,10 @@ def test_permission_matrix(api: Api) -> None:
                 method = "POST" if path.endswith("build") else "GET"
                 assert s.request(method, api.url + path).status_code == 403, path
             assert s.get(f"{api.url}/keys").json() == []  # their own SSH keys only
+            assert s.get(f"{api.url}/addons").json() == [] and s.get(f"{api.url}/addon-attachments").json() == []
+            assert s.get(f"{api.url}/addons/no-such-addon").status_code == 404
+            attach = s.post(f"{api.url}/addon-attachments", json={"addon": "x", "app": name})
+            assert attach.status_code == 403, attach.text  # attaching to someone's app is acting on it
             assert s.post(f"{api.url}/shutdown", json={}).status_code == 403
         with api.session(collaborator) as s:
             assert [a["name"] for a in s.get(f"{api.url}/users/~/apps").json()] == [name]
@@ -359,7 +382,9 @@ def test_dynoctl_remote_login_users_and_access(api: Api, tmp_path: Path) -> None
         assert made_id in remote("authorizations").stdout
         remote("authorizations:revoke", made_id)
         assert made_id not in remote("authorizations").stdout
-        api.d.ctl("deploy", str(write_app(tmp_path / "src", "web: python3 web.py\n")), "-a", name, "--no-build")
+        built = remote("deploy", str(write_app(tmp_path / "src", "web: python3 web.py\n")), "-a", name)
+        assert "Launching" in built.stdout, built.stdout  # a buildpack build from a tarball, over TLS
+        assert api.root("GET", f"/apps/{name}/builds")[-1]["user"] == f"rem-{tag}@example.test"  # type: ignore[index]
         # dynoctl run attached over TLS: stdin in, stdout and stderr apart, the exit code back.
         run = remote("run", "-a", name, "--", "read x; echo out:$x; echo err:$x >&2; exit 7", stdin="hi\n",
                      check=False)
