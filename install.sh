@@ -49,6 +49,7 @@ esac
 PACKAGES=(python3 python3-venv python3-dev gcc libcap-dev debootstrap iproute2 tini git curl
           openssh-server ca-certificates util-linux libseccomp2 nftables python3-nftables
           runc bubblewrap wrk redis-server postgresql hyperfine pebble
+          e2fsprogs  # mkfs.ext4: each Postgres add-on's plan-sized storage volume (docs/addons.md)
           chromium chromium-driver)  # the dashboard's browser tests (Selenium), no download at run time
 # Services an install may start that the tests start privately on their own ports instead.
 CLASHING_SERVICES=(nginx redis-server postgresql)
