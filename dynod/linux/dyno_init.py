@@ -92,19 +92,24 @@ def make_root(spec: DynoSpec) -> str:
     """Mount the dyno's root under spec.mnt (in this mount namespace only) and return it."""
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)  # host mounts may reach in; ours never out
     sc.mount("tmpfs", spec.mnt, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"size={spec.tmpfs_mb}m,mode=755")
-    upper, work, root = (os.path.join(spec.mnt, d) for d in ("upper", "work", "root"))
-    for d in (upper, work, root):
+    root = os.path.join(spec.mnt, "root")
+    # Every layer is bound into the tmpfs and the overlay is given paths relative to it: the
+    # dyno's /proc/self/mountinfo shows its options, and "lowerdir=l0:l1,upperdir=upper" says
+    # nothing of where the state dir, the slug or the stack live on the host.
+    os.chdir(spec.mnt)
+    for d in ("upper", "work", "root"):
         os.mkdir(d)
     userns = _open_userns(spec)
-    lower = list(spec.lower)
-    if userns is not None:
-        for i in range(len(lower) - 1):  # the stack, last, keeps its own owners (root's files)
-            shown = os.path.join(spec.mnt, f"lower{i}")
-            os.mkdir(shown)
-            sc.idmapped_bind(lower[i], shown, userns)
-            lower[i] = shown
-    sc.mount("overlay", root, "overlay", 0,
-             f"lowerdir={':'.join(lower)},upperdir={upper},workdir={work}")
+    layers = []
+    for i, path in enumerate(spec.lower):
+        shown = f"l{i}"
+        os.mkdir(shown)
+        if userns is not None and i < len(spec.lower) - 1:  # the stack, last, keeps its owners (root's)
+            sc.idmapped_bind(path, shown, userns)
+        else:
+            sc.mount(path, shown, None, sc.MS_BIND)
+        layers.append(shown)
+    sc.mount("overlay", root, "overlay", 0, f"lowerdir={':'.join(layers)},upperdir=upper,workdir=work")
     for bind in spec.binds:
         target = os.path.join(root, bind.target.lstrip("/"))
         if os.path.isdir(bind.source):

@@ -26,8 +26,8 @@ def worker_app(dynod: Dynod, app: str, tmp_path: Path) -> str:
     dynod.ctl("deploy", str(write_app(tmp_path / "src", "worker: python3 worker.py\n", {"worker.py": WORKER})),
               "-a", app)
     dynod.ctl("ps:scale", "worker=1", "-a", app)
-    dynod.up(app, 1, type="worker")
-    dynod.wait_for(lambda: "app[worker.1]: ready" in dynod.logs(app), what="the worker's file written")
+    dynod.up(app, 1, type="worker", timeout=90)  # generous: the suite shares a loaded host
+    dynod.wait_for(lambda: "app[worker.1]: ready" in dynod.logs(app), timeout=90, what="the worker's file written")
     return app
 
 
@@ -137,7 +137,7 @@ def test_exec_into_a_full_dyno_is_refused_in_one_line(dynod: Dynod, app: str, tm
            "except OSError:\n    print('full', flush=True)\ntime.sleep(100000)\n")
     dynod.ctl("deploy", str(write_app(tmp_path / "src", "worker: python3 hog.py\n", {"hog.py": hog})), "-a", app)
     dynod.ctl("ps:scale", "worker=1", "-a", app)
-    dynod.wait_for(lambda: "app[worker.1]: full" in dynod.logs(app), what="the dyno at its pids limit")
+    dynod.wait_for(lambda: "app[worker.1]: full" in dynod.logs(app), timeout=120, what="the dyno at its pids limit")
     result = dynod.ctl("ps:exec", "-d", "worker.1", "-a", app, "--", "true", check=False)
     assert result.returncode != 0 and "Traceback" not in result.stderr, result
     assert result.stderr.strip().splitlines() == [

@@ -56,3 +56,12 @@ def test_the_default_bounds_hold_performance_l_below_the_hosts_pid_max(dynod: Dy
     dynod.ctl("deploy", str(write_app(tmp_path / "src", "web: python3 web.py\n")), "-a", app)
     out = dynod.ctl("run", "-s", "performance-L", "-a", app, "--", "cat", "/sys/fs/cgroup/pids/pids.max").stdout
     assert int(out) == 8192, out  # performance-L says 32768, the default [dynos] pids_max caps it
+
+
+def test_a_dynos_mountinfo_names_no_host_path_of_its_layers(dynod: Dynod, app: str, tmp_path: Path) -> None:
+    dynod.ctl("deploy", str(write_app(tmp_path / "src", "web: python3 web.py\n")), "-a", app)
+    out = dynod.ctl("run", "-a", app, "--", "cat", "/proc/self/mountinfo", "/proc/self/mounts").stdout
+    root_line = next(line for line in out.splitlines() if " / / " in line and "overlay" in line)
+    assert "lowerdir=l0:l1,upperdir=upper,workdir=work" in root_line, root_line
+    for host_path in (str(dynod.root), "/var/lib/dynod", str(Path("/var/lib/dynod/stacks").resolve()), "/run/dynod"):
+        assert host_path not in out, (host_path, out)
