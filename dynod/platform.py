@@ -285,6 +285,7 @@ class Platform(_AddonsApi):
             slug_ids = {r.slug_id for r in self.ledger.list_releases(app) if r.slug_id}
             if self.addons is not None:
                 await self.addons.app_destroyed(app)  # its own add-ons go, detached from other apps first
+            await self._clear_keyrings(app)  # before its uid is free for the next app (dynod.linux.keyring)
             self.ledger.destroy_app(app)
             self.manager.health_checks.remove(app)
             self.deploys.app_destroyed(app)
@@ -305,6 +306,23 @@ class Platform(_AddonsApi):
         self.routes_changed()
         if self.acm is not None:
             self.acm.app_destroyed(app)  # its ACM state goes now, its certificates are revoked
+
+    async def _clear_keyrings(self, app: str) -> None:
+        import logging
+
+        from .linux.spawner_client import SpawnerError
+
+        d = self.settings.dynos
+        uid = self.ledger.app_uid(app, d.uid_first, d.uid_count)
+        problem = "the spawner did not answer within 10 s"
+        with trio.move_on_after(10):
+            try:
+                await self.manager.spawner.clear_keyrings(uid, uid)
+                return
+            except SpawnerError as exc:
+                problem = str(exc)
+        # The app still goes; dynod's log says what may be left for its uid's next app.
+        logging.getLogger("dynod").warning("keyrings of %s (uid %s) not cleared: %s", app, uid, problem)
 
     async def set_maintenance(self, app: str, on: bool) -> Json:
         result = self._app_json(self.ledger.set_maintenance(app, on))

@@ -6,7 +6,7 @@ keep running; a restarted dynod connects again and re-adopts them. The spawner i
 parent, so it alone can reap them: it keeps each exit status until dynod acknowledges it.
 
 Protocol: one SOCK_SEQPACKET unix socket, one JSON object per message, fds passed with
-SCM_RIGHTS. dynod -> spawner: spawn, exec, go, abort, kill, forget, hello, shutdown.
+SCM_RIGHTS. dynod -> spawner: spawn, exec, clear_keyrings, go, abort, kill, forget, hello, shutdown.
 spawner -> dynod: spawned (+ the dyno's stdio fds), started, exited, dyno (+fds, on hello),
 hello_done, error. See docs/architecture.md.
 
@@ -34,7 +34,7 @@ from typing import Any
 
 import prctl
 
-from . import dyno_exec, idmap, seccomp
+from . import dyno_exec, idmap, keyring, seccomp
 from . import syscalls as sc
 from .cgroups.view import CgroupMount, dyno_cgroup_mounts
 from .dyno_init import DynoSpec, become_dyno
@@ -445,6 +445,12 @@ class Spawner:
                 self.exec(message)
             except Exception as exc:  # noqa: BLE001 - a dyno gone meanwhile must not take the spawner down
                 self.send({"op": "error", "id": message.get("spec", {}).get("id"), "message": str(exc)})
+        elif op == "clear_keyrings":
+            try:
+                keyring.clear_as(int(message["uid"]), int(message["gid"]))
+                self.send({"op": "cleared", "id": message.get("id")})
+            except Exception as exc:  # noqa: BLE001 - one app's leftovers must not take the spawner down
+                self.send({"op": "error", "id": message.get("id"), "message": str(exc)})
         elif op == "prefork":
             try:
                 self.prefork(message["id"])

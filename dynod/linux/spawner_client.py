@@ -107,7 +107,7 @@ class SpawnerClient:
                 message.get("error", ""), message.get("started", False), message.get("spawned_at", 0.0)))
         elif op == "hello_done":
             self._hello_done.set()
-        elif op in ("spawned", "preforked", "error"):
+        elif op in ("spawned", "preforked", "cleared", "error"):
             waiter = self._waiting.pop(message.get("id") or "", None)
             if waiter is not None:
                 waiter.send_nowait((message, fds))
@@ -152,6 +152,11 @@ class SpawnerClient:
         """A process entering a running dyno (dynod.linux.dyno_exec.ExecSpec); reported as a dyno is."""
         message, fds = await self._request(spec["id"], {"op": "exec", "spec": spec})
         return SpawnedDyno(spec["id"], message["pid"], dict(zip(message["kinds"], fds, strict=False)))
+
+    async def clear_keyrings(self, uid: int, gid: int) -> None:
+        """Empty the kernel keyrings of ``uid`` (a destroyed app's): dynod.linux.keyring."""
+        await self._request(f"keyrings.{uid}", {"op": "clear_keyrings", "id": f"keyrings.{uid}", "uid": uid,
+                                                "gid": gid})
 
     async def prefork(self, pool_id: str) -> int:
         """Fork a warm dyno now (it waits for ``assign``); returns its pid."""

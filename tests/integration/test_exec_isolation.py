@@ -4,6 +4,7 @@ app's kernel keyring across a destroyed app's uid given to a new one."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,38 @@ def test_a_dynos_mountinfo_names_no_host_path_of_its_layers(dynod: Dynod, app: s
     assert "lowerdir=l0:l1,upperdir=upper,workdir=work" in root_line, root_line
     for host_path in (str(dynod.root), "/var/lib/dynod", str(Path("/var/lib/dynod/stacks").resolve()), "/run/dynod"):
         assert host_path not in out, (host_path, out)
+
+
+def test_a_new_app_given_a_destroyed_apps_uid_finds_none_of_its_keys(tmp_path: Path) -> None:
+    from .test_isolation_uid import KEYS
+
+    old, new = f"ko{secrets.token_hex(3)}", f"kn{secrets.token_hex(3)}"
+    uid_first = 2_200_000_000 + int(secrets.token_hex(2), 16) * 10  # a range of this test's own
+    src = write_app(tmp_path / "src", "web: python3 web.py\n", {"keys.py": KEYS})
+
+    def run(d: Dynod, app: str, script: str) -> str:
+        result = d.ctl("run", "-a", app, "--", "bash", "-c", script, check=False, timeout=90)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    # Both unconfined: the keyring calls reach the kernel, and only the uid's keyrings hold a key.
+    with running_dynod(dynos_extra=f'seccomp_unconfined_apps = ["{old}", "{new}"]\n'
+                                   f"uid_first = {uid_first}\nuid_count = 10") as dynod:
+        dynod.ctl("apps:create", old)
+        dynod.ctl("deploy", str(src), "-a", old)
+        try:
+            assert "added" in run(dynod, old, "echo uid=$(id -u); python3 /app/keys.py add")
+            out = run(dynod, old, "echo uid=$(id -u); python3 /app/keys.py find")
+            assert "found s3cr3t" in out  # the control: the key outlives the dyno that added it
+            uid = int(out.split("uid=")[1].split()[0])
+        finally:
+            dynod.ctl("apps:destroy", "-a", old, "--confirm", old)
+        dynod.ctl("apps:create", new)
+        try:
+            dynod.ctl("deploy", str(src), "-a", new)
+            out = run(dynod, new, "echo uid=$(id -u); python3 /app/keys.py find")
+            assert f"uid={uid}" in out  # the ledger gave it the destroyed app's uid (the lowest free)...
+            assert "not found errno=126" in out, out  # ...and nothing of its keyring (ENOKEY)
+        finally:
+            run(dynod, new, "python3 /app/keys.py clear")
+            dynod.ctl("apps:destroy", "-a", new, "--confirm", new, check=False)
