@@ -134,7 +134,8 @@ class Daemon:
                 if s.router.enabled:
                     router = self._router = await self._start_router()
                     nursery.start_soon(self._feed_router, router, platform)
-                    nursery.start_soon(self._router_logs, router, logs)
+                    router.on_wake = manager.wake_app  # a request held for a sleeping eco app
+                    nursery.start_soon(self._router_logs, router, logs, manager)
                     from .acm.manager import CertManager  # ACM answers its challenges through the router
 
                     platform.acm = CertManager(s, ledger=ledger, logs=logs, routes_changed=self.routes_changed,
@@ -286,9 +287,11 @@ class Daemon:
             self._routes_dirty = trio.Event()
             await trio.sleep(0.005)
 
-    async def _router_logs(self, router: Any, logs: Any) -> None:
+    async def _router_logs(self, router: Any, logs: Any, manager: Any) -> None:
         async for app, line in router.receive_logs():
             logs.emit(app, "dynod", "router", line)
+            if app:
+                manager.request_seen(app)  # one line per request: the router's view of idle apps
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -22,6 +22,7 @@ from .api.service import AttachedDyno, Json
 from .errors import NotFound, UserError
 from .ledger import Ledger
 from .manager.dynos import ONE_OFF_TYPE, DynoManager, LiveDyno
+from .manager.sleeping import check_sizes as check_eco_sizes
 from .model import DEFAULT_SIZE, App, DynoRecord, DynoState, Release, check_config_var_name, dyno_size
 from .settings import Settings
 
@@ -88,6 +89,7 @@ class _AddonsApi:
         self.logs.emit(release.app, "dynod", "api", f"Release v{release.version} created by dynoctl: "
                                                      f"{release.description}")
         self.manager.reset_crashes(release.app)
+        self.manager.wake_app(release.app)  # a new release starts a sleeping app's dynos again
         self.manager.wake()
 
     def _addons(self) -> Any:
@@ -249,6 +251,7 @@ class Platform(_AddonsApi):
                                              process_types=process_types, description=description)
         self.logs.emit(app, "dynod", "api", f"Release v{release.version} created by dynoctl: {description}")
         self.manager.reset_crashes(app)
+        self.manager.wake_app(app)  # a new release starts a sleeping app's dynos again
         self.manager.wake()
         return release
 
@@ -464,12 +467,14 @@ class Platform(_AddonsApi):
             if size is not None:
                 size = dyno_size(size).name
             checked.append((type_, quantity, size))
+        check_eco_sizes(self.ledger.get_formation(app), checked)
         self._check_memory_for(app, checked)
         for type_, quantity, size in checked:
             self.ledger.set_formation(app, type_, quantity=quantity, size=size)
             if quantity is not None:
                 self.logs.emit(app, "dynod", "api", f"Scaled {type_} to {quantity}"
                                + (f":{size}" if size else "") + f" by {by}")
+        self.manager.wake_app(app)  # a scale wakes a sleeping app, as a request does
         self.manager.wake()
         return await self.get_formation(app)
 
@@ -497,7 +502,20 @@ class Platform(_AddonsApi):
         for record in self.ledger.list_dynos(app):
             if record.state == DynoState.CRASHED and record.name not in seen:
                 result.append(self._dyno_json(record))
+        result += self._idle_dynos(app, seen)
         return sorted(result, key=lambda d: (d["type"], _index(d["name"])))
+
+    def _idle_dynos(self, app: str, seen: set[str]) -> list[Json]:
+        """A sleeping eco app's formation, as Heroku's API shows it: each slot in state "idle"."""
+        since = self.manager.sleep.since.get(app)
+        release = self.ledger.current_release(app)
+        if since is None or release is None:
+            return []
+        return [{"name": name, "type": f.type, "state": "idle", "size": f.size,
+                 "command": release.process_types.get(f.type, ""), "release": {"version": release.version},
+                 "created_at": rfc3339(since), "updated_at": rfc3339(since)}
+                for f in self.ledger.get_formation(app) if f.type in release.process_types
+                for name in (f"{f.type}.{i}" for i in range(1, f.quantity + 1)) if name not in seen]
 
     def _select(self, app: str, target: str | None) -> list[LiveDyno]:
         self.ledger.get_app(app)
@@ -513,11 +531,12 @@ class Platform(_AddonsApi):
         chosen = self._select(app, target)
         for live in chosen:
             self.manager.emit(live, "Restarting")
-            self.manager.nursery.start_soon(self.manager.stop, live, "restart")
+            self.manager.restart(live)  # with preboot a web dyno is replaced new-before-old
         # Crashed dynos waiting out a cool-off start again at once, as on Heroku.
         for record in self.ledger.list_dynos(app):
             if record.state == DynoState.CRASHED and (target is None or target in (record.name, record.type)):
                 self.manager.restart_at[record.id] = time.time()
+        self.manager.wake_app(app)  # ps:restart of a sleeping app starts its dynos
         self.manager.wake()
 
     async def stop_dyno(self, app: str, target: str) -> None:
@@ -706,6 +725,7 @@ class Platform(_AddonsApi):
                 "policy": app.routing_policy,
                 "acme_challenges": self.acm.challenges(app.name) if self.acm is not None else {},
                 "booting": web.booting,
+                "sleeping": self.manager.is_sleeping(app.name),  # the router holds and asks to wake it
                 "crashed": web.crashed,
                 "dynos": [{"name": d.name, "addr": f"{d.ip}:{d.port}"} for d in web.dynos],
             }

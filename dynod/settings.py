@@ -43,6 +43,8 @@ class DynoSettings:
     restart_cooloff_base: float = 20.0
     cycle_hours: float = 24.0  # daily cycling: 24 h plus a random 0-216 min per dyno
     cycle_jitter_minutes: float = 216.0
+    # Eco apps sleep after this long without a request to their web dynos (Heroku: 30 minutes).
+    eco_idle_minutes: float = 30.0
     # Apps whose dynos and builds run without the default seccomp profile (docs/dynos.md lists
     # what it denies): for an app that truly needs, say, io_uring or user namespaces. Each one
     # listed gives up a layer of isolation from the other apps on this host.
@@ -300,6 +302,9 @@ def validate(settings: Settings) -> Settings:
             or isinstance(d.pids_total, bool) or not isinstance(d.pids_total, int) or d.pids_total < 0:
         raise UserError("[dynos] pids_max must be a whole number of at least 16 processes, pids_total 0 "
                         "(half of kernel.pid_max) or a whole number.")
+    if isinstance(d.eco_idle_minutes, bool) or not isinstance(d.eco_idle_minutes, int | float) \
+            or not d.eco_idle_minutes > 0:
+        raise UserError("[dynos] eco_idle_minutes must be a number of minutes above 0 (Heroku: 30).")
     if settings.dynos.hard_limit_ratio < 1.0:
         raise UserError("[dynos] hard_limit_ratio must be at least 1 (the quota itself).")
     a = settings.addons

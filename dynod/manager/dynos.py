@@ -35,7 +35,7 @@ from ..linux.spawner_client import AdoptedDyno, SpawnerClient, SpawnerError, Spa
 from ..logplex.metrics import format_sample, r14_line, r15_line
 from ..model import DynoRecord, DynoState, MiB, Release, dyno_size
 from ..settings import Settings
-from . import cycling, health, restart_policy
+from . import cycling, health, restart_policy, sleeping
 from .features import PREBOOT
 from .reconcile import Start, Stop, is_one_off, reconcile
 from .web_routes import WebRoutes, web_routes
@@ -131,6 +131,9 @@ class DynoManager:
         self.address_claimed: Callable[[str, str], Awaitable[None]] | None = None
         self.address_released: Callable[[str | None], None] | None = None
         self.restart_at: dict[str, float] = {}  # crashed dyno id -> when it may start again
+        # Web dynos of preboot apps that ps:restart or cycling asked to replace: each stays up until
+        # every web slot of its app has a fresh dyno up (reconcile's ``replacing``).
+        self.replacing: set[str] = set()
         self.crashes: dict[tuple[str, str], list[float]] = {}  # (app, dyno name) -> crash times
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -152,6 +155,8 @@ class DynoManager:
         self._warm_filling = 0
         self._warm_changed = trio.Event()
         self.health_checks = health.HealthChecks(settings.state_dir / "health-checks")
+        self.sleep = sleeping.SleepState(settings.state_dir / "sleeping.json",
+                                         idle_after=settings.dynos.eco_idle_minutes * 60)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -177,7 +182,8 @@ class DynoManager:
     def _next_deadline(self) -> float:
         now = time.time()
         soonest = min([*self.restart_at.values(), *(until for until, _ in self._start_failed.values()),
-                       *(d.cycle_at for d in self.live.values() if not d.stopping), now + 60])
+                       *(d.cycle_at for d in self.live.values() if not d.stopping), *self._sleep_deadlines(now),
+                       now + 60])
         return max(0.0, soonest - now)
 
     @property
@@ -195,10 +201,13 @@ class DynoManager:
                 if dyno.cycle_at <= now and not dyno.stopping:
                     dyno.cycle_at = math.inf
                     self.emit(dyno, "Cycling")
-                    self.nursery.start_soon(self.stop, dyno, "cycling")
-            for app in self.ledger.list_apps():
+                    self.restart(dyno, "cycling")
+            apps = self.ledger.list_apps()
+            self.sleep.forget({a.name for a in apps})
+            for app in apps:
                 if app.name in self.retiring:
                     continue
+                self._sleep_if_idle(app.name, now)
                 try:
                     await self.reconcile_app(app.name)
                 except UserError as exc:
@@ -207,12 +216,14 @@ class DynoManager:
     async def reconcile_app(self, app: str) -> None:
         release = self.ledger.current_release(app)
         formation = self.ledger.get_formation(app)
+        if app in self.sleep.sleeping:
+            formation = sleeping.asleep(formation)  # its web and worker dynos sleep; one-offs go on
         # A dyno on its way down is no longer part of the formation: its replacement starts now.
         records = [d.record for d in self.live.values() if d.app == app and not d.stopping]
         records += [r for r in self.ledger.list_dynos(app) if r.state == DynoState.CRASHED and r.id not in self.live]
         preboot = PREBOOT in self.ledger.list_features(app)
         actions = reconcile(formation, release, records, now=time.time(), restart_at=self.restart_at,
-                            preboot=preboot)
+                            preboot=preboot, replacing=self.replacing)
         for action in actions:
             if isinstance(action, Stop):
                 live = self.live.get(action.dyno_id)
@@ -232,6 +243,68 @@ class DynoManager:
                     self.logs.emit(app, "dynod", action.name, "State changed from crashed to starting")
                 self._starting.add((app, action.name))  # taken now, before the task gets to run
                 self.nursery.start_soon(self._start_logged, app, action, release)
+
+    def restart(self, live: LiveDyno, reason: str = "restart") -> None:
+        """ps:restart and daily cycling. With preboot a formation web dyno is replaced new-before-old
+        (it serves until every web slot has a fresh dyno up); otherwise it stops now and its slot
+        starts again at once, as on Heroku."""
+        if (live.record.type == "web" and not is_one_off(live.record)
+                and PREBOOT in self.ledger.list_features(live.app)):
+            self.replacing.add(live.id)
+            self.wake()
+        else:
+            self.nursery.start_soon(self.stop, live, reason)
+
+    # -- eco dynos sleep (manager/sleeping.py) ---------------------------------------------------
+    def request_seen(self, app: str) -> None:
+        """The router logged a request for ``app``: its idle time starts again."""
+        self.sleep.request_seen(app, time.time())
+
+    def wake_app(self, app: str) -> None:
+        """A request came for a sleeping app (or its formation changed): its dynos start again; the
+        router holds the request until a web dyno is up."""
+        if not self.sleep.wake(app, time.time()):
+            return
+        for f in self.ledger.get_formation(app):
+            if f.quantity > 0:
+                for index in range(1, f.quantity + 1):
+                    self.logs.emit(app, "dynod", f"{f.type}.{index}", "Unidling")
+        self.on_routes_changed()  # no longer asleep: the router holds requests as for a boot
+        self.wake()
+
+    def is_sleeping(self, app: str) -> bool:
+        return app in self.sleep.sleeping
+
+    def _sleep_if_idle(self, app: str, now: float) -> None:
+        if app in self.sleep.sleeping:
+            return
+        formation = self.ledger.get_formation(app)
+        if not sleeping.should_sleep(formation, last_request_at=self.sleep.last_request_at(app, now), now=now,
+                                     idle_after=self.sleep.idle_after):
+            return
+        self.sleep.fall_asleep(app, now)
+        self.on_routes_changed()  # before the stops: the router holds and wakes from now on, never H14
+        for live in self.dynos_of(app):
+            if not live.stopping and not is_one_off(live.record):
+                self.emit(live, "Idling")
+                self.nursery.start_soon(self.stop, live, "idling")
+
+    def _sleep_deadlines(self, now: float) -> list[float]:
+        deadlines: list[float] = []
+        if self.closing:
+            return deadlines  # nothing falls asleep any more: no deadline to wake the loop for
+        for app in list(self.sleep.last_request):
+            if app in self.sleep.sleeping or app in self.retiring:
+                continue  # a retiring app is never put to sleep: its deadline would spin the loop
+            try:
+                formation = self.ledger.get_formation(app)
+            except NotFound:
+                continue  # destroyed since: forgotten on the next pass
+            at = sleeping.sleep_at(formation, last_request_at=self.sleep.last_request[app],
+                                   idle_after=self.sleep.idle_after)
+            if at is not None:
+                deadlines.append(at)
+        return deadlines
 
     def _forget_record(self, dyno_id: str) -> None:
         self.restart_at.pop(dyno_id, None)
@@ -725,6 +798,7 @@ class DynoManager:
     async def _release(self, live: LiveDyno, *, keep_record: bool) -> None:
         """Give back everything a dyno held. Its veth went with its network namespace."""
         self.live.pop(live.id, None)
+        self.replacing.discard(live.id)
         if not live.record.attached:  # an attached session closes its fds after the last read
             for fd in live.fds.values():
                 _close(fd)

@@ -19,6 +19,9 @@ slot whose dyno is on an older release (or size) starts its replacement but keep
 and the old web dynos stop only once every web slot has a fitting dyno that is ``up``: Heroku
 switches the routes over all at once, then sends SIGTERM. A replacement that crashes (or hits
 R10) is restarted on the restart policy's cool-off while the old dyno keeps serving.
+``ps:restart`` and daily cycling take the same path with preboot: the manager names the web dynos
+to restart in ``replacing``, and such a dyno no longer fits its slot, so it is replaced
+new-before-old like a dyno of an older release (stopped as ``restart``).
 
 A ``Start`` for a slot replaces that slot's crashed records (the manager drops them as it
 starts the new dyno), so they get no Stop of their own. A crashed record that no Start replaces
@@ -29,7 +32,7 @@ by (type, index), then every Stop by (type, index, id), whatever order the input
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from ..model import DynoRecord, DynoState, Formation, Release
@@ -46,6 +49,7 @@ TYPE_REMOVED = "process type removed"
 NO_RELEASE = "no release"
 DUPLICATE = "duplicate"
 REPLACED = "replaced"  # a crashed dyno's record, once its slot starts again
+RESTART = "restart"  # ps:restart or daily cycling, replaced new-before-old under preboot
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +77,16 @@ def is_one_off(dyno: DynoRecord) -> bool:
 
 
 def reconcile(formation: list[Formation], release: Release | None, dynos: list[DynoRecord], *,
-              now: float, restart_at: dict[str, float], preboot: bool = False) -> list[Action]:
+              now: float, restart_at: dict[str, float], preboot: bool = False,
+              replacing: Collection[str] = frozenset()) -> list[Action]:
     desired = _desired_slots(formation, release)
+
+    def _fits(dyno: DynoRecord, slot: Formation, release: Release) -> bool:
+        return _fits_slot(dyno, slot, release) and dyno.id not in replacing
+
+    def _why_replaced(dyno: DynoRecord, release: Release) -> str:
+        return RESTART if dyno.id in replacing else _why_outdated(dyno, release)
+
     managed: dict[str, list[DynoRecord]] = {}
     for dyno in sorted(dynos, key=_dyno_order):
         if not is_one_off(dyno) and dyno.state != DynoState.DOWN:
@@ -148,11 +160,11 @@ def _desired_slots(formation: Iterable[Formation], release: Release | None) -> d
     return slots
 
 
-def _fits(dyno: DynoRecord, slot: Formation, release: Release) -> bool:
+def _fits_slot(dyno: DynoRecord, slot: Formation, release: Release) -> bool:
     return dyno.release == release.version and dyno.size.lower() == slot.size.lower()
 
 
-def _why_replaced(dyno: DynoRecord, release: Release) -> str:
+def _why_outdated(dyno: DynoRecord, release: Release) -> str:
     return NEW_RELEASE if dyno.release != release.version else RESIZED
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ class RouterControl:
         self.pid = pid  # the router parent's pid
         self.control_path = control_path
         self._process = process  # set when this RouterControl started the router
+        # Called with an app's name when the router holds a request for it while it sleeps.
+        self.on_wake: Callable[[str], None] = lambda app: None
 
     @classmethod
     async def connect_or_start(cls, *, control_path: Path | str, argv: list[str]) -> RouterControl:
@@ -100,7 +102,7 @@ class RouterControl:
                 message = decode(line)
                 if want is None or message["type"] == want:
                     return message
-                if message["type"] == "log":
+                if message["type"] in ("log", "wake"):
                     self._stash.append(line)
             try:
                 data = await self._stream.receive_some(65536)
@@ -131,12 +133,17 @@ class RouterControl:
         while True:
             while self._stash:
                 message = decode(self._stash.pop(0))
-                yield message["app"], message["line"]
+                if message["type"] == "wake":
+                    self.on_wake(message["app"])
+                else:
+                    yield message["app"], message["line"]
             try:
                 message = await self._next_message()
             except EOFError:
                 return
-            if message["type"] == "log":
+            if message["type"] == "wake":
+                self.on_wake(str(message["app"]))
+            elif message["type"] == "log":
                 yield message["app"], message["line"]
             elif message["type"] == "error":
                 # A refusal of something pushed earlier; the router kept its previous state.

@@ -73,6 +73,7 @@ class _Upload:
 
 
 # What a connection is waiting for, which says what its deadline means when it passes.
+_WAKE_RETRY = 1.0  # seconds between asks to wake a sleeping app while a request is held
 _BUSY = 0  # no deadline (routing, holding for boot, connecting: those have their own timeouts)
 _KEEPALIVE = 1  # between requests: close quietly
 _HEAD = 2  # mid-head: 408, then close (slowloris)
@@ -135,6 +136,8 @@ class Proxy:
     def __init__(self, options: RouterOptions, emit_log: LogSink, rng: Random | None = None) -> None:
         self.options = options
         self.emit_log = emit_log
+        # Asks dynod to wake a sleeping app (the worker sends it up with the log lines).
+        self.wake_app: Callable[[str], None] = lambda name: None
         self.rng = rng or Random()
         self.table = RouteTable((), options.base_domain)
         self._routes_changed = trio.Event()
@@ -284,11 +287,11 @@ class Proxy:
         try:
             if app.maintenance:
                 raise _Failure(codes.H80)
-            if not app.dynos and app.booting:
+            if not app.dynos and (app.booting or app.sleeping):
                 app = await self._wait_for_boot(app.name, start + self.options.boot_timeout)
                 if app is None:
                     raise _Failure(codes.H14)
-                if not app.dynos and app.booting:
+                if not app.dynos and (app.booting or app.sleeping):
                     raise _Failure(codes.H20)
             if not app.dynos:
                 raise _Failure(codes.H10 if app.crashed else codes.H14)
@@ -363,15 +366,21 @@ class Proxy:
                        code))
 
     async def _wait_for_boot(self, name: str, deadline: float) -> AppRoute | None:
-        """Hold a request while the app's web dynos boot; released the moment one is up (H20)."""
+        """Hold a request while the app's web dynos boot (or a sleeping app wakes); released the
+        moment one is up (H20)."""
         while True:
             app = self.table.apps.get(name)
-            if app is None or app.dynos or not app.booting:
+            if app is None or app.dynos or not (app.booting or app.sleeping):
                 return app
-            with trio.move_on_after(max(0.0, deadline - _now())) as scope:
+            wait = max(0.0, deadline - _now())
+            if app.sleeping:
+                # Asked again every second while it sleeps: a wake sent while dynod was away is lost.
+                self.wake_app(name)
+                wait = min(wait, _WAKE_RETRY)
+            with trio.move_on_after(wait):
                 await self._routes_changed.wait()
-            if scope.cancelled_caught:
-                return app
+            if _now() >= deadline:
+                return self.table.apps.get(name)
 
     async def _connect(self, app: AppRoute) -> tuple[DynoRoute, DynoConn, float]:
         """A connection to a random dyno, trying others on failure (H19 timeout, H21 refused)."""

@@ -45,6 +45,7 @@ class AppRoute:
     dynos: tuple[DynoRoute, ...]
     # Pending ACME HTTP-01 challenges of the app's domains: token -> key authorization.
     challenges: Mapping[bytes, bytes] = field(default_factory=dict)
+    sleeping: bool = False  # an eco app asleep: hold its requests (H20) and ask dynod to wake it
 
 
 def _fail(message: str) -> UserError:
@@ -101,6 +102,7 @@ def parse_app(name: Any, entry: Any) -> AppRoute:
         maintenance=_bool(name, entry, "maintenance"), policy=policy,
         booting=_bool(name, entry, "booting"), crashed=_bool(name, entry, "crashed"),
         dynos=tuple(dynos), challenges=_challenges(name, entry.get("acme_challenges", {})),
+        sleeping=_bool(name, entry, "sleeping"),
     )
 
 

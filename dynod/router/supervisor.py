@@ -159,7 +159,9 @@ class Supervisor:
                     self._buffer_log(line + b"\n")
                     continue
                 message = decode(line)
-                if message["type"] == "ready":
+                if message["type"] == "wake":
+                    self._buffer_log(line + b"\n")  # dynod's to act on: it goes up with the log lines
+                elif message["type"] == "ready":
                     w.ready.set()
                 elif message["type"] == "stats":
                     self._stats_replies.append(message)

@@ -13,6 +13,7 @@ import resource
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import trio
@@ -28,6 +29,7 @@ from .tls import CertStore, ensure_default_cert
 from .wire import LineSplitter, decode, encode
 
 _FLUSH_EVERY = 0.02
+_WAKE_EVERY = 0.5
 _MAX_SHEDDING = 64  # connections being told "503, over the limit" at once
 
 
@@ -70,6 +72,8 @@ class Worker:
         self.listeners = listeners
         self.logs = LogBatcher(options.log_buffer)
         self.proxy = Proxy(options, self.logs.emit)
+        self.proxy.wake_app = self._ask_to_wake
+        self._wake_asked: dict[str, float] = {}  # app -> when this worker last asked dynod to wake it
         self.certs: CertStore | None = None
         self.shedding = 0
         if any(kind == "https" for kind, _, _ in listeners):
@@ -95,6 +99,14 @@ class Worker:
             self.proxy.pool.close_all()
             await self._flush_once()
             nursery.cancel_scope.cancel()
+
+    def _ask_to_wake(self, app: str) -> None:
+        """Ask dynod (through the parent, in order with the log lines) to wake a sleeping app; every
+        held request asks, so a burst is one message per half second."""
+        now = time.monotonic()
+        if now - self._wake_asked.get(app, -_WAKE_EVERY) >= _WAKE_EVERY:
+            self._wake_asked[app] = now
+            self.logs.send_nowait({"type": "wake", "app": app})
 
     async def _accept_all(self, serving: trio.Nursery, accepting: trio.CancelScope) -> None:
         with accepting:

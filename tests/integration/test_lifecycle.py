@@ -223,6 +223,27 @@ def test_preboot_keeps_the_old_web_dynos_up_until_the_new_ones_are(dynod: Dynod,
     assert watch.fewest_up < 2
 
 
+def test_preboot_ps_restart_replaces_the_web_dynos_new_before_old(dynod: Dynod, served_app: str) -> None:
+    """ps:restart with preboot, as a new release: no moment with fewer web dynos up, no request lost."""
+    app = served_app
+    dynod.ctl("features:enable", "preboot", "-a", app)
+    load = Load(dynod, app)
+    watch = UpWatch(dynod, app)
+    with load.running(), watch.running():
+        _settle(load, 0.5)
+        for args in (("ps:restart",), ("ps:restart", "web")):
+            old = set(load.boots)
+            dynod.ctl(*args, "-a", app)
+            dynod.wait_for(lambda old=old: _replaced(load, old, 2) and _all_on_current(dynod, app, 2),
+                           timeout=60, what=f"both web dynos replaced after {' '.join(args)} with preboot")
+            _settle(load)
+    assert load.total > 50, load.results
+    assert load.failures == [], (f"{len(load.failures)} of {load.total} failed: {load.failures[:3]}; "
+                                 f"router codes: {_router_codes(dynod, app)}")
+    assert watch.fewest_up >= 2, "with preboot ps:restart never leaves fewer web dynos up than the formation"
+    assert "Stopping all processes with SIGTERM" in dynod.logs(app)
+
+
 def test_preboot_a_release_that_never_comes_up_leaves_the_old_dynos_serving(
         dynod: Dynod, served_app: str, tmp_path: Path) -> None:
     app = served_app

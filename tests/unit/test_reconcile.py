@@ -14,6 +14,7 @@ from dynod.manager.reconcile import (
     NO_RELEASE,
     REPLACED,
     RESIZED,
+    RESTART,
     SCALED_DOWN,
     TYPE_REMOVED,
     Start,
@@ -237,3 +238,48 @@ def test_preboot_still_scales_down_and_replaces_other_types_at_once() -> None:
     new1 = dyno("web.1", release=2, state=DynoState.STARTING)
     assert reconcile(form(web=1, worker=1), rel(2), [*dynos, new1], now=100.0, restart_at={}, preboot=True) == [
         start("worker.1"), Stop(dynos[1].id, SCALED_DOWN), Stop(dynos[2].id, NEW_RELEASE)]
+
+
+# -- ps:restart and daily cycling with preboot: the dynos named in ``replacing`` ------------------
+
+def test_preboot_restart_starts_new_web_dynos_first_and_keeps_the_old_ones_serving() -> None:
+    web1, web2 = dyno("web.1"), dyno("web.2")
+    replacing = {web1.id, web2.id}
+    assert reconcile(form(web=2), rel(2), [web1, web2], now=100.0, restart_at={}, preboot=True,
+                     replacing=replacing) == [start("web.1"), start("web.2")]
+    new1, new2 = dyno("web.1", state=DynoState.UP), dyno("web.2", state=DynoState.STARTING)
+    assert reconcile(form(web=2), rel(2), [web1, web2, new1, new2], now=100.0, restart_at={}, preboot=True,
+                     replacing=replacing) == []  # one new dyno still boots: nobody stops yet
+    up2 = dataclasses.replace(new2, state=DynoState.UP)
+    assert reconcile(form(web=2), rel(2), [web1, web2, new1, up2], now=100.0, restart_at={}, preboot=True,
+                     replacing=replacing) == [Stop(web1.id, RESTART), Stop(web2.id, RESTART)]
+
+
+def test_preboot_restart_of_one_web_dyno_replaces_only_that_one() -> None:
+    web1, web2 = dyno("web.1"), dyno("web.2")
+    assert reconcile(form(web=2), rel(2), [web1, web2], now=100.0, restart_at={}, preboot=True,
+                     replacing={web2.id}) == [start("web.2")]
+    new2 = dyno("web.2", state=DynoState.UP)
+    assert reconcile(form(web=2), rel(2), [web1, web2, new2], now=100.0, restart_at={}, preboot=True,
+                     replacing={web2.id}) == [Stop(web2.id, RESTART)]
+
+
+def test_preboot_restart_whose_new_dyno_crashes_keeps_the_old_one() -> None:
+    old = dyno("web.1")
+    crashed = dyno("web.1", state=DynoState.CRASHED, changed_at=90.0)
+    assert reconcile(form(web=1), rel(2), [old, crashed], now=100.0, restart_at={crashed.id: 130.0},
+                     preboot=True, replacing={old.id}) == []
+    assert reconcile(form(web=1), rel(2), [old, crashed], now=130.0, restart_at={crashed.id: 130.0},
+                     preboot=True, replacing={old.id}) == [start("web.1")]
+
+
+def test_a_replaced_dyno_without_preboot_is_replaced_at_once() -> None:
+    old = dyno("worker.1")
+    assert reconcile(form(worker=1), rel(2), [old], now=100.0, restart_at={}, replacing={old.id}) == [
+        start("worker.1"), Stop(old.id, RESTART)]
+
+
+def test_replacing_names_no_dyno_of_the_app_changes_nothing() -> None:
+    dynos = [dyno("web.1"), dyno("web.2")]
+    assert reconcile(form(web=2), rel(2), dynos, now=100.0, restart_at={}, preboot=True,
+                     replacing={"other.web.1.9"}) == []
