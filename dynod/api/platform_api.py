@@ -260,6 +260,11 @@ class PlatformApi(ApiRoutes):
             headers.append(("ratelimit-remaining", str(self.limiter.take(user.id))))
             check_accept(request.headers)
             answer = await self._route(request, user)
+            if isinstance(answer, JsonResponse):
+                if not wants_native(request):
+                    await self._fill_app_ids(answer.body)
+                return self._decorate(request, answer, headers)  # a bad Range is an answer too
+            return answer
         except UserError as exc:
             finish = getattr(request.body, "finish_if_buffered", None)
             if finish is not None:
@@ -270,11 +275,6 @@ class PlatformApi(ApiRoutes):
             if exc.status == 401:  # git (and browsers) send credentials only when asked like this
                 headers.append(("www-authenticate", 'Basic realm="dynod"'))
             return HeaderedJson(exc.status, error, headers=tuple(headers))
-        if isinstance(answer, JsonResponse):
-            if not wants_native(request):
-                await self._fill_app_ids(answer.body)
-            return self._decorate(request, answer, headers)
-        return answer
 
     async def _fill_app_ids(self, body: Any) -> None:
         """Heroku's app references are {"id", "name"}: give the id to those that name only the app

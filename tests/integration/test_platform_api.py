@@ -202,6 +202,7 @@ def test_pagination_etags_and_headers(api: Api) -> None:
             assert s.get(f"{api.url}/apps/{name}", headers={"If-None-Match": etag}).status_code == 304
             bad = s.get(f"{api.url}/apps/{name}/releases", headers={"Range": "colour ..; max=2"})
             assert bad.status_code == 416 and bad.json()["id"] == "requested_range_not_satisfiable"
+            assert bad.headers["Request-Id"]
             bad = s.get(f"{api.url}/apps/{name}/releases", headers={"Range": "version ..; max=99999"})
             assert bad.status_code == 416
             v2 = s.get(f"{api.url}/apps", headers={"Accept": "application/vnd.heroku+json; version=2"})

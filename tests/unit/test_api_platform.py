@@ -162,3 +162,82 @@ def test_releases_name_who_made_them_as_heroku_shows() -> None:
         "v1  Initial release    root@localhost.local  2026/11/26 10:00:00 +0000 (~ 2h ago)",
     ]
     assert "By:            jane@example.test" in format_release_info(releases[1], noon, UTC)
+
+
+# --- the door, against the fake platform (no sockets) ------------------------------------------------
+
+
+async def _door(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from dynod.api.platform_api import PlatformApi
+    from tests.unit.fake_platform import FakePlatform
+
+    platform = FakePlatform()
+    store = AccountStore(tmp_path / "accounts.sqlite3")
+    return platform, store, PlatformApi(platform, store, remote=True, public_url="https://api.test:5443")
+
+
+def _request(method: str, path: str, token: str | None = None, body: object = None, **headers: str):  # type: ignore[no-untyped-def]
+    import json
+
+    from dynod.api.routes import Request
+    from tests.unit.test_api_routes import _Body
+
+    data = b"" if body is None else json.dumps(body).encode()
+    sent = {k.replace("_", "-"): v for k, v in headers.items()}
+    if token:
+        sent["authorization"] = f"Bearer {token}"
+    return Request(method, path, {}, sent, _Body(data))
+
+
+async def test_no_token_is_401_before_routing_and_touches_nothing(tmp_path: Path) -> None:
+    platform, store, door = await _door(tmp_path)
+    await platform.create_app("secret-app")
+    platform.calls.clear()
+    for path in ("/apps/secret-app", "/apps/nope", "/no/such/path", "/shutdown"):
+        answer = await door.dispatch(_request("GET", path))
+        assert answer.status == 401 and answer.body["id"] == "unauthorized"  # type: ignore[union-attr]
+        assert ("www-authenticate", 'Basic realm="dynod"') in answer.headers  # type: ignore[union-attr]
+    assert platform.calls == []  # nothing reached the platform, not even a lookup
+
+
+async def test_owner_collaborator_stranger_and_the_shapes(tmp_path: Path) -> None:
+    platform, store, door = await _door(tmp_path)
+    owner, stranger = store.add_user("o@example.test"), store.add_user("s@example.test")
+    _, owner_token = store.create_token(owner.id)
+    _, stranger_token = store.create_token(stranger.id)
+    made = await door.dispatch(_request("POST", "/apps", owner_token, {"name": "shop", "stack": "cedar"}))
+    assert made.status == 201  # type: ignore[union-attr]
+    app = made.body  # type: ignore[union-attr]
+    assert app["stack"]["name"] == "debian-13" and app["owner"]["email"] == "o@example.test"
+    assert app["git_url"] == "https://api.test:5443/shop.git" and len(app["id"]) == 36
+    by_id = await door.dispatch(_request("GET", f"/apps/{app['id']}", owner_token))
+    assert by_id.status == 200 and by_id.body["name"] == "shop"  # type: ignore[union-attr]
+    refused = await door.dispatch(_request("GET", "/apps/shop", stranger_token))
+    assert refused.status == 403 and refused.body["id"] == "forbidden"  # type: ignore[union-attr]
+    listed = await door.dispatch(_request("GET", "/apps", stranger_token))
+    assert listed.body == []  # type: ignore[union-attr]
+    gone = await door.dispatch(_request("DELETE", "/apps/shop", stranger_token))
+    assert gone.status == 403 and "shop" in platform.apps  # type: ignore[union-attr]
+    v2 = await door.dispatch(_request("GET", "/apps", owner_token, accept="application/vnd.heroku+json; version=2"))
+    assert v2.status == 406  # type: ignore[union-attr]
+    ranged = await door.dispatch(_request("GET", "/apps", owner_token, range="name ..; max=0"))
+    assert ranged.status == 416  # type: ignore[union-attr]
+    native = await door.dispatch(_request("GET", "/apps", owner_token, accept="application/vnd.dynod+json"))
+    assert native.body[0]["stack"] == "debian-13"  # dynoctl's own shapes  # type: ignore[union-attr]
+
+
+async def test_socket_mode_is_the_administrator(tmp_path: Path) -> None:
+    from dynod.api.platform_api import PlatformApi
+
+    platform, store, _ = await _door(tmp_path)
+    socket_door = PlatformApi(platform, store, remote=False)
+    await platform.create_app("shop")
+    made = await socket_door.dispatch(_request("POST", "/users", body={"email": "jane@example.test"}))
+    assert made.status == 201  # type: ignore[union-attr]
+    token = await socket_door.dispatch(_request("POST", "/oauth/authorizations", body={"user": "jane@example.test"}))
+    assert token.body["access_token"]["token"].startswith("dynod_")  # type: ignore[union-attr]
+    plain = await socket_door.dispatch(_request("GET", "/apps/shop"))
+    assert plain.body["id"] == platform.apps["shop"]["id"]  # dynod's shape on the socket  # type: ignore[union-attr]
+    owner = await socket_door.dispatch(_request("POST", "/apps/shop/collaborators",
+                                                body={"user": "jane@example.test", "role": "owner"}))
+    assert owner.body["role"] == "owner"  # type: ignore[union-attr]
