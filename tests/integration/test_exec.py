@@ -163,3 +163,21 @@ def test_a_session_whose_client_leaves_is_ended_and_the_dyno_keeps_running(dynod
             client.wait()
     assert [d["state"] for d in dynod.dynos(worker_app)] == ["up"]
     assert "python3 worker.py" in exec_in(dynod, worker_app, "ps", "-eo", "args=").stdout
+
+
+def test_a_session_ends_with_the_dyno_it_entered(dynod: Dynod, worker_app: str) -> None:
+    client = subprocess.Popen([str(VENV_BIN / "dynoctl"), "ps:exec", "-d", "worker.1", "-a", worker_app, "--",
+                               "sleep", "4343"], env=dynod.env(), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        dynod.wait_for(lambda: "sleep 4343" in exec_in(dynod, worker_app, "ps", "-eo", "args=").stdout,
+                       what="the session's sleep in the dyno")
+        dynod.ctl("ps:stop", "worker.1", "-a", worker_app)
+        _, stderr = client.communicate(timeout=60)
+        # The stop's SIGTERM goes to every process in the dyno's cgroup, the session's too (143); what
+        # outlived it would die with the dyno's PID namespace. An exit code, not a traceback.
+        assert client.returncode == 143 and b"Traceback" not in stderr, (client.returncode, stderr)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
