@@ -273,7 +273,8 @@ async def test_socket_mode_is_the_administrator(tmp_path: Path) -> None:
 
 
 HOSTILE_BODIES: list[object] = [
-    [], "x", 5, None, {"name": ["x"]}, {"updates": "x"}, {"updates": [5]}, {"updates": [{"type": "web", "quantity": []}]},
+    [], "x", 5, None, {"name": ["x"]}, {"updates": "x"}, {"updates": [5]},
+    {"updates": [{"type": "web", "quantity": []}]},
     {"updates": [{"type": "web", "quantity": "9" * 30}]}, {"release": []}, {"release": "v0"}, {"slug": 5},
     {"source_blob": {"url": 5}}, {"source_blob": {"url": "file:///etc/passwd"}}, {"source_blob": "x"},
     {"user": 5}, {"user": "nobody@example.test"}, {"expires_in": "x"}, {"expires_in": -1}, {"description": ["x"]},
