@@ -139,3 +139,15 @@ def test_wake_latency(dynod: Dynod, eco_app: str) -> None:
     print(f"\nwake latency (request in to first byte out): median {statistics.median(firsts) * 1000:.0f} ms "
           f"of {[round(x * 1000) for x in firsts]} ms; awake: median {statistics.median(warm) * 1000:.1f} ms")
     assert max(firsts) < 15
+
+
+def test_a_sleeping_app_stays_asleep_through_a_dynod_restart_and_wakes_after(dynod: Dynod, eco_app: str) -> None:
+    app = eco_app
+    dynod.wait_for(lambda: asleep(dynod, app), timeout=IDLE_SECONDS + 20, what=f"{app} asleep")
+    dynod.kill9()
+    dynod.start()
+    time.sleep(2.0)  # a reconcile pass or two: a dynod that forgot would have started the formation
+    assert asleep(dynod, app), dynod.dynos(app)
+    status, first_byte, _ = get(dynod, app)  # the router outlived dynod; its wake reaches the new one
+    assert status == 200 and first_byte < 15, (status, first_byte)
+    dynod.up(app, 1, type="worker")
