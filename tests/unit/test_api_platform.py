@@ -304,3 +304,37 @@ async def test_every_platform_api_route_answers_hostile_input_without_a_500(tmp_
                     continue
                 status = getattr(answer, "status", 200)
                 assert status < 500, (method, path, body, getattr(answer, "body", None))
+
+
+def test_remote_addresses_and_stored_logins(tmp_path: Path) -> None:
+    from dynod.api.client import Remote
+    from dynod.cli import credentials
+
+    assert Remote("https://api.example.test:5443", "t").url == "https://api.example.test:5443"
+    assert Remote("api.example.test", "t").port == 443
+    for bad in ("http://api.example.test", "https://", "https://h:notaport"):
+        with pytest.raises(UserError):
+            Remote(bad, "t")
+    env = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    with pytest.raises(UserError, match="Not logged in"):
+        credentials.remote_for("https://h.test:5443", env)
+    credentials.save(env, {"https://h.test:5443": {"token": "dynod_x", "cafile": ""}})
+    stored = tmp_path / "cfg" / "dynod" / "credentials.json"
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    assert credentials.remote_for("h.test:5443", env).token == "dynod_x"
+    assert credentials.remote_for("h.test:5443", {**env, "DYNOD_API_TOKEN": "dynod_y"}).token == "dynod_y"
+
+
+def test_login_refuses_a_token_in_argv(tmp_path: Path) -> None:
+    import io
+
+    from dynod.cli import run_command
+    from dynod.cli.command import Context
+
+    out, err = io.StringIO(), io.StringIO()
+    ctx = Context(stdout=out, stderr=err, environ={"HOME": str(tmp_path), "DYNOD_HOST": "https://h.test:5443"})
+    with pytest.raises(UserError, match="visible to every user"):
+        run_command(ctx, ["login", "--token", "dynod_secret"])
+    ctx = Context(stdout=out, stderr=err, environ={"HOME": str(tmp_path)})
+    with pytest.raises(UserError, match="--host"):
+        run_command(ctx, ["login"])
