@@ -57,7 +57,10 @@ MAX_APP_FILE_BYTES = 1024 * 1024  # Procfile, .buildpacks
 GIT_CLONE_TIMEOUT = 120.0
 
 BUILTIN_ROOT = Path(__file__).resolve().parents[2] / "buildpacks"
-BUILTIN_ORDER = ("python", "nodejs", "procfile")  # detection order, most specific first
+# Detection order, most specific first: Heroku's (Ruby, Node.js, Clojure, Python, Java, Gradle,
+# Scala, PHP, Go), except that Python stays ahead of Node.js as it always has here (a Django app
+# with a package.json for its assets is a Python app); java covers Heroku's java and gradle.
+BUILTIN_ORDER = ("ruby", "python", "nodejs", "clojure", "java", "scala", "php", "go", "procfile")
 
 
 class BuildTimeout(Exception):

@@ -1,0 +1,3 @@
+module Greeting
+  def self.for(name) = "Hello from #{name}"
+end
