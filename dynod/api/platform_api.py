@@ -223,7 +223,7 @@ class PlatformApi(ApiRoutes):
         self.limiter = RateLimiter(rate_limit)
         self.public_url = public_url.rstrip("/")
         self._log_sessions: OrderedDict[str, _LogSession] = OrderedDict()
-        self._outputs: dict[str, str] = {}  # output secret -> build id
+        self._outputs: dict[str, tuple[str, str, float]] = {}  # output secret -> (app, build id, expiry)
         if remote:
             from .rendezvous import Rendezvous
 
@@ -512,18 +512,21 @@ class PlatformApi(ApiRoutes):
         return secret
 
     def new_output(self, app: str, build_id: str) -> str:
-        """A secret URL path for a build's output (Heroku's output_stream_url needs no token)."""
-        secret = self.new_log_session(app, {})
-        self._outputs[secret] = build_id
+        """A secret URL path for a build's output (Heroku's output_stream_url needs no token).
+
+        Its own store, apart from log sessions: an output URL shown in a CI log must open that
+        build's output and nothing else (not the app's log stream)."""
+        secret = secrets.token_urlsafe(32)
+        self._outputs[secret] = (app, build_id, time.monotonic() + LOG_SESSION_SECONDS)
         while len(self._outputs) > MAX_LOG_SESSIONS:
             self._outputs.pop(next(iter(self._outputs)))
         return secret
 
     async def _build_output(self, secret: str) -> Response:
-        session, build_id = self._log_sessions.get(secret), self._outputs.get(secret)
-        if session is None or build_id is None or session.expires < time.monotonic():
+        found = self._outputs.get(secret)
+        if found is None or found[2] < time.monotonic():
             raise NotFound("This build output URL has expired or never existed: get the build again.")
-        return TextResponse(200, await self.platform.build_output(session.app, build_id))
+        return TextResponse(200, await self.platform.build_output(found[0], found[1]))
 
     async def _log_stream(self, secret: str) -> Response:
         session = self._log_sessions.get(secret)

@@ -114,6 +114,9 @@ def test_heroku3_drives_the_common_flows(api: Api, blob_server: tuple[str, Path]
         build = app.create_build(f"{base}/src.tgz", version="abc1234")
         assert build.status == "succeeded", build.__dict__
         assert "Launching" in requests.get(build.output_stream_url, verify=str(api.cert)).text
+        # The output URL's secret opens that output only, not the app's log stream.
+        secret = build.output_stream_url.rsplit("/", 1)[1]
+        assert requests.get(f"{api.url}/log-sessions/{secret}", verify=str(api.cert)).status_code == 404
 
         formation = app.batch_scale_formation_processes({"web": 1})
         assert [(f.type, f.quantity) for f in formation] == [("web", 1)]
