@@ -528,6 +528,10 @@ class Platform(_AddonsApi):
         return chosen
 
     async def restart_dynos(self, app: str, target: str | None) -> None:
+        self.ledger.get_app(app)
+        if self.manager.is_sleeping(app):  # nothing runs to restart: the restart wakes it (any target)
+            self.manager.wake_app(app)
+            return
         chosen = self._select(app, target)
         for live in chosen:
             self.manager.emit(live, "Restarting")
@@ -536,7 +540,6 @@ class Platform(_AddonsApi):
         for record in self.ledger.list_dynos(app):
             if record.state == DynoState.CRASHED and (target is None or target in (record.name, record.type)):
                 self.manager.restart_at[record.id] = time.time()
-        self.manager.wake_app(app)  # ps:restart of a sleeping app starts its dynos
         self.manager.wake()
 
     async def stop_dyno(self, app: str, target: str) -> None:

@@ -151,3 +151,12 @@ def test_a_sleeping_app_stays_asleep_through_a_dynod_restart_and_wakes_after(dyn
     status, first_byte, _ = get(dynod, app)  # the router outlived dynod; its wake reaches the new one
     assert status == 200 and first_byte < 15, (status, first_byte)
     dynod.up(app, 1, type="worker")
+
+
+def test_ps_restart_of_a_sleeping_app_wakes_it(dynod: Dynod, eco_app: str) -> None:
+    app = eco_app
+    dynod.wait_for(lambda: asleep(dynod, app), timeout=IDLE_SECONDS + 20, what=f"{app} asleep")
+    dynod.ctl("ps:restart", "web", "-a", app)  # no dyno runs, yet not "no such dyno": it wakes
+    dynod.up(app, 1)
+    dynod.up(app, 1, type="worker")
+    assert "dynod[web.1]: Unidling" in dynod.logs(app)
