@@ -96,3 +96,18 @@ def test_the_router_reads_the_sleeping_flag_and_refuses_a_bad_one():
     assert table.apps["a"].sleeping and not table.apps["b"].sleeping
     with pytest.raises(UserError, match="sleeping must be true or false"):
         RouteTable.from_snapshot({"a": {"sleeping": "yes"}}, "localhost")
+
+
+def test_the_idle_setting_defaults_to_herokus_30_minutes_and_refuses_bad_values(tmp_path: Path):
+    from dynod.settings import load_settings
+
+    path = tmp_path / "dynod.toml"
+    path.write_text("")
+    assert load_settings(path).dynos.eco_idle_minutes == 30.0
+    path.write_text("[dynos]\neco_idle_minutes = 0.1\n")
+    assert load_settings(path).dynos.eco_idle_minutes == 0.1
+    for bad in ("0", "-5", "true", "'soon'"):
+        path.write_text(f"[dynos]\neco_idle_minutes = {bad}\n")
+        with pytest.raises(UserError) as exc:
+            load_settings(path)
+        assert "[dynos] eco_idle_minutes" in str(exc.value) and "\n" not in str(exc.value)
