@@ -56,9 +56,10 @@ def test_example_builds_serves_with_its_default_process_types_and_rebuilds_from_
         out = dynod.ctl("run", "-a", app, "--", "rake", "greet").stdout
         assert "Hello from rake (Ruby 3.3." in out
         # Heroku's environment for a Ruby dyno; a config var the user set wins.
+        echo_env = ("run", "-a", app, "--", "bash", "-c", "echo $RACK_ENV $BUNDLE_WITHOUT")
+        assert dynod.ctl(*echo_env).stdout.split() == ["production", "development:test"]
         dynod.ctl("config:set", "RACK_ENV=staging", "-a", app)
-        env = dynod.ctl("run", "-a", app, "--", "bash", "-c", "echo $RACK_ENV $BUNDLE_WITHOUT").stdout.split()
-        assert env == ["staging", "development:test"]
+        assert dynod.ctl(*echo_env).stdout.split() == ["staging", "development:test"]
     if example == "php-composer":  # nginx serves static files itself, and 404s what is not there
         assert get(dynod, app, "/style.css") == (200, "body { color: teal; }\n")
         missing = get(dynod, app, "/nope.php")
