@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # Install what the tests need (starting nothing), lint, then run the whole suite.
 #   ./test.sh                 everything
+#   ./test.sh --unit          only the tests that need no root and no kernel (seconds; no stack build)
 #   ./test.sh -k stack -x     extra arguments go to pytest
 # The exit code is pytest's; a lint failure is reported but does not hide the test results.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
-./install.sh --deps-only
+tests=tests
+if [ "${1:-}" = "--unit" ]; then
+    shift
+    tests=tests/unit
+    # The unit tests need the venv only: install it (and the rest) once, if it is not there yet.
+    [ -x .venv/bin/pytest ] || ./install.sh --deps-only
+else
+    ./install.sh --deps-only
+fi
 echo
 echo "-----> ruff check dynod tests"
 lint=0
 .venv/bin/ruff check dynod tests || lint=$?
 echo
-echo "-----> pytest -q tests $*"
+echo "-----> pytest -q $tests $*"
 status=0
-.venv/bin/pytest -q tests "$@" || status=$?
+.venv/bin/pytest -q "$tests" "$@" || status=$?
 if [ "$lint" -ne 0 ]; then
     echo "ruff check found problems (exit $lint); see above." >&2
 fi

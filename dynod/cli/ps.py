@@ -22,6 +22,9 @@ _SCALE_HELP = "write it like web=2, web=2:standard-2X, web+1 or web-1"
 _RELATIVE = re.compile(r"^(.+)([+-])(\d+)$")
 _TYPE = re.compile(r"^[A-Za-z0-9_-]+$")
 
+# Never part of the formation: `run` (dynoctl run) and `scheduler` (Heroku Scheduler's runs).
+ONE_OFF_TYPES = ("run", "scheduler")
+
 
 def parse_scale(words: list[str]) -> list[ScaleChange]:
     """``web=3 worker+1 web=2:standard-2X`` -> [(type, "=", 3, None), ("worker", "+", 1, None), ...].
@@ -110,14 +113,14 @@ def format_ps(app: str, dynos: list[Json], formation: list[Json], now: float, tz
     for dyno in dynos:
         by_type.setdefault(dyno["type"], []).append(dyno)
     # Heroku's order: web first, the other process types by name, one-off dynos last.
-    types = sorted(by_type, key=lambda t: (t == "run", t != "web", t))
+    types = sorted(by_type, key=lambda t: (t in ONE_OFF_TYPES, t != "web", t))
     lines: list[str] = []
     for type in types:
         group = sorted(by_type[type], key=lambda d: _dyno_order(d["name"]))
         if lines:
             lines.append("")
-        if type == "run":
-            lines.append(header(f"run: one-off processes ({len(group)})"))
+        if type in ONE_OFF_TYPES:
+            lines.append(header(f"{type}: one-off processes ({len(group)})"))
             for dyno in group:
                 when = time_ago(dyno.get("updated_at"), now, tz)
                 lines.append(f"{dyno['name']} ({dyno['size']}): {dyno['state']} {when}: {dyno['command']}")
@@ -220,9 +223,10 @@ def wait_progress(dynos: list[Json], formation: list[Json], version: int, *, typ
                   with_run: bool = False) -> tuple[int, int]:
     """(dynos up on ``version``, dynos there should be) for ps:wait; done when they are equal."""
     wanted = sum(f["quantity"] for f in formation if type is None or f["type"] == type)
-    chosen = [d for d in dynos if (type is None or d["type"] == type) and (with_run or d["type"] != "run")]
+    chosen = [d for d in dynos
+              if (type is None or d["type"] == type) and (with_run or d["type"] not in ONE_OFF_TYPES)]
     if with_run:
-        wanted += sum(1 for d in chosen if d["type"] == "run")
+        wanted += sum(1 for d in chosen if d["type"] in ONE_OFF_TYPES)
     ready = sum(1 for d in chosen if d["state"] == "up" and d["release"]["version"] == version)
     # A dyno on an older release, or one too many, keeps the wait going until it is gone.
     return ready, max(wanted, len(chosen))
