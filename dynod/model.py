@@ -167,3 +167,7 @@ class DynoRecord:
     state_changed_at: float
     attached: bool = False
     exit_status: int | None = None
+    # Where the dyno's cgroup is, as the manager wrote it (manager.dynos: one absolute directory
+    # per hierarchy), so a dynod started from another cgroup finds it; "" for dynos recorded
+    # before schema v6, which are looked up under dynod's own subtree instead.
+    cgroup: str = ""

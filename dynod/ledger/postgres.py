@@ -200,6 +200,18 @@ MIGRATIONS: list[str] = [
         RETURN NEW;
     END $$;
     """,
+    # v6: the app's buildpacks in order, and where each dyno's cgroup is.
+    """
+    CREATE TABLE app_buildpacks (
+        app_id   BIGINT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL CHECK (position >= 0),
+        url      TEXT NOT NULL CHECK (length(url) > 0),
+        PRIMARY KEY (app_id, position),
+        UNIQUE (app_id, url)
+    );
+
+    ALTER TABLE dynos ADD COLUMN cgroup TEXT NOT NULL DEFAULT '';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -55,6 +55,11 @@ HOSTNAME_RE = re.compile(rf"^(\*\.)?({_LABEL}\.)+{_LABEL}$")
 # Heroku: eco and basic dynos run at most one per process type.
 SINGLE_DYNO_SIZES = frozenset({"eco", "basic"})
 RUN_NUMBER_RANGE = range(1000, 10000)  # Heroku's one-off names look like run.4821
+# A buildpack is a URL or a registry name (heroku/python): printable, no spaces, bounded; and an
+# app's list is bounded, so one call cannot store an unbounded number of rows.
+MAX_BUILDPACK_LENGTH = 1024
+BUILDPACK_RE = re.compile(rf"^[\x21-\x7e]{{1,{MAX_BUILDPACK_LENGTH}}}$")
+MAX_BUILDPACKS = 32
 # Heroku's feature names: "preboot", "runtime-dyno-metadata", "log-runtime-metrics", ...
 FEATURE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Heroku's attachment names: they prefix config vars, so uppercase, digits and '_', from a letter.
@@ -142,6 +147,24 @@ def check_feature_name(name: str) -> None:
     if not isinstance(name, str) or not FEATURE_RE.match(name):
         raise UserError(f"Invalid feature name {name!r}: use lowercase letters, digits and '-' "
                         "(like preboot).")
+
+
+def check_buildpacks(urls: Any) -> list[str]:
+    """The app's buildpack list as given, checked: URLs or names (heroku/python), in order, each
+    once. Which of them a build can use is the builder's business, not the ledger's."""
+    if isinstance(urls, str) or not isinstance(urls, (list, tuple)):
+        raise UserError(f"Buildpacks must be a list of URLs or names, not {type(urls).__name__}.")
+    if len(urls) > MAX_BUILDPACKS:
+        raise UserError(f"Too many buildpacks ({len(urls)}): an app may have at most {MAX_BUILDPACKS}.")
+    seen: set[str] = set()
+    for url in urls:
+        if not isinstance(url, str) or not BUILDPACK_RE.fullmatch(url):
+            raise UserError(f"Invalid buildpack {url!r}: give a URL or a name like heroku/python "
+                            f"(no spaces or control characters, at most {MAX_BUILDPACK_LENGTH} characters).")
+        if url in seen:
+            raise UserError(f"Buildpack {url} is given twice; list each buildpack once.")
+        seen.add(url)
+    return list(urls)
 
 
 def check_attachment_name(name: str) -> None:
@@ -427,17 +450,17 @@ class LedgerRules:
             app_id = self._app_id(db, dyno.app)
             db.execute(
                 "INSERT INTO dynos (id, app_id, name, type, release, size, command, state, pid,"
-                " ip, port, created_at, state_changed_at, attached, exit_status)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ip, port, created_at, state_changed_at, attached, exit_status, cgroup)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET app_id = excluded.app_id, name = excluded.name,"
                 " type = excluded.type, release = excluded.release, size = excluded.size,"
                 " command = excluded.command, state = excluded.state, pid = excluded.pid,"
                 " ip = excluded.ip, port = excluded.port, created_at = excluded.created_at,"
                 " state_changed_at = excluded.state_changed_at, attached = excluded.attached,"
-                " exit_status = excluded.exit_status",
+                " exit_status = excluded.exit_status, cgroup = excluded.cgroup",
                 (dyno.id, app_id, dyno.name, dyno.type, dyno.release, dyno.size, dyno.command,
                  state.value, dyno.pid, dyno.ip, dyno.port, dyno.created_at, dyno.state_changed_at,
-                 int(dyno.attached), dyno.exit_status),
+                 int(dyno.attached), dyno.exit_status, dyno.cgroup),
             )
 
     def set_dyno_state(self, dyno_id: str, state: DynoState, *, pid: int | None = None,
@@ -510,6 +533,25 @@ class LedgerRules:
                            " ON CONFLICT (app_id, name) DO NOTHING", (app_id, name))
             else:
                 db.execute("DELETE FROM app_features WHERE app_id = ? AND name = ?", (app_id, name))
+
+    # ---- the app's buildpacks -----------------------------------------------------------------
+
+    def get_buildpacks(self, app: str) -> list[str]:
+        """The app's buildpacks in the order its builds run them; [] when none is set (detect)."""
+        with self._read() as db:
+            app_id = self._app_id(db, app)
+            return [row["url"] for row in db.execute(
+                "SELECT url FROM app_buildpacks WHERE app_id = ? ORDER BY position", (app_id,))]
+
+    def set_buildpacks(self, app: str, urls: list[str]) -> None:
+        """Replace the whole list in one transaction (Heroku: not a release; the next build uses it)."""
+        urls = check_buildpacks(urls)
+        with self._write() as db:
+            app_id = self._app_id(db, app, lock=True)
+            db.execute("DELETE FROM app_buildpacks WHERE app_id = ?", (app_id,))
+            for position, url in enumerate(urls):
+                db.execute("INSERT INTO app_buildpacks (app_id, position, url) VALUES (?, ?, ?)",
+                           (app_id, position, url))
 
     # ---- domains and certificates -------------------------------------------------------------
 
@@ -758,4 +800,4 @@ def _dyno(row: Row) -> DynoRecord:
         size=row["size"], command=row["command"], state=DynoState(row["state"]), pid=row["pid"],
         ip=row["ip"], port=row["port"], created_at=row["created_at"],
         state_changed_at=row["state_changed_at"], attached=bool(row["attached"]),
-        exit_status=row["exit_status"])
+        exit_status=row["exit_status"], cgroup=row["cgroup"])

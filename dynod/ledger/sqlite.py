@@ -193,6 +193,20 @@ MIGRATIONS: list[str] = [
         SELECT RAISE(ABORT, 'releases are append-only: only a pending release''s status may change');
     END;
     """,
+    # v6: the app's buildpacks in order (Heroku's buildpack installations: app state, not a
+    # release; the next build uses them), and where each dyno's cgroup is, so that a dynod
+    # started from another cgroup finds it again.
+    """
+    CREATE TABLE app_buildpacks (
+        app_id   INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL CHECK (position >= 0),
+        url      TEXT NOT NULL CHECK (length(url) > 0),
+        PRIMARY KEY (app_id, position),
+        UNIQUE (app_id, url)
+    );
+
+    ALTER TABLE dynos ADD COLUMN cgroup TEXT NOT NULL DEFAULT '';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -101,7 +101,7 @@ def test_reopening_keeps_data_and_does_not_rerun_migrations(backend: Backend) ->
 def test_both_backends_have_the_same_schema_versions() -> None:
     from dynod.ledger import postgres, sqlite
 
-    assert len(postgres.MIGRATIONS) == len(sqlite.MIGRATIONS) == SCHEMA_VERSION == 5
+    assert len(postgres.MIGRATIONS) == len(sqlite.MIGRATIONS) == SCHEMA_VERSION == 6
 
 
 def test_a_newer_schema_is_refused_with_advice(backend: Backend) -> None:
