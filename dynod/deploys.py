@@ -123,7 +123,8 @@ class Deploys:
 
         record = await self.builder.build(app, archive, config=config, source=source,
                                           source_version=source_version, user=user, output=output,
-                                          pack=pack, release=release)
+                                          pack=pack, release=release,
+                                          app_buildpacks=platform.ledger.get_buildpacks(app))
         status = "succeeded" if record.status == "succeeded" else "failed"
         platform.logs.emit(app, "dynod", "api", f"Build {status}" + (f": {record.error}" if record.error else ""))
         return {**record.to_json(), "web_url": platform.web_url(app)}

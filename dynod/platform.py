@@ -375,6 +375,29 @@ class Platform(_AddonsApi):
                                                        description="; ".join(parts))
         return new
 
+    # -- buildpacks ---------------------------------------------------------------------------
+    async def get_buildpacks(self, app: str) -> list[str]:
+        return self.ledger.get_buildpacks(app)
+
+    async def set_buildpacks(self, app: str, urls: list[str]) -> list[str]:
+        """Replace the app's buildpack list; each must be one a build can fetch (checked now, so a
+        typo is refused here and not at the next push). Not a release, as on Heroku."""
+        from pathlib import Path
+
+        from .build.buildpack import BUILTIN_ORDER, check_buildpack_ref
+
+        self.ledger.get_app(app)
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise UserError("Buildpacks must be a list of URLs or names.")
+        roots = tuple(Path(p) for p in self.settings.builds.local_buildpack_roots)
+        for url in urls:
+            check_buildpack_ref(url, set(BUILTIN_ORDER), roots)
+        if urls == self.ledger.get_buildpacks(app):
+            return urls
+        self.ledger.set_buildpacks(app, urls)
+        self.logs.emit(app, "dynod", "api", f"Set buildpacks: {', '.join(urls)}" if urls else "Cleared buildpacks")
+        return self.ledger.get_buildpacks(app)
+
     # -- slugs and releases ------------------------------------------------------------------
     async def upload_slug(self, app: str, chunks: AsyncIterator[bytes]) -> Json:
         self.ledger.get_app(app)

@@ -295,6 +295,17 @@ class ApiClient:
     def update_config(self, app: str, changes: dict[str, str | None]) -> dict[str, str]:
         return self.request("PATCH", _path("apps", app, "config-vars"), changes)
 
+    # --- buildpacks ------------------------------------------------------------------------------
+
+    def get_buildpacks(self, app: str) -> list[str]:
+        return [b["buildpack"]["url"] for b in self.request("GET", _path("apps", app, "buildpack-installations"))]
+
+    def set_buildpacks(self, app: str, urls: list[str]) -> list[str]:
+        """Replace the app's whole list (Heroku's PUT); returns the list as stored."""
+        answer = self.request("PUT", _path("apps", app, "buildpack-installations"),
+                              {"updates": [{"buildpack": url} for url in urls]})
+        return [b["buildpack"]["url"] for b in answer]
+
     # --- slugs and releases ---------------------------------------------------------------------
 
     def upload_slug(self, app: str, slug_path: str | os.PathLike[str]) -> Json:

@@ -1186,30 +1186,18 @@ def _installations(app: Json, urls: list[str]) -> list[Json]:
 
 @_on("GET", "/apps/{app}/buildpack-installations")
 async def _list_buildpacks(api: PlatformApi, request: Request, p: dict[str, str], user: User | None) -> Any:
-    from ..build.buildpack import parse_buildpack_url
-
     app = await api.app_for(p["app"], user)
-    named = (await api.platform.get_config(app["name"])).get("BUILDPACK_URL", "")
-    return 200, _installations(app, list(parse_buildpack_url(named)) if named.strip() else [])
+    return 200, _installations(app, await api.platform.get_buildpacks(app["name"]))
 
 
 @_on("PUT", "/apps/{app}/buildpack-installations")
 async def _set_buildpacks(api: PlatformApi, request: Request, p: dict[str, str], user: User | None) -> Any:
-    """Heroku keeps an app's buildpacks apart from its config; dynod's builds read them from the
-    BUILDPACK_URL config var (dynod/build/buildpack.py), so that is where they go (a release)."""
+    """The app's own buildpack list, apart from its config as on Heroku (not a release); dynod's own
+    route checks each entry, and the next build uses the list ahead of BUILDPACK_URL."""
     app = await api.app_for(p["app"], user)
-    body = await _json(request)
-    updates = body.get("updates")
-    if not isinstance(updates, list) or not all(
-            isinstance(u, dict) and isinstance(u.get("buildpack"), str) and u["buildpack"].strip()
-            and not any(c.isspace() or c == "," for c in u["buildpack"].strip()) for u in updates):
-        raise UserError("Field 'updates' must be a list of {\"buildpack\": URL} (no spaces or commas in a URL).")
-    urls = [u["buildpack"].strip() for u in updates]
-    if not urls and "BUILDPACK_URL" not in await api.platform.get_config(app["name"]):
-        return 200, []
-    await api.native("PATCH", f"/apps/{_q(app['name'])}/config-vars", {"BUILDPACK_URL": ",".join(urls) or None})
-    api.made_release(app, await api.platform.get_release(app["name"], None), user)
-    return 200, _installations(app, urls)
+    answer = _body_of(await api.native("PUT", f"/apps/{_q(app['name'])}/buildpack-installations",
+                                       await _json(request)))
+    return 200, _installations(app, [b["buildpack"]["url"] for b in answer])
 
 
 # --- domains and stacks: dynod's shapes plus Heroku's ids -----------------------------------------------

@@ -393,6 +393,29 @@ async def _update_config(self: ApiRoutes, request: Request, p: dict[str, str]) -
     return JsonResponse(200, await self.platform.update_config(p["app"], body))
 
 
+# --- buildpacks: Heroku's buildpack-installations shape, the app's list in build order ---------------
+
+
+def buildpack_installations(urls: list[str]) -> list[Json]:
+    return [{"ordinal": i, "buildpack": {"url": url, "name": url}} for i, url in enumerate(urls)]
+
+
+@_route("GET", "/apps/{app}/buildpack-installations")
+async def _get_buildpacks(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    return JsonResponse(200, buildpack_installations(await self.platform.get_buildpacks(p["app"])))
+
+
+@_route("PUT", "/apps/{app}/buildpack-installations")
+async def _set_buildpacks(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
+    body = await _json_object(request)
+    updates = body.get("updates")
+    if not isinstance(updates, list) or not all(
+            isinstance(u, dict) and isinstance(u.get("buildpack"), str) and u["buildpack"].strip() for u in updates):
+        raise UserError("Field 'updates' must be a list of {\"buildpack\": URL-or-name}, in build order.")
+    urls = [_no_nul(u["buildpack"].strip(), "A buildpack") for u in updates]
+    return JsonResponse(200, buildpack_installations(await self.platform.set_buildpacks(p["app"], urls)))
+
+
 # --- slugs and releases -----------------------------------------------------------------------------
 
 

@@ -5,8 +5,9 @@ path a buildpack writes (a venv's shebangs, node_modules/.bin links) stays valid
 where the slug is unpacked at /app again. The steps, as Heroku defines them:
 
 1. ``.slugignore`` removes what the slug must not carry (before any buildpack sees the tree);
-2. choose buildpacks: those named by the BUILDPACK_URL config var or the app's ``.buildpacks``
-   file (built-in names, local paths, git URLs; several = multi-buildpack), else the first
+2. choose buildpacks: the app's own list (``dynoctl buildpacks``), else those named by the
+   BUILDPACK_URL config var or the app's ``.buildpacks`` file (built-in names, local paths, git
+   URLs; several = multi-buildpack), else the first
    built-in whose ``bin/detect /app`` exits 0; detect prints the name shown to the user;
 3. ``bin/compile /app /tmp/cache /tmp/env`` for each, with STACK set and ENV_DIR holding one file
    per config var; the cache directory is the app's and survives between builds;
@@ -61,6 +62,18 @@ BUILTIN_ROOT = Path(__file__).resolve().parents[2] / "buildpacks"
 # Scala, PHP, Go), except that Python stays ahead of Node.js as it always has here (a Django app
 # with a package.json for its assets is a Python app); java covers Heroku's java and gradle.
 BUILTIN_ORDER = ("ruby", "python", "nodejs", "clojure", "java", "scala", "php", "go", "procfile")
+# Heroku's buildpack registry names that dynod answers without the registry (it is not reachable
+# from here): heroku/<lang> are the built-ins (heroku/gradle is the java one, which builds Gradle
+# apps too); heroku-community/* are cloned from the public repository the registry publishes.
+BUILTIN_ALIASES = {"gradle": "java"}
+REGISTRY_SOURCES = {
+    "heroku-community/apt": "https://github.com/heroku/heroku-buildpack-apt",
+    "heroku-community/nginx": "https://github.com/heroku/heroku-buildpack-nginx",
+    "heroku-community/inline": "https://github.com/heroku/heroku-buildpack-inline",
+    "heroku-community/multi-procfile": "https://github.com/heroku/heroku-buildpack-multi-procfile",
+    "heroku-community/static": "https://github.com/heroku/heroku-buildpack-static",
+    "heroku-community/chrome-for-testing": "https://github.com/heroku/heroku-buildpack-chrome-for-testing",
+}
 
 
 class BuildTimeout(Exception):
@@ -154,10 +167,23 @@ def parse_buildpack_url(value: str) -> list[str]:
     return [part for part in re.split(r"[,\s]+", value) if part]
 
 
+def builtin_name(ref: str, builtin_names: set[str]) -> str | None:
+    """The built-in ``ref`` names (``python``, ``heroku/python``, ``heroku/gradle``), or None."""
+    name = ref.removeprefix("heroku/")
+    name = BUILTIN_ALIASES.get(name, name) if name != ref else name
+    return name if name in builtin_names else None
+
+
+def registry_source(ref: str) -> str:
+    """A heroku-community registry name's public source URL; any other ref unchanged."""
+    return REGISTRY_SOURCES.get(ref, ref)
+
+
 def classify_buildpack(ref: str, builtin_names: set[str]) -> str:
     """'builtin', 'git' or 'path'. ``heroku/python`` names the built-in ``python`` too."""
-    if ref in builtin_names or (ref.startswith("heroku/") and ref[7:] in builtin_names):
+    if builtin_name(ref, builtin_names) is not None:
         return "builtin"
+    ref = registry_source(ref)
     if re.match(r"^(https?|git|ssh|file)://", ref) or re.match(r"^[\w.-]+@[\w.-]+:", ref):
         return "git"
     return "path"
@@ -205,8 +231,32 @@ def read_app_file(directory: Path, name: str, limit: int = MAX_APP_FILE_BYTES) -
     return data.decode("utf-8", errors="replace")
 
 
-def requested_buildpacks(source_dir: Path, config: Mapping[str, str]) -> tuple[list[str], str]:
-    """The buildpacks the user named and where: BUILDPACK_URL wins over ``.buildpacks``."""
+def check_buildpack_ref(ref: str, builtin_names: set[str], local_roots: tuple[Path, ...]) -> None:
+    """Refuse, in one line, a buildpack an app's list may not hold (``dynoctl buildpacks:add``).
+
+    Built-in and registry names, git URLs, and ``file://`` URLs or absolute paths under the
+    operator's ``local_roots``; a relative path (a directory of the app) belongs in .buildpacks.
+    """
+    kind = classify_buildpack(ref, builtin_names)
+    if kind == "git":
+        if ref.startswith("file://"):
+            _check_local_root(ref, Path(ref[len("file://"):].partition("#")[0]), local_roots)
+        return
+    if kind == "path":
+        if ref.startswith("/"):
+            _check_local_root(ref, Path(ref), local_roots)
+            return
+        raise BuildError(f"{ref} is not a buildpack URL or a known buildpack name: give a git URL "
+                         "(https://github.com/...), a name such as heroku/python or heroku-community/apt, "
+                         "or a directory under the operator's local buildpack roots.")
+
+
+def requested_buildpacks(source_dir: Path, config: Mapping[str, str],
+                         app_buildpacks: list[str] | None = None) -> tuple[list[str], str]:
+    """The buildpacks the user named and where. As on Heroku, the app's own list (dynoctl
+    buildpacks:set) wins over the legacy BUILDPACK_URL config var, which wins over ``.buildpacks``."""
+    if app_buildpacks:
+        return list(app_buildpacks), "the app's buildpacks"
     if config.get("BUILDPACK_URL", "").strip():
         return parse_buildpack_url(config["BUILDPACK_URL"]), "BUILDPACK_URL"
     text = read_app_file(source_dir, ".buildpacks")
@@ -234,7 +284,7 @@ async def install_buildpacks(refs: list[str], *, dest: Path, builtins: list[Buil
     for index, ref in enumerate(refs):
         kind = classify_buildpack(ref, set(by_name))
         if kind == "builtin":
-            builtin = by_name[ref.removeprefix("heroku/")]
+            builtin = by_name[builtin_name(ref, set(by_name)) or ref]
             target = dest / builtin.name
             if not target.exists():
                 shutil.copytree(builtin.path, target, symlinks=True)
@@ -245,7 +295,7 @@ async def install_buildpacks(refs: list[str], *, dest: Path, builtins: list[Buil
             # git would read any repository on the host, as root: file:// is a local path like any other.
             _check_local_root(ref, Path(ref[len("file://"):].partition("#")[0]), local_roots)
         if kind == "git":
-            await _git_clone(ref, target)
+            await _git_clone(registry_source(ref), target, named=ref)
         else:
             _copy_local(ref, target, source_dir, local_roots)
         compile_script = target / "bin" / "compile"
@@ -280,8 +330,9 @@ def _copy_local(ref: str, target: Path, source_dir: Path, local_roots: tuple[Pat
     shutil.copytree(real, target, symlinks=True)
 
 
-async def _git_clone(ref: str, target: Path) -> None:
+async def _git_clone(ref: str, target: Path, named: str | None = None) -> None:
     url, _, branch = ref.partition("#")
+    shown = ref if named in (None, ref) else f"{named} ({ref})"
     argv = ["git", "-c", "protocol.ext.allow=never", "clone", "--quiet", "--depth", "1"]
     if branch:
         argv += ["--branch", branch]
@@ -291,11 +342,11 @@ async def _git_clone(ref: str, target: Path) -> None:
         done = await trio.run_process(argv, env=env, capture_stdout=True, capture_stderr=True, check=False)
     if scope.cancelled_caught:
         shutil.rmtree(target, ignore_errors=True)
-        raise BuildError(f"Cloning buildpack {ref} took over {GIT_CLONE_TIMEOUT:.0f} s; check the URL.")
+        raise BuildError(f"Cloning buildpack {shown} took over {GIT_CLONE_TIMEOUT:.0f} s; check the URL.")
     if done.returncode != 0:
         shutil.rmtree(target, ignore_errors=True)
         reason = done.stderr.decode(errors="replace").strip().splitlines()
-        raise BuildError(f"Buildpack {ref} could not be cloned ({reason[-1] if reason else 'git failed'}); "
+        raise BuildError(f"Buildpack {shown} could not be cloned ({reason[-1] if reason else 'git failed'}); "
                          "check the URL and branch.")
 
 
@@ -473,13 +524,15 @@ async def compile_app(
     source_version: str | None = None,
     local_roots: tuple[Path, ...] = (),
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    app_buildpacks: list[str] | None = None,
 ) -> CompileResult:
     """Compile ``source_dir`` (the container's /app) in place; raise BuildError on any failure.
 
     ``buildpacks`` are the built-ins in detection order; ``buildpacks_dir`` is the host directory
     the container shows read-only at /buildpacks (empty at start: the chosen buildpacks are
     placed there). ``cache_dir``/``env_dir`` are the host sides of /tmp/cache and /tmp/env.
-    ``output`` receives each line of output, Heroku-framed, as it happens.
+    ``output`` receives each line of output, Heroku-framed, as it happens. ``app_buildpacks``:
+    the app's own list (the ledger's), which wins over BUILDPACK_URL and .buildpacks.
     """
     del cache_dir  # the container binds it; named here so callers keep host and container in step
     started = time.monotonic()
@@ -498,7 +551,7 @@ async def compile_app(
         env["SOURCE_VERSION"] = source_version
     runner = _Runner(container, env, started + timeout, timeout, _OutputBudget(max_output_bytes), output)
 
-    refs, named_by = requested_buildpacks(source_dir, config)
+    refs, named_by = requested_buildpacks(source_dir, config, app_buildpacks)
     t = time.monotonic()
     chosen: list[tuple[Buildpack, str]] = []
     if refs:

@@ -295,7 +295,8 @@ class Builder:
     async def build(self, app: str, archive: IO[bytes], *, config: dict[str, str], source: str,
                     source_version: str | None, user: str | None, output: Callable[[str], None],
                     pack: Callable[[Path], Awaitable[Slug]],
-                    release: Callable[[BuildRecord, Any, Slug], Awaitable[int]]) -> BuildRecord:
+                    release: Callable[[BuildRecord, Any, Slug], Awaitable[int]],
+                    app_buildpacks: list[str] | None = None) -> BuildRecord:
         # buildpack.py frames its output with this module's helpers, so it is imported here.
         from .buildpack import DEFAULT_TIMEOUT, compile_app
 
@@ -315,7 +316,8 @@ class Builder:
                         dirs.app, container=self.container_for(dirs), buildpacks=self.buildpacks,
                         buildpacks_dir=dirs.buildpacks, config=config, cache_dir=dirs.cache,
                         env_dir=dirs.env, stack=self.stack, timeout=self.timeout or DEFAULT_TIMEOUT,
-                        output=log.line, source_version=source_version, local_roots=self.local_roots)
+                        output=log.line, source_version=source_version, local_roots=self.local_roots,
+                        app_buildpacks=app_buildpacks)
                     started = time.monotonic()
                     log.line(step("Compressing..."))
                     slug = await pack(dirs.app)

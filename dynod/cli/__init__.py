@@ -33,6 +33,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "deploy": ("deploy", "deploy", "build a directory with buildpacks and release it: deploy [DIR] [--no-build]"),
     "builds": ("deploy", "builds", "list the builds"),
     "builds:output": ("deploy", "builds_output", "show a build's output: builds:output [ID]"),
+    "buildpacks": ("buildpacks", "show", "list the app's buildpacks, in build order"),
+    "buildpacks:add": ("buildpacks", "add", "add a buildpack: buildpacks:add heroku/python [--index N]"),
+    "buildpacks:set": ("buildpacks", "set_buildpack", "set the buildpack at --index N (default 1): buildpacks:set URL"),
+    "buildpacks:remove": ("buildpacks", "remove", "remove a buildpack: buildpacks:remove URL | --index N"),
+    "buildpacks:clear": ("buildpacks", "clear", "remove every buildpack: the next build detects them"),
     "git:remote": ("keys", "git_remote", "add a git remote named dynod: git:remote [--ssh-host HOST]"),
     "keys": ("keys", "show", "list the SSH keys that may git push"),
     "keys:add": ("keys", "add", "allow an SSH key to git push: keys:add [FILE]"),
@@ -135,7 +140,7 @@ ALIASES = {
     "rollback": "releases:rollback", "scale": "ps:scale", "restart": "ps:restart", "stop": "ps:stop",
     "dyno:scale": "ps:scale", "dyno:restart": "ps:restart", "dyno:stop": "ps:stop", "ps:resize": "ps:type",
     "dyno:kill": "ps:kill",
-    "drains:list": "drains", "domains:list": "domains", "certs:list": "certs",
+    "buildpacks:list": "buildpacks", "drains:list": "drains", "domains:list": "domains", "certs:list": "certs",
 }
 
 
