@@ -355,6 +355,17 @@ def debootstrap_argv(definition: StackDefinition, target: Path, cache_dir: Path)
             definition.suite, str(target), definition.mirror]
 
 
+def build_namespace_argv(target: Path) -> list[str]:
+    """The prefix that runs a command in a private mount and PID namespace with ``target/proc``
+    mounted: maintainer scripts need /proc (the JRE's postinst runs `java`, which refuses to
+    start without it). The mount exists only in that namespace, so the kernel drops it when the
+    namespace's last process exits, on every path (success, error, SIGKILL): nothing to unmount,
+    and the host never sees it. The PID namespace makes its /proc show only the build's processes
+    and kills whatever a maintainer script left running when apt exits."""
+    return ["unshare", "--mount", "--propagation=private", "--pid", "--fork", "--kill-child",
+            f"--mount-proc={target / 'proc'}"]
+
+
 def apt_steps(definition: StackDefinition, target: Path) -> list[tuple[str, list[str]]]:
     """apt-get runs, chrooted into the debootstrapped base, that install the definition's packages.
 
@@ -363,7 +374,8 @@ def apt_steps(definition: StackDefinition, target: Path) -> list[tuple[str, list
     configuring, depending on the order it picks. apt resolves properly; check proves the result.
     """
     # Dpkg::Use-Pty=0: the chroot has no /dev/pts, and apt would print an error line for it.
-    chroot = ["chroot", str(target), "apt-get", "-y", "-q", "--no-install-recommends", "-o", "Dpkg::Use-Pty=0"]
+    chroot = [*build_namespace_argv(target), "chroot", str(target),
+              "apt-get", "-y", "-q", "--no-install-recommends", "-o", "Dpkg::Use-Pty=0"]
     steps = [("apt-get check", [*chroot, "check"])]
     if definition.packages:
         steps.insert(0, ("apt-get install", [*chroot, "install", *definition.packages]))

@@ -1,13 +1,13 @@
-"""The Go, Ruby and PHP buildpacks through a real dynod; what cannot be built here is refused.
+"""The Go, Ruby, PHP and Java buildpacks through a real dynod; what cannot be built here is refused.
 
 Each example app is deployed with `dynoctl deploy`, built in dynod's own build container on the
 default stack, run with the process types its buildpack gives it and served through the router;
 a second build of the same source shows the buildpack's cache in use. Only Debian's, PyPI's and
 npm's registries are reachable from this host, so the examples need none of their own: a Go
-module with vendor/, a gem in vendor/cache, a Composer app whose only requirement is PHP. An app
-that needs an unreachable registry, a toolchain the stack does not have, or sbt/Leiningen/a JDK
-(docs/languages.md says why those are missing) fails with one line saying so, and releases
-nothing.
+module with vendor/, a gem in vendor/cache, a Composer app whose only requirement is PHP, a Maven
+app that needs only Maven's default plugins (Debian packages them). An app that needs an
+unreachable registry, a toolchain the stack does not have, or sbt/Leiningen (docs/languages.md
+says why those are missing) fails with one line saying so, and releases nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ def process_types(dynod: Dynod, app: str) -> dict[str, str]:
     ("php-composer", "PHP", {"web": "heroku-php-nginx"}, "Hello from PHP (PHP 8.",
      ["composer install --no-dev --prefer-dist --optimize-autoloader", "Generating optimized autoload files"],
      "Using Composer's cache from the last build"),
+    ("java-maven", "Java (Maven)", {"web": "java $JAVA_OPTS -jar target/hello.jar"}, "Hello from Java 21 (max heap ",
+     ["Using JDK 21 (from system.properties)", "Using the stack's Maven (", "Executing: mvn -DskipTests clean install",
+      "BUILD SUCCESS"],
+     "Using the Maven repository cache (~/.m2) from the last build"),
 ])
 def test_example_builds_serves_with_its_default_process_types_and_rebuilds_from_cache(
         dynod: Dynod, app: str, tmp_path: Path, example: str, detected: str, types: dict[str, str],
@@ -60,6 +64,10 @@ def test_example_builds_serves_with_its_default_process_types_and_rebuilds_from_
         assert dynod.ctl(*echo_env).stdout.split() == ["production", "development:test"]
         dynod.ctl("config:set", "RACK_ENV=staging", "-a", app)
         assert dynod.ctl(*echo_env).stdout.split() == ["staging", "development:test"]
+    if example == "java-maven":  # Heroku's JVM defaults: the heap from the dyno's 512 MB
+        assert 250 <= int(page.split("max heap ")[1].split()[0]) <= 300, page
+        opts = dynod.ctl("run", "-a", app, "--", "bash", "-c", "echo $JAVA_OPTS").stdout.split()
+        assert opts[:3] == ["-Xmx300m", "-Xss512k", "-XX:CICompilerCount=2"], opts
     if example == "php-composer":  # nginx serves static files itself, and 404s what is not there
         assert get(dynod, app, "/style.css") == (200, "body { color: teal; }\n")
         missing = get(dynod, app, "/nope.php")
@@ -105,7 +113,15 @@ def test_apps_that_cannot_be_built_here_say_why_in_one_line_and_release_nothing(
             "Error: composer.json requires php ^7.4, but stack debian-13 has only PHP 8.")
     refused({"composer.json": '{"require": {"php": "^8.2", "monolog/monolog": "^3.0"}}'},
             "Error: composer.json has no composer.lock beside it")
-    refused({"pom.xml": "<project/>\n"}, "Error: this stack (debian-13) has no JDK")
+    # Only the stack's JDK: another java.runtime.version cannot be downloaded.
+    refused({"pom.xml": "<project/>\n", "system.properties": "java.runtime.version=17\n"},
+            "Error: system.properties asks for java.runtime.version=17, but stack debian-13 has only JDK 21")
+    # A dependency from Maven Central, which cannot be reached, and Debian does not package.
+    pom = (copy_example("java-maven", tmp_path) / "pom.xml").read_text().replace(
+        "</project>", "<dependencies><dependency><groupId>com.example.dynod</groupId>"
+        "<artifactId>unpackaged</artifactId><version>1.0</version></dependency></dependencies></project>")
+    refused({"pom.xml": pom}, "Error: the build needs artifacts that are neither in Debian's Maven repository "
+            "nor in the cache, and Maven Central (https://repo.maven.apache.org/maven2) cannot be reached")
     refused({"build.sbt": 'scalaVersion := "3.3.4"\n'},
             "Error: this is an sbt (Scala) app, but it cannot be built here: Debian packages no sbt")
     refused({"project.clj": '(defproject hello "1.0.0")\n'},

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 
 from dynod.errors import UserError
 from dynod.settings import load_settings
-from dynod.stack import StackStore, definition_hash, mounts_beneath
+from dynod.stack import StackStore, build_namespace_argv, definition_hash, mounts_beneath
 
 pytestmark = pytest.mark.integration
 
@@ -170,3 +172,77 @@ def test_build_image_is_the_run_image_plus_compilers_and_headers(rootfs: Path, b
     # Everything in the run image is in the build image too (what was built against it runs there).
     run_packages = set(json.loads((rootfs.parent / "stack.json").read_text())["packages"])
     assert run_packages <= set(json.loads((build_rootfs.parent / "stack.json").read_text())["packages"])
+
+
+def _pids_running(marker: str) -> str:
+    return subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True, check=False).stdout
+
+
+@needs_root
+def test_apt_namespace_mounts_proc_only_inside_and_leaves_nothing(tmp_path: Path) -> None:
+    # What the apt steps run under: /proc mounted at the target's /proc, seen by the command
+    # (java needs /proc/self/exe) but never by the host, and processes a maintainer script
+    # leaves behind die with the namespace.
+    (tmp_path / "proc").mkdir()
+    marker = f"{3000 + secrets.randbelow(60000)}.{secrets.randbelow(10**6)}"
+    done = subprocess.run(
+        [*build_namespace_argv(tmp_path), "sh", "-c",
+         f"readlink {tmp_path}/proc/self/exe; ls {tmp_path}/proc | grep -c '^[0-9]'; "
+         f"(sleep {marker} &) ; exit 0"],
+        capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    exe, count = done.stdout.split()
+    assert exe.endswith("readlink")
+    assert int(count) < 10  # its own PID namespace: not the host's hundreds of processes
+    assert mounts_beneath(tmp_path, Path("/proc/self/mountinfo").read_text()) == []
+    assert _pids_running(f"sleep {marker}") == ""
+    assert list((tmp_path / "proc").iterdir()) == []
+
+
+@needs_root
+def test_apt_namespace_killed_mid_step_leaves_no_mount_or_process(tmp_path: Path) -> None:
+    # An interrupted build: SIGKILL, so no cleanup code of ours runs; the kernel drops the mount.
+    (tmp_path / "proc").mkdir()
+    marker = f"{3000 + secrets.randbelow(60000)}.{secrets.randbelow(10**6)}"
+    proc = subprocess.Popen([*build_namespace_argv(tmp_path), "sleep", marker], start_new_session=True)
+    try:
+        for _ in range(100):
+            if _pids_running(f"sleep {marker}"):
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        assert _pids_running(f"sleep {marker}")
+        assert mounts_beneath(tmp_path, Path("/proc/self/mountinfo").read_text()) == []
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    for _ in range(100):
+        if not _pids_running(f"sleep {marker}"):
+            break
+        subprocess.run(["sleep", "0.05"], check=True)
+    assert _pids_running(f"sleep {marker}") == ""
+    assert mounts_beneath(tmp_path, Path("/proc/self/mountinfo").read_text()) == []
+
+
+@needs_root
+def test_run_image_has_a_jre_and_the_add_on_clients(rootfs: Path, settings) -> None:
+    # The JRE's postinst ran java during the build (it needs /proc); psql and redis-cli are what
+    # `dynoctl pg:psql` and `redis:cli` run in a one-off dyno.
+    done = in_stack(rootfs, "java -version 2>&1 | head -1; psql --version; redis-cli --version; "
+                    "command -v javac mvn || echo no-jdk", settings.dynos.uid)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("openjdk version"), lines
+    assert lines[1].startswith("psql (PostgreSQL) ") and lines[2].startswith("redis-cli ")
+    assert lines[-1] == "no-jdk"
+
+
+@needs_root
+def test_build_image_has_a_jdk_and_maven_with_the_default_plugins(build_rootfs: Path, settings) -> None:
+    done = in_stack(build_rootfs, "javac -version 2>&1; mvn -v -B 2>/dev/null | head -1; "
+                    "for p in clean resources compiler surefire jar install; do "
+                    "ls -d /usr/share/maven-repo/org/apache/maven/plugins/maven-$p-plugin >/dev/null 2>&1 "
+                    "|| echo missing $p; done", settings.dynos.uid)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("javac ") and lines[1].startswith("Apache Maven "), lines
+    assert not [line for line in lines if line.startswith("missing")], lines

@@ -18,6 +18,7 @@ from dynod.stack import (
     StackStore,
     StackUser,
     apt_steps,
+    build_namespace_argv,
     container_resolv_conf,
     debootstrap_argv,
     definition_hash,
@@ -345,9 +346,19 @@ def test_apt_installs_every_named_package_then_checks() -> None:
     d = parse_definition("tiny", MINIMAL)
     steps = apt_steps(d, Path("/s/t"))
     assert [what for what, _ in steps] == ["apt-get install", "apt-get check"]
-    assert steps[0][1] == ["chroot", "/s/t", "apt-get", "-y", "-q", "--no-install-recommends",
+    prefix = build_namespace_argv(Path("/s/t"))
+    assert steps[0][1] == [*prefix, "chroot", "/s/t", "apt-get", "-y", "-q", "--no-install-recommends",
                            "-o", "Dpkg::Use-Pty=0", "install", "python3", "tini"]
-    assert all(argv[:2] == ["chroot", "/s/t"] for _, argv in steps)
+    assert all(argv[:len(prefix) + 2] == [*prefix, "chroot", "/s/t"] for _, argv in steps)
+
+
+def test_apt_runs_with_proc_in_a_private_mount_and_pid_namespace() -> None:
+    # /proc for maintainer scripts (the JRE's postinst runs java), mounted only inside a private
+    # namespace so that it vanishes with the namespace instead of needing an unmount.
+    argv = build_namespace_argv(Path("/s/t"))
+    assert argv[0] == "unshare"
+    assert {"--mount", "--propagation=private", "--pid", "--fork", "--kill-child"} <= set(argv)
+    assert "--mount-proc=/s/t/proc" in argv
 
 
 def test_cli_path_prints_the_built_rootfs(capsys: pytest.CaptureFixture[str], tmp_path: Path,
