@@ -28,6 +28,7 @@ import trio
 from ..errors import NotFound, UserError
 from ..ledger import Ledger
 from ..linux.cgroups import CgroupBackend, CgroupLimits, DynoCgroup, MemoryWatch
+from ..linux.cgroups.paths import CgroupMounts, read_mounts
 from ..linux.idmap import app_identity
 from ..linux.net import DYNO_IFNAME, Network
 from ..linux.seccomp import seccomp_profile
@@ -35,7 +36,7 @@ from ..linux.spawner_client import AdoptedDyno, SpawnerClient, SpawnerError, Spa
 from ..logplex.metrics import format_sample, r14_line, r15_line
 from ..model import DynoRecord, DynoState, MiB, Release, dyno_size
 from ..settings import Settings
-from . import cycling, health, restart_policy, sleeping
+from . import cycling, health, recorded_cgroup, restart_policy, sleeping
 from .features import PREBOOT
 from .reconcile import Start, Stop, is_one_off, reconcile
 from .web_routes import WebRoutes, web_routes
@@ -370,7 +371,7 @@ class DynoManager:
         record = DynoRecord(id=dyno_id, app=app, name=name, type=type, release=release.version,
                             size=spec_size.name, command=command, state=DynoState.STARTING, pid=None,
                             ip=address, port=self.settings.dynos.port, created_at=now,
-                            state_changed_at=now, attached=attached)
+                            state_changed_at=now, attached=attached, cgroup=recorded_cgroup.describe(cgroup))
         spec: dict[str, Any] = {
             "id": dyno_id, "hostname": str(uuid.uuid4()),
             "argv": [*INIT, "/bin/bash", "-c", PROFILE + command],
@@ -399,7 +400,7 @@ class DynoManager:
                     warm = None
                     cgroup = self.cgroups.create(dyno_id, limits)
                     address = self.network.pool.allocate()
-                    record = replace(record, ip=address)
+                    record = replace(record, ip=address, cgroup=recorded_cgroup.describe(cgroup))
                     spec["net"]["address"] = address
                     self.ledger.put_dyno(record)
             if warm is None:
@@ -807,6 +808,7 @@ class DynoManager:
             try:
                 live.cgroup.kill_all()
                 await trio.to_thread.run_sync(live.cgroup.remove)
+                self._remove_old_subtrees(live.cgroup)
             except OSError as exc:
                 log.warning("cgroup of %s not removed: %s", live.id, exc)
         self.network.pool.release(live.record.ip)
@@ -891,9 +893,21 @@ class DynoManager:
             await self._on_exit(live, SpawnerEvent("exited", live.id, live.record.pid or 0, None, ""))
 
     # -- adoption after a dynod restart --------------------------------------------------------
+    def _open_recorded(self, record: DynoRecord, quota: int, mounts: CgroupMounts) -> DynoCgroup | None:
+        """The dyno's group where its record says (a dynod started from another cgroup made it
+        elsewhere), else by name under this dynod's subtree (records from before schema v6)."""
+        group = recorded_cgroup.reopen(record.cgroup, record.id, quota, mounts)
+        return group if group is not None else self.cgroups.open(record.id, quota)
+
+    def _remove_old_subtrees(self, group: DynoCgroup) -> None:
+        for removed in recorded_cgroup.remove_old_subtrees(
+                recorded_cgroup.directories(group), self.cgroups.roots(), self.settings.cgroups.name):
+            log.info("removed %s: the last dyno an earlier dynod made there has gone", removed)
+
     async def _adopt(self) -> None:
         adopted = {d.id: d for d in await self.spawner.hello()}
         records = {r.id: r for r in self.ledger.list_dynos()}
+        mounts = read_mounts()
         for dyno_id, found in adopted.items():
             record = records.get(dyno_id)
             if record is None:
@@ -906,7 +920,7 @@ class DynoManager:
                     await self.spawner.forget(dyno_id)
                 continue
             quota = dyno_size(record.size).memory_mb * MiB
-            live = LiveDyno(record, self.cgroups.open(dyno_id, quota), found.fds)
+            live = LiveDyno(record, self._open_recorded(record, quota, mounts), found.fds)
             self.live[dyno_id] = live
             if record.ip:
                 self.network.pool.claim(record.ip)
@@ -932,7 +946,16 @@ class DynoManager:
             if record.state == DynoState.CRASHED:
                 self.restart_at.setdefault(dyno_id, time.time())
                 continue
-            # Gone while nobody watched (the spawner died too, or the host rebooted).
+            # Gone while nobody watched (the spawner died too, or the host rebooted). Its group
+            # may be in another dynod's subtree, where the sweep below does not look.
+            stale = recorded_cgroup.reopen(record.cgroup, dyno_id, 0, mounts)
+            if stale is not None:
+                stale.kill_all()
+                try:
+                    await trio.to_thread.run_sync(stale.remove)
+                    self._remove_old_subtrees(stale)
+                except OSError as exc:
+                    log.warning("stale cgroup %s not removed: %s", dyno_id, exc)
             self.ledger.delete_dyno(dyno_id)
         for name in self.cgroups.names():
             if name not in self.live:
