@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Dynod, running_dynod
+from .conftest import Dynod, free_port, running_dynod
 
 pytestmark = pytest.mark.integration
 
@@ -47,10 +47,15 @@ def packs() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+API_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def own_dynod(packs: Path) -> Iterator[Dynod]:
-    # A dynod of its own: the session's has no local buildpack roots. ([builds] follows [dynos].)
-    with running_dynod(dynos_extra=f'\n[builds]\nlocal_buildpack_roots = ["{packs}"]\n') as d:
+    # A dynod of its own: the session's has no local buildpack roots and no Platform API listener.
+    # (These sections follow [dynos] in the test config.)
+    extra = f'\n[builds]\nlocal_buildpack_roots = ["{packs}"]\n[api]\nlisten = "127.0.0.1:{API_PORT}"\n'
+    with running_dynod(dynos_extra=extra) as d:
         yield d
 
 
@@ -108,5 +113,43 @@ def test_the_apps_buildpacks_run_in_order_and_clearing_them_detects_again(own_dy
         assert "Using buildpacks from" not in built and "First app detected" not in built
         assert "Python app detected" in built
         d.wait_for(lambda: page(d, app) == "unset first-ran=False\n", timeout=60, what="the detected build's page")
+    finally:
+        d.ctl("apps:destroy", "-a", app, "--confirm", app, check=False)
+
+
+def test_the_platform_apis_buildpack_installations_are_the_same_list(own_dynod: Dynod) -> None:
+    import requests
+
+    d = own_dynod
+    email = f"bp-{secrets.token_hex(3)}@example.test"
+    with d.client() as client:
+        client.request("POST", "/users", {"email": email})
+        token = client.request("POST", "/oauth/authorizations", {"user": email})["access_token"]["token"]
+    s = requests.Session()
+    s.verify = str(d.root / "state" / "api" / "api-self-signed.pem")
+    s.trust_env = False
+    s.headers.update({"Accept": "application/vnd.heroku+json; version=3", "Authorization": f"Bearer {token}"})
+    url = f"https://127.0.0.1:{API_PORT}"
+    app = s.post(f"{url}/apps", json={}).json()["name"]
+    try:
+        put = s.put(f"{url}/apps/{app}/buildpack-installations",
+                    json={"updates": [{"buildpack": "heroku-community/apt"}, {"buildpack": "heroku/python"}]})
+        assert put.status_code == 200, put.text
+        assert [(b["ordinal"], b["buildpack"]["url"]) for b in put.json()] == [
+            (0, "heroku-community/apt"), (1, "heroku/python")]
+        assert put.json()[0]["app"]["name"] == app and put.json()[0]["app"]["id"]
+        assert d.ctl("buildpacks", "-a", app).stdout == (
+            f"=== {app} Buildpack URLs\n1. heroku-community/apt\n2. heroku/python\n")
+        # Not a config var and not a release, as on Heroku.
+        assert "BUILDPACK_URL" not in s.get(f"{url}/apps/{app}/config-vars").json()
+        assert [r["version"] for r in s.get(f"{url}/apps/{app}/releases").json()] == [1]
+        for bad in ([{"buildpack": "heroku/cobol"}], [{"buildpack": "/etc"}], [{"buildpack": "heroku/go"}] * 2,
+                    "heroku/go"):
+            refused = s.put(f"{url}/apps/{app}/buildpack-installations", json={"updates": bad})
+            assert refused.status_code in (400, 422) and "\n" not in refused.json()["message"], refused.text
+        got = s.get(f"{url}/apps/{app}/buildpack-installations").json()
+        assert [b["buildpack"]["url"] for b in got] == ["heroku-community/apt", "heroku/python"]
+        assert s.put(f"{url}/apps/{app}/buildpack-installations", json={"updates": []}).json() == []
+        assert d.ctl("buildpacks", "-a", app).stdout == f"{app} has no Buildpack URL set.\n"
     finally:
         d.ctl("apps:destroy", "-a", app, "--confirm", app, check=False)
