@@ -213,3 +213,22 @@ async def test_bad_input_is_one_line_and_changes_nothing(cli: tuple[BuildpacksPl
         code, out, err = await run(env, *argv)
         assert code == 1 and out == "" and err.count("\n") == 1 and says in err, (argv, err)
     assert platform.buildpacks["blog"] == ["heroku/python"]
+
+
+async def test_a_registry_name_whose_source_is_unreachable_fails_the_build_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from dynod.build import buildpack
+
+    with socket.socket() as s:  # a loopback port nothing listens on: the host "cannot reach" it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setitem(buildpack.REGISTRY_SOURCES, "heroku-community/apt", f"http://127.0.0.1:{port}/apt.git")
+    (tmp_path / "dest").mkdir()
+    with pytest.raises(BuildError) as caught:
+        await buildpack.install_buildpacks(["heroku-community/apt"], dest=tmp_path / "dest",
+                                           builtins=buildpack.builtin_buildpacks(), source_dir=tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"Buildpack heroku-community/apt (http://127.0.0.1:{port}/apt.git) could not be cloned")
+    assert "\n" not in message and list((tmp_path / "dest").iterdir()) == []
