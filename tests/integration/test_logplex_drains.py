@@ -352,7 +352,9 @@ async def test_stuck_drain_never_affects_tails_or_other_drains(tmp_path):
     assert [int(m.split()[0]) for m in app_messages(healthy.frames)] == list(range(total))
     tailed_numbers = [int(line.split(": ", 1)[1].split()[0]) for line in tailed if " app[web.1]: " in line]
     assert tailed_numbers == list(range(total))  # the tail missed nothing
-    assert emit_time < 2.0
+    # 80 batches: had emit waited on the stuck drain's 0.5 s send timeout even once per batch, this
+    # would be 40 s. The bound is loose so that a busy host (the sleeps alone are 0.8 s) cannot fail it.
+    assert emit_time < 15.0
     stuck_stats = stats[f"syslog://127.0.0.1:{stuck.port}"]
     assert stuck_stats["dropped"] > 0 and stuck_stats["failures"] >= 1
     assert stats[f"syslog://127.0.0.1:{healthy.port}"]["dropped"] == 0
