@@ -180,21 +180,7 @@ class SourceRules:
                 raise _bad(label, "names the archive's root but is not a directory",
                            "archive the app's directory")
             return None
-        if member.isdir():
-            kind = "dir"
-        elif member.isreg():
-            kind = "file"
-        elif member.issym():
-            kind = "symlink"
-        elif member.islnk():
-            kind = "link"
-        elif member.ischr() or member.isblk():
-            raise _bad(label, "is a device node", "remove it from the app")
-        elif member.isfifo():
-            raise _bad(label, "is a FIFO", "remove it from the app")
-        else:
-            raise _bad(label, f"has an unsupported type ({member.type!r})",
-                       "keep only files, directories and links")
+        kind = member_kind(member, label, _bad)
         if member.mode & (stat.S_ISUID | stat.S_ISGID):
             raise _bad(label, "has the setuid or setgid bit", "clear it (chmod u-s,g-s)")
         parts = path.split("/")
@@ -324,6 +310,24 @@ def _unlink_files(fd: int) -> list[str]:
             else:
                 os.unlink(entry.name, dir_fd=fd)
     return subdirectories
+
+
+def member_kind(member: tarfile.TarInfo, label: str, bad: Callable[[str, str, str], UserError]) -> str:
+    """"dir", "file", "symlink" or "link"; any other kind (devices, FIFOs, ...) is refused with
+    ``bad(label, what, advice)``, the caller's own error line (source archive or slug)."""
+    if member.isdir():
+        return "dir"
+    if member.isreg():
+        return "file"
+    if member.issym():
+        return "symlink"
+    if member.islnk():
+        return "link"
+    if member.ischr() or member.isblk():
+        raise bad(label, "is a device node", "remove it from the app")
+    if member.isfifo():
+        raise bad(label, "is a FIFO", "remove it from the app")
+    raise bad(label, f"has an unsupported type ({member.type!r})", "keep only files, directories and links")
 
 
 def _bad(label: str, what: str, advice: str) -> UserError:

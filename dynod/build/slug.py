@@ -55,7 +55,7 @@ from typing import IO
 
 from ..errors import NotFound, UserError
 from ..procfile import parse_procfile
-from .archive import Extractor
+from .archive import Extractor, member_kind
 
 SLUG_LIMIT = 1 << 30  # Heroku's maximum slug size, 1 GB
 PACK_LEVEL = 2  # ISA-L's gzip level (0-3) for packed slugs; see pack_directory
@@ -91,21 +91,7 @@ class _MemberRules:
         """Return the member's normalized path ("app/..."), or raise UserError saying why not."""
         path = _normalize(member.name, member.name)
         label = member.name
-        if member.isdir():
-            kind = "dir"
-        elif member.isreg():
-            kind = "file"
-        elif member.issym():
-            kind = "symlink"
-        elif member.islnk():
-            kind = "link"
-        elif member.ischr() or member.isblk():
-            raise _bad(label, "is a device node", "remove it from the app")
-        elif member.isfifo():
-            raise _bad(label, "is a FIFO", "remove it from the app")
-        else:
-            raise _bad(label, f"has an unsupported type ({member.type!r})", "keep only files, "
-                       "directories and links")
+        kind = member_kind(member, label, _bad)
         if path == ROOT and kind != "dir":
             raise _bad(label, "must be the app directory", "put the app's files under app/")
         if path == PROCFILE and kind != "file":
