@@ -149,11 +149,17 @@ class Addons:
 
     async def address_claimed(self, app: str, address: str) -> None:
         """The dyno manager's hook, before a dyno may run: let it reach its app's add-ons."""
+        if not self._admitted(address) and not self.ledger.list_attachments(app=app):
+            return  # no add-on to reach and no stale admission to take back: most dyno starts
         await self.refresh_access(extra=(app, address))
 
     def address_released(self, address: str | None) -> None:
-        if address:
+        if address and self._admitted(address):
             self.manager.nursery.start_soon(partial(self.refresh_access, gone=address))
+
+    def _admitted(self, address: str) -> bool:
+        """Whether any add-on port admits ``address`` now (the firewall's own record of its sets)."""
+        return any(address in members for _name, members in self.firewall.spec.admitted)
 
     # -- queries ---------------------------------------------------------------------------------
     def service(self, name: str) -> Service:
