@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import platform
+import struct
+import termios
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -158,3 +161,8 @@ def idmapped_bind(source: str, target: str, userns_fd: int) -> None:
                f"move_mount({source!r} -> {target!r})")
     finally:
         os.close(fd)
+
+
+def set_window_size(fd: int, rows: int, cols: int) -> None:
+    """TIOCSWINSZ on a pty master: the attached client's terminal was resized."""
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))

@@ -8,17 +8,34 @@ pipes. Output is also copied, line by line, to the app's log stream as ``app[run
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
-import struct
-import termios
+from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
 
+from ..linux.syscalls import set_window_size
 from .dynos import DynoManager, LiveDyno
 
 CHUNK = 65536
+
+
+async def read_chunks(fd: int) -> AsyncIterator[bytes]:
+    """What a non-blocking pipe or pty master gives until its other side is closed (a pty master
+    reads EIO then, a pipe reads b"")."""
+    while True:
+        try:
+            data = os.read(fd, CHUNK)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(fd)
+            continue
+        except OSError as exc:
+            if exc.errno == errno.EIO:
+                return
+            raise
+        if not data:
+            return
+        yield data
 
 
 class AttachedSession:
@@ -44,18 +61,7 @@ class AttachedSession:
     async def _read(self, stream: str, fd: int) -> None:
         partial = b""
         try:
-            while True:
-                try:
-                    data = os.read(fd, CHUNK)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_readable(fd)
-                    continue
-                except OSError as exc:
-                    if exc.errno == errno.EIO:  # a pty master reads EIO once the dyno side closed
-                        break
-                    raise
-                if not data:
-                    break
+            async for data in read_chunks(fd):
                 partial = self._log_lines(partial + data)
                 try:
                     await self._output_send.send((stream, data))
@@ -110,7 +116,7 @@ class AttachedSession:
 
     async def resize(self, rows: int, cols: int) -> None:
         if self._tty:
-            fcntl.ioctl(self.live.fds["pty"], termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+            set_window_size(self.live.fds["pty"], rows, cols)
 
     async def receive(self) -> tuple[str, bytes] | None:
         try:

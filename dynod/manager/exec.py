@@ -11,20 +11,18 @@ ends the session's process, never the dyno.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import secrets
 import signal
-import struct
-import termios
 
 import trio
 
 from ..errors import NotFound, UserError
 from ..linux.spawner_client import SpawnerError, SpawnerEvent
+from ..linux.syscalls import set_window_size
+from .attach import read_chunks
 from .dynos import PROFILE, DynoManager, LiveDyno
 
-CHUNK = 65536
 DEFAULT_COMMAND = "bash"
 
 
@@ -69,18 +67,7 @@ class ExecSession:
 
     async def _read(self, stream: str, fd: int) -> None:
         try:
-            while True:
-                try:
-                    data = os.read(fd, CHUNK)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_readable(fd)
-                    continue
-                except OSError as exc:
-                    if exc.errno == errno.EIO:  # a pty master reads EIO once the other side closed
-                        break
-                    raise
-                if not data:
-                    break
+            async for data in read_chunks(fd):
                 try:
                     await self._output_send.send((stream, data))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -125,7 +112,7 @@ class ExecSession:
     async def resize(self, rows: int, cols: int) -> None:
         fd = self._fds.get("pty")
         if fd is not None:
-            fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+            set_window_size(fd, rows, cols)
 
     async def receive(self) -> tuple[str, bytes] | None:
         try:
