@@ -195,20 +195,16 @@ def restart(ctx: Context, argv: list[str]) -> int:
 
 
 def stop(ctx: Context, argv: list[str]) -> int:
-    parser = ctx.parser("ps:stop", "Stop a dyno (web.1) or all of a type; the formation brings them back.")
-    parser.add_argument("target", metavar="DYNO|TYPE")
-    args = ctx.parse(parser, argv)
-    app = ctx.app(args)
-    what = f"{args.target} dyno" + ("" if "." in args.target else "s")
-    ctx.progress(f"Stopping {what} on {app}... ")
-    ctx.client().stop_dyno(app, args.target)
-    ctx.out("done")
-    return 0
+    return _stop(ctx, argv, "ps:stop")
 
 
 def kill(ctx: Context, argv: list[str]) -> int:
     """Heroku's ps:kill: the same stop as ps:stop (SIGTERM, then SIGKILL after the grace period)."""
-    parser = ctx.parser("ps:kill", "Stop a dyno (web.1) or all of a type; the formation brings them back.")
+    return _stop(ctx, argv, "ps:kill")
+
+
+def _stop(ctx: Context, argv: list[str], verb: str) -> int:
+    parser = ctx.parser(verb, "Stop a dyno (web.1) or all of a type; the formation brings them back.")
     parser.add_argument("target", metavar="DYNO|TYPE")
     args = ctx.parse(parser, argv)
     app = ctx.app(args)
