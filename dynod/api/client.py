@@ -434,24 +434,7 @@ class ApiClient:
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
         ).encode()
         sock = _connect(self.socket_path, self.timeout) if self.remote is None else self._connect_remote()
-        try:
-            sock.sendall(head + payload)
-            status, reason, headers, rest = _read_response_head(sock)
-            if status == 101:
-                return AttachSession(sock, rest)
-            length = int(headers.get("content-length", "0") or 0)
-            while len(rest) < length:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                rest += data
-            raise _error_from(status, reason, rest[:length])
-        except OSError as exc:
-            sock.close()
-            raise _lost(exc) from None
-        except BaseException:
-            sock.close()
-            raise
+        return _upgrade(sock, head + payload)
 
     # --- ps:exec: a command inside a running dyno, over the same attach protocol as run ---------
 
@@ -467,25 +450,7 @@ class ApiClient:
             f"Connection: Upgrade\r\nUpgrade: {UPGRADE_TOKEN}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
         ).encode()
-        sock = _connect(self.socket_path, self.timeout)
-        try:
-            sock.sendall(head + payload)
-            status, reason, headers, rest = _read_response_head(sock)
-            if status == 101:
-                return AttachSession(sock, rest)
-            length = int(headers.get("content-length", "0") or 0)
-            while len(rest) < length:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                rest += data
-            raise _error_from(status, reason, rest[:length])
-        except OSError as exc:
-            sock.close()
-            raise _lost(exc) from None
-        except BaseException:
-            sock.close()
-            raise
+        return _upgrade(_connect(self.socket_path, self.timeout), head + payload)
 
     # --- the dyno lifecycle: app features (preboot) and the web health check ---------------------
 
@@ -737,6 +702,28 @@ def _log_query(lines: int, ps: str | None, source: str | None, *, tail: bool) ->
     if source:
         query["source"] = source
     return query
+
+
+def _upgrade(sock: socket.socket, request: bytes) -> AttachSession:
+    """Send an Upgrade request on ``sock``: the attach session on 101, else the API's error."""
+    try:
+        sock.sendall(request)
+        status, reason, headers, rest = _read_response_head(sock)
+        if status == 101:
+            return AttachSession(sock, rest)
+        length = int(headers.get("content-length", "0") or 0)
+        while len(rest) < length:
+            data = sock.recv(65536)
+            if not data:
+                break
+            rest += data
+        raise _error_from(status, reason, rest[:length])
+    except OSError as exc:
+        sock.close()
+        raise _lost(exc) from None
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _read_response_head(sock: socket.socket) -> tuple[int, str, dict[str, str], bytes]:
