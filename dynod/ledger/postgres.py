@@ -162,7 +162,8 @@ MIGRATIONS: list[str] = [
         name   TEXT NOT NULL,
         PRIMARY KEY (app_id, name)
     );
-    """,    # v5: add-ons, their attachments, and the add-on set each release records (immutable too).
+    """,
+    # v5: add-ons, their attachments, and the add-on set each release records (immutable too).
     """
     CREATE TABLE addons (
         id            TEXT PRIMARY KEY,
