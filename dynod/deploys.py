@@ -1,6 +1,6 @@
 """Deploys: source in (git push or `dynoctl deploy`), buildpacks, slug, release, release phase.
 
-This is where the build parts (dynod.build) meet the platform: the Builder compiles the source
+This is where the build parts (dynod.builds) meet the platform: the Builder compiles the source
 in a build container made by the dyno manager, the slug goes into the slug store, the release into
 the ledger, and a `release:` process type, when the app has one, runs in a one-off dyno before any
 dyno moves to the new release (Heroku's release phase). A failed release phase leaves the release
@@ -17,12 +17,12 @@ from typing import IO, Any
 
 import trio
 
-from .build.buildpack import BuildError, builtin_buildpacks
-from .build.builds import BuildDirs, Builder, BuildRecord, BuildStore
-from .build.container import SpawnerBuildContainer
-from .build.git import create_repo, delete_repo
-from .build.keys import AuthorizedKeys
-from .build.slug import SlugInfo
+from .builds.buildpack import BuildError, builtin_buildpacks
+from .builds.builds import BuildDirs, Builder, BuildRecord, BuildStore
+from .builds.container import SpawnerBuildContainer
+from .builds.git import create_repo, delete_repo
+from .builds.keys import AuthorizedKeys
+from .builds.slug import SlugInfo
 from .errors import UserError
 from .manager.attach import AttachedSession
 from .model import Release
@@ -39,7 +39,7 @@ class Deploys:
         self.repos_dir = s.state_dir / "repos"
         self.store = BuildStore(s.state_dir / "builds")
         self.keys = AuthorizedKeys(s.state_dir / "ssh" / "authorized_keys", serve_argv=[
-            sys.executable, "-m", "dynod.build.git", "serve", "--repos", str(self.repos_dir)])
+            sys.executable, "-m", "dynod.builds.git", "serve", "--repos", str(self.repos_dir)])
         for directory in (self.repos_dir, s.state_dir / "build-work", s.state_dir / "build-cache"):
             directory.mkdir(parents=True, exist_ok=True)
         self.builder = Builder(

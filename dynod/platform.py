@@ -384,7 +384,7 @@ class Platform(_AddonsApi):
         typo is refused here and not at the next push). Not a release, as on Heroku."""
         from pathlib import Path
 
-        from .build.buildpack import BUILTIN_ORDER, check_buildpack_ref
+        from .builds.buildpack import BUILTIN_ORDER, check_buildpack_ref
 
         self.ledger.get_app(app)
         if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):

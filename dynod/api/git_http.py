@@ -7,7 +7,7 @@ Git's "smart HTTP" protocol is two requests per push, each answered by git itsel
     POST /APP.git/git-receive-pack                     -> git receive-pack --stateless-rpc
 
 (and the same with ``git-upload-pack`` for clone and fetch). The push runs the app repository's
-pre-receive hook exactly as an SSH push does (dynod/build/git.py): the build streams back as
+pre-receive hook exactly as an SSH push does (dynod/builds/git.py): the build streams back as
 ``remote:`` lines while it runs, and a failed build rejects the push. The pusher's email names
 the build (``DYNOD_PUSHER``, which the hook reads). Access is the app's rule: owner or
 collaborator. The pack is spooled to a temporary file first (bounded like a source archive,

@@ -380,7 +380,7 @@ class PlatformApi(ApiRoutes):
 
     async def _git(self, request: Request, user: User, name: str, rest: str) -> Response:
         """git push/fetch over HTTPS to the app's repository (dynod/api/git_http.py)."""
-        from ..build.git import repo_path
+        from ..builds.git import repo_path
         from .git_http import SERVICES, advertise, rpc, spool
 
         app = await self.app_for(name, user)

@@ -19,9 +19,9 @@ from .releases import upload_and_release
 SKIP = {".git", ".hg", ".svn"}
 
 
-def pack_directory(src: Path, dest_dir: Path):  # noqa: ANN201 - dynod.build.slug.SlugInfo
-    """dynod.build.slug's packer, imported only when a deploy happens (it is not a light import)."""
-    from ..build.slug import pack_directory as pack
+def pack_directory(src: Path, dest_dir: Path):  # noqa: ANN201 - dynod.builds.slug.SlugInfo
+    """dynod.builds.slug's packer, imported only when a deploy happens (it is not a light import)."""
+    from ..builds.slug import pack_directory as pack
 
     return pack(src, dest_dir)
 

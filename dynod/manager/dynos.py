@@ -116,7 +116,7 @@ class DynoManager:
                  routes_flushed: Callable[[], Awaitable[None]] | None = None,
                  build_network: Network | None = None) -> None:
         self.settings = settings
-        self.build_network = build_network  # builds' own bridge and subnet (dynod.build.container)
+        self.build_network = build_network  # builds' own bridge and subnet (dynod.builds.container)
         self.ledger = ledger
         self.spawner = spawner
         self.cgroups = cgroups

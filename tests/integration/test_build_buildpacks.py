@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dynod.build.buildpack import BuildError, CompileResult, builtin_buildpacks, compile_app
+from dynod.builds.buildpack import BuildError, CompileResult, builtin_buildpacks, compile_app
 from tests.integration.test_build_container import (
     BUILD_UID,
     STACK_ROOT,

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from dynod.build.buildpack import BuildTimeout
+from dynod.builds.buildpack import BuildTimeout
 
 # Not the dyno uid (61000), so a build can never signal a dyno. "No process is left" is checked
 # per container (its own bwrap and its own pid namespace, see live_processes), never by counting

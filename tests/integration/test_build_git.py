@@ -24,11 +24,11 @@ import h11
 import pytest
 import trio
 
-from dynod.build.buildpack import builtin_buildpacks
-from dynod.build.builds import BuildDirs, Builder, BuildRecord, BuildStore
-from dynod.build.git import create_repo
-from dynod.build.keys import AuthorizedKeys
-from dynod.build.slug import pack_directory
+from dynod.builds.buildpack import builtin_buildpacks
+from dynod.builds.builds import BuildDirs, Builder, BuildRecord, BuildStore
+from dynod.builds.git import create_repo
+from dynod.builds.keys import AuthorizedKeys
+from dynod.builds.slug import pack_directory
 from tests.integration.test_build_container import (
     BUILD_UID,
     BwrapBuildContainer,
@@ -269,7 +269,7 @@ async def sshd(dynod: FakeDynod):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "dev@example.com",
                     "-f", str(ssh_dir / "client_key")], check=True)
     keys = AuthorizedKeys(ssh_dir / "authorized_keys",
-                          serve_argv=[sys.executable, "-m", "dynod.build.git", "serve", "--repos", str(dynod.repos)])
+                          serve_argv=[sys.executable, "-m", "dynod.builds.git", "serve", "--repos", str(dynod.repos)])
     key = keys.add((ssh_dir / "client_key.pub").read_text())
     with trio.socket.socket() as probe:
         await probe.bind(("127.0.0.1", 0))

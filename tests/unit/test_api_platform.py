@@ -169,7 +169,7 @@ def test_releases_name_who_made_them_as_heroku_shows() -> None:
 
 async def _door(tmp_path: Path):  # type: ignore[no-untyped-def]
     from dynod.api.platform_api import PlatformApi
-    from dynod.build.keys import parse_public_key
+    from dynod.builds.keys import parse_public_key
     from tests.unit.fake_platform import FakePlatform
 
     class Platform(FakePlatform):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dynod.build.archive import Extractor, remove_tree, unpack_source
+from dynod.builds.archive import Extractor, remove_tree, unpack_source
 from dynod.errors import UserError
 
 

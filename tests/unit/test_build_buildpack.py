@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from dynod.build.buildpack import (
+from dynod.builds.buildpack import (
     BuildError,
     Buildpack,
     BuildTimeout,
@@ -229,7 +229,7 @@ async def test_slugignore_runs_before_any_buildpack(dirs: dict[str, Path]):
 
 def test_the_export_hand_over_dir_is_removed_without_following_links(tmp_path: Path):
     # The build owns /app: it may leave a link where the hand-over dir was, pointing at host files.
-    from dynod.build.buildpack import EXPORTS_DIR, _remove_exports
+    from dynod.builds.buildpack import EXPORTS_DIR, _remove_exports
 
     precious = tmp_path / "host"
     precious.mkdir()

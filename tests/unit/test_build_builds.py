@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dynod.build.builds import BuildStore, LineSplitter, unpack_source
+from dynod.builds.builds import BuildStore, LineSplitter, unpack_source
 from dynod.errors import NotFound, UserError
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from dynod.build.git import RefUpdate, deploy_update, parse_ref_updates, parse_ssh_command
+from dynod.builds.git import RefUpdate, deploy_update, parse_ref_updates, parse_ssh_command
 from dynod.errors import UserError
 
 OLD, NEW, ZERO = "1" * 40, "2" * 40, "0" * 40

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from dynod.build.keys import AuthorizedKeys, parse_public_key
+from dynod.builds.keys import AuthorizedKeys, parse_public_key
 from dynod.errors import Conflict, NotFound, UserError
 
-SERVE = ["/opt/dynod/.venv/bin/python", "-m", "dynod.build.git", "serve", "--repos", "/var/lib/dynod/repos"]
+SERVE = ["/opt/dynod/.venv/bin/python", "-m", "dynod.builds.git", "serve", "--repos", "/var/lib/dynod/repos"]
 
 
 def keygen(tmp_path: Path, name: str, comment: str) -> tuple[str, str]:

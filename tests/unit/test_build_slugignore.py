@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dynod.build.slugignore import apply_slugignore, ignored_paths, parse_slugignore
+from dynod.builds.slugignore import apply_slugignore, ignored_paths, parse_slugignore
 
 
 def tree(root: Path, files: list[str]) -> None:

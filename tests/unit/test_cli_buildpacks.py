@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from dynod.api.server import serve_api
-from dynod.build.buildpack import (
+from dynod.builds.buildpack import (
     BUILTIN_ORDER,
     BuildError,
     check_buildpack_ref,
@@ -219,7 +219,7 @@ async def test_a_registry_name_whose_source_is_unreachable_fails_the_build_in_on
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
-    from dynod.build import buildpack
+    from dynod.builds import buildpack
 
     with socket.socket() as s:  # a loopback port nothing listens on: the host "cannot reach" it
         s.bind(("127.0.0.1", 0))

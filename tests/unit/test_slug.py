@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dynod.build.slug import STALE_TEMP_SECONDS, SlugStore, pack_directory
+from dynod.builds.slug import STALE_TEMP_SECONDS, SlugStore, pack_directory
 from dynod.errors import NotFound, UserError
 
 MTIME = 1_600_000_000
@@ -174,7 +174,7 @@ def test_slug_module_imports_no_third_party_code() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, dynod.build.slug; "
+    code = ("import sys, dynod.builds.slug; "
             "bad = [m for m in ('trio', 'h11', 'httptools', 'pyroute2', 'yaml', 'cryptography') "
             "if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

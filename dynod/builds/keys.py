@@ -2,7 +2,7 @@
 
 sshd reads the file (``AuthorizedKeysFile`` for dynod's git user, e.g. /var/lib/dynod/ssh/
 authorized_keys); each line pins its key to
-``python -m dynod.build.git serve --repos DIR KEYID`` with ``restrict`` (no forwarding of any
+``python -m dynod.builds.git serve --repos DIR KEYID`` with ``restrict`` (no forwarding of any
 kind, no pty, no ~/.ssh/rc, and whatever future OpenSSH adds to that list), so a key can run
 git-receive-pack on an app repository and nothing else. KEYID, the key's SHA256 fingerprint in
 a shell-safe form, names the pusher in build records.
@@ -34,7 +34,7 @@ from ..errors import Conflict, NotFound, UserError
 
 _KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
               "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
-_MARK = "dynod.build.git serve"
+_MARK = "dynod.builds.git serve"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ the ref after the hook returns). A push that waited re-checks that the branch st
 pusher saw it; if another push moved it, it is rejected the way git rejects any stale push, so
 the released code and the branch never disagree and no push is silently lost.
 
-Over SSH, each authorized key's forced command is ``python -m dynod.build.git serve KEYID``
+Over SSH, each authorized key's forced command is ``python -m dynod.builds.git serve KEYID``
 (see keys.py): it accepts only ``git-receive-pack '<app>.git'`` and runs git-receive-pack on that
 app's repository. Pushes from the host itself go straight to the repository path.
 """
@@ -57,7 +57,7 @@ LOCK_FILE = "dynod-push.lock"
 LOCK_KEEP_SECONDS = 120.0  # how long the lock may outlive the hook while git updates the ref
 HOOK_TEMPLATE = """#!/bin/sh
 # Written by dynod: every push to this app is built before the branch moves.
-exec {python} -m dynod.build.git pre-receive --app {app} --api-socket {socket}
+exec {python} -m dynod.builds.git pre-receive --app {app} --api-socket {socket}
 """
 
 
@@ -317,7 +317,7 @@ def serve(command: str | None, *, repos_dir: Path, key_id: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dynod.build.git")
+    parser = argparse.ArgumentParser(prog="python -m dynod.builds.git")
     sub = parser.add_subparsers(dest="command", required=True)
     hook = sub.add_parser("pre-receive")
     hook.add_argument("--app", required=True)
