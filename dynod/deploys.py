@@ -183,8 +183,7 @@ class Deploys:
         types = release.process_types if release else {}
         slug_id = release.slug_id if release else None
         if RELEASE_TYPE in types and slug_id is not None:
-            self.platform.manager.nursery.start_soon(self._background_release, app, slug_id, types, config,
-                                                     description)
+            self.platform.manager.start_soon(self._background_release, app, slug_id, types, config, description)
         else:
             self.platform._release(app, slug_id=slug_id, config=config, process_types=types,
                                    description=description)

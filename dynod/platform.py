@@ -278,13 +278,11 @@ class Platform(_AddonsApi):
 
     async def destroy_app(self, app: str) -> None:
         self.ledger.get_app(app)
-        self.manager.retiring.add(app)
-        try:
+        with self.manager.retiring_app(app):
             async with trio.open_nursery() as nursery:
                 for live in self.manager.dynos_of(app):
                     nursery.start_soon(self.manager.stop, live, "app destroyed")
-            for record in self.ledger.list_dynos(app):
-                self.manager.restart_at.pop(record.id, None)
+            self.manager.forget_restarts(app)
             slug_ids = {r.slug_id for r in self.ledger.list_releases(app) if r.slug_id}
             if self.addons is not None:
                 await self.addons.app_destroyed(app)  # its own add-ons go, detached from other apps first
@@ -304,8 +302,6 @@ class Platform(_AddonsApi):
             in_use = {r.slug_id for other in self.ledger.list_apps() for r in self.ledger.list_releases(other.name)}
             for slug_id in slug_ids - in_use:
                 self.slugs.remove(slug_id)
-        finally:
-            self.manager.retiring.discard(app)
         self.routes_changed()
         if self.acm is not None:
             self.acm.app_destroyed(app)  # its ACM state goes now, its certificates are revoked
@@ -560,14 +556,11 @@ class Platform(_AddonsApi):
             self.manager.emit(live, "Restarting")
             self.manager.restart(live)  # with preboot a web dyno is replaced new-before-old
         # Crashed dynos waiting out a cool-off start again at once, as on Heroku.
-        for record in self.ledger.list_dynos(app):
-            if record.state == DynoState.CRASHED and (target is None or target in (record.name, record.type)):
-                self.manager.restart_at[record.id] = time.time()
-        self.manager.wake()
+        self.manager.restart_crashed_now(app, target)
 
     async def stop_dyno(self, app: str, target: str) -> None:
         for live in self._select(app, target):
-            self.manager.nursery.start_soon(self.manager.stop, live, "ps:stop")
+            self.manager.stop_soon(live, "ps:stop")
 
     async def _one_off(self, app: str, command: str, size: str | None, env: dict[str, str], **kwargs: Any
                        ) -> LiveDyno:

@@ -155,7 +155,7 @@ class Addons:
 
     def address_released(self, address: str | None) -> None:
         if address and self._admitted(address):
-            self.manager.nursery.start_soon(partial(self.refresh_access, gone=address))
+            self.manager.start_soon(partial(self.refresh_access, gone=address))
 
     def _admitted(self, address: str) -> bool:
         """Whether any add-on port admits ``address`` now (the firewall's own record of its sets)."""

@@ -8,6 +8,7 @@ their records so that a restarted dynod can find them again.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -18,7 +19,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -191,6 +192,38 @@ class DynoManager:
     def nursery(self) -> trio.Nursery:
         assert self._nursery is not None, "DynoManager.run() is not running"
         return self._nursery
+
+    # -- intents: what the platform, deploys and add-ons ask of the manager ----------------------
+    # They never write the manager's attributes: each request is one of these methods.
+    @contextlib.contextmanager
+    def retiring_app(self, app: str) -> Iterator[None]:
+        """While the app is destroyed: its dynos may stop, and none of them starts again."""
+        self.retiring.add(app)
+        try:
+            yield
+        finally:
+            self.retiring.discard(app)
+
+    def forget_restarts(self, app: str) -> None:
+        """Drop the pending restarts of the app's crashed dynos (it is going away)."""
+        for record in self.ledger.list_dynos(app):
+            self.restart_at.pop(record.id, None)
+
+    def restart_crashed_now(self, app: str, target: str | None = None) -> None:
+        """Crashed dynos waiting out a cool-off (all, or those of one name or type) start at once."""
+        now = time.time()
+        for record in self.ledger.list_dynos(app):
+            if record.state == DynoState.CRASHED and (target is None or target in (record.name, record.type)):
+                self.restart_at[record.id] = now
+        self.wake()
+
+    def stop_soon(self, live: LiveDyno, reason: str) -> None:
+        """Stop a dyno in the background (SIGTERM, the stop timeout, then SIGKILL)."""
+        self.nursery.start_soon(self.stop, live, reason)
+
+    def start_soon(self, task: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run a task for as long as the manager runs (a release phase, an add-on refresh)."""
+        self.nursery.start_soon(task, *args)
 
     # -- reconcile ---------------------------------------------------------------------------
     async def reconcile_all(self) -> None:
