@@ -98,7 +98,12 @@ class Dynod:
             db.close()
             with self.client() as client:
                 status = client.request("GET", "/status")
-            return f"ledger dynos: {rows}\nstatus: {status}"
+            # A crashed dyno says why only in its app's log stream: the last lines of each app with one.
+            logs = []
+            for app in sorted({dyno_id.split(".")[0] for dyno_id, state, _ in rows if state == "crashed"}):
+                tail = self.ctl("logs", "-a", app, "-n", "40", check=False, timeout=20)
+                logs.append(f"logs of {app}:\n{tail.stdout}{tail.stderr}")
+            return "\n".join([f"ledger dynos: {rows}", f"status: {status}", *logs])
         except Exception as exc:  # noqa: BLE001 - a diagnosis must not hide the failure
             return f"(no diagnosis: {exc})"
 
