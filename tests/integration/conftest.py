@@ -30,6 +30,17 @@ STACKS = Path(os.environ.get("DYNOD_TEST_STACKS", "/var/lib/dynod/stacks"))
 pytestmark = pytest.mark.integration
 
 
+def free_third_octet() -> int:
+    """A 198.19.N.0/24 no bridge on the host routes now: two test dynods alive at once (the session's
+    and a module's) on one subnet would each route the other's dynos to its own bridge, and a web
+    dyno there is never reached (its boot times out as a crash)."""
+    routes = subprocess.run(["ip", "-4", "-o", "route", "show", "table", "all"], capture_output=True,
+                            text=True).stdout
+    taken = {int(part.split(".")[2]) for part in routes.split() if part.startswith("198.19.")}
+    free = [n for n in range(1, 251) if n not in taken]
+    return secrets.choice(free)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -217,7 +228,7 @@ def running_dynod(*, warm_pool: int = 0, dynos_extra: str = "", allow_local_drai
         pytest.skip("integration tests need root")
     root = Path(tempfile.mkdtemp(prefix="dynod-it-"))
     token = secrets.token_hex(2)
-    third = int(token, 16) % 250 + 1
+    third = free_third_octet()
     d = Dynod(root=root, config=root / "dynod.toml", socket=root / "run" / "api.sock",
               cgroup_name=f"dynod-test-{token}", bridge=f"dyt{token}", subnet=f"198.19.{third}.0/25",
               http_port=free_port(), https_port=free_port())

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import STACKS, Dynod, _force_cleanup, _host_leftovers, free_port, write_app
+from .conftest import STACKS, Dynod, _force_cleanup, _host_leftovers, free_port, free_third_octet, write_app
 
 pytestmark = pytest.mark.integration
 
@@ -184,7 +184,7 @@ def acme_env() -> Iterator[tuple[Dynod, Pebble, DnsStub, str]]:
         pytest.skip("pebble is not installed: ./install.sh --deps-only (or apt-get install pebble)")
     root = Path(tempfile.mkdtemp(prefix="dynod-it-acme-"))
     token = secrets.token_hex(2)
-    third = int(token, 16) % 250 + 1
+    third = free_third_octet()
     d = Dynod(root=root, config=root / "dynod.toml", socket=root / "run" / "api.sock",
               cgroup_name=f"dynod-test-{token}", bridge=f"dyt{token}", subnet=f"198.19.{third}.0/24",
               http_port=free_port(), https_port=free_port())

@@ -21,6 +21,8 @@ from dynod.linux.cgroups.v2 import CgroupV2
 from dynod.linux.net import Network
 from dynod.linux.spawner_client import SpawnerClient
 
+from .conftest import free_third_octet
+
 pytestmark = pytest.mark.integration
 MiB = 1 << 20
 
@@ -122,7 +124,7 @@ async def test_spawner_makes_an_isolated_networked_dyno(stack_rootfs: Path, back
     (root / "mnt").mkdir()
     (root / "slug" / "app").mkdir(parents=True)
     token = secrets.token_hex(2)
-    network = Network(f"dyt{token}", f"198.19.{int(token, 16) % 250 + 1}.0/24")
+    network = Network(f"dyt{token}", f"198.19.{free_third_octet()}.0/24")
     cg = backend.create("d1", CgroupLimits(memory_max=256 * MiB, memory_high=128 * MiB, pids_max=64, cpu_weight=100))
     client = await SpawnerClient.connect_or_start(root / "spawner.sock", root / "spawner.log")
     try:
