@@ -431,3 +431,34 @@ def test_bad_build_images_are_one_line_errors(tmp_path: Path, definitions: Path,
     with pytest.raises(UserError, match=complaint) as err:
         store.definition("tiny-build")
     assert "\n" not in str(err.value)
+
+
+def test_the_definition_and_etc_files_are_pure_and_import_no_io() -> None:
+    # The package's pure half must stay importable without its I/O half (debootstrap, mounts,
+    # locks): a change that pulls the store or a syscall into it fails here.
+    import subprocess
+    import sys
+
+    code = ("import sys, dynod.stack.definition, dynod.stack.etc_files; "
+            "print(sorted(m for m in sys.modules if m.startswith('dynod') or m in ('subprocess', 'fcntl', 'ctypes')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(sorted(["dynod", "dynod.errors", "dynod.exports", "dynod.stack",
+                                              "dynod.stack.definition", "dynod.stack.etc_files"]))
+
+
+def test_the_package_exports_each_public_name_from_its_module() -> None:
+    from dynod.stack import bootstrap, definition, store
+
+    assert stack.StackStore is store.StackStore
+    assert stack.parse_definition is definition.parse_definition
+    assert stack.run_debootstrap is bootstrap.run_debootstrap
+    assert "StackStore" in dir(stack) and "StackStore" in stack.__all__
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        stack.nothing_here  # noqa: B018
+
+
+def test_stack_key_names_the_tree_by_the_definition_digest() -> None:
+    d = parse_definition("tiny", MINIMAL)
+    digest, key = stack.stack_key(d, 61000, 61000)
+    assert digest == definition_hash(d, 61000, 61000) and key == f"tiny-{digest[:12]}"
+    assert stack.is_stack_name("debian-13") and not stack.is_stack_name("../etc")
