@@ -66,7 +66,7 @@ class Daemon:
 
     async def run(self) -> None:
         from .api.server import serve_api
-        from .builds.slug import SlugStore
+        from .builds.slug_store import SlugStore
         from .ledger.guard import open_ledger_of, secure_state_dir
         from .linux.cgroups import detect, host_pid_max, subtree_pids_max
         from .linux.firewall import Firewall, FirewallSpec

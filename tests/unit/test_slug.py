@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from dynod.builds.slug import STALE_TEMP_SECONDS, SlugStore, pack_directory
+from dynod.builds.slug import pack_directory
+from dynod.builds.slug_store import STALE_TEMP_SECONDS, SlugStore
 from dynod.errors import NotFound, UserError
 
 MTIME = 1_600_000_000
@@ -170,15 +171,39 @@ def test_pack_of_a_missing_directory_is_a_user_error(tmp_path: Path) -> None:
         pack_directory(tmp_path / "nope", tmp_path / "out")
 
 
-def test_slug_module_imports_no_third_party_code() -> None:
+def test_slug_format_imports_only_the_standard_library_and_nothing_of_the_daemon() -> None:
+    # dynoctl packs slugs with this module: importing it must not load trio, isal or any other
+    # third-party module, nor the store, the builder or the daemon.
     import subprocess
     import sys
 
-    code = ("import sys, dynod.builds.slug; "
-            "bad = [m for m in ('trio', 'h11', 'httptools', 'pyroute2', 'yaml', 'cryptography') "
-            "if m in sys.modules]; print(bad)")
+    # Only what the import itself adds counts: the interpreter's start-up (site, the editable
+    # install's finder) is there before it.
+    code = ("import sys; before = set(sys.modules); import dynod.builds.slug; "
+            "added = set(sys.modules) - before; "
+            "print(sorted({m.split('.')[0] for m in added} - set(sys.stdlib_module_names))); "
+            "print(sorted(m for m in added if m.startswith('dynod')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    outside, ours = out.stdout.splitlines()
+    assert outside == str(["dynod"])
+    assert ours == str(sorted(["dynod", "dynod.errors", "dynod.exports", "dynod.procfile", "dynod.builds",
+                               "dynod.builds.archive", "dynod.builds.slug"]))
+
+
+def test_unpack_slug_writes_app_owned_as_asked_and_refuses_a_hostile_member(tmp_path: Path) -> None:
+    from dynod.builds.slug import unpack_slug
+
+    good = tmp_path / "good.tgz"
+    good.write_bytes(tarball(*GOOD))
+    (tmp_path / "out").mkdir()
+    unpack_slug(good, tmp_path / "out", os.getuid(), os.getgid())
+    assert (tmp_path / "out" / "app" / "Procfile").is_file()
+    bad = tmp_path / "bad.tgz"
+    bad.write_bytes(tarball(dir_("app"), sym("app/escape", "../../etc"), reg("app/escape/passwd")))
+    (tmp_path / "out2").mkdir()
+    with pytest.raises(UserError, match="leaves app/"):
+        unpack_slug(bad, tmp_path / "out2", os.getuid(), os.getgid())
+    assert not (tmp_path / "etc").exists()
 
 
 # ---- the store: good slugs -----------------------------------------------------------------------
