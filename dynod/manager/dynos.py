@@ -31,6 +31,7 @@ from ..ledger import Ledger
 from ..linux.cgroups import CgroupBackend, CgroupLimits, DynoCgroup, MemoryWatch
 from ..linux.cgroups.paths import CgroupMounts, read_mounts
 from ..linux.idmap import app_identity
+from ..linux.load import runnable_tasks
 from ..linux.net import DYNO_IFNAME, Network
 from ..linux.seccomp import seccomp_profile
 from ..linux.spawner_client import AdoptedDyno, SpawnerClient, SpawnerError, SpawnerEvent
@@ -39,6 +40,7 @@ from ..model import DynoRecord, DynoState, MiB, Release, dyno_size
 from ..settings import Settings
 from . import cycling, health, recorded_cgroup, restart_policy, sleeping
 from .features import PREBOOT
+from .load_average import SAMPLE_EVERY, LoadAverage
 from .reconcile import Start, Stop, is_one_off, reconcile
 from .web_routes import WebRoutes, web_routes
 
@@ -83,6 +85,7 @@ class LiveDyno:
     cycle_at: float = math.inf
     oom_kills: int = 0
     last_r14: float = 0.0
+    load: LoadAverage = field(default_factory=LoadAverage)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     @property
@@ -169,6 +172,7 @@ class DynoManager:
             await self._adopt()
             nursery.start_soon(self._events)
             nursery.start_soon(self._metrics)
+            nursery.start_soon(self._sample_load)
             nursery.start_soon(self._keep_warm)
             task_status.started()
             self._wake.set()  # reconcile at once: the formation may have changed while dynod was down
@@ -664,9 +668,24 @@ class DynoManager:
                     continue
                 sample = {"memory_total": stats.total, "memory_rss": stats.rss, "memory_cache": stats.cache,
                           "memory_swap": stats.swap, "memory_pgpgin": stats.pgpgin,
-                          "memory_pgpgout": stats.pgpgout, "memory_quota": live.cgroup.quota}
+                          "memory_pgpgout": stats.pgpgout, "memory_quota": live.cgroup.quota,
+                          **live.load.sample()}
                 self.logs.emit(live.app, "dynod", live.name, format_sample(live.name, sample))
                 self._check_quota(live, live.cgroup)
+
+    async def _sample_load(self) -> None:
+        """Every 5 s, as the kernel does, fold each dyno's runnable tasks into its load averages."""
+        if self.settings.logs.metrics_interval <= 0:
+            return  # nobody reads them
+        while True:
+            await trio.sleep(SAMPLE_EVERY)
+            dynos = [d for d in self.live.values() if d.cgroup is not None and not d.exited.is_set()]
+            if not dynos:
+                continue
+            counts = await trio.to_thread.run_sync(_count_runnable, dynos)
+            now = time.monotonic()
+            for live, count in zip(dynos, counts, strict=True):
+                live.load.fold(count, now)
 
     def _set_state(self, live: LiveDyno, state: DynoState) -> None:
         old = live.record.state
@@ -1209,6 +1228,11 @@ async def _copy_output(fd: int, output: Callable[[bytes], None]) -> None:
             output(data)
     finally:
         os.close(fd)
+
+
+def _count_runnable(dynos: list[LiveDyno]) -> list[int]:
+    """Each dyno's runnable tasks (0 for one whose cgroup is gone); runs in a worker thread."""
+    return [runnable_tasks(_safe(d.cgroup.pids, []) if d.cgroup is not None else []) for d in dynos]
 
 
 def _write_pid(procs: str, pid: int) -> None:

@@ -14,6 +14,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import trio
 
 from ..errors import UserError
 from .histogram import RELATIVE_ERROR
-from .observe import AppEvent, DynoChange, DynoError, RouterRequest, RuntimeSample, observe
+from .observe import AppEvent, DynoChange, DynoError, RouterRequest, RuntimeLoad, RuntimeSample, observe
 from .point import Point, status_class
 from .store import MINUTE, MetricsStore
 
@@ -61,6 +62,8 @@ class Metrics:
         # (app, dyno) -> (when, latest sample); dropped once the dyno stops sampling (one-off
         # dynos come and go: run.4821 must not stay in memory, or in /metrics, for ever)
         self._memory_now: dict[tuple[str, str], tuple[float, RuntimeSample]] = {}
+        # (app, dyno) -> load_1m of the load line just seen; its memory line, next, takes it
+        self._load_next: dict[tuple[str, str], float] = {}
         self._observed = 0
         self._store_errors = 0
         self._last_store_error: str | None = None
@@ -99,7 +102,12 @@ class Metrics:
             self._requests_total[key] = self._requests_total.get(key, 0) + 1
             if seen.code is not None:
                 self._count_error(app, seen.type, seen.code)
+        elif isinstance(seen, RuntimeLoad):
+            self._load_next[(app, seen.dyno)] = seen.load_1m
         elif isinstance(seen, RuntimeSample):
+            load_1m = self._load_next.pop((app, seen.dyno), None)
+            if seen.load_1m is None and load_1m is not None:
+                seen = replace(seen, load_1m=load_1m)
             self._point(app, seen.type, now).add_sample(seen)
             self._memory_now[(app, seen.dyno)] = (now, seen)
         elif isinstance(seen, DynoError):
@@ -137,6 +145,8 @@ class Metrics:
                 del table[key]
         for key in [k for k in self._memory_now if k[0] == app]:
             del self._memory_now[key]
+        for key in [k for k in self._load_next if k[0] == app]:
+            del self._load_next[key]
         self._last_event.pop(app, None)
         try:
             self.store.forget_app(app)

@@ -8,6 +8,7 @@ one observation, or None for everything else (an app's own output is never parse
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -43,6 +44,15 @@ class RuntimeSample:
 
 
 @dataclass(frozen=True, slots=True)
+class RuntimeLoad:
+    """Heroku's load line, which comes just before its dyno's memory line (the collector joins
+    the two into one RuntimeSample)."""
+    type: str
+    dyno: str
+    load_1m: float
+
+
+@dataclass(frozen=True, slots=True)
 class DynoChange:
     type: str
     dyno: str
@@ -64,7 +74,7 @@ class DynoError:
     code: str  # R10, R14, R15, ...
 
 
-Observation = RouterRequest | RuntimeSample | DynoChange | DynoError | AppEvent
+Observation = RouterRequest | RuntimeSample | RuntimeLoad | DynoChange | DynoError | AppEvent
 
 
 def process_type(dyno: str) -> str | None:
@@ -97,10 +107,22 @@ def _router(message: str) -> RouterRequest | None:
                          service_ms=float(service) if service else None, code=code if at == "error" else None)
 
 
-def _sample(dyno: str, message: str) -> RuntimeSample | None:
+def _load(value: str | None) -> float | None:
+    try:
+        load = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return load if load is not None and math.isfinite(load) and load >= 0 else None
+
+
+def _sample(dyno: str, message: str) -> RuntimeSample | RuntimeLoad | None:
     found = fields(message)
     if "sample#memory_rss" not in found:
-        return None  # the load line alone; Heroku writes it first, the memory line follows
+        # The load line alone; Heroku writes it first, the memory line follows.
+        name = found.get("source", dyno)
+        kind = process_type(name)
+        load_1m = _load(found.get("sample#load_avg_1m"))
+        return RuntimeLoad(kind, name, load_1m) if kind is not None and load_1m is not None else None
     rss, swap, quota = (_mb(found.get(f"sample#memory_{k}")) for k in ("rss", "swap", "quota"))
     if rss is None or swap is None or quota is None or not quota > 0:
         return None
@@ -109,13 +131,8 @@ def _sample(dyno: str, message: str) -> RuntimeSample | None:
     kind = process_type(name)
     if kind is None:
         return None
-    load = found.get("sample#load_avg_1m")
-    try:
-        load_1m = float(load) if load is not None else None
-    except ValueError:
-        load_1m = None
     return RuntimeSample(type=kind, dyno=name, rss=rss, swap=swap, total=total if total is not None else rss + swap,
-                         quota=quota, load_1m=load_1m)
+                         quota=quota, load_1m=_load(found.get("sample#load_avg_1m")))
 
 
 def _release_event(message: str) -> AppEvent | None:
