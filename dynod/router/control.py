@@ -10,16 +10,17 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from ..errors import UserError
-from .routes import RouteTable
+from .routes import AppRoute, decode_apps
+from .snapshots import CertsSnapshot, RoutesSnapshot
 from .tls import check_cert_pair
-from .wire import LineSplitter, decode, encode
+from .wire import MessageReader, encode
 
 _START_TIMEOUT = 30.0
 
@@ -37,9 +38,8 @@ class RouterControl:
     def __init__(self, stream: trio.SocketStream, pid: int, control_path: Path,
                  process: subprocess.Popen[bytes] | None) -> None:
         self._stream = stream
-        self._lines = LineSplitter()
-        self._pending: list[bytes] = []
-        self._stash: list[bytes] = []  # log lines read while waiting for a reply; yielded first
+        self._messages = MessageReader(self._receive)
+        self._stash: list[dict[str, Any]] = []  # log lines read while waiting for a reply; yielded first
         self._send_lock = trio.Lock()
         self.pid = pid  # the router parent's pid
         self.control_path = control_path
@@ -87,52 +87,56 @@ class RouterControl:
             raise UserError(f"The router did not answer on {path} within {_START_TIMEOUT:g} s; "
                             "see router.log in its state dir.")
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _send_line(self, line: bytes) -> None:
         async with self._send_lock:
             try:
-                await self._stream.send_all(encode(message))
+                await self._stream.send_all(line)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 raise UserError("The router connection is gone; reconnect with connect_or_start.") from None
+
+    async def _receive(self) -> bytes:
+        return await self._stream.receive_some(65536)
 
     async def _next_message(self, want: str | None = None) -> dict[str, Any]:
         """The next message (of type ``want``, stashing log lines read on the way for receive_logs)."""
         while True:
-            while self._pending:
-                line = self._pending.pop(0)
-                message = decode(line)
-                if want is None or message["type"] == want:
-                    return message
-                if message["type"] in ("log", "wake"):
-                    self._stash.append(line)
-            try:
-                data = await self._stream.receive_some(65536)
-            except trio.BrokenResourceError:
-                data = b""
-            if not data:
+            message = await self._messages.next()
+            if message is None:
                 raise EOFError("router connection closed")
-            self._pending.extend(self._lines.feed(data))
+            if want is None or message["type"] == want:
+                return message
+            if message["type"] in ("log", "wake"):
+                self._stash.append(message)
 
-    async def push_routes(self, apps: dict[str, Any]) -> None:
-        """Replace the router's routes with this full snapshot of apps (see docs/router.md)."""
-        RouteTable.from_snapshot(apps, "localhost")  # UserError here, before the router sees it
-        await self._send({"type": "routes", "apps": apps})
+    async def push_routes(self, apps: RoutesSnapshot | Iterable[AppRoute] | Mapping[str, Any]) -> None:
+        """Replace the router's routes with this full snapshot of apps (see docs/router.md).
 
-    async def push_certs(self, certs: list[dict[str, str]]) -> None:
-        """Replace the per-domain certificates: [{"domain", "cert_pem", "key_pem"}]."""
-        if not isinstance(certs, list):
-            raise UserError("certs must be a list of {domain, cert_pem, key_pem}.")
-        for entry in certs:
-            if not isinstance(entry, dict) or not all(
-                    isinstance(entry.get(k), str) for k in ("domain", "cert_pem", "key_pem")):
-                raise UserError("Each cert needs domain, cert_pem and key_pem strings.")
-            check_cert_pair(entry["domain"], entry["cert_pem"], entry["key_pem"])
-        await self._send({"type": "certs", "certs": certs})
+        ``apps`` is a snapshot, its AppRoutes, or their wire form {"myapp": {...}}; the last is
+        validated here (UserError), before the router sees it.
+        """
+        if isinstance(apps, RoutesSnapshot):
+            snapshot = apps
+        elif isinstance(apps, Mapping):
+            snapshot = RoutesSnapshot(decode_apps(apps))
+        else:
+            snapshot = RoutesSnapshot(tuple(apps))
+        await self._send_line(snapshot.encode())
+
+    async def push_certs(self, certs: CertsSnapshot | list[dict[str, str]]) -> None:
+        """Replace the per-domain certificates: [{"domain", "cert_pem", "key_pem"}], each pair checked."""
+        if not isinstance(certs, CertsSnapshot):
+            if not isinstance(certs, list):
+                raise UserError("certs must be a list of {domain, cert_pem, key_pem}.")
+            certs = CertsSnapshot.decode({"type": "certs", "certs": certs})
+        for entry in certs.certs:
+            check_cert_pair(entry.domain, entry.cert_pem, entry.key_pem)
+        await self._send_line(certs.encode())
 
     async def receive_logs(self) -> AsyncIterator[tuple[str, str]]:
         """(app, line) for each router log line, until the router goes away."""
         while True:
             while self._stash:
-                message = decode(self._stash.pop(0))
+                message = self._stash.pop(0)
                 if message["type"] == "wake":
                     self.on_wake(message["app"])
                 else:
@@ -191,14 +195,10 @@ async def _query(path: Path, message: dict[str, Any], want: str) -> dict[str, An
         raise UserError(f"No router answers on {path}.")
     async with stream:
         await stream.send_all(encode(message))
-        lines = LineSplitter()
-        while True:
-            data = await stream.receive_some(65536)
-            if not data:
-                raise EOFError("router connection closed")
-            for line in lines.feed(data):
-                reply = decode(line)
-                if reply["type"] == want:
-                    return reply
-                if reply["type"] == "error":
-                    raise UserError(str(reply.get("message")))
+        replies = MessageReader(lambda: stream.receive_some(65536))
+        while (reply := await replies.next()) is not None:
+            if reply["type"] == want:
+                return reply
+            if reply["type"] == "error":
+                raise UserError(str(reply.get("message")))
+        raise EOFError("router connection closed")

@@ -47,6 +47,46 @@ class AppRoute:
     challenges: Mapping[bytes, bytes] = field(default_factory=dict)
     sleeping: bool = False  # an eco app asleep: hold its requests (H20) and ask dynod to wake it
 
+    def to_wire(self) -> dict[str, Any]:
+        """This app's entry in a routes snapshot (docs/router.md); ``from_wire`` reads it back."""
+        return {
+            "domains": list(self.domains), "maintenance": self.maintenance, "policy": self.policy,
+            "booting": self.booting, "crashed": self.crashed, "sleeping": self.sleeping,
+            "acme_challenges": {t.decode(): a.decode() for t, a in self.challenges.items()},
+            "dynos": [{"name": d.name, "addr": f"{d.host}:{d.port}"} for d in self.dynos],
+        }
+
+    @classmethod
+    def from_wire(cls, name: Any, entry: Any) -> AppRoute:
+        """Validate one app's snapshot entry; UserError names the first thing wrong. Absent keys take
+        their defaults (no domains, not in maintenance, random, no dynos)."""
+        if not isinstance(name, str) or not name:
+            raise _fail(f"app name {name!r} must be a non-empty string")
+        if not isinstance(entry, Mapping):
+            raise _fail(f"app {name!r} must map to an object")
+        domains = entry.get("domains", [])
+        if not isinstance(domains, list) or not all(isinstance(d, str) and d for d in domains):
+            raise _fail(f"app {name!r}: domains must be a list of host names")
+        policy = entry.get("policy", "random")
+        if policy not in POLICIES:
+            raise _fail(f"app {name!r}: policy {policy!r} is not one of {', '.join(POLICIES)}")
+        dynos_in = entry.get("dynos", [])
+        if not isinstance(dynos_in, list):
+            raise _fail(f"app {name!r}: dynos must be a list")
+        dynos = []
+        for d in dynos_in:
+            if not isinstance(d, Mapping) or not isinstance(d.get("name"), str):
+                raise _fail(f"app {name!r}: each dyno needs a name and an addr")
+            host, port = _parse_addr(name, d.get("addr"))
+            dynos.append(DynoRoute(d["name"], host, port))
+        return cls(
+            name=name, domains=tuple(normalize_domain(d) for d in domains),
+            maintenance=_bool(name, entry, "maintenance"), policy=policy,
+            booting=_bool(name, entry, "booting"), crashed=_bool(name, entry, "crashed"),
+            dynos=tuple(dynos), challenges=_challenges(name, entry.get("acme_challenges", {})),
+            sleeping=_bool(name, entry, "sleeping"),
+        )
+
 
 def _fail(message: str) -> UserError:
     return UserError(f"Bad routes snapshot: {message}.")
@@ -77,35 +117,6 @@ def normalize_domain(domain: str) -> str:
     return domain.strip().rstrip(".").lower()
 
 
-def parse_app(name: Any, entry: Any) -> AppRoute:
-    if not isinstance(name, str) or not name:
-        raise _fail(f"app name {name!r} must be a non-empty string")
-    if not isinstance(entry, Mapping):
-        raise _fail(f"app {name!r} must map to an object")
-    domains = entry.get("domains", [])
-    if not isinstance(domains, list) or not all(isinstance(d, str) and d for d in domains):
-        raise _fail(f"app {name!r}: domains must be a list of host names")
-    policy = entry.get("policy", "random")
-    if policy not in POLICIES:
-        raise _fail(f"app {name!r}: policy {policy!r} is not one of {', '.join(POLICIES)}")
-    dynos_in = entry.get("dynos", [])
-    if not isinstance(dynos_in, list):
-        raise _fail(f"app {name!r}: dynos must be a list")
-    dynos = []
-    for d in dynos_in:
-        if not isinstance(d, Mapping) or not isinstance(d.get("name"), str):
-            raise _fail(f"app {name!r}: each dyno needs a name and an addr")
-        host, port = _parse_addr(name, d.get("addr"))
-        dynos.append(DynoRoute(d["name"], host, port))
-    return AppRoute(
-        name=name, domains=tuple(normalize_domain(d) for d in domains),
-        maintenance=_bool(name, entry, "maintenance"), policy=policy,
-        booting=_bool(name, entry, "booting"), crashed=_bool(name, entry, "crashed"),
-        dynos=tuple(dynos), challenges=_challenges(name, entry.get("acme_challenges", {})),
-        sleeping=_bool(name, entry, "sleeping"),
-    )
-
-
 def _challenges(app: str, value: Any) -> dict[bytes, bytes]:
     # Tokens are base64url (RFC 8555 8.3), key authorizations token.thumbprint: nothing else is ever served.
     if not isinstance(value, Mapping):
@@ -115,6 +126,13 @@ def _challenges(app: str, value: Any) -> dict[bytes, bytes]:
                 and answer.startswith(token + ".") and set(answer) <= _TOKEN_CHARS | {"."}):
             raise _fail(f"app {app!r}: acme_challenges has a malformed token or key authorization")
     return {t.encode(): a.encode() for t, a in value.items()}
+
+
+def decode_apps(apps: Any) -> tuple[AppRoute, ...]:
+    """The apps of a snapshot's {"myapp": {...}} object, each validated by ``AppRoute.from_wire``."""
+    if not isinstance(apps, Mapping):
+        raise _fail("apps must be an object of app name -> route")
+    return tuple(AppRoute.from_wire(name, entry) for name, entry in apps.items())
 
 
 def challenge_answer(app: AppRoute, method: bytes, target: bytes) -> bytes | None:
@@ -144,9 +162,7 @@ class RouteTable:
     @classmethod
     def from_snapshot(cls, apps: Any, base_domain: str) -> RouteTable:
         """Validate dynod's {"myapp": {...}} snapshot; UserError names the first thing wrong."""
-        if not isinstance(apps, Mapping):
-            raise _fail("apps must be an object of app name -> route")
-        return cls((parse_app(name, entry) for name, entry in apps.items()), base_domain)
+        return cls(decode_apps(apps), base_domain)
 
     def lookup(self, host: bytes) -> AppRoute | None:
         """The app a Host header names (any port, any case, a trailing dot allowed), or None."""

@@ -26,9 +26,9 @@ import trio
 from ..errors import UserError
 from .netio import SocketPipe
 from .options import RouterOptions, parse_listen
-from .routes import RouteTable
+from .snapshots import CertsSnapshot, RoutesSnapshot, StoredCertsSnapshot
 from .tls import ensure_default_cert, store_certs
-from .wire import LineSplitter, decode, encode
+from .wire import MessageReader, decode, encode
 
 _RESTART_BACKOFF_MAX = 5.0
 _WORKER_START_TIMEOUT = 30.0
@@ -146,26 +146,19 @@ class Supervisor:
 
     async def _read_worker(self, w: _WorkerProc) -> None:
         assert w.channel is not None
-        lines = LineSplitter()
-        while True:
-            try:
-                data = await w.channel.recv()
-            except OSError:
-                return
-            if not data:
-                return
-            for line in lines.feed(data):
-                if line.startswith(b'{"type":"log"'):
-                    self._buffer_log(line + b"\n")
-                    continue
-                message = decode(line)
-                if message["type"] == "wake":
-                    self._buffer_log(line + b"\n")  # dynod's to act on: it goes up with the log lines
-                elif message["type"] == "ready":
-                    w.ready.set()
-                elif message["type"] == "stats":
-                    self._stats_replies.append(message)
-                    self._stats_arrived.set()
+        messages = MessageReader(w.channel.recv)
+        while (line := await messages.next_line()) is not None:
+            if line.startswith(b'{"type":"log"'):
+                self._buffer_log(line + b"\n")  # relayed as it came: no decode on the per-request path
+                continue
+            message = decode(line)
+            if message["type"] == "wake":
+                self._buffer_log(line + b"\n")  # dynod's to act on: it goes up with the log lines
+            elif message["type"] == "ready":
+                w.ready.set()
+            elif message["type"] == "stats":
+                self._stats_replies.append(message)
+                self._stats_arrived.set()
 
     async def _to_worker(self, w: _WorkerProc, line: bytes) -> None:
         if w.channel is not None:
@@ -209,25 +202,16 @@ class Supervisor:
 
     async def _control_client(self, stream: trio.SocketStream) -> None:
         client = _Client(stream)
-        lines = LineSplitter()
+        messages = MessageReader(lambda: stream.receive_some(65536))
         try:
             while True:
                 try:
-                    data = await stream.receive_some(65536)
-                except trio.BrokenResourceError:
-                    return
-                if not data:
-                    return
-                try:
-                    batch = lines.feed(data)
-                except UserError as exc:
-                    batch = []
+                    line = await messages.next_line()
+                    if line is None:
+                        return
+                    await self._control_message(client, line)
+                except UserError as exc:  # refused (or too long): the router keeps what it had
                     await client.send(encode({"type": "error", "message": str(exc)}))
-                for line in batch:
-                    try:
-                        await self._control_message(client, line)
-                    except UserError as exc:  # refused: the router keeps what it had
-                        await client.send(encode({"type": "error", "message": str(exc)}))
         finally:
             if self.attached is client:
                 self.attached = None
@@ -242,12 +226,11 @@ class Supervisor:
                                       "workers": [w.pid for w in self.workers]}))
             self.logs_waiting.set()
         elif kind == "routes":
-            RouteTable.from_snapshot(message.get("apps"), self.options.base_domain)  # refuse before use
-            self.routes_line = encode({"type": "routes", "apps": message["apps"]})
+            self.routes_line = RoutesSnapshot.decode(message).encode()  # refused here, before any worker
             await self._broadcast(self.routes_line)
         elif kind == "certs":
-            stored = store_certs(self.options.state_dir / "certs", message.get("certs"))
-            self.certs_line = encode({"type": "certs", "certs": [[d, str(p)] for d, p in stored]})
+            stored = store_certs(self.options.state_dir / "certs", CertsSnapshot.decode(message).certs)
+            self.certs_line = StoredCertsSnapshot(tuple(stored)).encode()
             await self._broadcast(self.certs_line)
         elif kind == "stats":
             await client.send(encode(await self._statistics()))

@@ -8,7 +8,6 @@ server on 127.0.0.1 whose behaviour a test picks per path (sleep, close, stream,
 from __future__ import annotations
 
 import http.server
-import json
 import os
 import shutil
 import signal
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .wire import LineSplitter, encode
+from .wire import BlockingMessageReader, encode
 
 
 class RouterProcess:
@@ -40,7 +39,7 @@ class RouterProcess:
         self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, start_new_session=True)
         self.conn = self._wait_for_control()
-        self._lines = LineSplitter()
+        self._reader = BlockingMessageReader(self.conn)
         self._pending: list[dict[str, Any]] = []
         self.send({"type": "attach"})
         hello = self.expect("hello")
@@ -83,14 +82,10 @@ class RouterProcess:
         self._pending = []
         end = time.monotonic() + timeout
         while (left := end - time.monotonic()) > 0:
-            self.conn.settimeout(left)
             try:
-                data = self.conn.recv(65536)
-            except TimeoutError:
+                out.extend(self._reader.read(left))
+            except EOFError:
                 break
-            if not data:
-                break
-            out.extend(json.loads(line) for line in self._lines.feed(data))
         return out
 
     def logs(self, timeout: float = 0.5) -> list[tuple[str, str]]:
@@ -102,11 +97,7 @@ class RouterProcess:
             for i, m in enumerate(self._pending):
                 if m["type"] == kind:
                     return self._pending.pop(i)
-            self.conn.settimeout(max(0.01, end - time.monotonic()))
-            data = self.conn.recv(65536)
-            if not data:
-                raise EOFError("router closed the control connection")
-            self._pending.extend(json.loads(line) for line in self._lines.feed(data))
+            self._pending.extend(self._reader.read(max(0.01, end - time.monotonic())))
         raise TimeoutError(f"no {kind!r} message from the router")
 
     def stats(self) -> dict[str, Any]:
@@ -114,12 +105,13 @@ class RouterProcess:
             s.settimeout(10)
             s.connect(str(self.control_path))
             s.sendall(encode({"type": "stats"}))
-            lines = LineSplitter()
-            while True:
-                for line in lines.feed(s.recv(65536)):
-                    reply = json.loads(line)
+            replies = BlockingMessageReader(s)
+            end = time.monotonic() + 10
+            while (left := end - time.monotonic()) > 0:
+                for reply in replies.read(left):
                     if reply["type"] == "stats":
                         return reply
+        raise TimeoutError("no stats from the router")
 
     def worker_pids(self) -> list[int]:
         return [w["pid"] for w in self.stats()["workers"]]

@@ -21,6 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from ..errors import UserError
 from .routes import normalize_domain
+from .snapshots import DomainCert
 
 DEFAULT_VALIDITY_DAYS = 825
 _RENEW_BEFORE = datetime.timedelta(days=30)
@@ -95,21 +96,16 @@ def ensure_default_cert(certs_dir: Path, base_domain: str) -> Path:
     return path
 
 
-def store_certs(certs_dir: Path, certs: object) -> list[tuple[str, Path]]:
-    """Validate dynod's [{"domain", "cert_pem", "key_pem"}] and write each as one private PEM file.
+def store_certs(certs_dir: Path, certs: Iterable[DomainCert]) -> list[tuple[str, Path]]:
+    """Check each of dynod's pairs and write each as one private PEM file, named by its domain's hash.
 
     All are checked before any is written, so a bad entry changes nothing.
     """
-    if not isinstance(certs, list):
-        raise UserError("Bad certs message: certs must be a list.")
     checked: list[tuple[str, bytes]] = []
     for entry in certs:
-        if not isinstance(entry, dict) or not all(
-                isinstance(entry.get(k), str) for k in ("domain", "cert_pem", "key_pem")):
-            raise UserError("Bad certs message: each cert needs domain, cert_pem and key_pem strings.")
-        domain = normalize_domain(entry["domain"])
-        check_cert_pair(domain, entry["cert_pem"], entry["key_pem"])
-        pem = entry["cert_pem"].rstrip("\n") + "\n" + entry["key_pem"].rstrip("\n") + "\n"
+        domain = normalize_domain(entry.domain)
+        check_cert_pair(domain, entry.cert_pem, entry.key_pem)
+        pem = entry.cert_pem.rstrip("\n") + "\n" + entry.key_pem.rstrip("\n") + "\n"
         checked.append((domain, pem.encode()))
     certs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     stored = []

@@ -1,13 +1,24 @@
-"""Newline-delimited JSON, the router's control framing (dynod <-> router, router <-> workers). No I/O."""
+"""Newline-delimited JSON, the router's control framing (dynod <-> router, router <-> workers).
+
+``encode``/``decode`` are the framing of one message; ``ControlLineSplitter`` cuts a byte stream into
+message lines; ``MessageReader`` (trio) and ``BlockingMessageReader`` (plain sockets, for tests and
+benches) are the one receive loop every reader of a control stream uses.
+"""
 
 from __future__ import annotations
 
 import json
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+import trio
 
 from ..errors import UserError
 
 MAX_MESSAGE = 16 * 1024 * 1024  # a full routes snapshot or cert set of a big host fits many times over
+_RECEIVE_SIZE = 65536
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -25,8 +36,8 @@ def decode(line: bytes) -> dict[str, Any]:
     return message
 
 
-class LineSplitter:
-    """Bytes in, complete lines out (without the newline)."""
+class ControlLineSplitter:
+    """Control-stream bytes in, complete message lines out (without the newline; blank lines skipped)."""
 
     __slots__ = ("_partial",)
 
@@ -34,6 +45,7 @@ class LineSplitter:
         self._partial = b""
 
     def feed(self, data: bytes) -> list[bytes]:
+        """The lines ``data`` completes; UserError (and the partial line dropped) beyond MAX_MESSAGE."""
         if b"\n" not in data:
             self._partial += data
             if len(self._partial) > MAX_MESSAGE:
@@ -43,3 +55,59 @@ class LineSplitter:
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
         return [line for line in lines if line.strip()]
+
+
+class MessageReader:
+    """The messages of one trio-side control stream, in order.
+
+    ``receive`` returns the next bytes, b"" at the end; a reset or broken stream counts as the end too,
+    since every reader treats a vanished peer the same way (it stops reading).
+    """
+
+    __slots__ = ("_receive", "_splitter", "_lines")
+
+    def __init__(self, receive: Callable[[], Awaitable[bytes]]) -> None:
+        self._receive = receive
+        self._splitter = ControlLineSplitter()
+        self._lines: deque[bytes] = deque()
+
+    async def next_line(self) -> bytes | None:
+        """The next message line, undecoded (so a relay can pass it on as it is); None at the end.
+
+        UserError when a message is longer than MAX_MESSAGE; the reader stays usable after it.
+        """
+        while not self._lines:
+            try:
+                data = await self._receive()
+            except (OSError, trio.BrokenResourceError):
+                data = b""
+            if not data:
+                return None
+            self._lines.extend(self._splitter.feed(data))
+        return self._lines.popleft()
+
+    async def next(self) -> dict[str, Any] | None:
+        """The next message decoded; None at the end, UserError for a malformed one."""
+        line = await self.next_line()
+        return None if line is None else decode(line)
+
+
+class BlockingMessageReader:
+    """The messages of a blocking socket's control stream, for code that runs without an event loop."""
+
+    __slots__ = ("_sock", "_splitter")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._splitter = ControlLineSplitter()
+
+    def read(self, timeout: float) -> list[dict[str, Any]]:
+        """The messages one receive brings within ``timeout`` ([] when none came); EOFError at the end."""
+        self._sock.settimeout(max(timeout, 0.001))
+        try:
+            data = self._sock.recv(_RECEIVE_SIZE)
+        except TimeoutError:
+            return []
+        if not data:
+            raise EOFError("the control connection closed")
+        return [decode(line) for line in self._splitter.feed(data)]

@@ -14,7 +14,6 @@ import signal
 import socket
 import sys
 import time
-from pathlib import Path
 
 import trio
 
@@ -25,8 +24,9 @@ from .netio import SocketPipe, StreamPipe, wait_readable
 from .options import RouterOptions
 from .proxy import Proxy
 from .routes import RouteTable
+from .snapshots import RoutesSnapshot, StoredCertsSnapshot
 from .tls import CertStore, ensure_default_cert
-from .wire import LineSplitter, decode, encode
+from .wire import MessageReader, encode
 
 _FLUSH_EVERY = 0.02
 _WAKE_EVERY = 0.5
@@ -175,27 +175,20 @@ class Worker:
 
     async def _follow_parent(self) -> None:
         """Apply the parent's messages until it says stop or goes away."""
-        lines = LineSplitter()
-        while True:
-            try:
-                data = await self.channel.recv()
-            except OSError:
-                data = b""
-            if not data:
+        messages = MessageReader(self.channel.recv)
+        while (message := await messages.next()) is not None:
+            kind = message["type"]
+            if kind == "routes":
+                snapshot = RoutesSnapshot.decode(message)
+                self.proxy.set_routes(RouteTable(snapshot.apps, self.options.base_domain))
+            elif kind == "certs" and self.certs is not None:
+                self.certs.update(StoredCertsSnapshot.decode(message).certs)
+            elif kind == "stats":
+                stats = self.proxy.statistics()
+                stats.update(type="stats", pid=os.getpid(), log_dropped=self.logs.dropped)
+                self.logs.send_nowait(stats)
+            elif kind == "stop":
                 return
-            for line in lines.feed(data):
-                message = decode(line)
-                kind = message["type"]
-                if kind == "routes":
-                    self.proxy.set_routes(RouteTable.from_snapshot(message["apps"], self.options.base_domain))
-                elif kind == "certs" and self.certs is not None:
-                    self.certs.update((d, Path(p)) for d, p in message["certs"])
-                elif kind == "stats":
-                    stats = self.proxy.statistics()
-                    stats.update(type="stats", pid=os.getpid(), log_dropped=self.logs.dropped)
-                    self.logs.send_nowait(stats)
-                elif kind == "stop":
-                    return
 
     async def _flush_logs(self) -> None:
         while True:

@@ -4,6 +4,7 @@ import pytest
 from cryptography import x509
 
 from dynod.errors import UserError
+from dynod.router.snapshots import DomainCert
 from dynod.router.testing import self_signed_pair
 from dynod.router.tls import CertStore, check_cert_pair, ensure_default_cert, store_certs
 
@@ -28,16 +29,16 @@ def test_mismatched_or_garbled_pairs_are_refused_and_nothing_is_written(tmp_path
     with pytest.raises(UserError, match="not a PEM certificate"):
         check_cert_pair("a.test", "garbage", key_a)
     with pytest.raises(UserError):
-        store_certs(tmp_path / "certs", [{"domain": "a.test", "cert_pem": cert_a, "key_pem": key_a},
-                                         {"domain": "b.test", "cert_pem": cert_a, "key_pem": key_b}])
+        store_certs(tmp_path / "certs", [DomainCert("a.test", cert_a, key_a),
+                                         DomainCert("b.test", cert_a, key_b)])
     assert not (tmp_path / "certs").exists()
 
 
 def test_sni_picks_the_domain_cert_then_wildcards_then_default(tmp_path):
     cert_a, key_a = make_pair("a.test")
     cert_w, key_w = make_pair("*.w.test")
-    stored = store_certs(tmp_path / "certs", [{"domain": "A.test", "cert_pem": cert_a, "key_pem": key_a},
-                                              {"domain": "*.w.test", "cert_pem": cert_w, "key_pem": key_w}])
+    stored = store_certs(tmp_path / "certs", [DomainCert("A.test", cert_a, key_a),
+                                              DomainCert("*.w.test", cert_w, key_w)])
     store = CertStore(ensure_default_cert(tmp_path / "certs", "localhost"))
     store.update(stored)
     assert isinstance(store.context_for("a.test"), ssl.SSLContext)
