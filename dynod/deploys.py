@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import trio
 
@@ -26,13 +26,17 @@ from .builds.slug import SlugInfo
 from .errors import UserError
 from .manager.attach import AttachedSession
 from .model import Release
+from .platform.rules import build_release_description
+
+if TYPE_CHECKING:  # the platform makes its Deploys: imported for the type only
+    from .platform import Platform
 
 RELEASE_TYPE = "release"
 log = logging.getLogger("dynod.deploys")
 
 
 class Deploys:
-    def __init__(self, platform: Any) -> None:
+    def __init__(self, platform: Platform) -> None:
         self.platform = platform
         s = platform.settings
         self.settings = s
@@ -113,7 +117,7 @@ class Deploys:
             return await trio.to_thread.run_sync(work)
 
         async def release(record: BuildRecord, result: Any, slug: SlugInfo) -> int:
-            described = f"Deploy {(source_version or slug.id)[:7]}"
+            described = build_release_description(source_version, slug.id)
             # The config as it is now, not as it was when the build began: a config:set made during
             # the build must not be undone by the deploy.
             latest = platform.ledger.current_release(app)
@@ -135,8 +139,8 @@ class Deploys:
         """Make a release; with a release phase, it becomes current only once that succeeds."""
         platform = self.platform
         if RELEASE_TYPE not in process_types:
-            return platform._release(app, slug_id=slug_id, config=config, process_types=process_types,
-                                     description=description).version
+            return platform.release(app, slug_id=slug_id, config=config, process_types=process_types,
+                                    description=description).version
         pending = platform.ledger.create_release(app, slug_id=slug_id, config=config, process_types=process_types,
                                                  description=description, status="pending")
         say = output or (lambda line: None)
@@ -185,8 +189,8 @@ class Deploys:
         if RELEASE_TYPE in types and slug_id is not None:
             self.platform.manager.start_soon(self._background_release, app, slug_id, types, config, description)
         else:
-            self.platform._release(app, slug_id=slug_id, config=config, process_types=types,
-                                   description=description)
+            self.platform.release(app, slug_id=slug_id, config=config, process_types=types,
+                                  description=description)
 
     async def _background_release(self, app: str, slug_id: str, types: dict[str, str], config: dict[str, str],
                                   description: str) -> None:

@@ -534,7 +534,7 @@ async def _exec(self: ApiRoutes, request: Request, p: dict[str, str]) -> Respons
     if not request.wants_attach:
         raise UserError(f"ps:exec needs the headers 'Connection: Upgrade' and 'Upgrade: {UPGRADE_TOKEN}'.",
                         status=400, code="bad_request")
-    return AttachResponse(await self.platform.exec_attached(  # type: ignore[attr-defined]
+    return AttachResponse(await self.platform.exec_attached(
         p["app"], p["target"], command, tty, rows, cols, term))
 
 
@@ -543,12 +543,12 @@ async def _exec(self: ApiRoutes, request: Request, p: dict[str, str]) -> Respons
 
 @_route("GET", "/apps/{app}/features")
 async def _list_features(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
-    return JsonResponse(200, await self.platform.list_features(p["app"]))  # type: ignore[attr-defined]
+    return JsonResponse(200, await self.platform.list_features(p["app"]))
 
 
 @_route("GET", "/apps/{app}/features/{feature}")
 async def _get_feature(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
-    return JsonResponse(200, await self.platform.get_feature(p["app"], p["feature"]))  # type: ignore[attr-defined]
+    return JsonResponse(200, await self.platform.get_feature(p["app"], p["feature"]))
 
 
 @_route("PATCH", "/apps/{app}/features/{feature}")
@@ -556,24 +556,24 @@ async def _set_feature(self: ApiRoutes, request: Request, p: dict[str, str]) -> 
     body = await _json_object(request)
     if not isinstance(body.get("enabled"), bool):
         raise UserError("Field 'enabled' is required: true to enable the feature, false to disable it.")
-    return JsonResponse(200, await self.platform.set_feature(  # type: ignore[attr-defined]
+    return JsonResponse(200, await self.platform.set_feature(
         p["app"], p["feature"], body["enabled"]))
 
 
 @_route("GET", "/apps/{app}/health-check")
 async def _get_health_check(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
-    return JsonResponse(200, await self.platform.get_health_check(p["app"]))  # type: ignore[attr-defined]
+    return JsonResponse(200, await self.platform.get_health_check(p["app"]))
 
 
 @_route("PUT", "/apps/{app}/health-check")
 async def _set_health_check(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
     body = await _json_object(request)
-    return JsonResponse(200, await self.platform.set_health_check(p["app"], body))  # type: ignore[attr-defined]
+    return JsonResponse(200, await self.platform.set_health_check(p["app"], body))
 
 
 @_route("DELETE", "/apps/{app}/health-check")
 async def _remove_health_check(self: ApiRoutes, request: Request, p: dict[str, str]) -> Response:
-    await self.platform.remove_health_check(p["app"])  # type: ignore[attr-defined]
+    await self.platform.remove_health_check(p["app"])
     return JsonResponse(204, None)
 
 

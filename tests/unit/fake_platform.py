@@ -1,8 +1,10 @@
 """An in-memory PlatformService for API and CLI tests: real rules, no kernel.
 
-It keeps enough state (apps, releases, config, formation, dynos, logs, drains, domains, certs,
-stacks) for the API and dynoctl to be driven end to end, and records what it was asked so tests
-can assert that a request reached it — or, for bad input, that it did not.
+The rules are the daemon's own (``dynod.platform.rules``: config changes, formation checks, what
+makes a release), so the API and dynoctl are tested against what dynod decides. It keeps enough
+state (apps, releases, config, formation, dynos, logs, drains, domains, certs, stacks) for the
+API and dynoctl to be driven end to end, and records what it was asked so tests can assert that
+a request reached it — or, for bad input, that it did not.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import trio
 
 from dynod.api.service import Json
 from dynod.errors import Conflict, NotFound, UserError
-from dynod.model import check_app_name, check_config_var_name, dyno_size
+from dynod.model import Formation, Release, check_app_name, dyno_size
+from dynod.platform import rules
 
 NOW = "2026-11-26T12:00:00Z"
 
@@ -104,7 +107,8 @@ class FakePlatform:
     def __init__(self) -> None:
         self.apps: dict[str, Json] = {}
         self.releases: dict[str, list[Json]] = {}
-        self.configs: dict[str, dict[str, str]] = {}
+        self.configs: dict[str, dict[str, str]] = {}  # the current release's config
+        self.release_configs: dict[str, list[dict[str, str]]] = {}  # each release's, by version - 1
         self.formations: dict[str, dict[str, Json]] = {}
         self.dynos: dict[str, list[Json]] = {}
         self.logs: dict[str, list[str]] = {}
@@ -151,16 +155,20 @@ class FakePlatform:
         except KeyError:
             raise NotFound(f"Couldn't find that app: {app}.") from None
 
-    def _release(self, app: str, slug_id: str | None, description: str, process_types: dict[str, str]) -> Json:
+    def _release(self, app: str, slug_id: str | None, description: str, process_types: dict[str, str],
+                 config: dict[str, str] | None = None) -> Json:
         releases = self.releases[app]
         for old in releases:
             old["current"] = False
+        if config is not None:
+            self.configs[app] = dict(config)
         release = {
             "version": len(releases) + 1, "description": description, "created_at": NOW,
             "status": "succeeded", "current": True, "slug": {"id": slug_id} if slug_id else None,
             "process_types": dict(process_types), "config_var_names": sorted(self.configs[app]),
         }
         releases.append(release)
+        self.release_configs[app].append(dict(self.configs[app]))
         self.apps[app]["current_release"] = release["version"]
         self.apps[app]["released_at"] = NOW
         for type, command in process_types.items():
@@ -186,6 +194,7 @@ class FakePlatform:
         self._next_id += 1
         self.releases[name] = []
         self.configs[name] = {}
+        self.release_configs[name] = []
         self.formations[name] = {}
         self.dynos[name] = []
         return self.apps[name]
@@ -220,21 +229,13 @@ class FakePlatform:
     async def update_config(self, app: str, changes: dict[str, str | None]) -> dict[str, str]:
         self._call("update_config", app, changes)
         self._app(app)
-        for name in changes:
-            check_config_var_name(name)
-        config = self.configs[app]
-        for name, value in changes.items():
-            if value is None:
-                config.pop(name, None)
-            else:
-                config[name] = value
+        change = rules.config_change(self.configs[app], changes)
+        if change is None:  # nothing changes: no release
+            return dict(self.configs[app])
         current = self.releases[app][-1] if self.releases[app] else None
-        set_names = [n for n, v in changes.items() if v is not None]
-        description = f"Set {', '.join(set_names)} config vars" if set_names else \
-            f"Remove {', '.join(changes)} config vars"
-        self._release(app, current["slug"]["id"] if current and current["slug"] else None, description,
-                      current["process_types"] if current else {})
-        return dict(config)
+        self._release(app, current["slug"]["id"] if current and current["slug"] else None, change.description,
+                      current["process_types"] if current else {}, change.config)
+        return dict(change.config)
 
     # slugs and releases
 
@@ -270,18 +271,29 @@ class FakePlatform:
         self._app(app)
         if slug_id not in self.slugs:
             raise NotFound(f"No slug {slug_id[:12]} on this host: upload it first.")
-        return self._release(app, slug_id, description or f"Deploy {slug_id[:6]}", self.slug_process_types)
+        return self._release(app, slug_id, description or rules.slug_release_description(slug_id),
+                             self.slug_process_types)
 
     async def rollback(self, app: str, version: int | None) -> Json:
         self._call("rollback", app, version)
         self._app(app)
         releases = self.releases[app]
-        target_version = version if version is not None else len(releases) - 1
-        if not 1 <= target_version <= len(releases):
-            raise NotFound(f"{app} has no release v{target_version} to roll back to.")
+        if not releases:
+            raise NotFound(f"{app} has no releases to roll back.")
+        target_version = rules.rollback_version(app, len(releases), version)
+        if target_version > len(releases):
+            raise NotFound(f"{app} has no release v{target_version}: see `dynoctl releases -a {app}`.")
         target = releases[target_version - 1]
+        config = rules.rollback_config(self._as_release(app, target_version), self._as_release(app, len(releases)))
         slug = target["slug"]["id"] if target["slug"] else None
-        return self._release(app, slug, f"Rollback to v{target_version}", target["process_types"])
+        return self._release(app, slug, rules.rollback_description(target_version), target["process_types"],
+                             config)
+
+    def _as_release(self, app: str, version: int) -> Release:
+        shown = self.releases[app][version - 1]
+        return Release(app=app, version=version, slug_id=shown["slug"]["id"] if shown["slug"] else None,
+                       config=self.release_configs[app][version - 1], description=shown["description"],
+                       created_at=0.0, process_types=shown["process_types"])
 
     # formation and dynos
 
@@ -294,17 +306,16 @@ class FakePlatform:
         self._call("update_formation", app, updates)
         self._app(app)
         formation = self.formations[app]
-        for update in updates:
-            if update["type"] not in formation:
-                raise NotFound(f"No {update['type']} process type in {app}'s Procfile.")
-            if "size" in update:
-                dyno_size(update["size"])
-        for update in updates:
-            entry = formation[update["type"]]
-            if "quantity" in update:
-                entry["quantity"] = update["quantity"]
-            if "size" in update:
-                entry["size"] = dyno_size(update["size"]).name
+        # The fake's formation rows carry their commands: its process types are the rows' types.
+        rows = [Formation(app=app, type=t, quantity=entry["quantity"], size=entry["size"])
+                for t, entry in formation.items()]
+        checked = rules.formation_changes(app, updates, {t: entry["command"] for t, entry in formation.items()}, rows)
+        for type_, quantity, size in checked:
+            entry = formation[type_]
+            if quantity is not None:
+                entry["quantity"] = quantity
+            if size is not None:
+                entry["size"] = size
         return [formation[t] for t in sorted(formation)]
 
     async def list_dynos(self, app: str) -> list[Json]:

@@ -97,8 +97,8 @@ async def test_config_values_must_be_strings_or_null(platform: FakePlatform) -> 
 
 @pytest.mark.parametrize(("text", "version"), [("v3", 3), ("3", 3), ("current", None)])
 async def test_release_versions(platform: FakePlatform, text: str, version: int | None) -> None:
-    for _ in range(3):
-        await platform.update_config("myapp", {"A": "x"})
+    for value in ("x", "y", "z"):  # each a change: setting a var to its own value makes no release
+        await platform.update_config("myapp", {"A": value})
     response = await ApiRoutes(platform).dispatch(request("GET", f"/apps/myapp/releases/{text}"))
     assert isinstance(response, JsonResponse) and response.body["version"] == 3
     assert platform.calls[-1] == ("get_release", ("myapp", version))

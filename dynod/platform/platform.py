@@ -1,9 +1,10 @@
-"""The platform as the API sees it: apps, config, releases, formation, dynos, logs, routes.
+"""The daemon's platform: the API's calls carried out on the ledger, dynos, logs and routes.
 
-``Platform`` implements ``dynod.api.service.PlatformService``. It owns the rules that join the
-parts (a config change makes a release and restarts the dynos; a rollback is a new release with an
-old slug and config; a scale names a process type of the current release) and hands the running
-of dynos to the DynoManager, logs to the LogStream and routes to the router.
+``Platform`` implements ``dynod.api.service.PlatformService``. What a call may do is decided in
+``rules`` (a config change makes a release; a rollback is a new release with an old slug and
+config; a scale names a process type of the current release); this class reads what the rules
+need from the ledger, writes what they decided, and hands the running of dynos to the
+DynoManager, logs to the LogStream and routes to the router.
 """
 
 from __future__ import annotations
@@ -12,173 +13,27 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import trio
 
-from . import __version__
-from .api.service import AttachedDyno, Json
-from .errors import NotFound, UserError
-from .ledger import Ledger
-from .manager.dynos import ONE_OFF_TYPE, DynoManager, LiveDyno
-from .manager.sleeping import check_sizes as check_eco_sizes
-from .model import DEFAULT_SIZE, App, DynoRecord, DynoState, Release, check_config_var_name, dyno_size
-from .settings import Settings
-
-CONFIG_LIMIT_BYTES = 32 * 1024  # Heroku: 32kb of config var data per app
-
-
-def _config_bytes(config: dict[str, str]) -> int:
-    return sum(len(k.encode()) + len(v.encode()) for k, v in config.items())
+from .. import __version__
+from ..api.service import AttachedDyno, Json
+from ..errors import NotFound, UserError
+from ..ledger import Ledger
+from ..manager.dynos import ONE_OFF_TYPE, DynoManager, LiveDyno
+from ..model import DEFAULT_SIZE, App, DynoRecord, DynoState, Release, check_config_var_name, dyno_size
+from ..settings import Settings
+from . import rules
+from .addon_calls import AddonCalls
+from .rules import rfc3339
 
 
 def host_memory_mb() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
 
 
-def formation_memory_mb(rows: list[tuple[int, str]]) -> int:
-    """The memory (the sizes' quotas) that (quantity, size) rows ask for."""
-    return sum(quantity * dyno_size(size).memory_mb for quantity, size in rows)
-
-
-def check_host_memory(*, before_mb: int, after_mb: int, host_mb: int, ratio: float) -> None:
-    """Refuse a formation change that would ask more of the host than ``ratio`` times its RAM.
-
-    A change that does not grow the total is always allowed, so an over-full host (RAM
-    removed, ratio lowered) can still be scaled down.
-    """
-    offered = host_mb * ratio
-    if after_mb <= offered or after_mb <= before_mb:
-        return
-    raise UserError(
-        f"Not enough memory on this host: the formations of all apps would need {_gb(after_mb)} of dyno "
-        f"memory, and this host offers {_gb(offered)} ({ratio:g} x its {_gb(host_mb)} of RAM, [dynos] "
-        f"memory_overcommit), of which {_gb(max(0.0, offered - before_mb))} is left; scale something down "
-        "or use a smaller dyno size.", status=422, code="insufficient_memory")
-
-
-def _gb(mb: float) -> str:
-    return f"{mb / 1024:.1f} GB"
-
-
-ADJECTIVES = ("ancient", "autumn", "billowing", "bitter", "calm", "cool", "crimson", "damp", "dawn",
-              "fragrant", "frosty", "gentle", "hidden", "lively", "misty", "morning", "quiet", "rapid",
-              "shy", "silent", "snowy", "sparkling", "still", "sunny", "twilight", "wandering", "young")
-NOUNS = ("bird", "breeze", "brook", "cloud", "dawn", "dew", "dust", "field", "fire", "flower", "forest",
-         "frog", "glade", "harbor", "lake", "leaf", "meadow", "moon", "mountain", "river", "sea",
-         "shadow", "sky", "snow", "sound", "star", "sun", "thunder", "tree", "water", "wave", "wind")
-
-
-def rfc3339(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-# -- add-ons (dynod.addons; docs/addons.md) ---------------------------------------------------
-class _AddonsApi:
-    """The API's add-on calls, mixed into Platform (a block of its own, apart from the rest)."""
-
-    addons: Any
-    ledger: Ledger
-    logs: Any
-    manager: DynoManager
-
-    def addon_released(self, release: Release) -> None:
-        self.logs.emit(release.app, "dynod", "api", f"Release v{release.version} created by dynoctl: "
-                                                     f"{release.description}")
-        self.manager.reset_crashes(release.app)
-        self.manager.wake_app(release.app)  # a new release starts a sleeping app's dynos again
-        self.manager.wake()
-
-    def _addons(self) -> Any:
-        if self.addons is None:
-            raise UserError("Add-ons are not available in this dynod.", status=503, code="unavailable")
-        return self.addons
-
-    async def list_addons(self, app: str | None) -> list[Json]:
-        if app is not None:
-            self.ledger.get_app(app)
-        return self._addons().list_json(app)  # type: ignore[no-any-return]
-
-    async def create_addon(self, app: str, plan: str, attachment: str | None, name: str | None) -> Json:
-        return await self._addons().create(app, plan, attachment=attachment, name=name)  # type: ignore[no-any-return]
-
-    async def get_addon(self, name: str, app: str | None) -> Json:
-        return await self._addons().info(name, app)  # type: ignore[no-any-return]
-
-    async def destroy_addon(self, name: str, app: str | None, force: bool, final_backup: bool = True) -> Json:
-        return await self._addons().destroy(name, app=app, force=force,  # type: ignore[no-any-return]
-                                            final_backup=final_backup)
-
-    async def change_addon_plan(self, app: str, name: str, plan: str) -> Json:
-        return await self._addons().change_plan(app, name, plan)  # type: ignore[no-any-return]
-
-    async def list_attachments(self, app: str | None) -> list[Json]:
-        addons = self._addons()
-        if app is not None:
-            self.ledger.get_app(app)
-        return [addons.attachment_json(a) for a in self.ledger.list_attachments(app=app)]
-
-    async def attach_addon(self, addon: str, app: str, attachment: str | None) -> Json:
-        return await self._addons().attach(addon, app, attachment)  # type: ignore[no-any-return]
-
-    async def detach_addon(self, app: str, attachment: str) -> Json:
-        return await self._addons().detach(app, attachment)  # type: ignore[no-any-return]
-
-    async def list_addon_services(self) -> list[Json]:
-        return self._addons().services_json()  # type: ignore[no-any-return]
-
-    async def list_addon_plans(self, service: str) -> list[Json]:
-        return self._addons().plans_json(service)  # type: ignore[no-any-return]
-
-    # pg:* and redis:* (their API routes: /apps/{app}/pg-..., /apps/{app}/redis-...)
-    async def pg_backups(self, app: str) -> list[Json]:
-        return self._addons().list_backups(app)  # type: ignore[no-any-return]
-
-    async def pg_backup_capture(self, app: str, database: str | None) -> Json:
-        return await self._addons().capture(app, database)  # type: ignore[no-any-return]
-
-    async def pg_backup_restore(self, app: str, backup: str | None, database: str | None) -> Json:
-        return await self._addons().restore(app, backup, database)  # type: ignore[no-any-return]
-
-    async def pg_backup_delete(self, app: str, backup: str) -> None:
-        self._addons().delete_backup(app, backup)
-
-    async def pg_backup_download(self, app: str, backup: str | None) -> tuple[Json, AsyncIterator[bytes]]:
-        addons = self._addons()
-        found = addons.backup(app, backup)
-        if found.status != "completed":
-            raise UserError(f"Backup {found.id} is {found.status}: there is nothing to download.")
-        return found.to_json(), addons.backups.read_chunks(found)
-
-    async def pg_backup_schedules(self, app: str) -> list[Json]:
-        return self._addons().schedules(app)  # type: ignore[no-any-return]
-
-    async def pg_backup_schedule(self, app: str, database: str | None, at: str) -> Json:
-        return self._addons().schedule(app, database, at)  # type: ignore[no-any-return]
-
-    async def pg_backup_unschedule(self, app: str, database: str | None) -> None:
-        self._addons().unschedule(app, database)
-
-    async def pg_rotate(self, app: str, database: str | None) -> Json:
-        return await self._addons().rotate(app, database)  # type: ignore[no-any-return]
-
-    async def pg_reset(self, app: str, database: str | None) -> Json:
-        return await self._addons().reset(app, database)  # type: ignore[no-any-return]
-
-    async def pg_ps(self, app: str, database: str | None) -> list[Json]:
-        return await self._addons().pg_ps(app, database)  # type: ignore[no-any-return]
-
-    async def pg_kill(self, app: str, database: str | None, pid: int, force: bool) -> Json:
-        return await self._addons().pg_kill(app, database, pid, force)  # type: ignore[no-any-return]
-
-    async def redis_command(self, app: str, name: str | None, argv: list[str]) -> Json:
-        return await self._addons().redis_command(app, name, argv)  # type: ignore[no-any-return]
-
-
-class Platform(_AddonsApi):
+class Platform(AddonCalls):
     def __init__(self, settings: Settings, *, ledger: Ledger, manager: DynoManager, logs: Any, slugs: Any,
                  stacks: Any, routes_changed: Callable[[], None], request_shutdown: Callable[[bool], None]
                  ) -> None:
@@ -191,7 +46,7 @@ class Platform(_AddonsApi):
         self.routes_changed = routes_changed
         self._request_shutdown = request_shutdown
         self._started_at = time.time()
-        from .deploys import Deploys
+        from ..deploys import Deploys
 
         self.deploys = Deploys(self)
         self.acm: Any = None  # the CertManager (dynod.acm): set by the daemon when the router runs
@@ -245,14 +100,13 @@ class Platform(_AddonsApi):
             raise UserError(f"{app} has no deployed code yet: deploy first (dynoctl deploy DIR -a {app}).")
         return release
 
-    def _release(self, app: str, *, slug_id: str | None, config: dict[str, str],
-                 process_types: dict[str, str], description: str) -> Release:
+    def release(self, app: str, *, slug_id: str | None, config: dict[str, str],
+                process_types: dict[str, str], description: str) -> Release:
+        """Make a succeeded release now and move the app's dynos to it (deploys without a release
+        phase, config changes, slug releases and rollbacks all end here)."""
         release = self.ledger.create_release(app, slug_id=slug_id, config=config,
                                              process_types=process_types, description=description)
-        self.logs.emit(app, "dynod", "api", f"Release v{release.version} created by dynoctl: {description}")
-        self.manager.reset_crashes(app)
-        self.manager.wake_app(app)  # a new release starts a sleeping app's dynos again
-        self.manager.wake()
+        self.addon_released(release)
         return release
 
     # -- apps --------------------------------------------------------------------------------
@@ -261,10 +115,7 @@ class Platform(_AddonsApi):
 
     async def create_app(self, name: str | None) -> Json:
         if name is None:
-            existing = {a.name for a in self.ledger.list_apps()}
-            rng = random.SystemRandom()
-            while name is None or name in existing:
-                name = f"{rng.choice(ADJECTIVES)}-{rng.choice(NOUNS)}-{rng.randrange(10000, 99999)}"
+            name = rules.generated_app_name({a.name for a in self.ledger.list_apps()}, random.SystemRandom())
         app = self.ledger.create_app(name)
         # Heroku makes v1 "Initial release" at creation, so config changes have a base to copy.
         self.ledger.create_release(name, slug_id=None, config={}, process_types={},
@@ -309,7 +160,7 @@ class Platform(_AddonsApi):
     async def _clear_keyrings(self, app: str) -> None:
         import logging
 
-        from .linux.spawner_client import SpawnerError
+        from ..linux.spawner_client import SpawnerError
 
         d = self.settings.dynos
         uid = self.ledger.app_uid(app, d.uid_first, d.uid_count)
@@ -342,34 +193,14 @@ class Platform(_AddonsApi):
         return dict(release.config) if release else {}
 
     async def update_config(self, app: str, changes: dict[str, str | None]) -> dict[str, str]:
-        if not changes:
-            raise UserError("No config vars given: pass KEY=VALUE pairs to set or KEY names to unset.")
-        for key, value in changes.items():
-            check_config_var_name(key)
-            if value is not None and not isinstance(value, str):
-                raise UserError(f"Config var {key} must be a string, got {type(value).__name__}.")
         release = self.ledger.current_release(app)
         config = dict(release.config) if release else {}
-        set_names = [k for k, v in changes.items() if v is not None]
-        unset_names = [k for k, v in changes.items() if v is None and k in config]
-        new = {**config, **{k: v for k, v in changes.items() if v is not None}}
-        for key in unset_names:
-            del new[key]
-        if new == config:
+        change = rules.config_change(config, changes)
+        if change is None:
             return config
-        if _config_bytes(new) > max(CONFIG_LIMIT_BYTES, _config_bytes(config)):
-            # Heroku's words; above it a dyno's environment would not fit the spawner's message.
-            raise UserError(f"Config var data (the collection of all keys and values) is limited to 32kb "
-                            f"for each app; this change would make it {_config_bytes(new) / 1024:.1f}kb. "
-                            "Keep large data in a file or an add-on.", status=422, code="invalid_params")
-        parts = []
-        if set_names:
-            parts.append(f"Set {', '.join(sorted(set_names))} config vars")
-        if unset_names:
-            parts.append(f"Remove {', '.join(sorted(unset_names))} config vars")
-        await self.deploys.release_after_config_change(app, release=release, config=new,
-                                                       description="; ".join(parts))
-        return new
+        await self.deploys.release_after_config_change(app, release=release, config=change.config,
+                                                       description=change.description)
+        return change.config
 
     # -- buildpacks ---------------------------------------------------------------------------
     async def get_buildpacks(self, app: str) -> list[str]:
@@ -380,7 +211,7 @@ class Platform(_AddonsApi):
         typo is refused here and not at the next push). Not a release, as on Heroku."""
         from pathlib import Path
 
-        from .builds.buildpack import BUILTIN_ORDER, check_buildpack_ref
+        from ..builds.buildpack import BUILTIN_ORDER, check_buildpack_ref
 
         self.ledger.get_app(app)
         if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
@@ -418,42 +249,27 @@ class Platform(_AddonsApi):
         self.ledger.get_app(app)
         info = self.slugs.get(slug_id)
         current = self.ledger.current_release(app)
-        release = self._release(app, slug_id=info.id, config=dict(current.config) if current else {},
-                                process_types=info.process_types,
-                                description=description or f"Deploy {info.id[:6]}")
+        release = self.release(app, slug_id=info.id, config=dict(current.config) if current else {},
+                               process_types=info.process_types,
+                               description=description or rules.slug_release_description(info.id))
         return self._release_json(release, release.version)
 
     async def rollback(self, app: str, version: int | None) -> Json:
         current = self.ledger.current_release(app)
         if current is None:
             raise NotFound(f"{app} has no releases to roll back.")
-        target_version = version if version is not None else current.version - 1
-        if target_version < 1:
-            raise UserError(f"{app} has no release before v{current.version} to roll back to.")
+        target_version = rules.rollback_version(app, current.version, version)
         try:
             target = self.ledger.get_release(app, target_version)
         except NotFound:
             raise NotFound(f"{app} has no release v{target_version}: see `dynoctl releases -a {app}`.") from None
-        config = dict(target.config)
-        # Heroku's rule: a rollback never re-creates or destroys an add-on. The add-ons attached
-        # now stay, with their config vars as they are now; vars of add-ons gone since are dropped.
-        now = {ref.attachment for ref in current.addons}
-        for ref in target.addons:
-            if ref.attachment not in now:
-                config.pop(f"{ref.attachment}_URL", None)
-        for ref in current.addons:
-            for key, value in current.config.items():
-                if key == f"{ref.attachment}_URL":
-                    config[key] = value
-        release = self._release(app, slug_id=target.slug_id, config=config,
-                                process_types=dict(target.process_types),
-                                description=f"Rollback to v{target.version}")
+        release = self.release(app, slug_id=target.slug_id, config=rules.rollback_config(target, current),
+                               process_types=dict(target.process_types),
+                               description=rules.rollback_description(target.version))
         result = self._release_json(release, release.version)
-        if set(target.addons) != set(current.addons):
-            names = lambda refs: ", ".join(f"{r.attachment} ({r.addon})" for r in refs) or "none"  # noqa: E731
-            result["warning"] = (f"v{target.version} had add-ons {names(target.addons)}; {app} has "
-                                 f"{names(current.addons)}. A rollback does not create, destroy, attach or "
-                                 "detach add-ons: use addons:create/attach/detach for that.")
+        warning = rules.rollback_addons_warning(app, target, current)
+        if warning is not None:
+            result["warning"] = warning
         return result
 
     # -- formation and dynos -----------------------------------------------------------------
@@ -466,27 +282,7 @@ class Platform(_AddonsApi):
     async def update_formation(self, app: str, updates: list[Json], *, by: str = "dynoctl") -> list[Json]:
         release = self.ledger.current_release(app)
         types = release.process_types if release else {}
-        checked: list[tuple[str, int | None, str | None]] = []
-        for update in updates:
-            type_ = update.get("type")
-            if type_ == "release":
-                raise UserError("The release process type runs once per release (the release phase); "
-                                "it cannot be scaled.")
-            if type_ == "scheduler":  # manager/reconcile.py SCHEDULER_TYPE: scheduler.N are its one-off runs
-                raise UserError("The scheduler process type is the scheduler's one-off runs (scheduler.N); "
-                                "it cannot be scaled: rename the Procfile entry, or use dynoctl scheduler:add.")
-            if type_ not in types:
-                known = ", ".join(sorted(types)) or "none: deploy a Procfile first"
-                raise NotFound(f"Couldn't find that process type ({type_}); this app has: {known}.")
-            quantity = update.get("quantity")
-            if quantity is not None and (isinstance(quantity, bool) or not isinstance(quantity, int)
-                                         or quantity < 0):
-                raise UserError(f"Invalid quantity {quantity!r} for {type_}: use a whole number, 0 or more.")
-            size = update.get("size")
-            if size is not None:
-                size = dyno_size(size).name
-            checked.append((type_, quantity, size))
-        check_eco_sizes(self.ledger.get_formation(app), checked)
+        checked = rules.formation_changes(app, updates, types, self.ledger.get_formation(app))
         self._check_memory_for(app, checked)
         for type_, quantity, size in checked:
             self.ledger.set_formation(app, type_, quantity=quantity, size=size)
@@ -497,18 +293,12 @@ class Platform(_AddonsApi):
         self.manager.wake()
         return await self.get_formation(app)
 
-    def _check_memory_for(self, app: str, changes: list[tuple[str, int | None, str | None]]) -> None:
-        rows = {a.name: {f.type: (f.quantity, f.size) for f in self.ledger.get_formation(a.name)}
-                for a in self.ledger.list_apps()}
-        before = formation_memory_mb([row for formation in rows.values() for row in formation.values()])
-        mine = dict(rows.get(app, {}))
-        for type_, quantity, size in changes:
-            old_quantity, old_size = mine.get(type_, (0, DEFAULT_SIZE))
-            mine[type_] = (old_quantity if quantity is None else quantity, old_size if size is None else size)
-        rows[app] = mine
-        after = formation_memory_mb([row for formation in rows.values() for row in formation.values()])
-        check_host_memory(before_mb=before, after_mb=after, host_mb=host_memory_mb(),
-                          ratio=self.settings.dynos.memory_overcommit)
+    def _check_memory_for(self, app: str, changes: list[rules.FormationChange]) -> None:
+        formations = {a.name: {f.type: (f.quantity, f.size) for f in self.ledger.get_formation(a.name)}
+                      for a in self.ledger.list_apps()}
+        before, after = rules.memory_before_and_after(formations, app, changes)
+        rules.check_host_memory(before_mb=before, after_mb=after, host_mb=host_memory_mb(),
+                                ratio=self.settings.dynos.memory_overcommit)
 
     async def list_dynos(self, app: str) -> list[Json]:
         self.ledger.get_app(app)
@@ -580,7 +370,7 @@ class Platform(_AddonsApi):
 
     async def run_scheduled(self, app: str, command: str, size: str) -> Json:
         """A scheduler job's run: a detached one-off dyno named scheduler.N (docs/scheduler.md)."""
-        from .manager.reconcile import SCHEDULER_TYPE
+        from ..manager.reconcile import SCHEDULER_TYPE
 
         release = self._current(app)
         name = f"{SCHEDULER_TYPE}.{self.ledger.next_run_number(app)}"
@@ -589,7 +379,7 @@ class Platform(_AddonsApi):
 
     async def run_attached(self, app: str, command: str, size: str | None, env: dict[str, str], tty: bool,
                            rows: int, cols: int) -> AttachedDyno:
-        from .manager.attach import AttachedSession
+        from ..manager.attach import AttachedSession
 
         live = await self._one_off(app, command, size, env, stdio="tty" if tty else "pipes", rows=rows,
                                    cols=cols, attached=True)
@@ -598,26 +388,26 @@ class Platform(_AddonsApi):
     async def exec_attached(self, app: str, dyno: str, command: str, tty: bool, rows: int, cols: int,
                             term: str | None = None) -> AttachedDyno:
         """ps:exec: ``command`` inside the running dyno ``dyno`` (docs/dynos.md, "Exec into a running dyno")."""
-        from .manager.exec import start_exec
+        from ..manager.exec import start_exec
 
         self.ledger.get_app(app)
         return await start_exec(self.manager, app, dyno, command, tty=tty, rows=rows, cols=cols, term=term)
 
     # -- app features (preboot) -----------------------------------------------------------------
     async def list_features(self, app: str) -> list[Json]:
-        from .manager.features import CATALOGUE, feature_json
+        from ..manager.features import CATALOGUE, feature_json
 
         enabled = self.ledger.list_features(app)
         return [feature_json(f, f.name in enabled) for f in CATALOGUE.values()]
 
     async def get_feature(self, app: str, name: str) -> Json:
-        from .manager.features import feature, feature_json
+        from ..manager.features import feature, feature_json
 
         found = feature(name)
         return feature_json(found, found.name in self.ledger.list_features(app))
 
     async def set_feature(self, app: str, name: str, enabled: bool) -> Json:
-        from .manager.features import feature, feature_json
+        from ..manager.features import feature, feature_json
 
         found = feature(name)
         self.ledger.set_feature(app, found.name, enabled)
@@ -632,7 +422,7 @@ class Platform(_AddonsApi):
         return {"enabled": check is not None, **(check.to_json() if check is not None else {})}
 
     async def set_health_check(self, app: str, body: Json) -> Json:
-        from .manager.health import HealthCheck
+        from ..manager.health import HealthCheck
 
         self.ledger.get_app(app)
         check = HealthCheck.from_json(body)
@@ -723,7 +513,7 @@ class Platform(_AddonsApi):
                 for domain, pem, _key in self.ledger.list_certs(app)]
 
     async def add_cert(self, app: str, domain: str, cert_pem: str, key_pem: str) -> Json:
-        from .router.tls import check_cert_pair
+        from ..router.tls import check_cert_pair
 
         domain = domain.strip().lower()
         if domain not in {d["hostname"] for d in await self.list_domains(app)}:
