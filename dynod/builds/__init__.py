@@ -4,6 +4,7 @@
 - ``slug_store``: the server's verified slugs by sha256, unpacked once for their dynos;
 - ``archive``: the hardened extractor for archives from outside (source tarballs, slugs);
 - ``builds``: build records, their output log, and ``Builder`` (one build start to end);
+- ``build_output``: what a build prints, split into lines and framed the Heroku way;
 - ``buildpack``: buildpack detection, install, and compile in the build container;
 - ``container``: the build container, started by the dyno manager's spawner;
 - ``git``: git receive over SSH and the push's build request; ``keys``: SSH authorized keys;
@@ -30,6 +31,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "BuildRecord": "builds",
     "BuildStore": "builds",
     "Builder": "builds",
+    "BuildOutputSplitter": "build_output",
     "BuildError": "buildpack",
     "BuildTimeout": "buildpack",
     "CompileResult": "buildpack",

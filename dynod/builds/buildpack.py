@@ -40,7 +40,7 @@ import yaml
 from ..errors import UserError
 from ..model import CONFIG_VAR_RE
 from ..procfile import parse_procfile
-from .builds import LineSplitter, detail, seconds, step
+from .build_output import BuildOutputSplitter, detail, seconds, step
 from .slugignore import apply_slugignore
 
 # Where things are inside the build container (Heroku's layout: the app is built where it runs).
@@ -414,7 +414,7 @@ class _Runner:
 
     async def run(self, argv: list[str], what: str, sink: Callable[[bytes], None] | None = None) -> int:
         """Run one step; its output streams to the user line by line unless ``sink`` takes it."""
-        splitter = LineSplitter()
+        splitter = BuildOutputSplitter()
 
         def stream(data: bytes) -> None:
             self.budget.charge(len(data))

@@ -1,9 +1,8 @@
 """Builds as records: what was built, from which source, how it ended, and its output.
 
-A build's output is a stream of lines: bytes from buildpacks are split into lines (no line over
-``MAX_LINE_BYTES``, the same cut Logplex makes), forwarded to whoever watches, and kept in a log
-file next to the record so ``dynoctl builds:output`` can replay it. Memory stays bounded whatever a
-buildpack prints: the splitter holds at most one line, the log file stops growing at its cap.
+A build's output is a stream of lines (split and framed by build_output.py), forwarded to
+whoever watches, and kept in a log file next to the record so ``dynoctl builds:output`` can
+replay it. Memory stays bounded whatever a buildpack prints: the log file stops growing at its cap.
 
 Records live as one JSON file per build under ``state_dir/builds/<app>/``: builds are not part
 of the release ledger (a failed build makes no release) and their output is too big for it.
@@ -26,66 +25,14 @@ import trio
 from ..errors import NotFound, UserError
 from ..model import check_app_name
 from .archive import remove_tree, unpack_source
+from .build_output import detail, seconds, step
+from .buildpack import DEFAULT_TIMEOUT, compile_app
 
-__all__ = ["BuildStore", "Builder", "LineSplitter", "unpack_source"]
+__all__ = ["BuildStore", "Builder", "unpack_source"]
 
 log = logging.getLogger("dynod.builds")
 
-MAX_LINE_BYTES = 10_000  # Logplex splits lines at 10,000 bytes; build output does the same
 DEFAULT_LOG_CAP_BYTES = 8 * 1024 * 1024  # what builds:output keeps of one build's output
-
-
-class LineSplitter:
-    """Sans-I/O: bytes in, complete text lines (without their newline) out."""
-
-    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
-        self.max_line_bytes = max_line_bytes
-        self._partial = bytearray()
-
-    def feed(self, data: bytes) -> list[str]:
-        lines: list[str] = []
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
-            if end < 0:
-                break
-            self._partial += data[start:end]
-            lines.extend(self._cut(final=True))
-            start = end + 1
-        self._partial += data[start:]
-        lines.extend(self._cut(final=False))
-        return lines
-
-    def flush(self) -> list[str]:
-        """The last line of a stream that did not end with a newline."""
-        return self._cut(final=True) if self._partial else []
-
-    def _cut(self, *, final: bool) -> list[str]:
-        out: list[str] = []
-        while len(self._partial) > self.max_line_bytes:
-            out.append(_decode(self._partial[: self.max_line_bytes]))
-            del self._partial[: self.max_line_bytes]
-        if final:
-            out.append(_decode(self._partial))
-            self._partial.clear()
-        return out
-
-
-def _decode(raw: bytes | bytearray) -> str:
-    return bytes(raw).rstrip(b"\r").decode("utf-8", errors="replace")
-
-
-# Heroku's build output framing: a step header, and indented detail lines below it.
-def step(text: str) -> str:
-    return f"-----> {text}"
-
-
-def detail(text: str) -> str:
-    return f"       {text}"
-
-
-def seconds(elapsed: float) -> str:
-    return f"{elapsed:.2f} s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,9 +244,6 @@ class Builder:
                     pack: Callable[[Path], Awaitable[Slug]],
                     release: Callable[[BuildRecord, Any, Slug], Awaitable[int]],
                     app_buildpacks: list[str] | None = None) -> BuildRecord:
-        # buildpack.py frames its output with this module's helpers, so it is imported here.
-        from .buildpack import DEFAULT_TIMEOUT, compile_app
-
         record = self.store.create(app, source=source, source_version=source_version, user=user)
         log = self.store.open_log(record, forward=output)
         lock = self._locks.setdefault(app, trio.Lock())

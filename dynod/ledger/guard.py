@@ -23,7 +23,8 @@ import stat
 from pathlib import Path
 
 from ..errors import UserError
-from . import Ledger, LedgerMissing, open_ledger
+from .backends import open_ledger
+from .interface import Ledger, LedgerMissing
 
 STATE_DIR_MODE = 0o700
 # What only an app that the ledger knew about can have left in the state dir.

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import UserError
-from . import LedgerMissing, redacted
+from .interface import LedgerMissing, redacted
 from .rules import LedgerRules
 
 # Each entry moves the schema one version up, numbered as SQLite's are (v4 = uids and features),

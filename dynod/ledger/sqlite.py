@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UserError
-from . import LedgerMissing
+from .interface import LedgerMissing
 from .rules import MAX_QUANTITY, LedgerRules
 
 __all__ = ["MAX_QUANTITY", "MIGRATIONS", "SCHEMA_VERSION", "SqliteLedger"]

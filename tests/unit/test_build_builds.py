@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from dynod.builds.builds import BuildStore, LineSplitter, unpack_source
+from dynod.builds.build_output import BuildOutputSplitter
+from dynod.builds.builds import BuildStore, unpack_source
 from dynod.errors import NotFound, UserError
 
 
 def test_lines_are_split_across_chunks_and_bounded():
-    s = LineSplitter(max_line_bytes=10)
+    s = BuildOutputSplitter(max_line_bytes=10)
     assert s.feed(b"-----> Py") == []
     assert s.feed(b"thon\r\n  ok\nabcdefghijklmnopqrstu") == ["-----> Pyt", "hon", "  ok", "abcdefghij",
                                                                 "klmnopqrst"]
@@ -21,7 +22,7 @@ def test_lines_are_split_across_chunks_and_bounded():
 
 
 def test_invalid_utf8_is_replaced_not_raised():
-    assert LineSplitter().feed(b"caf\xe9\n") == ["caf\ufffd"]
+    assert BuildOutputSplitter().feed(b"caf\xe9\n") == ["caf\ufffd"]
 
 
 def test_store_records_output_and_finds_the_newest(tmp_path: Path):
