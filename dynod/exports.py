@@ -10,8 +10,13 @@ Importing the package itself stays free, and ``from dynod.builds import SlugStor
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
-from typing import Any
+
+# typing costs dynoctl ~5 ms of start-up, and every package __init__ imports this module: the
+# annotations below are only strings (PEP 563), so typing is for type checkers only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
 
 
 def lazy_exports(package: str, where: Mapping[str, str],

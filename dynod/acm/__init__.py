@@ -9,4 +9,19 @@ installed through the ledger like a `certs:add` certificate, renewed before they
 
 Only ``issuer`` imports the ``acme`` library, and only when the first order is made, so dynoctl and
 a dynod with no app on ACM never load it.
+
+Each public name is imported from its module on first use (dynod/exports.py), so importing
+the package loads none of them.
 """
+
+from ..exports import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "AppState": "schedule",
+    "DomainState": "schedule",
+    "due": "schedule",
+    "sync_domains": "schedule",
+    "AcmeFailure": "issuer",
+    "AcmeIssuer": "issuer",
+    "CertManager": "manager",
+}, globals())

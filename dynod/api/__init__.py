@@ -6,28 +6,29 @@
 - ``attach``: the sans-I/O frame protocol of ``dynoctl run``;
 - ``client``: ``ApiClient``, stdlib only, which dynoctl and embedding programs use.
 
-Importing this package imports nothing else, so ``dynod.api.client`` stays free of trio (dynoctl
-starts in milliseconds); ``serve_api`` and ``ApiClient`` are loaded on first use.
+Importing this package imports none of its modules (each public name below is imported from its
+module on first use, dynod/exports.py), so ``dynod.api.client`` stays free of trio and h11
+(dynoctl starts in milliseconds).
 """
 
-from __future__ import annotations
+from ..exports import lazy_exports
 
-# typing itself costs dynoctl ~5 ms of startup; the constant is all that is needed from it here.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from .client import ApiClient
-    from .server import serve_api
-
-__all__ = ["ApiClient", "serve_api"]
-
-
-def __getattr__(name: str) -> object:
-    if name == "serve_api":
-        from .server import serve_api
-
-        return serve_api
-    if name == "ApiClient":
-        from .client import ApiClient
-
-        return ApiClient
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "ApiClient": "client",
+    "AttachSession": "client",
+    "default_socket_path": "client",
+    "PlatformService": "service",
+    "AttachedDyno": "service",
+    "ApiRoutes": "routes",
+    "Request": "routes",
+    "JsonResponse": "routes",
+    "TextResponse": "routes",
+    "StreamResponse": "routes",
+    "PlatformApi": "platform_api",
+    "serve_api": "server",
+    "serve_api_tcp": "server",
+    "serve_api_tls": "server",
+    "Frame": "attach",
+    "FrameDecoder": "attach",
+    "FrameType": "attach",
+}, globals())

@@ -97,7 +97,7 @@ def decode_lines(lines: list[bytes]) -> list[str]:
     return out
 
 
-class LineSplitter:
+class DynoOutputSplitter:
     """Turns the bytes a dyno writes into messages, one per line.
 
     ``feed`` returns the complete lines in ``data``; a line still open at the end waits for the

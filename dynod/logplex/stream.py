@@ -30,7 +30,7 @@ from ..model import check_app_name
 from . import store
 from .drain import Drain, DrainBuffer, parse_drain_url, redact
 from .egress import DrainEgress
-from .format import LineFilter, LineSplitter, line_prefix, split_message
+from .format import DynoOutputSplitter, LineFilter, line_prefix, split_message
 from .sender import DrainSender
 from .syslog import LOGPLEX_PROCID, l10_message
 from .tail import TailSession
@@ -197,7 +197,7 @@ class LogStream:
     async def pump(self, app: str, dyno: str, fd: int) -> None:
         """Read a dyno's output pipe until EOF as ``app[<dyno>]`` lines; closes ``fd``."""
         os.set_blocking(fd, False)
-        splitter = LineSplitter()
+        splitter = DynoOutputSplitter()
         self._pumps += 1
         try:
             while True:

@@ -1,8 +1,18 @@
 """Heroku Metrics for dynod: response times, throughput, errors, memory and events per app and
-process type, from the platform's own log lines, kept in a bounded SQLite file (docs/metrics.md)."""
+process type, from the platform's own log lines, kept in a bounded SQLite file (docs/metrics.md).
 
-from .collector import Metrics, parse_since
-from .histogram import RELATIVE_ERROR, Histogram
-from .point import Point
+Each public name is imported from its module on first use (dynod/exports.py), so importing one
+module of the package never loads the others.
+"""
 
-__all__ = ["RELATIVE_ERROR", "Histogram", "Metrics", "Point", "parse_since"]
+from ..exports import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "Metrics": "collector",
+    "parse_since": "collector",
+    "RELATIVE_ERROR": "histogram",
+    "Histogram": "histogram",
+    "Point": "point",
+    "DynoMemory": "point",
+    "MetricsStore": "store",
+}, globals())

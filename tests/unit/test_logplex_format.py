@@ -7,8 +7,8 @@ import pytest
 from dynod.errors import UserError
 from dynod.logplex.format import (
     MAX_LINE_BYTES,
+    DynoOutputSplitter,
     LineFilter,
-    LineSplitter,
     line_prefix,
     parse_line,
     split_long,
@@ -29,7 +29,7 @@ def test_line_prefix_matches_heroku_shape():
 
 
 def test_splitter_returns_complete_lines_and_keeps_the_open_one():
-    s = LineSplitter()
+    s = DynoOutputSplitter()
     assert s.feed(b"one\ntw") == ["one"]
     assert s.feed(b"o\nthree\n") == ["two", "three"]
     assert s.feed(b"four") == []
@@ -38,36 +38,36 @@ def test_splitter_returns_complete_lines_and_keeps_the_open_one():
 
 
 def test_empty_lines_are_lines():
-    assert LineSplitter().feed(b"\n\nx\n") == ["", "", "x"]
+    assert DynoOutputSplitter().feed(b"\n\nx\n") == ["", "", "x"]
 
 
 def test_crlf_endings_lose_their_cr():
-    assert LineSplitter().feed(b"dos\r\nunix\n") == ["dos", "unix"]
+    assert DynoOutputSplitter().feed(b"dos\r\nunix\n") == ["dos", "unix"]
 
 
 def test_invalid_utf8_and_controls_are_kept_escaped():
-    lines = LineSplitter().feed(b"bad \xff\xfe ok\nnul \x00 bell \x07 del \x7f\n")
+    lines = DynoOutputSplitter().feed(b"bad \xff\xfe ok\nnul \x00 bell \x07 del \x7f\n")
     assert lines == ["bad \\xff\\xfe ok", "nul \\x00 bell \\x07 del \\x7f"]
 
 
 def test_tab_esc_and_unicode_pass_through():
     text = "\t\x1b[31mred\x1b[0m caf\u00e9 \U0001f600"
-    assert LineSplitter().feed(text.encode() + b"\n") == [text]
+    assert DynoOutputSplitter().feed(text.encode() + b"\n") == [text]
 
 
 def test_line_over_limit_is_split_at_10000_bytes():
     line = b"a" * (2 * MAX_LINE_BYTES + 5)
-    out = LineSplitter().feed(line + b"\nnext\n")
+    out = DynoOutputSplitter().feed(line + b"\nnext\n")
     assert [len(x) for x in out] == [MAX_LINE_BYTES, MAX_LINE_BYTES, 5, 4]
     assert "".join(out[:3]) == line.decode()
 
 
 def test_line_exactly_at_limit_is_not_split():
-    assert LineSplitter().feed(b"b" * MAX_LINE_BYTES + b"\n") == ["b" * MAX_LINE_BYTES]
+    assert DynoOutputSplitter().feed(b"b" * MAX_LINE_BYTES + b"\n") == ["b" * MAX_LINE_BYTES]
 
 
 def test_open_line_is_flushed_in_full_pieces_before_its_newline():
-    s = LineSplitter()
+    s = DynoOutputSplitter()
     out = s.feed(b"x" * (MAX_LINE_BYTES + 10))
     assert out == ["x" * MAX_LINE_BYTES]
     assert s.feed(b"yz\n") == ["x" * 10 + "yz"]
