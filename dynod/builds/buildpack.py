@@ -455,20 +455,99 @@ def _minutes(limit: float) -> str:
     return f"{limit / 60:g} min" if limit >= 60 else f"{limit:g} s"
 
 
-async def _detect(runner: _Runner, bp: Buildpack) -> str | None:
-    """The name bin/detect prints when it accepts the app; None when it declines (exit != 0)."""
+# Detection runs every buildpack's bin/detect that must be asked in ONE container, in order, each
+# from a writable copy: a container start costs about as much as a built-in's detect, and a
+# Procfile app used to pay nine of them. Mode ``first`` stops at the first that accepts (choosing
+# among the built-ins), ``every`` at the first that declines (the user's list: all must accept).
+# For each detect run the script prints ``<index> <exit code> <n>`` and then the first n bytes
+# (at most MAX_DETECT_OUTPUT) of what it printed, so the host can tell one result from another.
+_DETECT_SCRIPT = r"""
+mode=$1 app=$2 limit=$3
+shift 3
+index=0
+out=/tmp/dynod-detect.out head=/tmp/dynod-detect.head
+for buildpack in "$@"; do
+  copy=/tmp/buildpack-detect
+  if rm -rf "$copy" && cp -R "$buildpack" "$copy"; then
+    "$copy/bin/detect" "$app" > "$out" 2>&1 < /dev/null
+    code=$?
+  else
+    echo "cannot copy $buildpack to $copy" > "$out"
+    code=70
+  fi
+  head -c "$limit" "$out" > "$head"
+  printf '%s %s %s\n' "$index" "$code" "$(wc -c < "$head")"
+  cat "$head"
+  if [ "$mode" = first ] && [ "$code" = 0 ]; then exit 0; fi
+  if [ "$mode" = every ] && [ "$code" != 0 ]; then exit 0; fi
+  index=$((index + 1))
+done
+exit 0
+"""
+
+
+def detect_argv(bps: list[Buildpack], mode: str) -> list[str]:
+    """The argv that runs ``bin/detect`` of each of ``bps`` in one container (see _DETECT_SCRIPT)."""
+    return ["/bin/bash", "-c", _DETECT_SCRIPT, "buildpack-detect", mode, APP_DIR, str(MAX_DETECT_OUTPUT),
+            *(f"{BUILDPACKS_DIR}/{bp.name}" for bp in bps)]
+
+
+def parse_detect_results(data: bytes, count: int) -> dict[int, tuple[int, str]]:
+    """_DETECT_SCRIPT's output -> {index: (exit code, name printed)}; what cannot be read is
+    left out (a buildpack with no result is one that did not accept)."""
+    results: dict[int, tuple[int, str]] = {}
+    pos = 0
+    while pos < len(data):
+        end = data.find(b"\n", pos)
+        if end < 0:
+            break
+        fields = data[pos:end].split(b" ")
+        if len(fields) != 3 or not all(f.isdigit() for f in fields):
+            break
+        index, code, size = (int(f) for f in fields)
+        if index >= count or size > MAX_DETECT_OUTPUT:
+            break
+        text = data[end + 1:end + 1 + size].decode(errors="replace").strip().splitlines()
+        results[index] = (code, text[0].strip() if text else "")
+        pos = end + 1 + size
+    return results
+
+
+async def _detect_each(runner: _Runner, bps: list[Buildpack], mode: str) -> list[str | None]:
+    """Each of ``bps``' detected name (what its bin/detect printed first, else its own name), or
+    None where it declined or was not asked (mode ``first``: after the one that accepted; mode
+    ``every``: after the first that declined). A buildpack without bin/detect accepts any app."""
+    names: list[str | None] = [None] * len(bps)
+    asked: list[int] = []
+    for index, bp in enumerate(bps):
+        if not (bp.path / "bin" / "detect").is_file():
+            if mode == "first":
+                names[index] = bp.name  # accepts: the ones after it are never asked
+                break
+            names[index] = bp.name
+            continue
+        asked.append(index)
+    if not asked:
+        return names
     captured = bytearray()
+    limit = (MAX_DETECT_OUTPUT + 64) * len(asked)
 
     def keep(data: bytes) -> None:
-        captured.extend(data[: max(0, MAX_DETECT_OUTPUT - len(captured))])
+        captured.extend(data[: max(0, limit - len(captured))])
 
-    if not (bp.path / "bin" / "detect").is_file():
-        return bp.name
-    code = await runner.run(step_argv(bp, "detect", 0, APP_DIR), f"{bp.source}'s bin/detect", sink=keep)
-    if code != 0:
-        return None
-    lines = captured.decode(errors="replace").strip().splitlines()
-    return lines[0].strip() if lines else bp.name
+    what = f"{bps[asked[0]].source}'s bin/detect" if len(asked) == 1 else "the buildpacks' bin/detect"
+    await runner.run(detect_argv([bps[i] for i in asked], mode), what, sink=keep)
+    results = parse_detect_results(bytes(captured), len(asked))
+    found: list[str | None] = [None] * len(bps)
+    for position, index in enumerate(asked):
+        code, name = results.get(position, (1, ""))
+        found[index] = (name or bps[index].name) if code == 0 else None
+    if mode == "first":
+        for index, name in enumerate(found):
+            if name is not None:
+                return [name if i == index else None for i in range(len(bps))]
+        return names  # none asked accepted: the one without bin/detect, if any, did
+    return [names[i] if names[i] is not None else found[i] for i in range(len(bps))]
 
 
 async def _release(runner: _Runner, bp: Buildpack, source_dir: Path) -> ReleaseInfo:
@@ -556,9 +635,9 @@ async def compile_app(
     chosen: list[tuple[Buildpack, str]] = []
     if refs:
         output(step(f"Using buildpacks from {named_by}: {', '.join(refs)}"))
-        for bp in await install_buildpacks(refs, dest=buildpacks_dir, builtins=buildpacks,
-                                           source_dir=source_dir, local_roots=local_roots):
-            name = await _detect(runner, bp)
+        installed = await install_buildpacks(refs, dest=buildpacks_dir, builtins=buildpacks,
+                                             source_dir=source_dir, local_roots=local_roots)
+        for bp, name in zip(installed, await _detect_each(runner, installed, "every"), strict=True):
             if name is None:
                 raise BuildError(f"App not compatible with buildpack {bp.source}: its bin/detect declined "
                                  f"the app; fix the app or change {named_by}.")
@@ -566,11 +645,9 @@ async def compile_app(
     else:
         installed = await install_buildpacks([bp.name for bp in buildpacks], dest=buildpacks_dir,
                                              builtins=buildpacks, source_dir=source_dir)
-        for bp in installed:
-            name = await _detect(runner, bp)
+        for bp, name in zip(installed, await _detect_each(runner, installed, "first"), strict=True):
             if name is not None:
                 chosen.append((bp, name))
-                break
         if not chosen:
             raise BuildError("No default language could be detected for this app: add a requirements.txt, "
                              "pyproject.toml, package.json or Procfile, or set BUILDPACK_URL.")

@@ -18,6 +18,7 @@ from dynod.builds.buildpack import (
     merge_process_types,
     parse_buildpack_url,
     parse_buildpacks_file,
+    parse_detect_results,
     parse_release_yaml,
     read_app_file,
     requested_buildpacks,
@@ -108,6 +109,8 @@ class ScriptedContainer:
                   output: Callable[[bytes], None]) -> int:
         self.calls.append(argv)
         self.envs.append(env)
+        if argv[:2] == ["/bin/bash", "-c"] and argv[3] == "buildpack-detect":
+            return self._detect_batch(argv[4], argv[7:], output)
         program, release_file = step_program(argv)
         self.programs.append(program)
         code, out, effect = self.scripts.get(program, (1, b"", None))
@@ -123,6 +126,21 @@ class ScriptedContainer:
                 output(out[i:i + 1000])
                 await trio.sleep(0)
         return code
+
+
+    def _detect_batch(self, mode: str, buildpacks: list[str], output: Callable[[bytes], None]) -> int:
+        """What _DETECT_SCRIPT does: each detect in order, its result framed, until the mode stops."""
+        for index, bp in enumerate(buildpacks):
+            program = f"{bp}/bin/detect"
+            self.programs.append(program)
+            code, out, effect = self.scripts.get(program, (1, b"", None))
+            if effect:
+                effect()
+            out = out[:4096]
+            output(f"{index} {code} {len(out)}\n".encode() + out)
+            if (mode == "first" and code == 0) or (mode == "every" and code != 0):
+                break
+        return 0
 
 
 def step_program(argv: list[str]) -> tuple[str, str | None]:
@@ -172,8 +190,10 @@ async def test_detection_runs_in_order_and_stops_at_the_first_match(dirs: dict[s
     lines, result = await run_compile(dirs, container, {"SECRET": "s3"})
     detects = [p for p in container.programs if p.endswith("/detect")]
     assert detects == ["/buildpacks/python/bin/detect", "/buildpacks/nodejs/bin/detect"]
+    # Detection is one container for all the built-ins; then the compile, then the release.
+    assert len(container.calls) == 3 and container.calls[0][3] == "buildpack-detect"
     # Each step runs from a writable copy of its buildpack; compile gets Heroku's three arguments.
-    assert container.calls[2][4:] == ["/buildpacks/nodejs", "compile", "00", "/app/.dynod-buildpack-exports",
+    assert container.calls[1][4:] == ["/buildpacks/nodejs", "compile", "00", "/app/.dynod-buildpack-exports",
                                       "/app", "/tmp/cache", "/tmp/env"]
     assert result.buildpacks == ["Node.js"]
     assert result.process_types == {"web": "node index.js", "worker": "x"}
@@ -194,6 +214,28 @@ async def test_nothing_detected(dirs: dict[str, Path]):
 async def test_explicit_buildpack_that_declines_the_app(dirs: dict[str, Path]):
     with pytest.raises(BuildError, match="App not compatible with buildpack nodejs"):
         await run_compile(dirs, ScriptedContainer(dirs["app"], {}), {"BUILDPACK_URL": "nodejs"})
+
+
+async def test_every_named_buildpack_is_asked_in_one_container_and_the_first_decline_is_named(
+        dirs: dict[str, Path]):
+    container = ScriptedContainer(dirs["app"], {"/buildpacks/python/bin/detect": (0, b"Python\n", None)})
+    with pytest.raises(BuildError, match="App not compatible with buildpack nodejs: its bin/detect declined"):
+        await run_compile(dirs, container, {"BUILDPACK_URL": "python,nodejs,procfile"})
+    # One container asked python (accepted) and nodejs (declined); procfile was not asked.
+    assert len(container.calls) == 1
+    assert container.programs == ["/buildpacks/python/bin/detect", "/buildpacks/nodejs/bin/detect"]
+
+
+def test_detect_results_are_read_result_by_result():
+    data = b"0 1 0\n1 0 14\nNode.js\nextra\n"
+    assert parse_detect_results(data, 2) == {0: (1, ""), 1: (0, "Node.js")}
+    # Anything else ends the reading: what is missing counts as not accepted.
+    assert parse_detect_results(b"0 0 7\nPython\n9 0 0\n", 2) == {0: (0, "Python")}
+    assert parse_detect_results(b"Python\n", 1) == {}
+    assert parse_detect_results(b"0 0 99999\nPython\n", 1) == {}
+    assert parse_detect_results(b"0 -1 3\nabc", 1) == {}
+    # A name cut short by the end of the output is still the name.
+    assert parse_detect_results(b"0 0 50\nPyth", 1) == {0: (0, "Pyth")}
 
 
 async def test_timeout_is_a_build_error_naming_the_step(dirs: dict[str, Path]):
