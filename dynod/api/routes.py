@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 import trio
 
+from ..builds.events import BuildFailed, BuildOutput, build_finished
 from ..errors import NotFound, UserError
 from .attach import UPGRADE_TOKEN
 from .service import AttachedDyno, Json, PlatformService
@@ -694,10 +695,15 @@ async def _list_stacks(self: ApiRoutes, request: Request, p: dict[str, str]) -> 
     return JsonResponse(200, await self.platform.list_stacks())
 
 
+def _json_line(final: Json) -> bytes:
+    return json.dumps(final).encode() + b"\n"
+
+
 def _job_stream(job: Callable[[Callable[[bytes], None]], Awaitable[Json]], result_key: str, failed: str,
                 content_type: str = "text/plain; charset=utf-8", cleanup: Callable[[], None] = lambda: None,
-                ) -> StreamResponse:
-    """A long job's output line by line, then one JSON line: {result_key: result} or {"error"}.
+                encode_final: Callable[[Json], bytes] = _json_line) -> StreamResponse:
+    """A long job's output line by line, then one JSON line: {result_key: result} or {"error"}
+    (``encode_final`` writes it: a build's is its typed final event, dynod/builds/events.py).
 
     The job reports through a plain callback; an unbounded channel carries each piece to the task
     that owns the socket (the callback must never block). The job runs to its end even if the
@@ -734,7 +740,7 @@ def _job_stream(job: Callable[[Callable[[bytes], None]], Awaitable[Json]], resul
             nursery.start_soon(run)
             async for data in receive:
                 await write_while_client_here(data)
-        await write_while_client_here(json.dumps(final).encode() + b"\n")
+        await write_while_client_here(encode_final(final))
 
     return StreamResponse(produce, content_type=content_type, stop_when_client_leaves=False)
 
@@ -782,10 +788,16 @@ async def _build(self: ApiRoutes, request: Request, p: dict[str, str]) -> Respon
         return await platform.build_source(
             app, archive, source=source, source_version=request.query.get("source_version"),
             user=request.query.get("user"),
-            output=lambda line: emit(json.dumps({"line": line}).encode() + b"\n"))
+            output=lambda line: emit(BuildOutput(line).encode()))
 
     return _job_stream(job, "build", f"The build of {app} failed", content_type="application/x-ndjson",
-                       cleanup=archive.close)
+                       cleanup=archive.close, encode_final=_build_final)
+
+
+def _build_final(final: Json) -> bytes:
+    if "error" in final:
+        return BuildFailed(id=final["error"]["id"], message=final["error"]["message"]).encode()
+    return build_finished(final["build"]).encode()
 
 
 @_route("GET", "/apps/{app}/builds")

@@ -5,6 +5,7 @@
 - ``archive``: the hardened extractor for archives from outside (source tarballs, slugs);
 - ``builds``: build records, their output log, and ``Builder`` (one build start to end);
 - ``build_output``: what a build prints, split into lines and framed the Heroku way;
+- ``events``: what a build reports to the API's stream and its readers (git's hook, dynoctl), typed;
 - ``buildpack``: buildpack detection, install, and compile in the build container;
 - ``container``: the build container, started by the dyno manager's spawner;
 - ``git``: git receive over SSH and the push's build request; ``keys``: SSH authorized keys;
@@ -32,6 +33,11 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "BuildStore": "builds",
     "Builder": "builds",
     "BuildOutputSplitter": "build_output",
+    "BuildEvent": "events",
+    "BuildFailed": "events",
+    "BuildFinished": "events",
+    "BuildOutput": "events",
+    "decode_build_event": "events",
     "BuildError": "buildpack",
     "BuildTimeout": "buildpack",
     "CompileResult": "buildpack",
