@@ -23,6 +23,7 @@ read from the host with O_NOFOLLOW, so a build cannot point dynod (root) at a ho
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -359,9 +360,14 @@ async def _git_clone(ref: str, target: Path, named: str | None = None) -> None:
 # one buildpack to hand PATH, LD_LIBRARY_PATH and the like to the next. The host never reads these
 # files; the directory is removed from /app before release (so it never reaches the slug).
 EXPORTS_DIR = ".dynod-buildpack-exports"
+# The last compile's container then runs every chosen buildpack's bin/release too (Heroku's
+# order: all compiles, then all releases), each from a fresh copy, rather than one container
+# more per buildpack: ``releases`` lists ``<buildpack dir>=<file>`` pairs; bin/release's stdout
+# (the YAML) goes to the file and its exit code to ``<file>.code``, which the host reads with
+# O_NOFOLLOW and removes. The container has one output stream, so this keeps stdout apart.
 _STEP_SCRIPT = r"""
-buildpack=$1 step=$2 index=$3 exports=$4
-shift 4
+buildpack=$1 step=$2 index=$3 exports=$4 releases=$5
+shift 5
 copy=/tmp/buildpack-$index
 rm -rf "$copy" && cp -R "$buildpack" "$copy" || { echo " !     cannot copy $buildpack to $copy"; exit 70; }
 if [ "$step" = compile ]; then
@@ -374,15 +380,23 @@ code=$?
 if [ "$step" = compile ] && [ "$code" = 0 ] && [ -f "$copy/export" ]; then
   mkdir -p "$exports" && cp "$copy/export" "$exports/$index" || exit 70
 fi
+if [ "$code" = 0 ] && [ -n "$releases" ]; then
+  for pair in $releases; do
+    release=/tmp/buildpack-release
+    rm -rf "$release" && cp -R "${pair%%=*}" "$release" || { echo " !     cannot copy ${pair%%=*}"; exit 70; }
+    "$release/bin/release" "$1" > "${pair#*=}" < /dev/null
+    echo "$?" > "${pair#*=}.code"
+  done
+fi
 exit "$code"
 """
 
 
-def step_argv(bp: Buildpack, step: str, index: int, *args: str) -> list[str]:
-    """The argv that runs ``bin/<step>`` of ``bp`` (the ``index``-th chosen) from a writable copy."""
+def step_argv(bp: Buildpack, step: str, index: int, *args: str, releases: str = "") -> list[str]:
+    """The argv that runs ``bin/<step>`` of ``bp`` (the ``index``-th chosen) from a writable copy,
+    then, after a compile that succeeded, the bin/release of each ``releases`` pair."""
     return ["/bin/bash", "-c", _STEP_SCRIPT, "buildpack-step", f"{BUILDPACKS_DIR}/{bp.name}", step,
-            f"{index:02d}", f"{APP_DIR}/{EXPORTS_DIR}", *args]
-
+            f"{index:02d}", f"{APP_DIR}/{EXPORTS_DIR}", releases, *args]
 
 
 class _OutputBudget:
@@ -550,24 +564,20 @@ async def _detect_each(runner: _Runner, bps: list[Buildpack], mode: str) -> list
     return [names[i] if names[i] is not None else found[i] for i in range(len(bps))]
 
 
-async def _release(runner: _Runner, bp: Buildpack, source_dir: Path) -> ReleaseInfo:
-    if not (bp.path / "bin" / "release").is_file():
-        return ReleaseInfo()
-    # The container has one output stream (stdout and stderr merged); the YAML must be stdout
-    # alone, so the shell sends it to a file in /app that the host reads and removes.
-    name = f".dynod-release-{secrets.token_hex(8)}.yml"
-    argv = ["/bin/sh", "-c", 'exec "$@" > "$0"', f"{APP_DIR}/{name}", *step_argv(bp, "release", 0, APP_DIR)]
+def _read_release(bp: Buildpack, source_dir: Path, name: str) -> ReleaseInfo:
+    """What ``bp``'s bin/release printed into ``name`` in the app, and its exit code beside it."""
+    code_text = read_app_file(source_dir, f"{name}.code", 64)
+    if code_text is None or not code_text.strip().isdigit():
+        raise BuildError(f"Buildpack {bp.source}: bin/release did not finish (its result was removed); "
+                         "build again.")
+    code = int(code_text)
+    if code != 0:
+        raise BuildError(f"Buildpack {bp.source}: bin/release exited with {code}; see the output above.")
     try:
-        code = await runner.run(argv, f"{bp.source}'s bin/release")
-        if code != 0:
-            raise BuildError(f"Buildpack {bp.source}: bin/release exited with {code}; see the output above.")
-        try:
-            text = read_app_file(source_dir, name, MAX_RELEASE_YAML_BYTES) or ""
-        except BuildError:
-            raise BuildError(f"Buildpack {bp.source}: bin/release printed more than "
-                             f"{MAX_RELEASE_YAML_BYTES // 1024} KiB, or no plain YAML.") from None
-    finally:
-        (source_dir / name).unlink(missing_ok=True)
+        text = read_app_file(source_dir, name, MAX_RELEASE_YAML_BYTES) or ""
+    except BuildError:
+        raise BuildError(f"Buildpack {bp.source}: bin/release printed more than "
+                         f"{MAX_RELEASE_YAML_BYTES // 1024} KiB, or no plain YAML.") from None
     return parse_release_yaml(text, bp.source)
 
 
@@ -654,27 +664,41 @@ async def compile_app(
     timings["detect"] = time.monotonic() - t
 
     _remove_exports(source_dir)
-    for index, (bp, name) in enumerate(chosen):
-        t = time.monotonic()
-        output(step(f"{name} app detected"))
-        code = await runner.run(step_argv(bp, "compile", index, APP_DIR, CACHE_DIR, ENV_DIR),
-                                f"{bp.source}'s bin/compile")
-        elapsed = time.monotonic() - t
-        timings[f"compile {bp.name}"] = elapsed
-        if code != 0:
-            raise BuildError(f"Failed to compile the {name} app: {bp.source}'s bin/compile exited with "
-                             f"{code} after {seconds(elapsed)}; see the output above.")
-        output(step(f"{name} app compiled ({seconds(elapsed)})"))
+    # Each bin/release's YAML file in /app (removed before the slug is packed, whatever happens).
+    release_files = {index: f".dynod-release-{secrets.token_hex(8)}.yml"
+                     for index, (bp, _name) in enumerate(chosen) if (bp.path / "bin" / "release").is_file()}
+    releases = " ".join(f"{BUILDPACKS_DIR}/{chosen[index][0].name}={APP_DIR}/{name}"
+                        for index, name in release_files.items())
+    try:
+        for index, (bp, name) in enumerate(chosen):
+            t = time.monotonic()
+            output(step(f"{name} app detected"))
+            last = index == len(chosen) - 1
+            code = await runner.run(step_argv(bp, "compile", index, APP_DIR, CACHE_DIR, ENV_DIR,
+                                              releases=releases if last else ""),
+                                    f"{bp.source}'s bin/compile")
+            elapsed = time.monotonic() - t
+            timings[f"compile {bp.name}"] = elapsed
+            if code != 0:
+                raise BuildError(f"Failed to compile the {name} app: {bp.source}'s bin/compile exited with "
+                                 f"{code} after {seconds(elapsed)}; see the output above.")
+            output(step(f"{name} app compiled ({seconds(elapsed)})"))
 
-    _remove_exports(source_dir)
-    t = time.monotonic()
-    output(step("Discovering process types"))
-    defaults: dict[str, str] = {}
-    addons: list[str] = []
-    for bp, _name in chosen:
-        info = await _release(runner, bp, source_dir)
-        defaults.update(info.default_process_types)  # a later buildpack's default wins
-        addons.extend(a for a in info.addons if a not in addons)
+        _remove_exports(source_dir)
+        t = time.monotonic()
+        output(step("Discovering process types"))
+        defaults: dict[str, str] = {}
+        addons: list[str] = []
+        for index, (bp, _name) in enumerate(chosen):
+            info = _read_release(bp, source_dir, release_files[index]) if index in release_files else ReleaseInfo()
+            defaults.update(info.default_process_types)  # a later buildpack's default wins
+            addons.extend(a for a in info.addons if a not in addons)
+    finally:
+        for name in release_files.values():
+            for leftover in (name, f"{name}.code"):
+                # The build owns /app: what it put in their place (a directory) stays, as its own file.
+                with contextlib.suppress(OSError):
+                    (source_dir / leftover).unlink(missing_ok=True)
     procfile_text = read_app_file(source_dir, "Procfile")
     procfile = parse_procfile(procfile_text) if procfile_text is not None else None
     process_types = merge_process_types(defaults, procfile)

@@ -111,7 +111,7 @@ class ScriptedContainer:
         self.envs.append(env)
         if argv[:2] == ["/bin/bash", "-c"] and argv[3] == "buildpack-detect":
             return self._detect_batch(argv[4], argv[7:], output)
-        program, release_file = step_program(argv)
+        program = step_program(argv)
         self.programs.append(program)
         code, out, effect = self.scripts.get(program, (1, b"", None))
         if out == b"HANG":
@@ -119,14 +119,17 @@ class ScriptedContainer:
             raise BuildTimeout(timeout)
         if effect:
             effect()
-        if release_file:  # bin/release: stdout goes to the file the shell redirects to
-            (self.app / Path(release_file).name).write_bytes(out)
-        else:
-            for i in range(0, len(out), 1000):
-                output(out[i:i + 1000])
-                await trio.sleep(0)
+        for i in range(0, len(out), 1000):
+            output(out[i:i + 1000])
+            await trio.sleep(0)
+        if code == 0 and argv[8]:  # then each bin/release: stdout to its file, the exit code beside it
+            for pair in argv[8].split(" "):
+                directory, _, file = pair.partition("=")
+                self.programs.append(f"{directory}/bin/release")
+                release_code, yaml_out, _effect = self.scripts.get(f"{directory}/bin/release", (0, b"", None))
+                (self.app / Path(file).name).write_bytes(yaml_out)
+                (self.app / f"{Path(file).name}.code").write_text(f"{release_code}\n")
         return code
-
 
     def _detect_batch(self, mode: str, buildpacks: list[str], output: Callable[[bytes], None]) -> int:
         """What _DETECT_SCRIPT does: each detect in order, its result framed, until the mode stops."""
@@ -143,13 +146,11 @@ class ScriptedContainer:
         return 0
 
 
-def step_program(argv: list[str]) -> tuple[str, str | None]:
-    """(the buildpack program a step runs, the file release's stdout goes to, if it is release)."""
-    if argv[0] == "/bin/sh":  # release: `exec "$@" > "$0"` around the step's own argv
-        return step_program(argv[4:])[0], argv[3]
+def step_program(argv: list[str]) -> str:
+    """The buildpack program a step runs."""
     if argv[:2] == ["/bin/bash", "-c"] and argv[3] == "buildpack-step":
-        return f"{argv[4]}/bin/{argv[5]}", None
-    return argv[0], None
+        return f"{argv[4]}/bin/{argv[5]}"
+    return argv[0]
 
 
 def builtins_at(root: Path) -> list[Buildpack]:
@@ -190,11 +191,13 @@ async def test_detection_runs_in_order_and_stops_at_the_first_match(dirs: dict[s
     lines, result = await run_compile(dirs, container, {"SECRET": "s3"})
     detects = [p for p in container.programs if p.endswith("/detect")]
     assert detects == ["/buildpacks/python/bin/detect", "/buildpacks/nodejs/bin/detect"]
-    # Detection is one container for all the built-ins; then the compile, then the release.
-    assert len(container.calls) == 3 and container.calls[0][3] == "buildpack-detect"
+    # Detection is one container for all the built-ins; then the compile and release.
+    assert len(container.calls) == 2 and container.calls[0][3] == "buildpack-detect"
     # Each step runs from a writable copy of its buildpack; compile gets Heroku's three arguments.
-    assert container.calls[1][4:] == ["/buildpacks/nodejs", "compile", "00", "/app/.dynod-buildpack-exports",
-                                      "/app", "/tmp/cache", "/tmp/env"]
+    assert container.calls[1][4:8] == ["/buildpacks/nodejs", "compile", "00", "/app/.dynod-buildpack-exports"]
+    assert container.calls[1][9:] == ["/app", "/tmp/cache", "/tmp/env"]
+    # ... and the (last) compile's container runs the releases after it: no container more.
+    assert container.calls[1][8].startswith("/buildpacks/nodejs=/app/.dynod-release-")
     assert result.buildpacks == ["Node.js"]
     assert result.process_types == {"web": "node index.js", "worker": "x"}
     assert lines[0] == "-----> Building on the debian-13 stack"
@@ -224,6 +227,35 @@ async def test_every_named_buildpack_is_asked_in_one_container_and_the_first_dec
     # One container asked python (accepted) and nodejs (declined); procfile was not asked.
     assert len(container.calls) == 1
     assert container.programs == ["/buildpacks/python/bin/detect", "/buildpacks/nodejs/bin/detect"]
+
+
+async def test_releases_run_after_the_last_compile_and_a_failing_one_fails_the_build(dirs: dict[str, Path]):
+    container = ScriptedContainer(dirs["app"], {
+        "/buildpacks/python/bin/detect": (0, b"Python\n", None),
+        "/buildpacks/nodejs/bin/detect": (0, b"Node.js\n", None),
+        "/buildpacks/python/bin/compile": (0, b"", None),
+        "/buildpacks/nodejs/bin/compile": (0, b"", None),
+        "/buildpacks/python/bin/release": (0, b"default_process_types:\n  web: gunicorn app:app\n", None),
+        "/buildpacks/nodejs/bin/release": (3, b"", None),
+    })
+    with pytest.raises(BuildError, match="Buildpack nodejs: bin/release exited with 3; see the output above"):
+        await run_compile(dirs, container, {"BUILDPACK_URL": "python,nodejs"})
+    # The first compile carries no releases; the last runs both, in order, after itself.
+    assert [call[8] for call in container.calls[1:]][0] == ""
+    assert container.programs[2:] == ["/buildpacks/python/bin/compile", "/buildpacks/nodejs/bin/compile",
+                                      "/buildpacks/python/bin/release", "/buildpacks/nodejs/bin/release"]
+    assert not list(dirs["app"].glob(".dynod-release-*"))  # the YAML and code files are gone
+
+
+async def test_a_failed_compile_runs_no_release(dirs: dict[str, Path]):
+    container = ScriptedContainer(dirs["app"], {
+        "/buildpacks/python/bin/detect": (0, b"Python\n", None),
+        "/buildpacks/python/bin/compile": (2, b"boom\n", None),
+    })
+    with pytest.raises(BuildError, match="python's bin/compile exited with 2"):
+        await run_compile(dirs, container)
+    assert "/buildpacks/python/bin/release" not in container.programs
+    assert not list(dirs["app"].glob(".dynod-release-*"))
 
 
 def test_detect_results_are_read_result_by_result():
