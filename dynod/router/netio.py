@@ -9,7 +9,10 @@ busy connection cannot starve the others or miss its cancellation.
 from __future__ import annotations
 
 import errno
+import fcntl
+import os
 import socket
+from collections.abc import Callable
 
 import trio
 
@@ -124,6 +127,56 @@ class StreamPipe:
 
 
 Pipe = SocketPipe | StreamPipe
+
+_SPLICE = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+_SPLICE_PIPE_SIZE = 256 * 1024  # per round trip through the kernel pipe; the default is 64 KiB
+
+
+class SpliceSourceEnded(Exception):
+    """The source closed or reset before the bytes asked for came (a dyno cut its body short)."""
+
+
+async def splice_exactly(src: SocketPipe, dst: SocketPipe, count: int, progress: Callable[[], None]) -> None:
+    """Move ``count`` bytes from ``src`` to ``dst`` with splice(2), never copying them through Python.
+
+    A long body costs a few syscalls per 256 KiB instead of a recv, a parse and a send per 64 KiB.
+    ``progress`` is called after each piece reaches ``dst`` (the idle deadline rolls). Raises
+    SpliceSourceEnded when ``src`` ends or fails first, OSError when ``dst`` fails.
+    """
+    r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        try:
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, _SPLICE_PIPE_SIZE)
+        except OSError:
+            pass  # above /proc/sys/fs/pipe-max-size: the default size works, in smaller pieces
+        sfd, dfd, ssock, dsock = src.sock.fileno(), dst.sock.fileno(), src.sock, dst.sock
+        unforced = 0  # pieces moved without waiting: yield now and then, as SocketPipe does
+        while count:
+            try:
+                n = os.splice(sfd, w, min(count, _SPLICE_PIPE_SIZE), flags=_SPLICE)
+            except BlockingIOError:
+                unforced = 0
+                await wait_readable(ssock)
+                continue
+            except OSError as exc:
+                raise SpliceSourceEnded(str(exc)) from None
+            if n == 0:
+                raise SpliceSourceEnded(f"end of stream with {count} bytes to come")
+            count -= n
+            while n:
+                try:
+                    n -= os.splice(r, dfd, n, flags=_SPLICE)
+                except BlockingIOError:
+                    unforced = 0
+                    await wait_writable(dsock)
+            progress()
+            unforced += 1
+            if unforced >= _YIELD_EVERY:
+                unforced = 0
+                await checkpoint()
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 async def connect_tcp(host: str, port: int, timeout: float) -> SocketPipe:

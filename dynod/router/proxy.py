@@ -22,11 +22,12 @@ from . import codes
 from .codes import RouterCode
 from .headers import LAST_CHUNK, chunk, client_head, pick_request_id, upstream_head
 from .logline import AccessRecord
-from .netio import ConnectRefused, ConnectTimeout, Pipe
+from .netio import ConnectRefused, ConnectTimeout, Pipe, SocketPipe, SpliceSourceEnded, splice_exactly
 from .options import RouterOptions
 from .parse import (
     CHUNKED,
     END,
+    LENGTH,
     NO_BODY,
     UNTIL_CLOSE,
     Body,
@@ -34,6 +35,7 @@ from .parse import (
     RequestHead,
     RequestReader,
     ResponseHead,
+    ResponseReader,
     Tunnel,
 )
 from .pool import DynoConn, DynoPool
@@ -81,6 +83,8 @@ _FIRST_BYTE = 3  # request sent, no response yet: H12
 _STREAMING = 4  # response started: H15 (rolling)
 _TUNNEL = 5  # WebSocket passthrough: close quietly (rolling)
 _INF = float("inf")
+# Bodies at least this long still to come go kernel to kernel (splice); shorter ones are not worth a pipe.
+_SPLICE_MIN = 128 * 1024
 
 
 
@@ -144,6 +148,7 @@ class Proxy:
         self.pool = DynoPool(max_idle=options.pool_idle, idle_timeout=options.pool_idle_timeout)
         self.connections = 0
         self.requests = 0
+        self.bodies_spliced = 0
         self.codes: Counter[str] = Counter()
         self._clients: set[_Client] = set()
         # Connections with no request in hand (fresh, or kept alive between requests), oldest first:
@@ -154,7 +159,7 @@ class Proxy:
     def statistics(self) -> dict[str, object]:
         return {"connections": self.connections, "requests": self.requests, "codes": dict(self.codes),
                 "dyno_conns_opened": self.pool.opened, "dyno_conns_reused": self.pool.reused,
-                "dyno_conns_idle": self.pool.idle_count()}
+                "dyno_conns_idle": self.pool.idle_count(), "bodies_spliced": self.bodies_spliced}
 
     def draining(self) -> None:
         """Stop keeping connections alive: idle ones close now, busy ones after their response."""
@@ -555,6 +560,10 @@ class Proxy:
         sent = False
         idle = opts.idle_timeout
         client.wait_for(_STREAMING, idle)
+        if framing == LENGTH and type(client_pipe) is SocketPipe and END not in revents:
+            spliced = await self._splice_body(client, client_pipe, conn, rhead, out)
+            if spliced is not None:
+                nbytes, out, done, sent = spliced, [], True, True
         while True:
             while revents:
                 ev = revents.popleft()
@@ -603,6 +612,36 @@ class Proxy:
             conn.close()
         return status, nbytes, keep, None
 
+    async def _splice_body(self, client: _Client, client_pipe: SocketPipe, conn: DynoConn, rhead: ResponseHead,
+                           out: list[bytes]) -> int | None:
+        """Send a long Content-Length body kernel to kernel (splice(2)); its length, or None when
+        it is too short to be worth it (then nothing was sent and the usual relay goes on)."""
+        revents = conn.reader.events
+        parsed = sum(len(ev.data) for ev in revents)  # only Body events: END is not here yet
+        length = _content_length(rhead)
+        if length is None or length - parsed < _SPLICE_MIN:
+            return None
+        while revents:
+            out.append(revents.popleft().data)
+        idle = self.options.idle_timeout
+
+        def progress() -> None:
+            client.deadline = _now() + idle  # a body still moving is not an idle dyno (H15 rolls)
+
+        try:
+            await client_pipe.send_all(b"".join(out))
+            await splice_exactly(conn.pipe, client_pipe, length - parsed, progress)
+        except SpliceSourceEnded:
+            conn.close()
+            raise _Failure(codes.H18, sent=True) from None
+        except OSError:
+            conn.close()
+            raise _Failure(codes.H27, sent=True) from None
+        # llhttp saw only the body's first bytes: a fresh reader for whatever this connection carries next.
+        conn.reader = ResponseReader()
+        self.bodies_spliced += 1
+        return length
+
     async def _tunnel(self, client: _Client, conn: DynoConn, client_first: bytes, dyno_first: bytes) -> None:
         """Pass bytes both ways after 101 Switching Protocols (WebSocket) until either side ends."""
         idle = self.options.idle_timeout
@@ -628,6 +667,16 @@ class Proxy:
                 nursery.start_soon(pump, conn.pipe, client.pipe, dyno_first, nursery.cancel_scope)
         finally:
             conn.close()
+
+
+def _content_length(head: ResponseHead) -> int | None:
+    for name, value in head.headers:
+        if len(name) == 14 and name.lower() == b"content-length":
+            try:
+                return int(value)  # llhttp has refused a malformed or conflicting one already
+            except ValueError:
+                return None
+    return None
 
 
 def _drop_body(reader: RequestReader) -> bool:

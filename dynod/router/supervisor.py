@@ -97,7 +97,7 @@ class Supervisor:
         self.workers = [_WorkerProc(i) for i in range(options.workers)]
         self.routes_line: bytes | None = None
         self.certs_line: bytes | None = None
-        self.logs: deque[bytes] = deque()
+        self.logs: deque[bytes] = deque()  # message lines, without their newline
         self.log_dropped = 0
         self.logs_waiting = trio.Event()
         self.attached: _Client | None = None
@@ -147,18 +147,20 @@ class Supervisor:
     async def _read_worker(self, w: _WorkerProc) -> None:
         assert w.channel is not None
         messages = MessageReader(w.channel.recv)
-        while (line := await messages.next_line()) is not None:
-            if line.startswith(b'{"type":"log"'):
-                self._buffer_log(line + b"\n")  # relayed as it came: no decode on the per-request path
-                continue
-            message = decode(line)
-            if message["type"] == "wake":
-                self._buffer_log(line + b"\n")  # dynod's to act on: it goes up with the log lines
-            elif message["type"] == "ready":
-                w.ready.set()
-            elif message["type"] == "stats":
-                self._stats_replies.append(message)
-                self._stats_arrived.set()
+        # A batch per read, not a call per line: this is the per-request path of the parent.
+        while (lines := await messages.next_lines()) is not None:
+            for line in lines:
+                if line.startswith(b'{"type":"log"'):
+                    self._buffer_log(line)  # relayed as it came: no decode on the per-request path
+                    continue
+                message = decode(line)
+                if message["type"] == "wake":
+                    self._buffer_log(line)  # dynod's to act on: it goes up with the log lines
+                elif message["type"] == "ready":
+                    w.ready.set()
+                elif message["type"] == "stats":
+                    self._stats_replies.append(message)
+                    self._stats_arrived.set()
 
     async def _to_worker(self, w: _WorkerProc, line: bytes) -> None:
         if w.channel is not None:
@@ -186,7 +188,7 @@ class Supervisor:
             client = self.attached
             if client is None or not self.logs:
                 continue
-            batch = b"".join(self.logs)
+            batch = b"\n".join(self.logs) + b"\n"
             self.logs.clear()
             if not await client.send(batch):
                 if self.attached is client:

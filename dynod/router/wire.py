@@ -76,15 +76,32 @@ class MessageReader:
 
         UserError when a message is longer than MAX_MESSAGE; the reader stays usable after it.
         """
+        if not self._lines and not await self._fill():
+            return None
+        return self._lines.popleft()
+
+    async def next_lines(self) -> list[bytes] | None:
+        """Every complete message line at hand (at least one), undecoded; None at the end.
+
+        For a relay on a busy stream (a worker's log lines): one call per read, not one per line.
+        """
+        if not self._lines and not await self._fill():
+            return None
+        lines = list(self._lines)
+        self._lines.clear()
+        return lines
+
+    async def _fill(self) -> bool:
+        """Read until at least one line is complete; False at the end."""
         while not self._lines:
             try:
                 data = await self._receive()
             except (OSError, trio.BrokenResourceError):
                 data = b""
             if not data:
-                return None
+                return False
             self._lines.extend(self._splitter.feed(data))
-        return self._lines.popleft()
+        return True
 
     async def next(self) -> dict[str, Any] | None:
         """The next message decoded; None at the end, UserError for a malformed one."""

@@ -70,3 +70,12 @@ def test_blocking_reader_times_out_with_nothing_and_raises_eof_at_the_end():
         b.close()
         with pytest.raises(EOFError):
             reader.read(1)
+
+
+def test_reader_hands_a_relay_every_line_of_a_read_at_once():
+    async def main():
+        reader = MessageReader(_chunks(b'{"type":"log","n":1}\n{"type":"log","n":2}\n{"ty', b'pe":"x"}\n'))
+        assert await reader.next_lines() == [b'{"type":"log","n":1}', b'{"type":"log","n":2}']
+        assert await reader.next_lines() == [b'{"type":"x"}']
+        assert await reader.next_lines() is None
+    trio.run(main)
