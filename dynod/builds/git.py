@@ -35,7 +35,6 @@ import http.client
 import json
 import os
 import re
-import select
 import shlex
 import shutil
 import socket
@@ -49,6 +48,7 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import NotFound, UserError
+from ..linux.pidfd import keep_open_until_exit
 from ..model import check_app_name
 
 DEPLOY_BRANCHES = ("refs/heads/main", "refs/heads/master")
@@ -171,29 +171,14 @@ def _push_lock(git_dir: Path, out: IO[str]) -> Iterator[None]:
 
 
 def _keep_lock_until_git_exits() -> None:
-    """Hold the push lock in a child until git-receive-pack (our parent) exits.
+    """Hold the push lock until git-receive-pack (our parent) exits.
 
     git moves the ref only after this hook returns; releasing the lock earlier would let the
-    next push check the branch before it moved. The child closes every stream git reads, or git
-    would wait for it forever. The lock's descriptor is inherited across fork (O_CLOEXEC only
-    acts on exec), and the flock lasts until the last copy closes: the child's, at its exit.
+    next push check the branch before it moved. The flock lasts until the last copy of its
+    descriptor closes, so a detached child that outlives the hook keeps it (and closes every
+    stream git reads, or git would wait for it forever).
     """
-    git_pid = os.getppid()
-    try:
-        pidfd = os.pidfd_open(git_pid)
-    except OSError:
-        return
-    if os.fork() != 0:
-        os.close(pidfd)
-        return
-    try:
-        os.setsid()
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for std in (0, 1, 2):
-            os.dup2(devnull, std)
-        select.select([pidfd], [], [], LOCK_KEEP_SECONDS)
-    finally:
-        os._exit(0)
+    keep_open_until_exit(os.getppid(), LOCK_KEEP_SECONDS)
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):

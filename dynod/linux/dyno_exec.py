@@ -22,6 +22,7 @@ from typing import Any
 
 from . import syscalls as sc
 from .dyno_init import become_user
+from .syscalls import LINUX, Syscalls
 
 # setns order: the mount namespace last, since once in it the host's /proc and cgroup files are
 # out of sight; the PID namespace is the spawner's to enter (it applies to the fork that follows).
@@ -162,13 +163,18 @@ def _join_cgroups(procs_files: list[str]) -> None:
             raise DynoFull(f"the dyno is at its process limit ({maximum.strip()} processes and threads)")
 
 
+def join_namespaces(namespaces: dict[str, int], k: Syscalls = LINUX) -> None:
+    """setns into each of the dyno's namespaces but its PID one, closing each fd once used."""
+    for name, nstype in NAMESPACES:
+        k.setns(namespaces[name], nstype)  # the mount namespace last: it also sets root and cwd
+        k.close(namespaces[name])
+
+
 def enter_dyno(spec: ExecSpec, identity: DynoIdentity, namespaces: dict[str, int], *,
                seccomp: sc.SeccompProgram | None) -> None:
     """Everything between the fork (already in the dyno's PID namespace) and exec; never returns."""
     _join_cgroups(spec.cgroup_procs)
-    for name, nstype in NAMESPACES:
-        sc.setns(namespaces[name], nstype)  # the mount namespace last: it also sets root and cwd
-        os.close(namespaces[name])
+    join_namespaces(namespaces)
     os.chdir(spec.cwd if os.path.isdir(spec.cwd) else "/")
     become_user(identity.uid, identity.gid, identity.nofile)
     if identity.seccomp:

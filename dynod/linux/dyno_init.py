@@ -19,6 +19,7 @@ import prctl
 from . import netconf
 from . import syscalls as sc
 from .cgroups.view import CgroupMount
+from .syscalls import LINUX, Syscalls
 
 NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -78,8 +79,16 @@ class DynoSpec:
         return cls(**data)
 
 
-def _mkfile(path: str) -> None:
-    os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+class DynoRootError(OSError):
+    """A step of making the dyno's root was refused: the message names the step, then the call
+    and the kernel's reason (``the overlay root: mount('overlay', ...): Invalid argument``)."""
+
+    def __init__(self, step: str, cause: OSError) -> None:
+        reason = cause.strerror or str(cause)
+        if cause.filename is not None:
+            reason += f": {cause.filename!r}"
+        super().__init__(cause.errno, f"{step}: {reason}")
+        self.step = step
 
 
 def join_cgroup(spec: DynoSpec) -> None:
@@ -88,85 +97,108 @@ def join_cgroup(spec: DynoSpec) -> None:
             f.write("0")  # "0" is the writer itself, whatever PID namespace it sees
 
 
-def make_root(spec: DynoSpec) -> str:
+# Each function below names its current step in a local before each call and, in one handler,
+# turns a refusal into a DynoRootError naming that step: a store per step, nothing per call.
+
+def make_root(spec: DynoSpec, k: Syscalls = LINUX) -> str:
     """Mount the dyno's root under spec.mnt (in this mount namespace only) and return it."""
-    sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)  # host mounts may reach in; ours never out
-    sc.mount("tmpfs", spec.mnt, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"size={spec.tmpfs_mb}m,mode=755")
-    root = os.path.join(spec.mnt, "root")
-    # Every layer is bound into the tmpfs and the overlay is given paths relative to it: the
-    # dyno's /proc/self/mountinfo shows its options, and "lowerdir=l0:l1,upperdir=upper" says
-    # nothing of where the state dir, the slug or the stack live on the host.
-    os.chdir(spec.mnt)
-    for d in ("upper", "work", "root"):
-        os.mkdir(d)
-    userns = _open_userns(spec)
-    layers = []
-    for i, path in enumerate(spec.lower):
-        shown = f"l{i}"
-        os.mkdir(shown)
-        if userns is not None and i < len(spec.lower) - 1:  # the stack, last, keeps its owners (root's)
-            sc.idmapped_bind(path, shown, userns)
-        else:
-            sc.mount(path, shown, None, sc.MS_BIND)
-        layers.append(shown)
-    sc.mount("overlay", root, "overlay", 0, f"lowerdir={':'.join(layers)},upperdir=upper,workdir=work")
-    for bind in spec.binds:
-        target = os.path.join(root, bind.target.lstrip("/"))
-        if os.path.isdir(bind.source):
-            os.makedirs(target, exist_ok=True)
-        else:  # a file is bound onto a file (copied up into this dyno's own layer if need be)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            if not os.path.exists(target):
-                _mkfile(target)
-        if userns is not None:
-            sc.idmapped_bind(bind.source, target, userns)
-        else:
-            sc.mount(bind.source, target, None, sc.MS_BIND | sc.MS_REC)
-        if not bind.writable:
-            sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID)
-    proc = os.path.join(root, "proc")
-    os.makedirs(proc, exist_ok=True)
-    sc.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-    for name in MASKED_FILES:
-        path = os.path.join(proc, name)
-        if os.path.exists(path):
-            sc.mount("/dev/null", path, None, sc.MS_BIND)
-    for name in READ_ONLY_PROC:
-        path = os.path.join(proc, name)
-        if os.path.isdir(path):
-            sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
-            sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID)
-    make_dev(os.path.join(root, "dev"))
+    step = "making host mounts reach in but never out (MS_SLAVE on /)"
+    try:
+        k.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
+        step = "the dyno's tmpfs"
+        k.mount("tmpfs", spec.mnt, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"size={spec.tmpfs_mb}m,mode=755")
+        root = os.path.join(spec.mnt, "root")
+        # Every layer is bound into the tmpfs and the overlay is given paths relative to it: the
+        # dyno's /proc/self/mountinfo shows its options, and "lowerdir=l0:l1,upperdir=upper" says
+        # nothing of where the state dir, the slug or the stack live on the host.
+        k.chdir(spec.mnt)
+        for d in ("upper", "work", "root"):
+            k.mkdir(d)
+        step = "the app's user namespace"
+        userns = _open_userns(spec, k)
+        layers = []
+        for i, path in enumerate(spec.lower):
+            shown = f"l{i}"
+            step = f"layer {shown}"
+            k.mkdir(shown)
+            if userns is not None and i < len(spec.lower) - 1:  # the stack, last, keeps its owners (root's)
+                k.idmapped_bind(path, shown, userns)
+            else:
+                k.mount(path, shown, None, sc.MS_BIND)
+            layers.append(shown)
+        step = "the overlay root"
+        k.mount("overlay", root, "overlay", 0, f"lowerdir={':'.join(layers)},upperdir=upper,workdir=work")
+        for bind in spec.binds:
+            step = f"the bind at {bind.target}"
+            target = os.path.join(root, bind.target.lstrip("/"))
+            if k.isdir(bind.source):
+                k.makedirs(target)
+            else:  # a file is bound onto a file (copied up into this dyno's own layer if need be)
+                k.makedirs(os.path.dirname(target))
+                if not k.exists(target):
+                    k.create_file(target)
+            if userns is not None:
+                k.idmapped_bind(bind.source, target, userns)
+            else:
+                k.mount(bind.source, target, None, sc.MS_BIND | sc.MS_REC)
+            if not bind.writable:
+                k.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID)
+        step = "/proc"
+        proc = os.path.join(root, "proc")
+        k.makedirs(proc)
+        k.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        for name in MASKED_FILES:
+            step = f"masking /proc/{name}"
+            path = os.path.join(proc, name)
+            if k.exists(path):
+                k.mount("/dev/null", path, None, sc.MS_BIND)
+        for name in READ_ONLY_PROC:
+            step = f"/proc/{name} read-only"
+            path = os.path.join(proc, name)
+            if k.isdir(path):
+                k.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+                k.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID)
+    except OSError as exc:
+        raise DynoRootError(step, exc) from None
+    make_dev(os.path.join(root, "dev"), k)
     if userns is not None:
-        os.close(userns)
+        k.close(userns)
     return root
 
 
-def _open_userns(spec: DynoSpec) -> int | None:
+def _open_userns(spec: DynoSpec, k: Syscalls) -> int | None:
     if spec.idmap is None:
         return None
     if not spec.userns_path:
         raise RuntimeError("an id-mapped dyno without the spawner's user namespace")
-    return os.open(spec.userns_path, os.O_RDONLY | os.O_CLOEXEC)
+    return k.open_readonly(spec.userns_path)
 
 
-def make_dev(dev: str) -> None:
-    os.makedirs(dev, exist_ok=True)
-    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "size=64k,mode=755")
-    for name in DEVICES:
-        node = os.path.join(dev, name)
-        _mkfile(node)
-        sc.mount(f"/dev/{name}", node, None, sc.MS_BIND)
-    pts = os.path.join(dev, "pts")
-    os.mkdir(pts)
-    sc.mount("devpts", pts, "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
-    os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
-    shm = os.path.join(dev, "shm")
-    os.mkdir(shm)
-    sc.mount("tmpfs", shm, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777,size=64m")
-    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
-        os.symlink(target, os.path.join(dev, link))
+def make_dev(dev: str, k: Syscalls = LINUX) -> None:
+    step = "/dev"
+    try:
+        k.makedirs(dev)
+        k.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "size=64k,mode=755")
+        for name in DEVICES:
+            step = f"/dev/{name}"
+            node = os.path.join(dev, name)
+            k.create_file(node)
+            k.mount(f"/dev/{name}", node, None, sc.MS_BIND)
+        step = "/dev/pts"
+        pts = os.path.join(dev, "pts")
+        k.mkdir(pts)
+        k.mount("devpts", pts, "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
+        k.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
+        step = "/dev/shm"
+        shm = os.path.join(dev, "shm")
+        k.mkdir(shm)
+        k.mount("tmpfs", shm, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777,size=64m")
+        step = "/dev's links to /proc/self/fd"
+        for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+            k.symlink(target, os.path.join(dev, link))
+    except OSError as exc:
+        raise DynoRootError(step, exc) from None
 
 
 def write_identity(spec: DynoSpec) -> None:
@@ -202,7 +234,7 @@ def _rename_dyno_user(uid: int, gid: int) -> None:
             f.write("\n".join(lines) + "\n")
 
 
-def mount_own_cgroups(mounts: list[CgroupMount]) -> None:
+def mount_own_cgroups(mounts: list[CgroupMount], k: Syscalls = LINUX) -> None:
     """The dyno's own cgroup, read-only, at /sys/fs/cgroup (after its cgroup namespace is made).
 
     /sys is otherwise absent: a small tmpfs holds just fs/cgroup, so nothing of the host's sysfs
@@ -211,27 +243,38 @@ def mount_own_cgroups(mounts: list[CgroupMount]) -> None:
     if not mounts:
         return
     ro = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
-    os.makedirs("/sys", exist_ok=True)
-    sc.mount("tmpfs", "/sys", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "size=16k,mode=755")
-    base = "/sys/fs/cgroup"
-    os.makedirs(base)
-    for m in mounts:
-        if m.fstype == "cgroup2":
-            sc.mount("cgroup2", base, "cgroup2", ro)
-            continue
-        target = os.path.join(base, m.name)
-        os.mkdir(target)
-        sc.mount("cgroup", target, "cgroup", ro, m.options)
-        for alias in m.aliases:
-            os.symlink(m.name, os.path.join(base, alias))
-    sc.mount(None, "/sys", None, sc.MS_REMOUNT | ro, "size=16k,mode=755")
+    step = "/sys"
+    try:
+        k.makedirs("/sys")
+        k.mount("tmpfs", "/sys", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "size=16k,mode=755")
+        base = "/sys/fs/cgroup"
+        k.makedirs(base)
+        for m in mounts:
+            step = f"the cgroup {m.name or m.fstype}"
+            if m.fstype == "cgroup2":
+                k.mount("cgroup2", base, "cgroup2", ro)
+                continue
+            target = os.path.join(base, m.name)
+            k.mkdir(target)
+            k.mount("cgroup", target, "cgroup", ro, m.options)
+            for alias in m.aliases:
+                k.symlink(m.name, os.path.join(base, alias))
+        step = "/sys read-only"
+        k.mount(None, "/sys", None, sc.MS_REMOUNT | ro, "size=16k,mode=755")
+    except OSError as exc:
+        raise DynoRootError(step, exc) from None
 
 
-def enter_root(root: str) -> None:
-    os.chdir(root)
-    sc.pivot_root(".", ".")  # stack the old root under the new one, then detach it
-    sc.umount2(".", sc.MNT_DETACH)
-    os.chdir("/")
+def enter_root(root: str, k: Syscalls = LINUX) -> None:
+    step = "pivot_root into the dyno's root"
+    try:
+        k.chdir(root)
+        k.pivot_root(".", ".")  # stack the old root under the new one, then detach it
+        step = "detaching the host's root"
+        k.umount2(".", sc.MNT_DETACH)
+        k.chdir("/")
+    except OSError as exc:
+        raise DynoRootError(step, exc) from None
 
 
 def drop_privileges(spec: DynoSpec) -> None:

@@ -3,6 +3,12 @@
 Python 3.12 added os.unshare/os.setns; until dynod can require it, libc is called directly.
 Each wrapper raises OSError with the errno and the call's arguments, so a failed dyno start says
 which mount or namespace refused.
+
+``Syscalls`` is the seam between the making of a dyno (dynod.linux.dyno_init) and the kernel: the
+namespace, mount and filesystem calls that code makes, as one interface. ``LINUX`` is the real
+one (these functions, as they are: no extra work on the fork path); the unit tests hand in a
+recording fake instead (tests/unit/fake_syscalls.py) and assert the exact sequence of mounts a
+dyno's root is made of, without root.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import os
 import platform
 import struct
 import termios
+from typing import Protocol
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -161,6 +168,70 @@ def idmapped_bind(source: str, target: str, userns_fd: int) -> None:
                f"move_mount({source!r} -> {target!r})")
     finally:
         os.close(fd)
+
+
+def _makedirs(path: str) -> None:
+    os.makedirs(path, exist_ok=True)
+
+
+def _create_file(path: str) -> None:
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+
+
+def _open_readonly(path: str) -> int:
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
+class Syscalls(Protocol):
+    """What the making of a dyno's root asks of the kernel, in the order it asks.
+
+    The filesystem calls are here with the mounts because they interleave: a mount point is made
+    just before something is mounted on it, often inside what was mounted a moment before.
+    Relative paths are relative to the directory of the last ``chdir``.
+    """
+
+    def unshare(self, flags: int) -> None: ...
+    def setns(self, fd: int, nstype: int) -> None: ...
+    def mount(self, source: str | None, target: str, fstype: str | None, flags: int = 0,
+              data: str | None = None) -> None: ...
+    def umount2(self, target: str, flags: int = 0) -> None: ...
+    def pivot_root(self, new_root: str, put_old: str) -> None: ...
+    def sethostname(self, name: str) -> None: ...
+    def idmapped_bind(self, source: str, target: str, userns_fd: int) -> None: ...
+    def chdir(self, path: str) -> None: ...
+    def mkdir(self, path: str) -> None: ...
+    def makedirs(self, path: str) -> None: ...  # and its parents; there already is fine
+    def create_file(self, path: str) -> None: ...  # empty, to bind a file onto
+    def symlink(self, target: str, link: str) -> None: ...
+    def exists(self, path: str) -> bool: ...
+    def isdir(self, path: str) -> bool: ...
+    def open_readonly(self, path: str) -> int: ...
+    def close(self, fd: int) -> None: ...
+
+
+class LinuxSyscalls:
+    """The kernel itself: each method is the module's function or the os call, not a wrapper
+    around it, so going through the seam costs one attribute lookup, as ``sc.mount`` did."""
+
+    unshare = staticmethod(unshare)
+    setns = staticmethod(setns)
+    mount = staticmethod(mount)
+    umount2 = staticmethod(umount2)
+    pivot_root = staticmethod(pivot_root)
+    sethostname = staticmethod(sethostname)
+    idmapped_bind = staticmethod(idmapped_bind)
+    chdir = staticmethod(os.chdir)
+    mkdir = staticmethod(os.mkdir)
+    makedirs = staticmethod(_makedirs)
+    create_file = staticmethod(_create_file)
+    symlink = staticmethod(os.symlink)
+    exists = staticmethod(os.path.exists)
+    isdir = staticmethod(os.path.isdir)
+    open_readonly = staticmethod(_open_readonly)
+    close = staticmethod(os.close)
+
+
+LINUX: Syscalls = LinuxSyscalls()
 
 
 def set_window_size(fd: int, rows: int, cols: int) -> None:
