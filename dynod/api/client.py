@@ -3,7 +3,9 @@
 dynoctl and programs that embed dynod use it. It never imports trio, and it imports
 ``http.client`` (~40 ms: it pulls in the email parser and ssl) only on the first ordinary request,
 so ``dynoctl run`` — which speaks the attach protocol over a plain socket after a hand-written
-request head — starts in a few tens of milliseconds.
+request head — starts in a few tens of milliseconds. For the same reason ``json`` and
+``urllib.parse`` (which bring ``re``: ~8 ms of CPU together) load only when a request needs them:
+the attach request's small JSON body and plain path segments are written here.
 
 Every failure is a ``UserError``: the server's ``{"id", "message"}`` answer keeps its status and
 code; a missing or refusing socket says how to start dynod.
@@ -11,12 +13,9 @@ code; a missing or refusing socket says how to start dynod.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import socket
-from collections.abc import Callable, Generator
-from urllib.parse import quote, urlencode
 
 from ..errors import UserError
 from .attach import (
@@ -39,6 +38,7 @@ MAX_RESPONSE_HEAD = 64 * 1024
 # typing and http.client are for the type checker only: importing them costs dynoctl startup time.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
     from http.client import HTTPConnection, HTTPResponse
     from typing import Any, BinaryIO
 
@@ -86,6 +86,8 @@ def _connect(path: str, timeout: float | None) -> socket.socket:
 
 
 def _error_from(status: int, reason: str, body: bytes) -> UserError:
+    import json
+
     try:
         payload = json.loads(body)
         return UserError(str(payload["message"]), status=status, code=str(payload.get("id", "error")))
@@ -93,8 +95,62 @@ def _error_from(status: int, reason: str, body: bytes) -> UserError:
         return UserError(f"dynod answered {status} {reason}.", status=status, code="error")
 
 
+# What urllib.parse.quote(s, safe="") leaves as it is: a segment made of these needs no quoting.
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
 def _path(*segments: str) -> str:
-    return "/" + "/".join(quote(s, safe="") for s in segments)
+    return "/" + "/".join(_quote(s) for s in segments)
+
+
+def _quote(segment: str) -> str:
+    if _UNRESERVED.issuperset(segment):  # app and dyno names: no need to import urllib.parse
+        return segment
+    from urllib.parse import quote
+
+    return quote(segment, safe="")
+
+
+_JSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _json_string(text: str) -> str:
+    """``json.dumps(text)``, character for character (ASCII only: the rest as \\u escapes)."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in _JSON_ESCAPES:
+            out.append(_JSON_ESCAPES[char])
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:  # outside the BMP: a UTF-16 surrogate pair, as JSON spells it
+            code -= 0x10000
+            out.append(f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}")
+    return '"' + "".join(out) + '"'
+
+
+def _json_text(value: object) -> str:
+    """``json.dumps(value)`` for the attach requests' fields (null, booleans, ints, strings and
+    objects of those) without importing json; any other value is json's to write."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is int:
+        return str(value)
+    if type(value) is str:
+        return _json_string(value)
+    if type(value) is dict and all(type(key) is str for key in value):
+        return "{" + ", ".join(f"{_json_string(key)}: {_json_text(item)}" for key, item in value.items()) + "}"
+    import json
+
+    return json.dumps(value)
 
 
 _connection_class: type | None = None
@@ -204,6 +260,8 @@ class ApiClient:
                 ) -> Any:
         """One JSON request on the kept-alive connection; the decoded answer (None for 204)."""
         import http.client
+        import json
+        from urllib.parse import urlencode
 
         if query:
             path += "?" + urlencode(query)
@@ -248,6 +306,7 @@ class ApiClient:
                 ) -> Generator[str, None, None]:
         """Lines of a streamed (chunked) answer, each as it arrives, on a connection of its own."""
         import http.client
+        from urllib.parse import urlencode
 
         if query:
             path += "?" + urlencode(query)
@@ -310,6 +369,8 @@ class ApiClient:
 
     def upload_slug(self, app: str, slug_path: str | os.PathLike[str]) -> Json:
         """Stream a slug tarball (tar.gz of app/) to dynod; returns {"id", "size", "process_types"}."""
+        import json
+
         path = os.fspath(slug_path)
         try:
             slug = open(path, "rb")  # noqa: SIM115 - closed below, after the streamed request
@@ -331,6 +392,8 @@ class ApiClient:
     def build(self, app: str, archive_path: str | os.PathLike[str], *, source: str = "tarball",
               source_version: str | None = None) -> Generator[Json, None, None]:
         """Upload source (tar.gz) for a buildpack build; yields {"line"} objects, then {"build"|"error"}."""
+        import json
+
         query = {"source": source, **({"source_version": source_version} if source_version else {})}
         with open(archive_path, "rb") as archive:
             headers = {"Content-Type": "application/gzip",
@@ -424,7 +487,7 @@ class ApiClient:
                      env: dict[str, str] | None = None, tty: bool = False, rows: int = 24, cols: int = 80,
                      ) -> AttachSession:
         """Start a one-off dyno wired to this process: a socket speaking attach frames."""
-        payload = json.dumps({"command": command, "size": size, "env": env or {}, "attach": True,
+        payload = _json_text({"command": command, "size": size, "env": env or {}, "attach": True,
                               "tty": tty, "rows": rows, "cols": cols}).encode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in (self.remote.headers() if self.remote else {}).items())
         head = (
@@ -443,7 +506,7 @@ class ApiClient:
         """Enter the running dyno ``dyno`` (web.1) with ``command`` (bash when empty)."""
         if self.remote is not None:
             raise UserError("ps:exec needs the API socket for now: run it on the dynod host.")
-        payload = json.dumps({"command": command, "tty": tty, "rows": rows, "cols": cols,
+        payload = _json_text({"command": command, "tty": tty, "rows": rows, "cols": cols,
                               "term": term}).encode()
         head = (
             f"POST {_path('apps', app, 'dynos', dyno, 'actions', 'exec')} HTTP/1.1\r\nHost: localhost\r\n"
@@ -477,6 +540,8 @@ class ApiClient:
     def log_lines(self, app: str, lines: int = 100, ps: str | None = None, source: str | None = None,
                   ) -> list[str]:
         """The last ``lines`` log lines, newest last."""
+        from urllib.parse import urlencode
+
         connection = self._new_connection()
         path = _path("apps", app, "logs") + "?" + urlencode(_log_query(lines, ps, source, tail=False))
         try:
@@ -634,6 +699,8 @@ class ApiClient:
 
     def build_stack(self, name: str, progress: Callable[[str], None]) -> Json:
         """Build a stack, passing each progress line to ``progress``; returns the stack."""
+        import json
+
         previous: str | None = None
         for line in self._stream("POST", _path("stacks", name, "actions", "build")):
             # The last line is the JSON outcome: hold each line back until the next one arrives.

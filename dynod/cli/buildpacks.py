@@ -10,8 +10,9 @@ build uses it, ahead of the BUILDPACK_URL config var and the app's .buildpacks f
 from __future__ import annotations
 
 from ..errors import UserError
-from .command import CommandParser, Context
+from .command import Context
 from .output import header
+from .parser import CommandParser
 
 PUSH = "git push dynod main"  # dynoctl git:remote names the remote dynod
 

@@ -3,48 +3,34 @@
 A command is a function ``(ctx, argv) -> exit code`` in its topic's module. It parses ``argv``
 with ``ctx.parser(...)``, whose errors are one ``UserError`` line (never argparse's usage dump and
 exit 2), asks the API through ``ctx.client()``, and prints with ``ctx.out``.
+
+Only the stdlib's cheapest modules are imported here: argparse (dynod.cli.parser) and the API
+client load when a command first asks for them, so ``dynoctl --version`` and ``dynoctl run`` do
+not pay for what they do not use.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
-from ..api.client import ApiClient, default_socket_path
 from ..errors import UserError
 
 # typing costs startup time; the constant is all dynoctl needs from it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Mapping
     from datetime import tzinfo
-    from typing import NoReturn, TextIO
+    from typing import TextIO
+
+    from ..api.client import ApiClient
+    from .parser import CommandParser
 
 
 class HelpShown(Exception):  # noqa: N818 - a signal to stop, not an error
     """``--help`` was printed: the command is over, successfully."""
-
-
-class CommandParser(argparse.ArgumentParser):
-    """argparse, but bad arguments are a UserError and help goes to the context's stdout."""
-
-    def __init__(self, *args: object, stdout: TextIO, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._stdout = stdout
-
-    def error(self, message: str) -> NoReturn:
-        raise UserError(f"{message[:1].upper()}{message[1:]}: see `dynoctl {self.prog.split()[-1]} --help`.")
-
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        if status:
-            raise UserError(message.strip() if message else f"{self.prog} failed.")
-        raise HelpShown
-
-    def _print_message(self, message: str, file: object = None) -> None:
-        if message:
-            self._stdout.write(message)
 
 
 class Context:
@@ -73,6 +59,8 @@ class Context:
         self._host: str | None = None
 
     def parser(self, command: str, description: str, *, app: bool = True) -> CommandParser:
+        from .parser import CommandParser
+
         parser = CommandParser(prog=f"dynoctl {command}", description=description, stdout=self.stdout,
                                allow_abbrev=False)
         if app:
@@ -84,9 +72,13 @@ class Context:
 
     def parse(self, parser: CommandParser, argv: list[str]) -> argparse.Namespace:
         args = parser.parse_args(argv)
-        self._socket = args.socket
-        self._host = args.host
+        self.use_endpoint(args.socket, args.host)
         return args
+
+    def use_endpoint(self, socket: str | None, host: str | None) -> None:
+        """The --socket and --host a command was given (None: the environment's, else the default)."""
+        self._socket = socket
+        self._host = host
 
     def host(self) -> str | None:
         """The remote dynod this command talks to (--host, $DYNOD_HOST), or None for the socket."""
@@ -94,7 +86,8 @@ class Context:
             return None
         return self._host or self.environ.get("DYNOD_HOST") or None
 
-    def app(self, args: argparse.Namespace) -> str:
+    def app(self, args: object) -> str:
+        """The app named by the parsed options (argparse's or run's: anything with an ``app``), else $DYNOD_APP."""
         app = getattr(args, "app", None) or self.environ.get("DYNOD_APP")
         if not app:
             raise UserError("No app specified: use -a APP or set $DYNOD_APP.")
@@ -102,6 +95,8 @@ class Context:
 
     def client(self) -> ApiClient:
         if self._client is None:
+            from ..api.client import ApiClient, default_socket_path
+
             host = self.host()
             if host is not None:
                 from .credentials import remote_for

@@ -68,6 +68,7 @@ def stream_build(ctx: Context, app: str, archive: Path) -> int:
     for message in ctx.client().build(app, archive):
         if "line" in message:
             ctx.out(message["line"])
+            ctx.stdout.flush()  # a build is read as it happens, even through a pipe (as git push shows it)
         else:
             final = message
     if "error" in final:

@@ -4,23 +4,27 @@ Attached: with a terminal on stdin, the terminal goes raw so every key (Ctrl-C i
 the dyno as a byte, and SIGWINCH becomes a RESIZE frame; without one, stdin/stdout/stderr are
 piped through. dynoctl exits with the command's exit code. One select loop over the terminal,
 the API socket and a signal wake-up pipe: no threads, nothing to import beyond the stdlib.
+
+Start-up is most of what `dynoctl run -- true` costs on the client, so the usual argument shapes
+(-a APP, --app=APP, -s, -e, --no-tty, --socket, --host) are read here without argparse, and the
+command's words are quoted without shlex (both bring ``re``); anything else, --help and every
+mistake included, goes to argparse, which says what was wrong exactly as for other commands.
 """
 
 from __future__ import annotations
 
 import os
 import select
-import shlex
 import signal
 
 from ..api.attach import FrameType
 from ..api.client import AttachSession, handle_server_frame
 from ..errors import UserError
-from .command import CommandParser, Context
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import argparse
+    from .command import Context
+    from .parser import CommandParser
 
 # Stop reading stdin while this much is queued for a dyno that is not reading it.
 MAX_QUEUED = 1024 * 1024
@@ -28,8 +32,30 @@ MAX_QUEUED = 1024 * 1024
 EXIT_BROKEN_PIPE = 141
 
 
+class RunOptions:
+    """dynoctl's options to run and run:detached, the same names argparse would give them."""
+
+    __slots__ = ("app", "size", "env", "no_tty", "socket", "host")
+
+    def __init__(self, app: str | None = None, size: str | None = None, env: list[str] | None = None,
+                 no_tty: bool = False, socket: str | None = None, host: str | None = None) -> None:
+        self.app = app
+        self.size = size
+        self.env = env if env is not None else []
+        self.no_tty = no_tty
+        self.socket = socket
+        self.host = host
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunOptions) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    def __repr__(self) -> str:
+        return "RunOptions(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__) + ")"
+
+
 def split_command(ctx: Context, command: str, argv: list[str], description: str,
-                  ) -> tuple[argparse.Namespace, str]:
+                  ) -> tuple[RunOptions, str]:
     """dynoctl's options come first; the command is everything from its first word (or after --).
 
     One word is a shell command line, parsed by the dyno's shell (`dynoctl run 'echo $HOME'`
@@ -37,7 +63,6 @@ def split_command(ctx: Context, command: str, argv: list[str], description: str,
     boundaries (`dynoctl run -- sh -c 'echo hi; id'` runs exactly that), which Heroku's plain
     join with spaces would break.
     """
-    parser = _parser(ctx, command, description)
     words: list[str] = []
     explicit = "--" in argv  # after --, every word is the command's, a trailing -a included
     if explicit:
@@ -53,17 +78,74 @@ def split_command(ctx: Context, command: str, argv: list[str], description: str,
             and "--app" not in argv:
         # Heroku's habit, `run bash -a APP`: a trailing -a names the app, not an argument.
         argv, words = [*argv, *words[-2:]], words[:-2]
-    args = ctx.parse(parser, argv)
+    options = quick_options(command, argv)
+    if options is None:
+        args = ctx.parse(_parser(ctx, command, description), argv)
+        options = RunOptions(args.app, args.size, args.env, getattr(args, "no_tty", False), args.socket, args.host)
+    else:
+        ctx.use_endpoint(options.socket, options.host)
     if not words:
         raise UserError(f"Usage: dynoctl {command} [-a APP] [-s SIZE] [-e K=V;...] [--] COMMAND...")
-    return args, words[0] if len(words) == 1 else shlex.join(words)
+    return options, words[0] if len(words) == 1 else shell_join(words)
 
 
-_VALUE_OPTIONS = ("-a", "--app", "-s", "--size", "-e", "--env", "--socket")
+# The options that take a value, and the RunOptions field each sets.
+_VALUE_OPTIONS = {"-a": "app", "--app": "app", "-s": "size", "--size": "size", "-e": "env", "--env": "env",
+                  "--socket": "socket", "--host": "host"}
 
 
 def _takes_value(word: str) -> bool:
     return word in _VALUE_OPTIONS
+
+
+def quick_options(command: str, argv: list[str]) -> RunOptions | None:
+    """``argv`` (dynoctl's options, the command's words removed) read as argparse would read it,
+    or None for anything but the plain shapes (-a APP, --app APP, --app=APP, --no-tty...):
+    help, abbreviations, joined short options, values that look like options or are empty, and
+    every mistake are argparse's to read and to explain."""
+    options = RunOptions()
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word == "--no-tty" and command == "run":
+            options.no_tty = True
+            index += 1
+            continue
+        name, equals, value = word.partition("=") if word.startswith("--") else (word, "", "")
+        field = _VALUE_OPTIONS.get(name)
+        if field is None:
+            return None
+        if equals:
+            index += 1
+        elif index + 1 < len(argv):
+            value = argv[index + 1]
+            index += 2
+        else:
+            return None
+        if not value or value.startswith("-"):
+            return None
+        if field == "env":
+            options.env.append(value)
+        else:
+            setattr(options, field, value)
+    return options
+
+
+# The characters shlex.quote leaves unquoted (its [\w@%+=:,./-], ASCII only).
+_SHELL_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@%+=:,./-")
+
+
+def shell_join(words: list[str]) -> str:
+    """``shlex.join(words)``, without importing shlex and the ``re`` it brings."""
+    return " ".join(_shell_quote(word) for word in words)
+
+
+def _shell_quote(word: str) -> str:
+    if not word:
+        return "''"
+    if _SHELL_SAFE.issuperset(word):
+        return word
+    return "'" + word.replace("'", "'\"'\"'") + "'"
 
 
 def _parser(ctx: Context, command: str, description: str) -> CommandParser:
