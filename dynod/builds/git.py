@@ -50,6 +50,7 @@ from typing import IO
 from ..errors import NotFound, UserError
 from ..linux.pidfd import keep_open_until_exit
 from ..model import check_app_name
+from .events import BuildFailed, BuildFinished, BuildOutput, decode_build_event
 
 DEPLOY_BRANCHES = ("refs/heads/main", "refs/heads/master")
 ZERO_SHA = "0" * 40
@@ -210,24 +211,30 @@ def request_build(api_socket: Path, app: str, archive: IO[bytes], size: int, *, 
                 message = None
             _say(f" !     {message or f'dynod answered {response.status} {response.reason}'}", out)
             return False
-        build: dict[str, object] | None = None
+        build: BuildFinished | None = None
         for raw in response:
-            event = json.loads(raw)
-            if "line" in event:
-                _say(str(event["line"]), out)
-            elif "build" in event:
-                build = event["build"]
+            event = decode_build_event(raw)
+            if isinstance(event, BuildOutput):
+                _say(event.line, out)
+            elif isinstance(event, BuildFailed):  # dynod could not run the build at all
+                _say(f" !     Push rejected: {event.message}", out)
+                return False
+            else:
+                build = event
         if build is None:
             _say(" !     dynod stopped answering before the build finished; the push is rejected.", out)
             return False
-        if build.get("status") != "succeeded":
-            _say(f" !     Push rejected: {build.get('error') or 'the build failed'}", out)
+        if not build.succeeded:
+            _say(f" !     Push rejected: {build.error or 'the build failed'}", out)
             return False
-        if build.get("release") is not None:
-            _say(f"       Released v{build['release']}", out)
-        if build.get("web_url"):
-            _say(f"       {build['web_url']} deployed to dynod", out)
+        if build.release is not None:
+            _say(f"       Released v{build.release}", out)
+        if build.web_url:
+            _say(f"       {build.web_url} deployed to dynod", out)
         return True
+    except UserError as exc:  # a line that is no build event: the stream was cut or garbled
+        _say(f" !     {exc} The push is rejected.", out)
+        return False
     except (OSError, http.client.HTTPException) as exc:
         _say(f" !     Cannot reach dynod at {api_socket} ({exc}); is it running?", out)
         return False

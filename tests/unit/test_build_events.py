@@ -113,3 +113,63 @@ def test_the_events_module_needs_only_the_standard_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(["dynod"]) + " " + str(
         ["dynod", "dynod.builds", "dynod.builds.events", "dynod.errors", "dynod.exports"])
+
+
+# The git pre-receive hook reads the stream with the same decoder (dynod/builds/git.py).
+
+def _hook_against(tmp_path, lines: list[bytes]) -> tuple[bool, str]:
+    import http.server
+    import io
+    import secrets
+    import socketserver
+    import threading
+
+    from dynod.builds.git import request_build
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.end_headers()
+            for line in lines:
+                self.wfile.write(line)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+        daemon_threads = True
+
+        def get_request(self):  # BaseHTTPRequestHandler wants an address pair
+            conn, _ = self.socket.accept()
+            return conn, ("local", 0)
+
+    socket_path = tmp_path / f"api-{secrets.token_hex(4)}.sock"
+    server = Server(str(socket_path), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        out = io.StringIO()
+        ok = request_build(socket_path, "myapp", io.BytesIO(b"tar"), 3, source_version="a" * 40, user=None,
+                           out=out, timeout=10)
+        return ok, out.getvalue()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_push_hook_prints_each_line_and_the_release(tmp_path) -> None:
+    ok, said = _hook_against(tmp_path, [BuildOutput("-----> Python app detected").encode(),
+                                        build_finished(RECORD).encode()])
+    assert ok
+    assert "-----> Python app detected" in said and "Released v4" in said
+    assert "http://myapp.localhost/ deployed to dynod" in said
+
+
+def test_the_push_hook_rejects_on_a_failed_event_or_a_garbled_line_in_one_line(tmp_path) -> None:
+    ok, said = _hook_against(tmp_path, [BuildFailed("not_found", "Couldn't find that app.").encode()])
+    assert not ok and said.strip().endswith("Push rejected: Couldn't find that app.")
+    ok, said = _hook_against(tmp_path, [BuildOutput("x").encode(), b'{"line": "cut mid-'])
+    assert not ok and "The build stream from dynod is broken (a line is not JSON)" in said
+    assert "Traceback" not in said and said.count("!") == 1
