@@ -31,6 +31,7 @@ from typing import Any
 
 import trio
 
+from ..linux import pidfd as pidfds
 from ..linux.cgroups import CgroupBackend, CgroupLimits, DynoCgroup
 
 log = logging.getLogger("dynod.addons")
@@ -207,7 +208,7 @@ class ServerSupervisor:
         pid = _running_pid(spec.pidfile, inner(spec.key, ""))
         if pid is not None:
             try:
-                pidfd = os.pidfd_open(pid)
+                pidfd = pidfds.watch(pid)
             except ProcessLookupError:
                 pid = None
             else:
@@ -236,7 +237,7 @@ class ServerSupervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=out, stderr=out, env=env, start_new_session=True, cwd="/")
         server.pid = server.proc.pid
-        return os.pidfd_open(server.proc.pid)
+        return pidfds.watch(server.proc.pid)
 
     async def _wait_ready(self, server: _Server) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -256,15 +257,15 @@ class ServerSupervisor:
         if pid is None:
             return
         try:
-            pidfd = os.pidfd_open(pid)
+            pidfd = pidfds.watch(pid)
         except ProcessLookupError:
             return
         try:
-            signal.pidfd_send_signal(pidfd, server.spec.stop_signal)
+            pidfds.send_signal(pidfd, server.spec.stop_signal)
             with trio.move_on_after(timeout) as scope:
                 await trio.lowlevel.wait_readable(pidfd)
             if scope.cancelled_caught:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                pidfds.send_signal(pidfd, signal.SIGKILL)
                 await trio.lowlevel.wait_readable(pidfd)
         except ProcessLookupError:
             pass
