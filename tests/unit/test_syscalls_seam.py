@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import inspect
 import os
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +37,7 @@ def test_the_real_one_is_the_kernel_calls_themselves_not_wrappers() -> None:
     assert sc.LINUX.chdir is os.chdir and sc.LINUX.mkdir is os.mkdir and sc.LINUX.close is os.close
 
 
-def test_the_real_filesystem_calls_do_what_the_fake_models(tmp_path: os.PathLike[str]) -> None:
+def test_the_real_filesystem_calls_do_what_the_fake_models(tmp_path: Path) -> None:
     k = sc.LINUX
     base = os.fspath(tmp_path)
     k.makedirs(f"{base}/a/b")
