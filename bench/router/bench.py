@@ -115,12 +115,13 @@ async def run(args: argparse.Namespace) -> None:
     control = None
     try:
         dyno_ports = [free_port() for _ in range(3)]
+        # nginx's workers run as nobody: they must reach their body buffers (a 1 MB upload or
+        # response is buffered to a file) and the static body through the private temp dir.
+        tmp.chmod(0o711)
         answer = f"default_type text/plain; return 200 \"{BODY}\";"
         if args.body_size:
             (tmp / "www").mkdir()
             (tmp / "www" / "body").write_bytes(b"x" * args.body_size)
-            # nginx's workers run as nobody: they must reach the file through the private temp dir.
-            tmp.chmod(0o711)
             (tmp / "www").chmod(0o755)
             (tmp / "www" / "body").chmod(0o644)
             answer = f"root {tmp}/www; try_files /body =404;"  # GET only; a POST to a file is 405
