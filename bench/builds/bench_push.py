@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "start"))
 from bench_start import REPO, PrivateDynod, wait  # noqa: E402
 
-from dynod.builds.slug import SlugStore  # noqa: E402
+from dynod.builds.slug_store import SlugStore  # noqa: E402
 
 PHASES = ("total", "compile", "overhead", "upload+detect", "around compile", "compress", "release", "dyno up")
 
