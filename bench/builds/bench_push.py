@@ -1,6 +1,6 @@
 """git push to a running new release, cold and warm build cache, for examples/python-flask.
 
-    sudo .venv/bin/python bench/builds/bench_push.py [--runs 3]
+    sudo .venv/bin/python bench/builds/bench_push.py [--runs 3] [--trace]
 
 Uses a private dynod (as bench/start/bench_start.py does). For each push it reports the whole time
 from `git push` to the new release's web dyno answering, the buildpack's own compile time (from
@@ -13,6 +13,9 @@ moment each line of the build's output reached the pusher:
     compress       "Compressing..." -> "Launching..." (pack into the store, the build tree moved in)
     release        "Launching..." -> git push returns (the ledger, the push's end)
     dyno up        git push returns -> the new release's web dyno is up
+
+--trace prints every line of each warm push's output with the second it reached the pusher, then
+when git push returned and when the web dyno was up: where inside a phase the time goes.
 
 Medians over --runs runs (each one a fresh dynod: one cold and one warm push), then the slug's
 size and the time to unpack it once from the tarball (what a dyno start pays when the tree the
@@ -38,7 +41,7 @@ from dynod.builds.slug_store import SlugStore  # noqa: E402
 PHASES = ("total", "compile", "overhead", "upload+detect", "around compile", "compress", "release", "dyno up")
 
 
-def push(d: PrivateDynod, work: Path, app: str, version: int) -> dict[str, float]:
+def push(d: PrivateDynod, work: Path, app: str, version: int, trace: bool = False) -> dict[str, float]:
     client = d.client()
     start = time.perf_counter()
     proc = subprocess.Popen(["git", "-C", str(work), "push", "--progress", str(d.root / "state" / "repos" /
@@ -50,6 +53,8 @@ def push(d: PrivateDynod, work: Path, app: str, version: int) -> dict[str, float
     for line in proc.stderr:
         now = time.perf_counter() - start
         text.append(line)
+        if trace:  # where the time goes, line by line, as the pusher sees it
+            print(f"{now:7.3f} {line.rstrip()}", file=sys.stderr)
         for key, pattern in (("detected", r"app detected"), ("compressing", r"Compressing\.\.\."),
                              ("launching", r"Launching\.\.\.")):
             if re.search(pattern, line):
@@ -62,6 +67,8 @@ def push(d: PrivateDynod, work: Path, app: str, version: int) -> dict[str, float
     wait(lambda: any(x["type"] == "web" and x["state"] == "up" and x["release"]["version"] == version
                      for x in client.list_dynos(app)), timeout=300)
     total = time.perf_counter() - start
+    if trace:
+        print(f"{pushed:7.3f} (git push returned)\n{total:7.3f} (web dyno up)", file=sys.stderr)
     return {"total": total, "compile": seen["compile"], "overhead": total - seen["compile"],
             "upload+detect": seen["detected"],
             "around compile": seen["compressing"] - seen["detected"] - seen["compile"],
@@ -69,7 +76,7 @@ def push(d: PrivateDynod, work: Path, app: str, version: int) -> dict[str, float
             "dyno up": total - pushed}
 
 
-def one_run(keep_log: Path | None) -> tuple[dict[str, float], dict[str, float], int, float]:
+def one_run(keep_log: Path | None, trace: bool = False) -> tuple[dict[str, float], dict[str, float], int, float]:
     d = PrivateDynod(Path("/var/lib/dynod/stacks"))
     try:
         app = "flask"
@@ -82,7 +89,7 @@ def one_run(keep_log: Path | None) -> tuple[dict[str, float], dict[str, float], 
         subprocess.run([*git, "commit", "-qm", "bench"], check=True)
         cold = push(d, work, app, 2)
         subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "again"], check=True)
-        warm = push(d, work, app, 3)
+        warm = push(d, work, app, 3, trace)
         release = d.client().get_release(app, None)
         info = SlugStore(d.root / "state" / "slugs").get(release["slug"]["id"])
         probe = SlugStore(d.root / "unpack-bench")
@@ -101,8 +108,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep-log", type=Path, help="copy the last run's dynod.log here")
+    parser.add_argument("--trace", action="store_true",
+                        help="print each warm push's output lines to stderr with their arrival time")
     args = parser.parse_args()
-    runs = [one_run(args.keep_log) for _ in range(args.runs)]
+    runs = [one_run(args.keep_log, args.trace) for _ in range(args.runs)]
     print(f"examples/python-flask, git push -> new release's web dyno up; medians of {args.runs} runs (s)")
     print(f"{'':12s}" + "".join(f"{name:>15s}" for name in PHASES))
     for label, index in (("cold cache", 0), ("warm cache", 1)):
