@@ -392,6 +392,39 @@ exit "$code"
 """
 
 
+# A build that detects among the built-ins runs in ONE container from detect to release: the
+# first built-in whose bin/detect accepts (each from a writable copy) is announced as Heroku does
+# ("-----> Python app detected"), its index and name go to ``status`` for the host, and the
+# shell execs _STEP_SCRIPT for its compile and release. Nothing accepted: no status file, exit 0.
+_DETECT_THEN_STEP_SCRIPT = r"""
+step_script=$1 exports=$2 status=$3 release_file=$4 count=$5
+candidates=("${@:6:$count}")
+first_line='NF { sub(/^[ \t]+/, ""); sub(/[ \t]+$/, ""); print; exit }'  # the name, trimmed
+shift $((5 + count))
+for i in "${!candidates[@]}"; do
+  candidate=${candidates[$i]}
+  copy=/tmp/buildpack-detect
+  rm -rf "$copy" && cp -R "$candidate" "$copy" || continue
+  if "$copy/bin/detect" "$1" > /tmp/dynod-detect.out 2>&1 < /dev/null; then
+    name=$(head -c 4096 /tmp/dynod-detect.out | tr -d '\r' | awk "$first_line")
+    [ -n "$name" ] || name=${candidate##*/}
+    printf '%s %s\n' "$i" "$name" > "$status" || exit 70
+    echo "-----> $name app detected"
+    exec /bin/bash -c "$step_script" buildpack-step "$candidate" compile 00 "$exports" \
+      "$candidate=$release_file" "$@"
+  fi
+done
+exit 0
+"""
+
+
+def detect_then_compile_argv(bps: list[Buildpack], status: str, release_file: str, *args: str) -> list[str]:
+    """The argv that detects among ``bps`` and compiles and releases the first that accepts."""
+    return ["/bin/bash", "-c", _DETECT_THEN_STEP_SCRIPT, "buildpack-build", _STEP_SCRIPT,
+            f"{APP_DIR}/{EXPORTS_DIR}", status, release_file, str(len(bps)),
+            *(f"{BUILDPACKS_DIR}/{bp.name}" for bp in bps), *args]
+
+
 def step_argv(bp: Buildpack, step: str, index: int, *args: str, releases: str = "") -> list[str]:
     """The argv that runs ``bin/<step>`` of ``bp`` (the ``index``-th chosen) from a writable copy,
     then, after a compile that succeeded, the bin/release of each ``releases`` pair."""
@@ -581,6 +614,44 @@ def _read_release(bp: Buildpack, source_dir: Path, name: str) -> ReleaseInfo:
     return parse_release_yaml(text, bp.source)
 
 
+async def _detect_and_compile(runner: _Runner, bps: list[Buildpack], source_dir: Path,
+                              output: Callable[[str], None]) -> tuple[Buildpack, str, str, float]:
+    """Detect among ``bps`` and compile the first that accepts, in one container (see
+    _DETECT_THEN_STEP_SCRIPT): (the buildpack, its name, its release's YAML file, seconds)."""
+    token = secrets.token_hex(8)
+    status, release_file = f".dynod-detect-{token}", f".dynod-release-{token}.yml"
+    t = time.monotonic()
+    try:
+        code = await runner.run(
+            detect_then_compile_argv(bps, f"{APP_DIR}/{status}", f"{APP_DIR}/{release_file}",
+                                     APP_DIR, CACHE_DIR, ENV_DIR),
+            "the buildpacks' bin/detect and bin/compile")
+        elapsed = time.monotonic() - t
+        found = read_app_file(source_dir, status, MAX_DETECT_OUTPUT + 64)
+    except BaseException:
+        for leftover in (release_file, f"{release_file}.code"):
+            with contextlib.suppress(OSError):
+                (source_dir / leftover).unlink(missing_ok=True)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            (source_dir / status).unlink(missing_ok=True)
+    index_text, _, name = (found or "").strip().partition(" ")
+    if not index_text.isdigit() or int(index_text) >= len(bps):
+        raise BuildError("No default language could be detected for this app: add a requirements.txt, "
+                         "pyproject.toml, package.json or Procfile, or set BUILDPACK_URL.")
+    bp = bps[int(index_text)]
+    name = name.strip() or bp.name
+    if code != 0:
+        for leftover in (release_file, f"{release_file}.code"):
+            with contextlib.suppress(OSError):
+                (source_dir / leftover).unlink(missing_ok=True)
+        raise BuildError(f"Failed to compile the {name} app: {bp.source}'s bin/compile exited with "
+                         f"{code} after {seconds(elapsed)}; see the output above.")
+    output(step(f"{name} app compiled ({seconds(elapsed)})"))
+    return bp, name, release_file, elapsed
+
+
 def _remove_exports(source_dir: Path) -> None:
     # rmtree never follows a symlink the build may have put there (it works on directory fds).
     path = source_dir / EXPORTS_DIR
@@ -643,6 +714,7 @@ async def compile_app(
     refs, named_by = requested_buildpacks(source_dir, config, app_buildpacks)
     t = time.monotonic()
     chosen: list[tuple[Buildpack, str]] = []
+    compiled: dict[int, str] = {}  # set when detection and the compile ran as one container
     if refs:
         output(step(f"Using buildpacks from {named_by}: {', '.join(refs)}"))
         installed = await install_buildpacks(refs, dest=buildpacks_dir, builtins=buildpacks,
@@ -655,9 +727,17 @@ async def compile_app(
     else:
         installed = await install_buildpacks([bp.name for bp in buildpacks], dest=buildpacks_dir,
                                              builtins=buildpacks, source_dir=source_dir)
-        for bp, name in zip(installed, await _detect_each(runner, installed, "first"), strict=True):
-            if name is not None:
-                chosen.append((bp, name))
+        if all((bp.path / "bin" / script).is_file() for bp in installed for script in ("detect", "release")):
+            # The usual build: detect, compile and release in one container.
+            _remove_exports(source_dir)
+            bp, name, release_file, elapsed = await _detect_and_compile(runner, installed, source_dir, output)
+            chosen.append((bp, name))
+            compiled = {0: release_file}
+            timings[f"compile {bp.name}"] = elapsed
+        else:
+            for bp, name in zip(installed, await _detect_each(runner, installed, "first"), strict=True):
+                if name is not None:
+                    chosen.append((bp, name))
         if not chosen:
             raise BuildError("No default language could be detected for this app: add a requirements.txt, "
                              "pyproject.toml, package.json or Procfile, or set BUILDPACK_URL.")
@@ -665,12 +745,13 @@ async def compile_app(
 
     _remove_exports(source_dir)
     # Each bin/release's YAML file in /app (removed before the slug is packed, whatever happens).
-    release_files = {index: f".dynod-release-{secrets.token_hex(8)}.yml"
-                     for index, (bp, _name) in enumerate(chosen) if (bp.path / "bin" / "release").is_file()}
+    release_files = compiled or {
+        index: f".dynod-release-{secrets.token_hex(8)}.yml"
+        for index, (bp, _name) in enumerate(chosen) if (bp.path / "bin" / "release").is_file()}
     releases = " ".join(f"{BUILDPACKS_DIR}/{chosen[index][0].name}={APP_DIR}/{name}"
                         for index, name in release_files.items())
     try:
-        for index, (bp, name) in enumerate(chosen):
+        for index, (bp, name) in enumerate(chosen if not compiled else []):
             t = time.monotonic()
             output(step(f"{name} app detected"))
             last = index == len(chosen) - 1

@@ -111,6 +111,28 @@ class ScriptedContainer:
         self.envs.append(env)
         if argv[:2] == ["/bin/bash", "-c"] and argv[3] == "buildpack-detect":
             return self._detect_batch(argv[4], argv[7:], output)
+        if argv[:2] == ["/bin/bash", "-c"] and argv[3] == "buildpack-build":
+            return await self._detect_then_step(argv, timeout, output)
+        return await self._step(argv, timeout, output)
+
+    async def _detect_then_step(self, argv: list[str], timeout: float, output: Callable[[bytes], None]) -> int:
+        """What _DETECT_THEN_STEP_SCRIPT does: the first detect that accepts, announced, then its step."""
+        step_script, exports, status, release_file, count = argv[4:9]
+        candidates, args = argv[9:9 + int(count)], argv[9 + int(count):]
+        for index, bp in enumerate(candidates):
+            self.programs.append(f"{bp}/bin/detect")
+            code, out, effect = self.scripts.get(f"{bp}/bin/detect", (1, b"", None))
+            if effect:
+                effect()
+            if code == 0:
+                name = out.decode().strip().splitlines()[0].strip() if out.strip() else bp.rsplit("/", 1)[-1]
+                (self.app / Path(status).name).write_text(f"{index} {name}\n")
+                output(f"-----> {name} app detected\n".encode())
+                return await self._step(["/bin/bash", "-c", step_script, "buildpack-step", bp, "compile", "00",
+                                         exports, f"{bp}={release_file}", *args], timeout, output)
+        return 0
+
+    async def _step(self, argv: list[str], timeout: float, output: Callable[[bytes], None]) -> int:
         program = step_program(argv)
         self.programs.append(program)
         code, out, effect = self.scripts.get(program, (1, b"", None))
@@ -191,13 +213,12 @@ async def test_detection_runs_in_order_and_stops_at_the_first_match(dirs: dict[s
     lines, result = await run_compile(dirs, container, {"SECRET": "s3"})
     detects = [p for p in container.programs if p.endswith("/detect")]
     assert detects == ["/buildpacks/python/bin/detect", "/buildpacks/nodejs/bin/detect"]
-    # Detection is one container for all the built-ins; then the compile and release.
-    assert len(container.calls) == 2 and container.calls[0][3] == "buildpack-detect"
+    # Detection, the compile and the release: one container for the whole build.
+    assert len(container.calls) == 1 and container.calls[0][3] == "buildpack-build"
+    assert container.programs[2:] == ["/buildpacks/nodejs/bin/compile", "/buildpacks/nodejs/bin/release"]
     # Each step runs from a writable copy of its buildpack; compile gets Heroku's three arguments.
-    assert container.calls[1][4:8] == ["/buildpacks/nodejs", "compile", "00", "/app/.dynod-buildpack-exports"]
-    assert container.calls[1][9:] == ["/app", "/tmp/cache", "/tmp/env"]
-    # ... and the (last) compile's container runs the releases after it: no container more.
-    assert container.calls[1][8].startswith("/buildpacks/nodejs=/app/.dynod-release-")
+    assert container.calls[0][-3:] == ["/app", "/tmp/cache", "/tmp/env"]
+    assert lines.index("-----> Node.js app detected") < lines.index("       done")
     assert result.buildpacks == ["Node.js"]
     assert result.process_types == {"web": "node index.js", "worker": "x"}
     assert lines[0] == "-----> Building on the debian-13 stack"
@@ -275,7 +296,7 @@ async def test_timeout_is_a_build_error_naming_the_step(dirs: dict[str, Path]):
         "/buildpacks/python/bin/detect": (0, b"Python\n", None),
         "/buildpacks/python/bin/compile": (0, b"HANG", None),
     })
-    with pytest.raises(BuildError, match=r"exceeded its 0.2 s limit while python's bin/compile ran"):
+    with pytest.raises(BuildError, match=r"exceeded its 0.2 s limit while the buildpacks' bin/detect and bin/compile"):
         await run_compile(dirs, container, timeout=0.2)
 
 
@@ -284,7 +305,7 @@ async def test_output_over_the_cap_cancels_the_step(dirs: dict[str, Path]):
         "/buildpacks/python/bin/detect": (0, b"Python\n", None),
         "/buildpacks/python/bin/compile": (0, b"x" * 50_000, None),
     })
-    with pytest.raises(BuildError, match="printed over 0 MiB of output while python's bin/compile ran"):
+    with pytest.raises(BuildError, match="printed over 0 MiB of output while the buildpacks' bin/detect and"):
         await run_compile(dirs, container, max_output_bytes=10_000)
 
 
