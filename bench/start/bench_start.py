@@ -6,7 +6,9 @@ Starts a private dynod (its own state dir, cgroup subtree, bridge and subnet; no
 1. dyno start latency: the time from the scale request (PATCH formation, worker 0 -> 1) to the
    app process running, read from the app's own clock: its command prints `date +%s%N` first;
 2. `dynoctl run -- true` round trip (client start, API, dyno, exit code back), interleaved with
-   `runc run` and `bwrap --unshare-all` of /bin/true on the same stack rootfs;
+   `runc run` and `bwrap --unshare-all` of /bin/true on the same stack rootfs, and with the client's
+   start-up alone: `dynoctl --version` (the same launcher and imports up to the first request) and
+   the interpreter's own floor (`python -S -P -c pass`, how the launcher starts Python);
 3. memory with N idle dynos: dynod's and the spawner's RSS, and per dyno the memory outside the
    app (tini's PSS) and the whole dyno cgroup's charge.
 Medians are reported; ratios are dynod's time over the peer's. Everything it made is removed.
@@ -198,13 +200,20 @@ def main() -> int:
         runc = ["runc", "run", "--bundle", str(bundle), f"dynod-bench-{os.getpid()}"]
         bwrap = ["bwrap", "--unshare-all", "--ro-bind", str(stack), "/", "--proc", "/proc", "--dev", "/dev",
                  "--die-with-parent", "/bin/true"]
-        times: dict[str, list[float]] = {"dynoctl run -- true": [], "runc run": [], "bwrap --unshare-all": []}
+        commands = {
+            "dynoctl run -- true": (run_true, d.env),
+            "dynoctl --version (client start-up)": ([str(BIN / "dynoctl"), "--version"], d.env),
+            "python -S -P -c pass (interpreter)": ([sys.executable, "-S", "-P", "-c", "pass"], None),
+            "runc run": (runc, None),
+            "bwrap --unshare-all": (bwrap, None),
+        }
+        times: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(3):  # warm-up
-            time_command(run_true, d.env), time_command(runc), time_command(bwrap)
-        for _ in range(args.runs):  # interleaved, so drift hits all three alike
-            times["dynoctl run -- true"].append(time_command(run_true, d.env))
-            times["runc run"].append(time_command(runc))
-            times["bwrap --unshare-all"].append(time_command(bwrap))
+            for argv, env in commands.values():
+                time_command(argv, env)
+        for _ in range(args.runs):  # interleaved, so drift hits all of them alike
+            for name, (argv, env) in commands.items():
+                times[name].append(time_command(argv, env))
         memory = idle_memory(d, app, args.idle) if args.idle else {}
     finally:
         d.close()
@@ -216,11 +225,15 @@ def main() -> int:
     print(f"dyno start (scale request -> app process running)  {start_median:8.2f} ms "
           f"(p90 {sorted(starts)[int(len(starts) * 0.9) - 1]:.2f})")
     for name, value in med.items():
-        print(f"{name:<50} {value:8.2f} ms")
+        print(f"{name:<50} {value:8.2f} ms (p90 {sorted(times[name])[int(len(times[name]) * 0.9) - 1]:.2f})")
+    server = med["dynoctl run -- true"] - med["dynoctl --version (client start-up)"]
+    print(f"{'run -- true beyond the client start-up':<50} {server:8.2f} ms (API, dyno, exit, teardown)")
     print(f"ratio dyno start / runc run                         {start_median / med['runc run']:8.2f}")
     print(f"ratio dyno start / bwrap                            {start_median / med['bwrap --unshare-all']:8.2f}")
     print(f"ratio dynoctl run -- true / runc run                "
           f"{med['dynoctl run -- true'] / med['runc run']:8.2f}")
+    print(f"ratio dynoctl run -- true / bwrap                   "
+          f"{med['dynoctl run -- true'] / med['bwrap --unshare-all']:8.2f}")
     for key, value in memory.items():
         print(f"{key:<50} {value:8.1f}")
     return 0

@@ -211,8 +211,9 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _pump(session: AttachSession, stdin_fd: int, stdout_fd: int, stderr_fd: int, use_tty: bool) -> int:
-    import termios
-    import tty
+    if use_tty:  # only a terminal needs them: pipes start without
+        import termios
+        import tty
 
     saved_mode = termios.tcgetattr(stdin_fd) if use_tty else None
     wake_r, wake_w = os.pipe()
