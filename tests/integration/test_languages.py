@@ -6,8 +6,9 @@ a second build of the same source shows the buildpack's cache in use. Only Debia
 npm's registries are reachable from this host, so the examples need none of their own: a Go
 module with vendor/, a gem in vendor/cache, a Composer app whose only requirement is PHP, a Maven
 app that needs only Maven's default plugins (Debian packages them). An app that needs an
-unreachable registry, a toolchain the stack does not have, or sbt/Leiningen (docs/languages.md
-says why those are missing) fails with one line saying so, and releases nothing.
+unreachable registry, a toolchain the stack does not have, or sbt (docs/languages.md says why it
+is missing) fails with one line saying so, and releases nothing. Leiningen and Gradle apps:
+test_languages_jvm.py.
 """
 
 from __future__ import annotations
@@ -124,6 +125,4 @@ def test_apps_that_cannot_be_built_here_say_why_in_one_line_and_release_nothing(
             "nor in the cache, and Maven Central (https://repo.maven.apache.org/maven2) cannot be reached")
     refused({"build.sbt": 'scalaVersion := "3.3.4"\n'},
             "Error: this is an sbt (Scala) app, but it cannot be built here: Debian packages no sbt")
-    refused({"project.clj": '(defproject hello "1.0.0")\n'},
-            "Error: this is a Leiningen (Clojure) app, but it cannot be built here")
     assert versions(dynod, app) == before

@@ -127,7 +127,6 @@ def test_jvm_heap_follows_the_dyno_memory_as_herokus_defaults(ram: str, opts: st
 
 @pytest.mark.parametrize("buildpack, files, says", [
     ("scala", {"build.sbt": ""}, "Debian packages no sbt"),
-    ("clojure", {"project.clj": ""}, "Clojars and Maven Central (where its dependencies are) cannot be reached"),
 ])
 def test_what_debian_lacks_is_refused_in_one_line(
         tmp_path: Path, buildpack: str, files: dict[str, str | bytes], says: str) -> None:
