@@ -35,6 +35,7 @@ from typing import Any
 import prctl
 
 from . import dyno_exec, idmap, keyring, seccomp
+from . import spawn_messages as m
 from . import syscalls as sc
 from .cgroups.view import CgroupMount, dyno_cgroup_mounts
 from .dyno_init import DynoSpec, become_dyno
@@ -115,12 +116,11 @@ class Spawner:
             self.conn = None
 
     # -- dyno lifecycle ---------------------------------------------------------------------
-    def spawn(self, raw: dict[str, Any]) -> None:
-        spec = DynoSpec.from_json(raw["spec"])
+    def spawn(self, spec: DynoSpec) -> None:
         if spec.idmap is not None:
             spec.userns_path = self.userns_path(spec.idmap)
         if spec.id in self.children:
-            self.send({"op": "error", "id": spec.id, "message": f"dyno {spec.id} exists"})
+            self.send(m.Refused(spec.id, f"dyno {spec.id} exists").to_json())
             return
         parent_fds, child_fds, kinds = self._stdio(spec)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
@@ -134,7 +134,7 @@ class Spawner:
             self._child(spec, child_fds, go_r, err_w)  # never returns
         for fd in {*child_fds, go_r, err_w}:  # a pty slave stands for all three of 0, 1, 2
             os.close(fd)
-        self.send({"op": "spawned", "id": spec.id, "pid": pid, "kinds": kinds}, parent_fds)
+        self.send(m.Spawned(spec.id, pid, tuple(kinds)).to_json(), parent_fds)
         if "stdin" in kinds:
             # dynod alone may hold the write end: the dyno must see EOF when dynod closes it.
             os.close(parent_fds[kinds.index("stdin")])
@@ -188,26 +188,26 @@ class Spawner:
         self.selector.register(err_r, selectors.EVENT_READ, "err")
         self.send({"op": "preforked", "id": pool_id, "pid": pid})
 
-    def assign(self, pool_id: str, raw_spec: dict[str, Any]) -> None:
-        spec_id = raw_spec["id"]
+    def assign(self, pool_id: str, spec: DynoSpec) -> None:
+        spec_id = spec.id
         child = self.children.get(pool_id)
         if child is None or child.spec_w < 0 or child.status is not None or spec_id in self.children:
-            self.send({"op": "error", "id": spec_id, "message": f"no warm dyno {pool_id} to assign"})
+            self.send(m.Refused(spec_id, f"no warm dyno {pool_id} to assign").to_json())
             return
-        if raw_spec.get("idmap") is not None:
+        if spec.idmap is not None:
             try:
-                raw_spec = {**raw_spec, "userns_path": self.userns_path(raw_spec["idmap"])}
+                spec = replace(spec, userns_path=self.userns_path(spec.idmap))
             except OSError as exc:
-                self.send({"op": "error", "id": spec_id, "message": f"no user namespace for its uid: {exc}"})
+                self.send(m.Refused(spec_id, f"no user namespace for its uid: {exc}").to_json())
                 return
-        data = json.dumps(raw_spec).encode()
+        data = json.dumps(m.dyno_spec_json(spec)).encode()
         try:
             os.write(child.spec_w, struct.pack("!I", len(data)))
             view = memoryview(data)
             while view:  # the warm child reads as we write: a spec larger than the pipe is fine
                 view = view[os.write(child.spec_w, view):]
         except OSError as exc:
-            self.send({"op": "error", "id": spec_id, "message": f"warm dyno {pool_id} is gone: {exc}"})
+            self.send(m.Refused(spec_id, f"warm dyno {pool_id} is gone: {exc}").to_json())
             return
         finally:
             os.close(child.spec_w)
@@ -215,7 +215,7 @@ class Spawner:
         del self.children[pool_id]
         child.id = spec_id
         self.children[spec_id] = child
-        self.send({"op": "spawned", "id": spec_id, "pid": child.pid, "kinds": child.kinds}, child.fds)
+        self.send(m.Spawned(spec_id, child.pid, tuple(child.kinds)).to_json(), child.fds)
 
     def _warm_child(self, stdio: list[int], spec_r: int, go_r: int, err_w: int) -> None:
         try:
@@ -294,19 +294,18 @@ class Spawner:
         except BaseException as exc:  # noqa: BLE001 - everything must reach dynod as one line
             self._die(err_w, exc)
 
-    def exec(self, raw: dict[str, Any]) -> None:
+    def exec(self, spec: dyno_exec.ExecSpec) -> None:
         """A process entering a running dyno (dynod.linux.dyno_exec), reported like a dyno.
 
         Only a dyno this spawner forked and has not reaped may be entered: until it is reaped its
         pid cannot name another process, so what is read from /proc/PID is surely that dyno's.
         """
-        spec = dyno_exec.ExecSpec.from_json(raw["spec"])
         if spec.id in self.children:
-            self.send({"op": "error", "id": spec.id, "message": f"{spec.id} exists"})
+            self.send(m.Refused(spec.id, f"{spec.id} exists").to_json())
             return
         target = self.children.get(spec.dyno)
         if target is None or target.status is not None or not target.started or target.pid not in self.by_pid:
-            self.send({"op": "error", "id": spec.id, "message": f"dyno {spec.dyno} is not running"})
+            self.send(m.Refused(spec.id, f"dyno {spec.dyno} is not running").to_json())
             return
         identity = dyno_exec.read_identity(target.pid)
         namespaces = dyno_exec.open_namespaces(target.pid)
@@ -327,7 +326,7 @@ class Spawner:
         if pid == 0:
             self._exec_child(spec, identity, namespaces, child_fds, err_w)  # never returns
         _close_all({*child_fds, err_w, *namespaces.values()})
-        self.send({"op": "spawned", "id": spec.id, "pid": pid, "kinds": kinds}, parent_fds)
+        self.send(m.Spawned(spec.id, pid, tuple(kinds)).to_json(), parent_fds)
         if "stdin" in kinds:  # dynod alone holds the write end, as for an attached run
             os.close(parent_fds[kinds.index("stdin")])
             parent_fds = [fd for fd, kind in zip(parent_fds, kinds, strict=True) if kind != "stdin"]
@@ -433,44 +432,48 @@ class Spawner:
         self.send({"op": "hello_done", "pid": os.getpid()})
 
     # -- main loop --------------------------------------------------------------------------
-    def handle(self, message: dict[str, Any]) -> None:
-        op = message.get("op")
-        if op == "spawn":
+    def handle(self, message: object) -> None:
+        try:
+            request = m.decode_request(message)
+        except Exception as exc:  # noqa: BLE001 - a bad message must not take the spawner down
+            self.send(m.Refused(m.request_id(message), str(exc)).to_json())
+            return
+        if isinstance(request, m.Spawn):
             try:
-                self.spawn(message)
+                self.spawn(request.spec)
             except Exception as exc:  # noqa: BLE001 - a bad spec must not take the spawner down
-                self.send({"op": "error", "id": message.get("spec", {}).get("id"), "message": str(exc)})
-        elif op == "exec":
+                self.send(m.Refused(request.id, str(exc)).to_json())
+        elif isinstance(request, m.Exec):
             try:
-                self.exec(message)
+                self.exec(request.spec)
             except Exception as exc:  # noqa: BLE001 - a dyno gone meanwhile must not take the spawner down
-                self.send({"op": "error", "id": message.get("spec", {}).get("id"), "message": str(exc)})
-        elif op == "clear_keyrings":
+                self.send(m.Refused(request.id, str(exc)).to_json())
+        elif isinstance(request, m.ClearKeyrings):
             try:
-                keyring.clear_as(int(message["uid"]), int(message["gid"]))
-                self.send({"op": "cleared", "id": message.get("id")})
+                keyring.clear_as(request.uid, request.gid)
+                self.send(m.Cleared(request.id).to_json())
             except Exception as exc:  # noqa: BLE001 - one app's leftovers must not take the spawner down
-                self.send({"op": "error", "id": message.get("id"), "message": str(exc)})
-        elif op == "prefork":
+                self.send(m.Refused(request.id, str(exc)).to_json())
+        elif isinstance(request, m.Prefork):
             try:
-                self.prefork(message["id"])
+                self.prefork(request.id)
             except Exception as exc:  # noqa: BLE001
-                self.send({"op": "error", "id": message.get("id"), "message": str(exc)})
-        elif op == "assign":
-            self.assign(message["id"], message["spec"])
-        elif op == "go":
-            self.go(message["id"], True)
-        elif op == "abort":
-            self.go(message["id"], False)
-        elif op == "kill":
-            self.kill(message["id"], int(message.get("signal", signal.SIGKILL)))
-        elif op == "forget":
-            self.forget(message["id"])
-        elif op == "hello":
+                self.send(m.Refused(request.id, str(exc)).to_json())
+        elif isinstance(request, m.Assign):
+            self.assign(request.id, request.spec)
+        elif isinstance(request, m.Go):
+            self.go(request.id, True)
+        elif isinstance(request, m.Abort):
+            self.go(request.id, False)
+        elif isinstance(request, m.Kill):
+            self.kill(request.id, request.signal)
+        elif isinstance(request, m.Forget):
+            self.forget(request.id)
+        elif isinstance(request, m.Hello):
             self.hello()
-        elif op == "shutdown":
+        elif isinstance(request, m.Shutdown):
             live = [c.id for c in self.children.values() if c.status is None]
-            if live and not message.get("force"):
+            if live and not request.force:
                 self.send({"op": "error", "message": f"{len(live)} dynos still run"})
             else:
                 for child in self.children.values():

@@ -2,7 +2,8 @@
 
 ``SpawnerClient.connect_or_start`` finds a running spawner (re-adoption after a dynod restart) or
 starts one in its own session so that it outlives dynod. Messages the spawner sends on its own
-(started, exited) arrive through ``events()``; replies to a spawn come back to its caller.
+(started, exited) arrive through ``events()``; replies to a spawn come back to its caller. Every
+message is one of dynod.linux.spawn_messages, encoded and decoded there.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
+
+from . import spawn_messages as m
+from .dyno_exec import ExecSpec
+from .dyno_init import DynoSpec
 
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 8
@@ -39,14 +44,8 @@ class AdoptedDyno(SpawnedDyno):
     spawned_at: float = 0.0
 
 
-@dataclass
-class SpawnerEvent:
-    op: str  # "started" | "exited"
-    id: str
-    pid: int
-    status: int | None = None
-    error: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+# What the spawner says on its own about a dyno: its init was exec'd, or reaped.
+SpawnerEvent = m.Started | m.Exited
 
 
 class SpawnerError(Exception):
@@ -57,7 +56,7 @@ class SpawnerClient:
     def __init__(self, sock: trio.socket.SocketType) -> None:
         self._sock = sock
         self._send_lock = trio.Lock()
-        self._waiting: dict[str, trio.MemorySendChannel[tuple[dict[str, Any], list[int]]]] = {}
+        self._waiting: dict[str, trio.MemorySendChannel[tuple[m.Reply, list[int]]]] = {}
         self._events_send, self._events_recv = trio.open_memory_channel[SpawnerEvent](10000)
         self._adopted: list[AdoptedDyno] = []
         self._hello_done = trio.Event()
@@ -94,28 +93,29 @@ class SpawnerClient:
             self.closed.set()
             await self._events_send.aclose()
 
-    def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
-        op = message.get("op")
-        if op in ("started", "exited"):
-            event = SpawnerEvent(op, message["id"], message["pid"], message.get("status"),
-                                 message.get("error", ""))
-            self._events_send.send_nowait(event)
-        elif op == "dyno":
-            kinds = message["kinds"]
+    def _dispatch(self, data: object, fds: list[int]) -> None:
+        try:
+            message = m.decode_reply(data)
+        except m.MessageError:
+            message = None  # from a newer spawner, or garbled: nobody waits for it
+        if isinstance(message, m.Started | m.Exited):
+            self._events_send.send_nowait(message)
+        elif isinstance(message, m.DynoReport):
             self._adopted.append(AdoptedDyno(
-                message["id"], message["pid"], dict(zip(kinds, fds, strict=False)), message.get("status"),
-                message.get("error", ""), message.get("started", False), message.get("spawned_at", 0.0)))
-        elif op == "hello_done":
+                message.id, message.pid, dict(zip(message.kinds, fds, strict=False)), message.status,
+                message.error, message.started, message.spawned_at))
+            return
+        elif isinstance(message, m.HelloDone):
             self._hello_done.set()
-        elif op in ("spawned", "preforked", "cleared", "error"):
-            waiter = self._waiting.pop(message.get("id") or "", None)
+        elif isinstance(message, m.Spawned | m.Preforked | m.Cleared | m.Refused):
+            waiter = self._waiting.pop(message.id or "", None)
             if waiter is not None:
                 waiter.send_nowait((message, fds))
-            else:
-                for fd in fds:
-                    os.close(fd)
+                return
+        for fd in fds:  # fds that no one takes
+            os.close(fd)
 
-    async def _receive(self) -> tuple[dict[str, Any] | None, list[int]]:
+    async def _receive(self) -> tuple[Any, list[int]]:
         fds = array.array("i")
         try:
             data, ancdata, _flags, _addr = await self._sock.recvmsg(
@@ -129,10 +129,10 @@ class SpawnerClient:
             return None, list(fds)
         return json.loads(data), list(fds)
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _send(self, message: m.Request) -> None:
         async with self._send_lock:
             try:
-                await self._sock.send(json.dumps(message).encode())
+                await self._sock.send(json.dumps(message.to_json()).encode())
             except OSError as exc:
                 raise SpawnerError(f"the spawner went away: {exc}") from None
 
@@ -140,57 +140,68 @@ class SpawnerClient:
         """Every dyno the spawner still knows, with fresh copies of its fds (re-adoption)."""
         self._adopted = []
         self._hello_done = trio.Event()
-        await self._send({"op": "hello"})
+        await self._send(m.Hello())
         await self._hello_done.wait()
         return self._adopted
 
-    async def spawn(self, spec: dict[str, Any]) -> SpawnedDyno:
-        message, fds = await self._request(spec["id"], {"op": "spawn", "spec": spec})
-        return SpawnedDyno(spec["id"], message["pid"], dict(zip(message["kinds"], fds, strict=False)))
+    async def spawn(self, spec: DynoSpec) -> SpawnedDyno:
+        return self._spawned(spec.id, *await self._request(spec.id, m.Spawn(spec)))
 
-    async def exec(self, spec: dict[str, Any]) -> SpawnedDyno:
-        """A process entering a running dyno (dynod.linux.dyno_exec.ExecSpec); reported as a dyno is."""
-        message, fds = await self._request(spec["id"], {"op": "exec", "spec": spec})
-        return SpawnedDyno(spec["id"], message["pid"], dict(zip(message["kinds"], fds, strict=False)))
+    async def exec(self, spec: ExecSpec) -> SpawnedDyno:
+        """A process entering a running dyno (dynod.linux.dyno_exec); reported as a dyno is."""
+        return self._spawned(spec.id, *await self._request(spec.id, m.Exec(spec)))
 
     async def clear_keyrings(self, uid: int, gid: int) -> None:
         """Empty the kernel keyrings of ``uid`` (a destroyed app's): dynod.linux.keyring."""
-        await self._request(f"keyrings.{uid}", {"op": "clear_keyrings", "id": f"keyrings.{uid}", "uid": uid,
-                                                "gid": gid})
+        request = m.ClearKeyrings(uid, gid)
+        await self._request(request.id, request)
 
     async def prefork(self, pool_id: str) -> int:
         """Fork a warm dyno now (it waits for ``assign``); returns its pid."""
-        message, _ = await self._request(pool_id, {"op": "prefork", "id": pool_id})
-        return int(message["pid"])
+        reply, fds = await self._request(pool_id, m.Prefork(pool_id))
+        for fd in fds:
+            os.close(fd)
+        if not isinstance(reply, m.Preforked):
+            raise SpawnerError(f"the spawner answered a prefork with {reply.op!r}")
+        return reply.pid
 
-    async def assign(self, pool_id: str, spec: dict[str, Any]) -> SpawnedDyno:
-        """Hand a warm dyno its spec: it becomes dyno ``spec["id"]``; then ``go`` as for a spawn."""
-        message, fds = await self._request(spec["id"], {"op": "assign", "id": pool_id, "spec": spec})
-        return SpawnedDyno(spec["id"], message["pid"], dict(zip(message["kinds"], fds, strict=False)))
+    async def assign(self, pool_id: str, spec: DynoSpec) -> SpawnedDyno:
+        """Hand a warm dyno its spec: it becomes dyno ``spec.id``; then ``go`` as for a spawn."""
+        return self._spawned(spec.id, *await self._request(spec.id, m.Assign(pool_id, spec)))
 
-    async def _request(self, key: str, request: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
-        send, recv = trio.open_memory_channel[tuple[dict[str, Any], list[int]]](1)
+    @staticmethod
+    def _spawned(dyno_id: str, reply: m.Reply, fds: list[int]) -> SpawnedDyno:
+        if not isinstance(reply, m.Spawned):
+            for fd in fds:
+                os.close(fd)
+            raise SpawnerError(f"the spawner answered with {reply.op!r}, not spawned")
+        return SpawnedDyno(dyno_id, reply.pid, dict(zip(reply.kinds, fds, strict=False)))
+
+    async def _request(self, key: str, request: m.Request) -> tuple[m.Reply, list[int]]:
+        send, recv = trio.open_memory_channel[tuple[m.Reply, list[int]]](1)
         self._waiting[key] = send
         await self._send(request)
-        message, fds = await recv.receive()
-        if message["op"] == "error":
-            raise SpawnerError(message.get("message", f"{request['op']} failed"))
-        return message, fds
+        reply, fds = await recv.receive()
+        if isinstance(reply, m.Refused):
+            for fd in fds:
+                os.close(fd)
+            raise SpawnerError(reply.message or f"{request.op} failed")
+        return reply, fds
 
     async def go(self, dyno_id: str) -> None:
-        await self._send({"op": "go", "id": dyno_id})
+        await self._send(m.Go(dyno_id))
 
     async def abort(self, dyno_id: str) -> None:
-        await self._send({"op": "abort", "id": dyno_id})
+        await self._send(m.Abort(dyno_id))
 
     async def kill(self, dyno_id: str, sig: int) -> None:
-        await self._send({"op": "kill", "id": dyno_id, "signal": int(sig)})
+        await self._send(m.Kill(dyno_id, int(sig)))
 
     async def forget(self, dyno_id: str) -> None:
-        await self._send({"op": "forget", "id": dyno_id})
+        await self._send(m.Forget(dyno_id))
 
     async def shutdown(self, force: bool = False) -> None:
-        await self._send({"op": "shutdown", "force": force})
+        await self._send(m.Shutdown(force))
 
     def events(self) -> AsyncIterator[SpawnerEvent]:
         return self._events_recv

@@ -18,6 +18,8 @@ import signal
 import trio
 
 from ..errors import NotFound, UserError
+from ..linux.dyno_exec import ExecSpec
+from ..linux.spawn_messages import Exited
 from ..linux.spawner_client import SpawnerError, SpawnerEvent
 from ..linux.syscalls import set_window_size
 from .attach import read_chunks
@@ -54,7 +56,7 @@ class ExecSession:
 
     async def _follow(self) -> None:
         async for event in self._events:
-            if event.op == "exited":
+            if isinstance(event, Exited):
                 self._status = event.status if event.status is not None else 255
                 break
         self._manager.exec_events.pop(self.id, None)
@@ -132,10 +134,8 @@ class ExecSession:
                 await self._manager.spawner.kill(self.id, signal.SIGKILL)
             except SpawnerError:
                 pass
-            try:
-                os.killpg(self.pid, signal.SIGKILL)  # its own session and group (setsid): its pipeline
-            except (ProcessLookupError, PermissionError):
-                pass
+            # its own session and group (setsid): its whole pipeline
+            self._manager.processes.signal_group(self.pid, signal.SIGKILL)
 
 
 async def start_exec(manager: DynoManager, app: str, dyno_name: str, command: str, *, tty: bool, rows: int,
@@ -147,9 +147,9 @@ async def start_exec(manager: DynoManager, app: str, dyno_name: str, command: st
                        f"see `dynoctl ps -a {app}`.")
     command = command.strip() or DEFAULT_COMMAND
     exec_id = f"{live.id}.exec.{secrets.token_hex(3)}"
-    spec = {"id": exec_id, "dyno": live.id, "argv": ["/bin/bash", "-c", PROFILE + command],
-            "cgroup_procs": live.cgroup.procs_files(), "stdio": "tty" if tty else "pipes",
-            "rows": rows, "cols": cols, "env": {"TERM": term} if tty and term else {}}
+    spec = ExecSpec(id=exec_id, dyno=live.id, argv=["/bin/bash", "-c", PROFILE + command],
+                    cgroup_procs=live.cgroup.procs_files(), stdio="tty" if tty else "pipes",
+                    rows=rows, cols=cols, env={"TERM": term} if tty and term else {})
     send, events = trio.open_memory_channel[SpawnerEvent](4)
     manager.exec_events[exec_id] = send
     try:
@@ -165,7 +165,7 @@ async def start_exec(manager: DynoManager, app: str, dyno_name: str, command: st
     except BaseException:
         manager.exec_events.pop(exec_id, None)
         raise
-    if first.op == "exited":
+    if isinstance(first, Exited):
         manager.exec_events.pop(exec_id, None)
         for fd in spawned.fds.values():
             os.close(fd)

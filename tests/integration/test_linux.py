@@ -18,6 +18,7 @@ import trio
 from dynod.linux.cgroups import CgroupLimits, detect
 from dynod.linux.cgroups.paths import read_mounts
 from dynod.linux.cgroups.v2 import CgroupV2
+from dynod.linux.dyno_init import DynoSpec
 from dynod.linux.net import Network
 from dynod.linux.spawner_client import SpawnerClient
 
@@ -155,13 +156,13 @@ async def _spawn_and_check(client: SpawnerClient, network: Network, cg, root: Pa
     address = network.pool.allocate()
     script = ("echo pid=$$; cat /proc/net/route | awk 'NR>1{print \"route=\"$1\":\"$2}'; "
               "grep -c . /proc/self/mounts | sed 's/^/mounts=/'; hostname")
-    spawned = await client.spawn({
+    spawned = await client.spawn(DynoSpec.from_json({
         "id": "d1", "hostname": "dyno-test", "argv": ["/usr/bin/tini", "-g", "--", "/bin/bash", "-c", script],
         "env": {"PATH": "/usr/bin:/bin"}, "lower": [str(root / "slug"), str(stack_rootfs)],
         "mnt": str(root / "mnt"), "cgroup_procs": cg.procs_files(), "uid": 61000, "gid": 61000,
         "net": {"ifname": "eth0", "address": address, "prefix": network.pool.prefix,
                 "gateway": network.pool.gateway},
-    })
+    }))
     await network.attach(address, spawned.pid)
     await client.go("d1")
     events = client.events()
