@@ -620,13 +620,22 @@ async def _detect_and_compile(runner: _Runner, bps: list[Buildpack], source_dir:
     _DETECT_THEN_STEP_SCRIPT): (the buildpack, its name, its release's YAML file, seconds)."""
     token = secrets.token_hex(8)
     status, release_file = f".dynod-detect-{token}", f".dynod-release-{token}.yml"
-    t = time.monotonic()
+    # The compile's time counts from the "app detected" line on, as it did when the compile had
+    # a container of its own (minus that container's start, which is build overhead, not compile).
+    compile_started: list[float] = []
+
+    def timed(line: str) -> None:
+        if not compile_started and line.startswith("-----> ") and line.endswith(" app detected"):
+            compile_started.append(time.monotonic())
+        output(line)
+
+    runner.output, t = timed, time.monotonic()
     try:
         code = await runner.run(
             detect_then_compile_argv(bps, f"{APP_DIR}/{status}", f"{APP_DIR}/{release_file}",
                                      APP_DIR, CACHE_DIR, ENV_DIR),
             "the buildpacks' bin/detect and bin/compile")
-        elapsed = time.monotonic() - t
+        elapsed = time.monotonic() - (compile_started[0] if compile_started else t)
         found = read_app_file(source_dir, status, MAX_DETECT_OUTPUT + 64)
     except BaseException:
         for leftover in (release_file, f"{release_file}.code"):
@@ -634,6 +643,7 @@ async def _detect_and_compile(runner: _Runner, bps: list[Buildpack], source_dir:
                 (source_dir / leftover).unlink(missing_ok=True)
         raise
     finally:
+        runner.output = output
         with contextlib.suppress(OSError):
             (source_dir / status).unlink(missing_ok=True)
     index_text, _, name = (found or "").strip().partition(" ")
