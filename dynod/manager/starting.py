@@ -89,7 +89,7 @@ class Starting:
             argv=[*INIT, "/bin/bash", "-c", PROFILE + command],
             env=self.environment(release, name, extra_env),
             lower=[str(slug_dir), str(stack)], mnt=self.m.mnt,
-            cgroup_procs=[],  # dynod moves it: see _wire
+            cgroup_procs=[],  # dynod moves it: see wire
             **app_identity(self.m.settings, self.m.ledger.app_uid(app, self.m.settings.dynos.uid_first,
                                                               self.m.settings.dynos.uid_count)),
             tmpfs_mb=self.m.settings.dynos.tmpfs_size_mb,
@@ -139,7 +139,7 @@ class Starting:
                 await self.wire(address, spawned.pid, cgroup, network=True)
             except BaseException:
                 with trio.CancelScope(shield=True):  # even when cancelled: never leave it waiting
-                    await self.m.spawner.abort(dyno_id)  # the child exits; _on_exit cleans up
+                    await self.m.spawner.abort(dyno_id)  # the child exits; on_exit cleans up
                 raise
         stages.append(("wire", time.perf_counter()))
         if self.m.address_claimed is not None:

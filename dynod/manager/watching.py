@@ -129,13 +129,13 @@ class Watching:
                 await trio.lowlevel.wait_readable(watch.fileno())
                 watch.drain()
                 if live.exited.is_set():
-                    return  # _on_exit reads the OOM counter itself
+                    return  # on_exit reads the OOM counter itself
                 if self.note_oom_kill(live):
                     await self.m.stopping.kill_now(live)
                     return
                 self.check_quota(live, cgroup)
                 # Usage hovering at the threshold must not spin. An OOM kill that lands in this
-                # sleep is still seen: by the next wake-up, or by _on_exit if the dyno died of it.
+                # sleep is still seen: by the next wake-up, or by on_exit if the dyno died of it.
                 await trio.sleep(0.5)
         finally:
             watch.close()

@@ -4,6 +4,7 @@ is the wire format a running (older) spawner already speaks, and bad messages ar
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -85,3 +86,35 @@ def test_unknown_replies_are_refused() -> None:
         m.decode_reply({"op": "spawn"})
     with pytest.raises(m.MessageError, match="'exited': pid must be an integer"):
         m.decode_reply({"op": "exited", "id": "d", "pid": "3"})
+
+
+def test_the_spawner_refuses_bad_requests_in_one_reply_and_goes_on() -> None:
+    import socket
+
+    from dynod.linux.spawner import Spawner
+
+    spawner = Spawner("/nonexistent/spawner.sock")  # never bound: handle() is driven directly
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    spawner.conn = theirs
+    try:
+        def reply_to(message: object) -> m.Reply:
+            spawner.handle(message)
+            return m.decode_reply(json.loads(ours.recv(1 << 16)))
+
+        assert reply_to({"op": "format_disk", "id": "x"}) == m.Refused("x", "unknown request 'format_disk'")
+        assert reply_to({"op": "spawn", "spec": {"id": "d1", "evil": True}}).id == "d1"  # type: ignore[union-attr]
+        assert reply_to(["not", "an", "object"]) == m.Refused(None, "a message is a JSON object, got list")
+        bad_exec = {**m.Exec(EXEC).to_json(), "spec": {**m.Exec(EXEC).to_json()["spec"], "stdio": "log"}}
+        refused = reply_to(bad_exec)
+        assert isinstance(refused, m.Refused) and refused.id == EXEC.id and "stdio" in refused.message
+        assert reply_to(m.Exec(EXEC).to_json()) == m.Refused(EXEC.id, f"dyno {EXEC.dyno} is not running")
+        assert reply_to(m.Assign("warm.9", SPEC).to_json()) == m.Refused(SPEC.id, "no warm dyno warm.9 to assign")
+        for quiet in (m.Go("nobody"), m.Abort("nobody"), m.Kill("nobody", 9), m.Forget("nobody")):
+            spawner.handle(quiet.to_json())  # nothing to do, nothing said
+        assert reply_to(m.Hello().to_json()) == m.HelloDone(os.getpid())  # it knows no dynos
+    finally:
+        ours.close()
+        theirs.close()
+        spawner.selector.close()
+        for fd in (spawner.own_pidns, spawner.own_netns):
+            os.close(fd)
