@@ -37,6 +37,8 @@ import prctl
 from . import dyno_exec, idmap, keyring, seccomp
 from . import spawn_messages as m
 from . import syscalls as sc
+from .cgroups import birth as cgroup_birth
+from .cgroups.paths import read_mounts
 from .cgroups.view import CgroupMount, dyno_cgroup_mounts
 from .dyno_init import DynoSpec, become_dyno
 
@@ -84,6 +86,10 @@ class Spawner:
         self.seccomp = sc.SeccompProgram(seccomp.compile_profile())
         with open("/proc/self/mountinfo") as f:
             self.cgroup_mounts: list[CgroupMount] = dyno_cgroup_mounts(f.read())
+        # Where cgroup2 is mounted, for forking a dyno straight into a cgroup2 group (clone3 with
+        # CLONE_INTO_CGROUP: no move, no wait after the fork); False once the kernel said no.
+        self.hierarchies = read_mounts()
+        self.clone_into = True
         self.userns: dict[tuple[tuple[int, ...], ...], int] = {}  # id maps -> a user namespace fd, kept
 
     def userns_path(self, maps: dict[str, list[list[int]]]) -> str:
@@ -122,16 +128,17 @@ class Spawner:
         if spec.id in self.children:
             self.send(m.Refused(spec.id, f"dyno {spec.id} exists").to_json())
             return
+        plan = cgroup_birth.birth(spec.cgroup_procs, self.hierarchies)
         parent_fds, child_fds, kinds = self._stdio(spec)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         try:
-            pid = self._fork()
+            pid, joins = self._fork_into(plan, spec.cgroup_procs)
         except OSError:
             _close_all({*parent_fds, *child_fds, go_r, go_w, err_r, err_w})  # the spawner lives long
             raise
         if pid == 0:
-            self._child(spec, child_fds, go_r, err_w)  # never returns
+            self._child(replace(spec, cgroup_procs=joins), child_fds, go_r, err_w)  # never returns
         for fd in {*child_fds, go_r, err_w}:  # a pty slave stands for all three of 0, 1, 2
             os.close(fd)
         self.send(m.Spawned(spec.id, pid, tuple(kinds)).to_json(), parent_fds)
@@ -145,6 +152,22 @@ class Spawner:
         self.by_pid[pid] = child
         self.by_err_fd[err_r] = child
         self.selector.register(err_r, selectors.EVENT_READ, "err")
+
+    def _fork_into(self, plan: cgroup_birth.Birth, procs_files: list[str]) -> tuple[int, list[str]]:
+        """(pid or 0, the cgroup.procs files the child still joins itself): born in the plan's
+        cgroup2 group where it has one and the kernel can (5.7+), else forked and left to join all."""
+        if plan.into is not None and self.clone_into:
+            group = cgroup_birth.open_group(plan.into)
+            try:
+                return sc.clone3(sc.CLONE_NEWPID | sc.CLONE_NEWNET, group), list(plan.joins)
+            except OSError as exc:
+                if exc.errno not in cgroup_birth.UNSUPPORTED:
+                    raise
+                self.clone_into = False
+            finally:
+                if os.getpid() == self.mypid:
+                    os.close(group)
+        return self._fork(), list(procs_files)
 
     def _fork(self) -> int:
         """fork() with the child born in its own PID namespace (as PID 1) and its own network

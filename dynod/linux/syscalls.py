@@ -170,6 +170,39 @@ def idmapped_bind(source: str, target: str, userns_fd: int) -> None:
         os.close(fd)
 
 
+_SYS_CLONE3 = 435  # one number on every architecture (the syscall tables were unified before it)
+CLONE_INTO_CGROUP = 0x200000000
+# The GIL stays held across the call (PyDLL), so the child wakes up holding it, as after fork().
+_pylibc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_pylibc.syscall.restype = ctypes.c_long
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls",
+        "set_tid", "set_tid_size", "cgroup")]
+
+
+def clone3(flags: int, cgroup_fd: int = -1) -> int:
+    """fork() by clone3(2): the child born in new namespaces (``flags``) and, given the fd of a
+    cgroup2 directory, in that cgroup (CLONE_INTO_CGROUP: no cgroup.procs write after the fork, so
+    no wait on the cgroup lock either). 0 in the child, its pid in the parent, as os.fork; Python's
+    own before/after-fork work is done around it as os.fork does it. For a single-threaded caller
+    (the spawner): nothing of glibc's fork bookkeeping runs, and the child must exec."""
+    args = _CloneArgs(flags=flags | (CLONE_INTO_CGROUP if cgroup_fd >= 0 else 0),
+                      exit_signal=17, cgroup=max(cgroup_fd, 0))  # 17: SIGCHLD, as fork's child sends
+    ctypes.pythonapi.PyOS_BeforeFork()
+    pid = _pylibc.syscall(_SYS_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+    if pid == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    ctypes.pythonapi.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, f"clone3({flags:#x}, cgroup fd {cgroup_fd}): {os.strerror(err)}")
+    return pid
+
+
 def _makedirs(path: str) -> None:
     os.makedirs(path, exist_ok=True)
 
