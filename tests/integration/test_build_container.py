@@ -3,9 +3,10 @@
 dynod's own build container comes from its Linux layer; until then (and to test the buildpack
 runner apart from it) this one keeps the same contract: the stack read-only as /, the build dirs
 bound at /app, /tmp/cache, /tmp/env and /buildpacks, every namespace but the network unshared,
-uid 61999 both inside and on the host (bwrap runs unprivileged through setpriv, so the build
-really is that uid), and the whole process tree killed on timeout or cancellation: the tree is
-the sandbox's pid namespace, and killing its init (bwrap reports its pid on --info-fd) ends it.
+uid BUILD_UID (61999, less the test worker's number) both inside and on the host (bwrap runs
+unprivileged through setpriv, so the build really is that uid), and the whole process tree
+killed on timeout or cancellation: the tree is the sandbox's pid namespace, and killing its
+init (bwrap reports its pid on --info-fd) ends it.
 
 No --die-with-parent: it is PR_SET_PDEATHSIG, which fires when the parent *thread* exits, and
 trio forks from a worker thread that exits after 10 s idle -- every build would be SIGKILLed
@@ -35,7 +36,9 @@ from dynod.builds.buildpack import BuildTimeout
 # Not the dyno uid (61000), so a build can never signal a dyno. "No process is left" is checked
 # per container (its own bwrap and its own pid namespace, see live_processes), never by counting
 # this uid host-wide: another test file's builds run as this uid at the same time.
-BUILD_UID = 61999
+# One uid per test worker (./test.sh runs test files in parallel): the build tests count the
+# processes this uid has left, and another worker's builds must not be among them.
+BUILD_UID = 61999 - int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 
 
 def _build_stack_root() -> Path:
