@@ -1,7 +1,9 @@
 """Processes watched through pidfds: a descriptor that names one process, and never another.
 
 A pid can be reused as soon as its process is reaped; a pidfd cannot. Waiting on one (it turns
-readable when the process exits) needs no parent-child relation and no polling of /proc.
+readable when the process exits) needs no parent-child relation and no polling of /proc. Every
+pidfd dynod opens is opened here: the add-on servers', a re-adopted dyno init's (through
+``dynod.linux.process.HostProcesses``) and a build lock's keeper.
 """
 
 from __future__ import annotations
@@ -9,11 +11,42 @@ from __future__ import annotations
 import os
 import select
 import signal
+from collections.abc import Callable, Iterable
+
+import trio
 
 
 def watch(pid: int) -> int:
     """A pidfd on ``pid`` (close-on-exec): readable once it exits. ProcessLookupError if gone."""
     return os.pidfd_open(pid)
+
+
+def watch_if_member(pid: int, members: Callable[[], Iterable[int]]) -> int | None:
+    """A pidfd on ``pid`` if it runs and is one of ``members()`` (the pids of its cgroup).
+
+    The membership is checked after the open: the fd pins this very process, so a pid reused since
+    by another process cannot pass for it.
+    """
+    try:
+        pidfd = watch(pid)
+    except OSError:
+        return None
+    try:
+        inside = pid in members()
+    except OSError:
+        inside = False
+    if not inside:
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+async def wait_exit(pidfd: int) -> None:
+    """Until the process of ``pidfd`` exits (it need not be our child); closes the fd."""
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
 
 
 def send_signal(pidfd: int, sig: int) -> None:

@@ -1,8 +1,9 @@
-"""The manager's process syscalls: signals, joining a cgroup, following a process through a pidfd.
+"""The manager's process syscalls: signals, process-group kills, joining a cgroup.
 
 The dyno manager reaches processes only through ``HostProcesses`` (its ``Processes`` seam,
 dynod/manager/runtime.py), so its stop, kill and adoption logic is unit-tested against an
-in-memory fake and the real calls stay here, covered by the integration tests.
+in-memory fake and the real calls stay here, covered by the integration tests. Following a
+process through a pidfd is ``dynod.linux.pidfd``'s.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 
-import trio
+from . import pidfd
 
 
 def signal_process(pid: int, sig: int) -> bool:
@@ -37,34 +38,6 @@ def join_cgroup(procs_file: str, pid: int) -> None:
         f.write(str(pid))
 
 
-def pidfd_if_member(pid: int, members: Callable[[], Iterable[int]]) -> int | None:
-    """A pidfd on ``pid`` if it runs and is one of ``members()`` (the pids of its cgroup).
-
-    The membership is checked after the open: the fd pins this very process, so a pid reused since
-    by another process cannot pass for it.
-    """
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return None
-    try:
-        inside = pid in members()
-    except OSError:
-        inside = False
-    if not inside:
-        os.close(pidfd)
-        return None
-    return pidfd
-
-
-async def wait_exit(pidfd: int) -> None:
-    """Until the process of ``pidfd`` exits (it need not be our child); closes the fd."""
-    try:
-        await trio.lowlevel.wait_readable(pidfd)
-    finally:
-        os.close(pidfd)
-
-
 class HostProcesses:
     """The real kernel, as the manager's ``Processes``."""
 
@@ -78,7 +51,7 @@ class HostProcesses:
         join_cgroup(procs_file, pid)
 
     def follow(self, pid: int, members: Callable[[], Iterable[int]]) -> int | None:
-        return pidfd_if_member(pid, members)
+        return pidfd.watch_if_member(pid, members)
 
     async def wait_exit(self, handle: int) -> None:
-        await wait_exit(handle)
+        await pidfd.wait_exit(handle)

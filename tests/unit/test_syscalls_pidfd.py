@@ -102,3 +102,46 @@ def test_a_pidfd_turns_readable_at_exit_and_never_signals_a_reaped_process() -> 
         os.close(fd)
         proc.kill()
         proc.wait()
+
+
+def test_watch_if_member_pins_only_a_running_member() -> None:
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        fd = pidfd.watch_if_member(proc.pid, lambda: [1, proc.pid])
+        assert fd is not None
+        os.close(fd)
+        assert pidfd.watch_if_member(proc.pid, lambda: [1]) is None  # runs, but not in the group
+
+        def unreadable() -> list[int]:
+            raise FileNotFoundError("cgroup.procs")  # its group is gone: not a member
+        assert pidfd.watch_if_member(proc.pid, unreadable) is None
+    finally:
+        proc.kill()
+        proc.wait()
+    assert pidfd.watch_if_member(proc.pid, lambda: [proc.pid]) is None  # reaped
+
+
+def test_wait_exit_returns_at_the_exit_of_a_process_and_closes_its_fd() -> None:
+    import trio
+
+    proc = subprocess.Popen(["sleep", "60"])
+    fd = pidfd.watch(proc.pid)
+
+    async def main() -> float:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, lambda: (time.sleep(0.2), proc.kill()))
+            start = time.monotonic()
+            with trio.fail_after(10):
+                await pidfd.wait_exit(fd)
+            return time.monotonic() - start
+
+    try:
+        assert trio.run(main) >= 0.15  # it waited for the kill, not returned at once
+        # Closed: the number is free, or (reused since) names something other than a pidfd.
+        try:
+            assert os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:[pidfd]"
+        except FileNotFoundError:
+            pass
+    finally:
+        proc.kill()
+        proc.wait()
