@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dynod.linux.cgroups.birth import Birth, birth
+from dynod.linux.cgroups.birth import Birth, birth, favors_dynamic_moves
 from dynod.linux.cgroups.paths import CgroupMounts, Hierarchy
 
 HYBRID = CgroupMounts(
@@ -47,3 +47,19 @@ def test_two_v2_groups_or_a_file_that_is_no_procs_file_are_refused() -> None:
         birth(["/sys/fs/cgroup/a/cgroup.procs", "/sys/fs/cgroup/b/cgroup.procs"], PURE_V2)
     with pytest.raises(ValueError, match="no cgroup.procs file"):
         birth(["/sys/fs/cgroup/a/memory.max"], PURE_V2)
+
+
+MOUNTINFO = """\
+30 24 0:26 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:4 - tmpfs tmpfs ro,mode=755
+33 30 0:29 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:8 - cgroup cgroup rw,memory
+34 30 0:30 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw{v2}
+40 22 0:40 / /mnt/favordynmods rw,relatime shared:20 - tmpfs favordynmods rw
+"""
+
+
+def test_favordynmods_is_seen_on_any_cgroup_mount_and_only_there() -> None:
+    assert not favors_dynamic_moves(MOUNTINFO.format(v2=""))  # a tmpfs named so does not count
+    assert favors_dynamic_moves(MOUNTINFO.format(v2=",favordynmods"))
+    v1 = MOUNTINFO.format(v2="").replace("cgroup rw,memory", "cgroup rw,memory,favordynmods")
+    assert favors_dynamic_moves(v1)
+    assert not favors_dynamic_moves(MOUNTINFO.format(v2=",nsdelegate,memory_recursiveprot"))
