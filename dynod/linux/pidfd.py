@@ -13,8 +13,6 @@ import select
 import signal
 from collections.abc import Callable, Iterable
 
-import trio
-
 
 def watch(pid: int) -> int:
     """A pidfd on ``pid`` (close-on-exec): readable once it exits. ProcessLookupError if gone."""
@@ -43,6 +41,10 @@ def watch_if_member(pid: int, members: Callable[[], Iterable[int]]) -> int | Non
 
 async def wait_exit(pidfd: int) -> None:
     """Until the process of ``pidfd`` exits (it need not be our child); closes the fd."""
+    # trio is imported here, not with the module: the push hook (dynod.builds.git) imports this
+    # module for its lock keeper and stays stdlib-only, a short-lived process's start-up.
+    import trio
+
     try:
         await trio.lowlevel.wait_readable(pidfd)
     finally:

@@ -23,6 +23,27 @@ def signal_process(pid: int, sig: int) -> bool:
     return True
 
 
+def exists(pid: int) -> bool:
+    """Whether a process (or an unreaped zombie) has the pid ``pid``: signal 0 checks without
+    sending anything. One that is not ours to signal still exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_if_exited(pid: int) -> None:
+    """Reap ``pid`` if it is an exited child of this process, so no zombie stays behind; nothing
+    if it still runs or is not our child."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
 def signal_group(pgid: int, sig: int) -> bool:
     """Send ``sig`` to the process group ``pgid``; False if none of it is left (or not ours)."""
     try:

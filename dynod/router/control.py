@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 from ..errors import UserError
+from ..linux import process as processes
 from .routes import AppRoute, decode_apps
 from .snapshots import CertsSnapshot, RoutesSnapshot
 from .tls import check_cert_pair
@@ -178,15 +179,8 @@ class RouterControl:
 def _alive(pid: int, process: subprocess.Popen[bytes] | None) -> bool:
     if process is not None:
         return process.poll() is None
-    try:
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child (an earlier RouterControl started it)
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    processes.reap_if_exited(pid)  # if it is our child (an earlier RouterControl started it)
+    return processes.exists(pid)
 
 
 async def _query(path: Path, message: dict[str, Any], want: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..linux import process as processes
 from .wire import BlockingMessageReader, encode
 
 
@@ -127,7 +128,7 @@ class RouterProcess:
                 try:
                     self.process.wait(20)
                 except subprocess.TimeoutExpired:
-                    os.killpg(self.process.pid, signal.SIGKILL)
+                    processes.signal_group(self.process.pid, signal.SIGKILL)
                     self.process.wait()
             if self.process.stderr:
                 self.process.stderr.close()

@@ -7,7 +7,6 @@ writes a tiny tree), so everything but debootstrap itself tests without root.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import UserError
+from ..linux import process as processes
 from .definition import StackDefinition
 from .etc_files import HOSTNAME_TEXT, HOSTS_TEXT, RESOLVED_UPSTREAM, container_resolv_conf, with_account
 
@@ -129,13 +129,11 @@ def _run_logged(argv: list[str], stack_name: str, what: str, shown: Callable[[st
         status = proc.wait()
     except BaseException:
         # SIGTERM first: debootstrap's exit trap unmounts what it mounted inside the target.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+        processes.signal_group(proc.pid, signal.SIGTERM)  # False if it is already gone
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            processes.signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
         raise
     finally:

@@ -145,3 +145,10 @@ def test_wait_exit_returns_at_the_exit_of_a_process_and_closes_its_fd() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_push_hook_and_its_lock_keeper_load_no_trio() -> None:
+    # dynod.builds.git runs as git's pre-receive hook, once per push: stdlib only.
+    code = "import sys, dynod.builds.git, dynod.linux.process; print('trio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
