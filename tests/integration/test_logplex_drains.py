@@ -4,7 +4,9 @@ TLS) and an HTTPS receiver speaking Logplex's drain protocol, each with a test C
 import base64
 import datetime
 import ipaddress
+import os
 import re
+import select
 import socket
 import ssl
 import time
@@ -561,3 +563,71 @@ async def test_a_name_that_rebinds_to_loopback_after_the_check_is_refused_at_con
         trio.socket.set_custom_hostname_resolver(previous)
     assert Rebinding.calls >= 2 and receiver.connections == 0  # a TCP listener: any connect would count
     assert "rebind.test resolves to 127.0.0.1" in stats["last_error"], stats
+
+
+async def test_a_receiver_that_catches_up_after_the_socket_filled_loses_nothing(tmp_path):
+    """A receiver that stops reading until the socket is full, then reads faster than lines come,
+    gets every line: the lines that arrive while the socket is full are written as soon as the
+    kernel frees any room, not only once poll(2) calls the socket writable (a third of the send
+    buffer free, far more than a 64-line drain buffer holds)."""
+    ls = make_stream(tmp_path, drain_buffer=64)
+    with trio.socket.socket() as listener:
+        await listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ls.run)
+            ls.add_drain("myapp", f"syslog://127.0.0.1:{listener.getsockname()[1]}")
+            ls.emit("myapp", "dynod", "api", "warm-up")
+            conn, _ = await listener.accept()
+            pad = "x" * 1000
+            sent = 0
+
+            def emit(count: int) -> None:
+                nonlocal sent
+                for _ in range(count):
+                    ls.emit("myapp", "app", "web.1", f"{sent} {pad}")
+                    sent += 1
+
+            def drain_stats() -> dict:
+                return ls.statistics()["drains"][0]
+
+            # Fill the socket (the receiver does not read) until a write is cut short.
+            with trio.fail_after(20):
+                while not drain_stats()["deferrals"]:
+                    emit(16)
+                    await trio.sleep(0)
+            assert drain_stats()["dropped"] == 0
+            received = bytearray()
+
+            def read_now(nbytes: int) -> None:
+                """Read without yielding to trio: the drain's task gets no turn meanwhile, as
+                when a round of flooding pumps runs before it."""
+                goal = len(received) + nbytes
+                while len(received) < goal and select.select([conn], [], [], 0.2)[0]:
+                    received.extend(os.read(conn.fileno(), goal - len(received)))
+
+            # Catch up: each step the receiver reads 64 KiB (a loopback segment) while 40 KiB of
+            # new lines arrive, and the drain's task never runs: only writes from the stream's
+            # own offer() can move them. 30 steps bring 1,200 lines, 19 times the drain buffer.
+            for _ in range(30):
+                read_now(64 * 1024)
+                emit(40)
+            # Then read everything.
+            with trio.fail_after(20):
+                while drain_stats()["buffered"] or drain_stats()["sent"] < sent + 1:
+                    with trio.move_on_after(0.05):
+                        received.extend(await conn.recv(1 << 20))
+                while True:
+                    with trio.move_on_after(0.2) as idle:
+                        data = await conn.recv(1 << 20)
+                        received.extend(data)
+                    if idle.cancelled_caught:
+                        break
+            stats = drain_stats()
+            conn.close()
+            nursery.cancel_scope.cancel()
+    frames = parse_frames(received)
+    numbers = [int(m.split()[0]) for m in app_messages(frames)]
+    assert stats["dropped"] == 0, stats
+    assert numbers == list(range(sent)), (len(numbers), sent)
+    assert not [f for f in frames if "L10" in f.msg]
