@@ -38,7 +38,6 @@ http.server.ThreadingHTTPServer(("", int(os.environ["PORT"])), H).serve_forever(
 # nearest-rank p50 is a 20 ms request, p95 a 100 ms one, p99 a 300 ms one and the max 600 ms.
 DISTRIBUTION = [20] * 100 + [100] * 90 + [300] * 8 + [600] * 2
 STATUSES = [200] * 170 + [201] * 10 + [302] * 5 + [404] * 10 + [500] * 5
-OVERHEAD_MS = 25  # the router's connect and the app's own work, on a busy 2-core host
 
 
 def with_runtime_metrics(d: Dynod, interval: float = 1.0) -> None:
@@ -111,8 +110,15 @@ def test_known_traffic_gives_its_percentiles_and_counts(metrics_dynod: Dynod, tm
         assert point["status"] == {"1xx": 0, "2xx": 180, "3xx": 5, "4xx": 10, "5xx": 5}
         assert point["errors"] == {}
         r = point["response_ms"]
-        for key, expected in (("p50", 20), ("p95", 100), ("p99", 300), ("max", 600)):
-            assert expected * (1 - RELATIVE_ERROR) <= r[key] <= expected * (1 + RELATIVE_ERROR) + OVERHEAD_MS, (key, r)
+        # The store's percentiles against the exact nearest-rank ones of the service times the
+        # router logged for these 200 requests: on a busy host a 20 ms sleep can be served in
+        # 80, so the figures to match are the ones measured, and the sleeps only bound them below.
+        served = sorted(int(ms) for ms in re.findall(r"service=(\d+)ms status=\d{3}", d.logs(app)))
+        assert len(served) == 200, len(served)
+        for key, rank, slept in (("p50", 100, 20), ("p95", 190, 100), ("p99", 198, 300), ("max", 200, 600)):
+            exact = served[rank - 1]
+            assert exact >= slept, (key, exact)
+            assert exact * (1 - RELATIVE_ERROR) - 1 <= r[key] <= exact * (1 + RELATIVE_ERROR) + 1, (key, exact, r)
         kinds = [e["kind"] for e in data["events"]]
         assert "deploy" in kinds and "scale" in kinds, data["events"]
 
