@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from http.client import HTTPConnection, HTTPResponse
     from typing import Any, BinaryIO
 
+    from ..builds.events import BuildEvent
+
     Json = dict[str, Any]  # a JSON object as the API returns it (shapes: dynod.api.service)
 
 
@@ -390,9 +392,12 @@ class ApiClient:
         return json.loads(data)
 
     def build(self, app: str, archive_path: str | os.PathLike[str], *, source: str = "tarball",
-              source_version: str | None = None) -> Generator[Json, None, None]:
-        """Upload source (tar.gz) for a buildpack build; yields {"line"} objects, then {"build"|"error"}."""
-        import json
+              source_version: str | None = None) -> Generator[BuildEvent, None, None]:
+        """Upload source (tar.gz) for a buildpack build; yields its events (dynod.builds.events):
+        ``BuildOutput`` lines, then one ``BuildFinished`` or ``BuildFailed``. A line that is no
+        event (a stream cut mid-line) is a ``UserError``."""
+        # Imported on the first build, not with the client: dynoctl's other commands never load it.
+        from ..builds.events import decode_build_event
 
         query = {"source": source, **({"source_version": source_version} if source_version else {})}
         with open(archive_path, "rb") as archive:
@@ -400,11 +405,7 @@ class ApiClient:
                        "Content-Length": str(os.fstat(archive.fileno()).st_size)}
             for line in self._stream("POST", _path("apps", app, "builds"), query=query, body=archive,
                                      headers=headers):
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    raise UserError("The build stream from dynod was cut; see `dynoctl builds:output`.",
-                                    status=502, code="stream_broken") from None
+                yield decode_build_event(line)
 
     def list_builds(self, app: str) -> list[Json]:
         return self.request("GET", _path("apps", app, "builds"))

@@ -64,19 +64,21 @@ def deploy(ctx: Context, argv: list[str]) -> int:
 
 
 def stream_build(ctx: Context, app: str, archive: Path) -> int:
-    final: dict = {}
-    for message in ctx.client().build(app, archive):
-        if "line" in message:
-            ctx.out(message["line"])
+    # dynod.builds.events is stdlib-only, but only a build needs it: not loaded for other commands.
+    from ..builds.events import BuildFailed, BuildFinished, BuildOutput
+
+    final: BuildFinished | BuildFailed | None = None
+    for event in ctx.client().build(app, archive):
+        if isinstance(event, BuildOutput):
+            ctx.out(event.line)
             ctx.stdout.flush()  # a build is read as it happens, even through a pipe (as git push shows it)
         else:
-            final = message
-    if "error" in final:
-        raise UserError(final["error"]["message"])
-    build = final.get("build") or {}
-    if build.get("status") != "succeeded":
-        raise UserError(f"Build failed: {build.get('error') or 'see the output above'}.")
-    ctx.out(f"{build.get('web_url', '')} deployed as v{build.get('release')}")
+            final = event
+    if isinstance(final, BuildFailed):
+        raise UserError(final.message)
+    if final is None or not final.succeeded:
+        raise UserError(f"Build failed: {(final and final.error) or 'see the output above'}.")
+    ctx.out(f"{final.web_url or ''} deployed as v{final.release}")
     return 0
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from dynod.builds.events import BuildFinished
+
 from .conftest import Dynod
 
 pytestmark = pytest.mark.integration
@@ -43,9 +45,10 @@ def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], raw_ta
     return path
 
 
-def _build(dynod: Dynod, app: str, archive: Path) -> dict:
+def _build(dynod: Dynod, app: str, archive: Path) -> BuildFinished:
     with dynod.client() as client:
         events = list(client.build(app, archive))
+    assert isinstance(events[-1], BuildFinished), events[-1]  # the build ran (and failed)
     return events[-1]
 
 
@@ -88,8 +91,8 @@ def test_a_hostile_source_archive_is_refused_and_writes_nothing(
     members, why = _attacks(host_file, planted)[attack]
     try:
         result = _build(dynod, app, _tar(tmp_path / "src.tar", members))
-        assert result["build"]["status"] == "failed", result
-        error = result["build"]["error"]
+        assert result.status == "failed", result
+        error = result.error or ""
         assert why in error and "\n" not in error, error
         assert host_file.read_text() == "original\n" and (host_file.stat().st_mode & 0o777) == 0o600
         assert host_file.stat().st_nlink == 1
@@ -106,8 +109,8 @@ def test_a_huge_member_is_refused_without_reading_it(dynod: Dynod, app: str, tmp
     info.size = 100 << 30  # declared, never sent: refused on the header alone
     archive = _tar(tmp_path / "huge.tar", [], raw_tail=info.tobuf(format=tarfile.PAX_FORMAT))
     result = _build(dynod, app, archive)
-    assert result["build"]["status"] == "failed"
-    assert "unpacks to more than 2 GB" in result["build"]["error"], result
+    assert result.status == "failed"
+    assert "unpacks to more than 2 GB" in (result.error or ""), result
     assert list((dynod.root / "state" / "build-work").iterdir()) == []
 
 
@@ -222,8 +225,8 @@ def test_a_procfile_of_10001_process_types_fails_the_build(dynod: Dynod, app: st
         tar.addfile(info, io.BytesIO(data or b""))
     (tmp_path / "src.tar").write_bytes(buf.getvalue())
     result = _build(dynod, app, tmp_path / "src.tar")
-    assert result["build"]["status"] == "failed"
-    assert "more than 100 process types" in result["build"]["error"], result
+    assert result.status == "failed"
+    assert "more than 100 process types" in (result.error or ""), result
     with dynod.client() as client:
         assert [r["version"] for r in client.list_releases(app)] == [1]
 
