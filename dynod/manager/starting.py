@@ -12,7 +12,7 @@ import secrets
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,7 +89,9 @@ class Starting:
             argv=[*INIT, "/bin/bash", "-c", PROFILE + command],
             env=self.environment(release, name, extra_env),
             lower=[str(slug_dir), str(stack)], mnt=self.m.mnt,
-            cgroup_procs=[],  # dynod moves it: see wire
+            # Born in its cgroup2 group where it has one (the spawner forks it there, or the child
+            # joins it itself on a kernel without clone3); wire moves it into the rest.
+            cgroup_procs=cgroup.birth_procs_files() if warm is None else [],
             **app_identity(self.m.settings, self.m.ledger.app_uid(app, self.m.settings.dynos.uid_first,
                                                               self.m.settings.dynos.uid_count)),
             tmpfs_mb=self.m.settings.dynos.tmpfs_size_mb,
@@ -136,7 +138,7 @@ class Starting:
             orphaned = True  # its app was destroyed while it was being made: stop it once it runs
         if warm is None:  # a warm dyno was moved and wired while nobody waited
             try:
-                await self.wire(address, spawned.pid, cgroup, network=True)
+                await self.wire(address, spawned.pid, cgroup, network=True, born_in=spec.cgroup_procs)
             except BaseException:
                 with trio.CancelScope(shield=True):  # even when cancelled: never leave it waiting
                     await self.m.spawner.abort(dyno_id)  # the child exits; on_exit cleans up
@@ -181,10 +183,14 @@ class Starting:
         """The stack was rebuilt: look it up again for the next dyno."""
         self.m._stack_path = None
 
-    async def wire(self, address: str, pid: int, cgroup: DynoCgroup, *, network: bool) -> None:
-        """Move a new dyno into its cgroups and plug in its veth, all at once, before it may run."""
+    async def wire(self, address: str, pid: int, cgroup: DynoCgroup, *, network: bool,
+                   born_in: Sequence[str] = ()) -> None:
+        """Move a new dyno into its cgroups (those it was not born in) and plug in its veth, all at
+        once, before it may run."""
         async with trio.open_nursery() as nursery:
             for procs in cgroup.procs_files():
+                if procs in born_in:
+                    continue
                 nursery.start_soon(trio.to_thread.run_sync, self.m.processes.join_cgroup, procs, pid)
             if network:
                 nursery.start_soon(self.m.network.attach, address, pid)

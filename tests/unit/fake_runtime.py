@@ -126,6 +126,9 @@ class FakeCgroup(DynoCgroup):
     def procs_files(self) -> list[str]:
         return [f"fake-cgroup:{id(self)}/cgroup.procs"]
 
+    def birth_procs_files(self) -> list[str]:
+        return self.procs_files() if self.backend.cgroup2 else []
+
     def pids(self) -> list[int]:
         return sorted(p.pid for p in self.backend.kernel.procs.values() if p.group is self)
 
@@ -174,9 +177,11 @@ class FakeCgroup(DynoCgroup):
 class FakeCgroups(CgroupBackend):
     kind = "fake"
 
-    def __init__(self, kernel: FakeKernel, *, can_rename: bool = True) -> None:
+    def __init__(self, kernel: FakeKernel, *, can_rename: bool = True, cgroup2: bool = False) -> None:
         self.kernel = kernel
         self.can_rename = can_rename
+        self.cgroup2 = cgroup2  # its groups are cgroup2 ones: a dyno can be born in its group
+        self.joined: list[str] = []  # the cgroup.procs files written after a fork, in order
         self.groups: dict[str, FakeCgroup] = {}
         self.created: list[str] = []
 
@@ -234,6 +239,7 @@ class FakeProcesses:
         if proc is None:
             raise ProcessLookupError(errno.ESRCH, f"no process {pid}")
         group = self.cgroups.by_procs_file(procs_file)
+        self.cgroups.joined.append(procs_file)
         for p in self.kernel.of(proc.dyno):  # the app is forked by the init later: it inherits
             p.group = group
 
@@ -262,8 +268,9 @@ class FakeSpawner:
     """dynod/manager/runtime.py's Spawner. ``fail_spawn``: refuse the next spawns with this message;
     ``fail_exec``: dynos whose command contains the key fail before they run, with the value."""
 
-    def __init__(self, kernel: FakeKernel) -> None:
+    def __init__(self, kernel: FakeKernel, cgroups: FakeCgroups | None = None) -> None:
         self.kernel = kernel
+        self.cgroups = cgroups  # where a spec's cgroup_procs are born in (clone3 CLONE_INTO_CGROUP)
         kernel.on_dyno_exit = self._exited
         self.children: dict[str, FakeChild] = {}
         self.requests: list[tuple[str, str]] = []  # (op, id)
@@ -292,7 +299,11 @@ class FakeSpawner:
             raise SpawnerError(self.fail_spawn)
         if spec.id in self.children:
             raise SpawnerError(f"dyno {spec.id} exists")
-        return self._spawned(spec.id, self.kernel.fork(spec.id, init=True), spec)
+        born_in = None
+        if spec.cgroup_procs:
+            assert self.cgroups is not None, "a spec to be born in a group, but the fake has no cgroups"
+            born_in = self.cgroups.by_procs_file(spec.cgroup_procs[0])
+        return self._spawned(spec.id, self.kernel.fork(spec.id, init=True, group=born_in), spec)
 
     async def exec(self, spec: ExecSpec) -> SpawnedDyno:
         raise SpawnerError("the fake spawner does not enter dynos")

@@ -137,6 +137,23 @@ async def test_a_scaled_worker_starts_in_its_cgroup_with_its_address(
                                          "State changed from starting to up"]
         ops = [op for op, _ in w.spawner.requests]
         assert ops.count("spawn") == 2 and ops.count("go") == 2 and "abort" not in ops
+        assert len(w.cgroups.joined) == 2  # v1 groups: each dyno is moved in after its fork
+
+
+async def test_on_cgroup2_a_dyno_is_born_in_its_group_and_never_moved(
+        tmp_path: Path, clock: trio.testing.MockClock) -> None:
+    kernel = FakeKernel()
+    cgroups = FakeCgroups(kernel, cgroup2=True)
+    async with world(tmp_path, kernel=kernel, cgroups=cgroups, spawner=FakeSpawner(kernel, cgroups)) as w:
+        deploy(w.ledger, worker=1)
+        w.manager.wake()
+        await w.until("the worker up", lambda: (d := w.live("worker.1")) is not None
+                      and d.record.state == DynoState.UP)
+        live = w.live("worker.1")
+        assert live is not None and isinstance(live.cgroup, FakeCgroup)
+        assert live.record.pid in live.cgroup.pids() and len(live.cgroup.pids()) == 2
+        assert cgroups.joined == []  # no cgroup.procs write after the fork: no grace period to wait
+        assert (live.record.ip, live.record.pid) in w.network.attached
 
 
 async def test_a_crash_loop_restarts_at_once_then_waits_a_growing_cool_off(

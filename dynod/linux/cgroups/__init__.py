@@ -64,6 +64,12 @@ class DynoCgroup(abc.ABC):
     def procs_files(self) -> list[str]:
         """The cgroup.procs files a new dyno writes "0" into to join (one per v1 hierarchy)."""
 
+    def birth_procs_files(self) -> list[str]:
+        """Those of procs_files() the spawner can fork a new dyno straight into (clone3 with
+        CLONE_INTO_CGROUP: no move, no RCU grace period; dynod.linux.cgroups.birth). Only a cgroup2
+        group can be born in, so a v1 dyno has none and is moved after the fork."""
+        return []
+
     @abc.abstractmethod
     def pids(self) -> list[int]: ...
 

@@ -53,6 +53,9 @@ class CgroupV2Dyno(DynoCgroup):
     def procs_files(self) -> list[str]:
         return [self._file("cgroup.procs")]
 
+    def birth_procs_files(self) -> list[str]:
+        return self.procs_files()
+
     def pids(self) -> list[int]:
         return read_pids(self._file("cgroup.procs"))
 
