@@ -20,9 +20,17 @@ echo "-----> ruff check dynod tests"
 lint=0
 .venv/bin/ruff check dynod tests || lint=$?
 echo
-echo "-----> pytest -q $tests $*"
+# The integration tests spend most of their time waiting (on builds from the registries, boots,
+# timeouts), so they run in parallel workers, one test file per worker at a time (each file's
+# dynods and servers stay in one worker; every test dynod is private: docs/operations.md).
+# DYNOD_TEST_WORKERS=0 runs everything in this one process.
+workers=()
+if [ "$tests" = tests ] && [ "${DYNOD_TEST_WORKERS:-auto}" != 0 ]; then
+    workers=(-n "${DYNOD_TEST_WORKERS:-auto}" --dist loadfile)
+fi
+echo "-----> pytest -q ${workers[*]} $tests $*"
 status=0
-.venv/bin/pytest -q "$tests" "$@" || status=$?
+.venv/bin/pytest -q "${workers[@]}" "$tests" "$@" || status=$?
 if [ "$lint" -ne 0 ]; then
     echo "ruff check found problems (exit $lint); see above." >&2
 fi
