@@ -30,6 +30,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from dynod.router import RouterControl  # noqa: E402
+from dynod.router.routes import AppRoute  # noqa: E402
 
 BODY = "hello from a dyno\\n"
 
@@ -141,8 +142,8 @@ async def run(args: argparse.Namespace) -> None:
                 "--http", f"127.0.0.1:{router_port}", "--state-dir", str(tmp / "router"),
                 "--workers", str(args.workers)]
         control = await RouterControl.connect_or_start(control_path=tmp / "router.sock", argv=argv)
-        await control.push_routes({"bench": {"domains": [], "dynos": [
-            {"name": f"web.{i + 1}", "addr": f"127.0.0.1:{p}"} for i, p in enumerate(dyno_ports)]}})
+        await control.push_routes([AppRoute.from_wire("bench", {"domains": [], "dynos": [
+            {"name": f"web.{i + 1}", "addr": f"127.0.0.1:{p}"} for i, p in enumerate(dyno_ports)]})])
         stats = await control.statistics()
         router_pids = [control.pid] + [w["pid"] for w in stats["workers"]]
         log_lines = 0

@@ -23,6 +23,8 @@ from ..errors import NotFound, UserError
 from ..ledger import Ledger
 from ..manager.dynos import ONE_OFF_TYPE, DynoManager, LiveDyno
 from ..model import DEFAULT_SIZE, App, DynoRecord, DynoState, Release, check_config_var_name, dyno_size
+from ..router.routes import AppRoute, DynoRoute, normalize_domain
+from ..router.snapshots import RoutesSnapshot
 from ..settings import Settings
 from . import rules
 from .addon_calls import AddonCalls
@@ -523,22 +525,31 @@ class Platform(AddonCalls):
         self.routes_changed()
         return _describe_cert(domain, cert)
 
-    def route_table(self) -> dict[str, Any]:
-        """The router's view: every app, its hostnames, and its web dynos that are up."""
-        apps: dict[str, Any] = {}
+    def route_table(self) -> RoutesSnapshot:
+        """The router's view: every app, its hostnames, and its web dynos that are up.
+
+        Built typed: each value comes checked from where it is kept (domains and policy by the
+        ledger's setters, addresses by the pool, challenge tokens by the ACME client), and the
+        router checks the whole snapshot again when it arrives (it keeps its routes if refused).
+        """
+        apps = []
         for app in self.ledger.list_apps():
             web = self.manager.web_routes(app.name)  # booting while replacements are made: never H14
-            apps[app.name] = {
-                "domains": [self._default_domain(app.name), *self.ledger.list_domains(app.name)],
-                "maintenance": app.maintenance,
-                "policy": app.routing_policy,
-                "acme_challenges": self.acm.challenges(app.name) if self.acm is not None else {},
-                "booting": web.booting,
-                "sleeping": self.manager.is_sleeping(app.name),  # the router holds and asks to wake it
-                "crashed": web.crashed,
-                "dynos": [{"name": d.name, "addr": f"{d.ip}:{d.port}"} for d in web.dynos],
-            }
-        return apps
+            challenges = self.acm.challenges(app.name) if self.acm is not None else {}
+            apps.append(AppRoute(
+                name=app.name,
+                domains=tuple(normalize_domain(d) for d in
+                              (self._default_domain(app.name), *self.ledger.list_domains(app.name))),
+                maintenance=app.maintenance,
+                policy=app.routing_policy,
+                booting=web.booting,
+                crashed=web.crashed,
+                # An up dyno always has its address; one without could not be routed to anyway.
+                dynos=tuple(DynoRoute(d.name, d.ip, d.port) for d in web.dynos if d.ip is not None),
+                challenges={token.encode(): answer.encode() for token, answer in challenges.items()},
+                sleeping=self.manager.is_sleeping(app.name),  # the router holds and asks to wake it
+            ))
+        return RoutesSnapshot(tuple(apps))
 
     # -- automated certificate management (dynod.acm) --------------------------------------------
     def _acm_wake(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import trio
 
 from ..errors import UserError
 from ..linux import process as processes
-from .routes import AppRoute, decode_apps
+from .routes import AppRoute
 from .snapshots import CertsSnapshot, RoutesSnapshot
 from .tls import check_cert_pair
 from .wire import MessageReader, encode
@@ -109,18 +109,14 @@ class RouterControl:
             if message["type"] in ("log", "wake"):
                 self._stash.append(message)
 
-    async def push_routes(self, apps: RoutesSnapshot | Iterable[AppRoute] | Mapping[str, Any]) -> None:
-        """Replace the router's routes with this full snapshot of apps (see docs/router.md).
-
-        ``apps`` is a snapshot, its AppRoutes, or their wire form {"myapp": {...}}; the last is
-        validated here (UserError), before the router sees it.
-        """
-        if isinstance(apps, RoutesSnapshot):
-            snapshot = apps
-        elif isinstance(apps, Mapping):
-            snapshot = RoutesSnapshot(decode_apps(apps))
-        else:
-            snapshot = RoutesSnapshot(tuple(apps))
+    async def push_routes(self, apps: RoutesSnapshot | Iterable[AppRoute]) -> None:
+        """Replace the router's routes with this full snapshot of apps (see docs/router.md): a
+        snapshot or its AppRoutes. The router checks it again on arrival and keeps what it had if
+        it refuses it."""
+        snapshot = apps if isinstance(apps, RoutesSnapshot) else RoutesSnapshot(tuple(apps))
+        for app in snapshot.apps:
+            if not isinstance(app, AppRoute):  # the old {"myapp": {...}} form iterates as names
+                raise TypeError(f"push_routes takes AppRoutes, not {type(app).__name__} ({app!r})")
         await self._send_line(snapshot.encode())
 
     async def push_certs(self, certs: CertsSnapshot | list[dict[str, str]]) -> None:

@@ -17,6 +17,7 @@ import trio
 
 from dynod.errors import UserError
 from dynod.router import RouterControl
+from dynod.router.routes import AppRoute
 from dynod.router.testing import Dyno, RouterProcess
 
 pytestmark = pytest.mark.integration
@@ -146,7 +147,7 @@ async def test_router_outlives_its_dynod_and_takes_it_back_without_failing_a_req
     router_pid = first.pid
     try:
         assert os.getsid(router_pid) != os.getsid(0)  # its own session: a dynod kill -9 spares it
-        await first.push_routes({"myapp": {"dynos": [d.route() for d in dynos]}})
+        await first.push_routes([AppRoute.from_wire("myapp", {"dynos": [d.route() for d in dynos]})])
         stats = await first.statistics()
         port = int(stats["listen"][0].rsplit(":", 1)[1])
         await trio.sleep(0.2)
@@ -160,7 +161,7 @@ async def test_router_outlives_its_dynod_and_takes_it_back_without_failing_a_req
             second = await RouterControl.connect_or_start(control_path=control_dir / "router.sock",
                                                           argv=_argv(control_dir))
             assert second.pid == router_pid  # found the running router, started nothing
-            await second.push_routes({"myapp": {"dynos": [d.route() for d in dynos]}})
+            await second.push_routes([AppRoute.from_wire("myapp", {"dynos": [d.route() for d in dynos]})])
             lines = []
             with trio.move_on_after(2):
                 async for app, line in second.receive_logs():
@@ -200,7 +201,9 @@ async def test_push_refuses_bad_routes_and_certs_before_sending(control_dir):
                                                    argv=_argv(control_dir))
     try:
         with pytest.raises(UserError, match="policy"):
-            await control.push_routes({"a": {"policy": "fastest"}})
+            AppRoute.from_wire("a", {"policy": "fastest"})  # a route is checked when it is made
+        with pytest.raises(TypeError, match="takes AppRoutes"):
+            await control.push_routes({"a": {"policy": "random"}})  # type: ignore[arg-type]  # the old form
         with pytest.raises(UserError, match="not a PEM certificate"):
             await control.push_certs([{"domain": "a.test", "cert_pem": "x", "key_pem": "y"}])
     finally:
