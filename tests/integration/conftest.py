@@ -119,10 +119,14 @@ class Dynod:
             return f"(no diagnosis: {exc})"
 
     def log_tail(self) -> str:
-        try:
-            return (self.root / "dynod.log").read_text()[-4000:]
-        except FileNotFoundError:
-            return ""
+        """The end of dynod's log, and of its router's (a worker's exit or a refused snapshot shows there)."""
+        tails = []
+        for log in (self.root / "dynod.log", self.root / "state" / "router" / "router.log"):
+            try:
+                tails.append(f"--- {log.name}\n" + log.read_text()[-4000:])
+            except FileNotFoundError:
+                pass
+        return "\n".join(tails)
 
     def wait_for(self, predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout

@@ -153,7 +153,8 @@ def test_no_request_is_lost_while_the_web_dynos_are_replaced(dynod: Dynod, serve
             _settle(load)
     assert load.total > 50, load.results
     assert load.failures == [], (f"{len(load.failures)} of {load.total} failed after {change}: "
-                                 f"{load.failures[:3]}; router codes: {_router_codes(dynod, app)}")
+                                 f"{load.failures[:3]}; router codes: {_router_codes(dynod, app)}\n"
+                                 f"{dynod.log_tail()}")
 
 
 def _router_codes(dynod: Dynod, app: str) -> str:

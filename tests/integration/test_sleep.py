@@ -106,7 +106,8 @@ def test_an_eco_app_sleeps_when_idle_and_a_request_wakes_it(dynod: Dynod, eco_ap
 def test_a_standard_app_never_sleeps(dynod: Dynod, standard_app: str) -> None:
     app = standard_app
     before = {d["name"]: d["created_at"] for d in dynod.dynos(app)}
-    assert get(dynod, app)[0] == 200
+    status = get(dynod, app)[0]
+    assert status == 200, f"{status}\n{dynod.diagnose()}\n{dynod.log_tail()}"
     time.sleep(IDLE_SECONDS * 2 + 2)
     after = {d["name"]: d["created_at"] for d in dynod.dynos(app) if d["state"] == "up"}
     assert after == before, "a standard app's dynos were stopped or replaced while idle"
