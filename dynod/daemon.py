@@ -289,6 +289,8 @@ class Daemon:
 
     async def _router_logs(self, router: Any, logs: Any, manager: Any) -> None:
         async for app, line in router.receive_logs():
+            if not app:  # the router's own word (a refused snapshot keeps its old routes): say it here
+                log.warning("%s", line)
             logs.emit(app, "dynod", "router", line)
             if app:
                 manager.request_seen(app)  # one line per request: the router's view of idle apps
