@@ -63,9 +63,12 @@ def browser() -> Iterator[object]:
 
 
 def _wait(driver, predicate, timeout: float = 30, what: str = "the page"):  # type: ignore[no-untyped-def]
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(driver, timeout, poll_frequency=0.2)
+    # The page re-renders a panel when live data arrives: an element found an instant before can
+    # be gone when its text is read. That is a look to take again, not a failure.
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
     return wait.until(lambda _: predicate(), message=f"waiting for {what}")
 
 
