@@ -156,6 +156,44 @@ class Extractor:
                 os.close(fd)
 
 
+class MemberTree:
+    """The paths an archive has shown so far, checked in archive order: shared by the source rules
+    here and the slug rules (dynod.builds.slug), which differ only in names, limits and links.
+
+    ``kinds``: normalized path -> "dir" | "file" | "symlink" | "link"; ``implicit_dirs``: parents
+    seen only through their children so far (their own entry may still come, once)."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, str] = {}
+        self.implicit_dirs: set[str] = set()
+
+    def check_place(self, member: tarfile.TarInfo, path: str, kind: str, label: str,
+                    bad: Callable[[str, str, str], UserError]) -> None:
+        """No setuid/setgid bit, nothing beneath a link or a file, no path twice (UserError via ``bad``)."""
+        if member.mode & (stat.S_ISUID | stat.S_ISGID):
+            raise bad(label, "has the setuid or setgid bit", "clear it (chmod u-s,g-s)")
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            parent_kind = self.kinds.get(parent, "dir")
+            if parent_kind != "dir":
+                raise bad(label, f"lies beneath {parent}, which is a {parent_kind}",
+                          "archive real directories, not links to them")
+        if path in self.kinds and not (kind == "dir" and path in self.implicit_dirs):
+            raise bad(label, "appears twice in the archive", "archive each path once")
+
+    def add(self, path: str, kind: str) -> None:
+        """Remember an accepted member (and its parents, as directories seen through it)."""
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if parent not in self.kinds:
+                self.kinds[parent] = "dir"
+                self.implicit_dirs.add(parent)
+        self.kinds[path] = kind
+        self.implicit_dirs.discard(path)
+
+
 class SourceRules:
     """What a source archive may hold: an app's files as ``git archive`` or ``tar`` writes them.
 
@@ -168,8 +206,7 @@ class SourceRules:
     def __init__(self, limit_bytes: int = SOURCE_LIMIT) -> None:
         self.limit_bytes = limit_bytes
         self.total = 0
-        self.kinds: dict[str, str] = {}
-        self.implicit_dirs: set[str] = set()
+        self.tree = MemberTree()
 
     def check(self, member: tarfile.TarInfo) -> str | None:
         """The member's normalized path, None for the archive's root entry, or UserError."""
@@ -181,35 +218,19 @@ class SourceRules:
                            "archive the app's directory")
             return None
         kind = member_kind(member, label, _bad)
-        if member.mode & (stat.S_ISUID | stat.S_ISGID):
-            raise _bad(label, "has the setuid or setgid bit", "clear it (chmod u-s,g-s)")
-        parts = path.split("/")
-        for depth in range(1, len(parts)):
-            parent = "/".join(parts[:depth])
-            parent_kind = self.kinds.get(parent, "dir")
-            if parent_kind != "dir":
-                raise _bad(label, f"lies beneath {parent}, which is a {parent_kind}",
-                           "archive real directories, not links to them")
-        if path in self.kinds and not (kind == "dir" and path in self.implicit_dirs):
-            raise _bad(label, "appears twice in the archive", "archive each path once")
+        self.tree.check_place(member, path, kind, label, _bad)
         if kind == "symlink" and (not member.linkname or "\x00" in member.linkname):
             raise _bad(label, "is a symlink with an empty target", "remove it")
         if kind == "link":
             target = source_name(member.linkname)
-            if target is None or self.kinds.get(target) != "file":
+            if target is None or self.tree.kinds.get(target) != "file":
                 raise _bad(label, f"is a hard link to {member.linkname!r}, which is not an earlier "
                            "file of the archive", "archive the file itself")
         self.total += MEMBER_HEADER + (member.size if kind == "file" else 0)
         if self.total > self.limit_bytes:
             raise UserError(f"The source archive unpacks to more than {_human(self.limit_bytes)} "
                             f"(at {_shown(label)!r}); leave large files out of it.")
-        for depth in range(1, len(parts)):
-            parent = "/".join(parts[:depth])
-            if parent not in self.kinds:
-                self.kinds[parent] = "dir"
-                self.implicit_dirs.add(parent)
-        self.kinds[path] = kind
-        self.implicit_dirs.discard(path)
+        self.tree.add(path, kind)
         return path
 
 

@@ -49,7 +49,7 @@ from typing import IO
 
 from ..errors import UserError
 from ..procfile import parse_procfile
-from .archive import Extractor, member_kind
+from .archive import Extractor, MemberTree, member_kind
 
 SLUG_LIMIT = 1 << 30  # Heroku's maximum slug size, 1 GB
 PACK_LEVEL = 2  # ISA-L's gzip level (0-3) for packed slugs; see pack_directory
@@ -82,8 +82,7 @@ class _MemberRules:
     def __init__(self, limit_bytes: int) -> None:
         self.limit_bytes = limit_bytes
         self.total = 0
-        self.kinds: dict[str, str] = {}  # normalized path -> "dir" | "file" | "symlink" | "link"
-        self.implicit_dirs: set[str] = set()  # parents seen only through their children so far
+        self.tree = MemberTree()
 
     def check(self, member: tarfile.TarInfo) -> str:
         """Return the member's normalized path ("app/..."), or raise UserError saying why not."""
@@ -94,24 +93,13 @@ class _MemberRules:
             raise _bad(label, "must be the app directory", "put the app's files under app/")
         if path == PROCFILE and kind != "file":
             raise _bad(label, "must be a regular file", "replace the link with the Procfile itself")
-        if member.mode & (stat.S_ISUID | stat.S_ISGID):
-            raise _bad(label, "has the setuid or setgid bit", "clear it (chmod u-s,g-s)")
-
-        parts = path.split("/")
-        for depth in range(1, len(parts)):
-            parent = "/".join(parts[:depth])
-            parent_kind = self.kinds.get(parent, "dir")
-            if parent_kind != "dir":
-                raise _bad(label, f"lies beneath {parent}, which is a {parent_kind}",
-                           "archive real directories, not links to them")
-        if path in self.kinds and not (kind == "dir" and path in self.implicit_dirs):
-            raise _bad(label, "appears twice in the archive", "archive each path once")
+        self.tree.check_place(member, path, kind, label, _bad)
 
         if kind == "symlink":
             _check_symlink_target(label, path, member.linkname)
         elif kind == "link":
             target = _normalize(member.linkname, label)
-            if self.kinds.get(target) != "file":
+            if self.tree.kinds.get(target) != "file":
                 raise _bad(label, f"is a hard link to {member.linkname!r}, which is not an earlier file "
                            "in app/", "archive the file itself")
 
@@ -121,13 +109,7 @@ class _MemberRules:
                 f"Slug content is over the {human_size(self.limit_bytes)} limit at member {label!r}; "
                 "remove unneeded files (list them in .slugignore) and build again.")
 
-        for depth in range(1, len(parts)):
-            parent = "/".join(parts[:depth])
-            if parent not in self.kinds:
-                self.kinds[parent] = "dir"
-                self.implicit_dirs.add(parent)
-        self.kinds[path] = kind
-        self.implicit_dirs.discard(path)
+        self.tree.add(path, kind)
         return path
 
 
