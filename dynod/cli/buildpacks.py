@@ -14,6 +14,10 @@ from .command import Context
 from .output import header
 from .parser import CommandParser
 
+TYPE_CHECKING = False  # typing itself is not imported: dynoctl's start-up (docs/dynos.md)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 PUSH = "git push dynod main"  # dynoctl git:remote names the remote dynod
 
 
@@ -123,26 +127,26 @@ def _edit_parser(ctx: Context, command: str, description: str, *, url_required: 
     return parser
 
 
-def add(ctx: Context, argv: list[str]) -> int:
-    parser = _edit_parser(ctx, "buildpacks:add", "Add a buildpack, at the end or before the one at --index.")
-    args = ctx.parse(parser, argv)
+def _edit(ctx: Context, argv: list[str], command: str, description: str, verb: str,
+          change: Callable[[list[str], str, int | None], list[str]]) -> int:
+    """buildpacks:add and :set: read the list, change it, store it, say what it is now."""
+    args = ctx.parse(_edit_parser(ctx, command, description), argv)
     app = ctx.app(args)
     client = ctx.client()
-    urls = client.set_buildpacks(app, added(client.get_buildpacks(app), args.buildpack, args.index))
-    for line in update_message(app, urls, "added"):
+    urls = client.set_buildpacks(app, change(client.get_buildpacks(app), args.buildpack, args.index))
+    for line in update_message(app, urls, verb):
         ctx.out(line)
     return 0
+
+
+def add(ctx: Context, argv: list[str]) -> int:
+    return _edit(ctx, argv, "buildpacks:add", "Add a buildpack, at the end or before the one at --index.",
+                 "added", added)
 
 
 def set_buildpack(ctx: Context, argv: list[str]) -> int:
-    parser = _edit_parser(ctx, "buildpacks:set", "Set the buildpack at --index (default: the first).")
-    args = ctx.parse(parser, argv)
-    app = ctx.app(args)
-    client = ctx.client()
-    urls = client.set_buildpacks(app, replaced(client.get_buildpacks(app), args.buildpack, args.index))
-    for line in update_message(app, urls, "set"):
-        ctx.out(line)
-    return 0
+    return _edit(ctx, argv, "buildpacks:set", "Set the buildpack at --index (default: the first).",
+                 "set", replaced)
 
 
 def remove(ctx: Context, argv: list[str]) -> int:
