@@ -475,14 +475,23 @@ class LedgerRules:
             if cursor.rowcount == 0:
                 raise NotFound(f"Couldn't find that dyno: {dyno_id}.")
 
-    def list_dynos(self, app: str | None = None) -> list[DynoRecord]:
+    def list_dynos(self, app: str | None = None, *, state: DynoState | None = None) -> list[DynoRecord]:
+        """The dynos' records (of one app; in one state), in ``dyno_sort_key`` order. The state filter
+        is SQL's: the reconcile pass asks each app for its crashed dynos on every wake, and turning
+        every row of 1,000 dynos into records took ~30 ms a pass (issue 16)."""
+        where: list[str] = []
+        args: list[object] = []
         with self._read() as db:
             query = "SELECT dynos.*, apps.name AS app_name FROM dynos JOIN apps ON apps.id = dynos.app_id"
-            if app is None:
-                rows = db.execute(query).fetchall()
-            else:
-                app_id = self._app_id(db, app)
-                rows = db.execute(query + " WHERE dynos.app_id = ?", (app_id,)).fetchall()
+            if app is not None:
+                where.append("dynos.app_id = ?")
+                args.append(self._app_id(db, app))
+            if state is not None:
+                where.append("dynos.state = ?")
+                args.append(DynoState(state).value)
+            if where:
+                query += " WHERE " + " AND ".join(where)
+            rows = db.execute(query, tuple(args)).fetchall()
         return sorted((_dyno(row) for row in rows), key=dyno_sort_key)
 
     def delete_dyno(self, dyno_id: str) -> None:

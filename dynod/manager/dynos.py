@@ -172,8 +172,8 @@ class DynoManager:
     def restart_crashed_now(self, app: str, target: str | None = None) -> None:
         """Crashed dynos waiting out a cool-off (all, or those of one name or type) start at once."""
         now = self.clock()
-        for record in self.ledger.list_dynos(app):
-            if record.state == DynoState.CRASHED and (target is None or target in (record.name, record.type)):
+        for record in self.ledger.list_dynos(app, state=DynoState.CRASHED):
+            if target is None or target in (record.name, record.type):
                 self.restart_at[record.id] = now
         self.wake()
 
@@ -302,7 +302,7 @@ class DynoManager:
             wanted = sum(f.quantity for f in self.ledger.get_formation(app) if f.type == "web")
         web = [d for d in self.live.values() if d.app == app and d.record.type == "web"]
         leaving = {d.id for d in web if d.stopping}
-        crashed = [r for r in self.ledger.list_dynos(app) if r.type == "web" and r.state == DynoState.CRASHED]
+        crashed = [r for r in self.ledger.list_dynos(app, state=DynoState.CRASHED) if r.type == "web"]
         return web_routes([d.record for d in web], wanted=wanted, leaving=leaving, crashed=crashed)
 
     def find(self, app: str, name: str) -> LiveDyno | None:

@@ -37,24 +37,31 @@ class ReconcileLoop:
                     self.restart(dyno, "cycling")
             apps = self.m.ledger.list_apps()
             self.m.sleep.forget({a.name for a in apps})
+            # One pass over the live dynos for every app (not one per app: 1,000 dynos in 10 apps
+            # made that 10,000 steps on each wake).
+            by_app: dict[str, list[LiveDyno]] = {}
+            for live in self.m.live.values():
+                by_app.setdefault(live.app, []).append(live)
             for app in apps:
                 if app.name in self.m.retiring:
                     continue
                 self.sleep_if_idle(app.name, now)
                 try:
-                    await self.reconcile_app(app.name)
+                    await self.reconcile_app(app.name, by_app.get(app.name, []))
                 except UserError as exc:
                     log.warning("reconcile %s: %s", app.name, exc)
 
-    async def reconcile_app(self, app: str) -> None:
+    async def reconcile_app(self, app: str, live: list[LiveDyno] | None = None) -> None:
+        """One app's pass; ``live`` is its live dynos when the caller has them grouped already."""
         release = self.m.ledger.current_release(app)
         formation = self.m.ledger.get_formation(app)
         if app in self.m.sleep.sleeping:
             formation = sleeping.asleep(formation)  # its web and worker dynos sleep; one-offs go on
+        if live is None:
+            live = self.m.dynos_of(app)
         # A dyno on its way down is no longer part of the formation: its replacement starts now.
-        records = [d.record for d in self.m.live.values() if d.app == app and not d.stopping]
-        records += [r for r in self.m.ledger.list_dynos(app)
-                    if r.state == DynoState.CRASHED and r.id not in self.m.live]
+        records = [d.record for d in live if not d.stopping]
+        records += [r for r in self.m.ledger.list_dynos(app, state=DynoState.CRASHED) if r.id not in self.m.live]
         preboot = PREBOOT in self.m.ledger.list_features(app)
         actions = reconcile(formation, release, records, now=self.m.clock(), restart_at=self.m.restart_at,
                             preboot=preboot, replacing=self.m.replacing)
