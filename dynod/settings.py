@@ -35,10 +35,12 @@ class DynoSettings:
     memory_overcommit: float = 2.0
     tmpfs_size_mb: int = 1024  # the ephemeral filesystem (overlay upper) of each dyno
     # Dynos forked, moved into a cgroup and wired ahead of need, so that a start skips those
-    # steps (the cgroup v1 moves dominate a cold start): ~33 ms -> ~23 ms here. Off by default
-    # until a known fault is fixed: after a kill -9 and restart of dynod with warm dynos, one
-    # in-flight request through the router can hang (docs/architecture.md, "Warm dynos").
-    warm_pool: int = 0
+    # steps (fork, the cgroup v1 moves, the veth). On by default: starts were 0.82-0.96x the
+    # cold ones' medians in the same runs (docs/dynos.md, "The warm pool"), for ~1.4 MiB of
+    # private memory, one waiting process and its network namespace per warm dyno. Its known
+    # fault (a request hanging after a kill -9 of dynod) was the bridge's changing MAC, fixed.
+    # cgroup2 hosts keep no pool whatever this says (no rename there). 0 turns it off.
+    warm_pool: int = 2
     restart_cooloff_max: float = 1200.0  # Heroku's longest cool-off between crash restarts (20 min)
     restart_cooloff_base: float = 20.0
     cycle_hours: float = 24.0  # daily cycling: 24 h plus a random 0-216 min per dyno

@@ -1,6 +1,7 @@
 """Dyno start and one-off round trip, side by side with runc and bubblewrap, in one run.
 
-    sudo .venv/bin/python bench/start/bench_start.py [--runs 30] [--idle 100]
+    sudo .venv/bin/python bench/start/bench_start.py [--runs 30] [--idle 100] [--warm N]
+    sudo .venv/bin/python bench/start/bench_start.py --warm-pair [--runs 30]
 
 Starts a private dynod (its own state dir, cgroup subtree, bridge and subnet; no router), then:
 1. dyno start latency: the time from the scale request (PATCH formation, worker 0 -> 1) to the
@@ -12,6 +13,14 @@ Starts a private dynod (its own state dir, cgroup subtree, bridge and subnet; no
 3. memory with N idle dynos: dynod's and the spawner's RSS, and per dyno the memory outside the
    app (tini's PSS) and the whole dyno cgroup's charge.
 Medians are reported; ratios are dynod's time over the peer's. Everything it made is removed.
+
+``--baseline DIR`` with ``--warm-pair`` compares code instead: the second dynod runs the dynod
+package found in DIR (a copy of the tree before a change) with the same ``--warm`` as the first.
+
+``--warm-pair`` instead measures the warm pool against its own absence: two private dynods, one
+with ``warm_pool = 2`` and one with 0, dyno starts alternating between them (which goes first
+swaps each round), and the memory a warm dyno holds while it waits (its cgroup's charge, the PSS
+of its processes).
 """
 
 from __future__ import annotations
@@ -51,8 +60,14 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
+def private_kib(pid: int) -> int:
+    """Memory only this process maps (what killing it gives back): its private pages."""
+    return sum(int(line.split()[1]) for line in open(f"/proc/{pid}/smaps_rollup")
+               if line.startswith(("Private_Clean:", "Private_Dirty:")))
+
+
 class PrivateDynod:
-    def __init__(self, stacks: Path, warm_pool: int = 0) -> None:
+    def __init__(self, stacks: Path, warm_pool: int = 0, code: Path | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="dynod-bench-"))
         token = secrets.token_hex(2)
         self.socket = self.root / "run" / "api.sock"
@@ -76,6 +91,8 @@ enabled = false
 metrics_interval = 0
 """)
         self.env = {**os.environ, "DYNOD_SOCKET": str(self.socket)}
+        if code is not None:  # another copy of dynod (the code before a change): it comes first on the path
+            self.env.update(PYTHONPATH=str(code), DYNOD_ROOTFS_DIR=str(REPO / "rootfs"))
         self.log = open(self.root / "dynod.log", "ab")
         self.proc = subprocess.Popen([str(BIN / "dynod"), "--config", str(self.config)], stdout=self.log,
                                      stderr=self.log, env=self.env)
@@ -101,6 +118,9 @@ metrics_interval = 0
             self.proc.wait(timeout=120)
         finally:
             self.log.close()
+            keep = os.environ.get("DYNOD_BENCH_KEEP_LOGS")  # a dir: dynod's log is copied there first
+            if keep:
+                shutil.copy(self.root / "dynod.log", Path(keep) / f"{self.root.name}.log")
             shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -175,15 +195,81 @@ def idle_memory(d: PrivateDynod, app: str, count: int) -> dict[str, float]:
     return result
 
 
+def warm_memory(d: PrivateDynod) -> dict[str, float]:
+    """What each warm dyno of ``d`` holds while it waits: its group's charge and its processes' PSS."""
+    memory_root = Path(d.client().request("GET", "/status")["cgroup_roots"][0])
+    charges, pss, private = [], [], []
+    for group in memory_root.iterdir():
+        if group.is_dir() and group.name.startswith("warm."):
+            # v1 charges a page to the group it was touched in: a warm dyno's forked pages stay the
+            # spawner's, so its own group shows little; PSS and private pages say what it holds.
+            charges.append(int((group / "memory.usage_in_bytes").read_text()) / 1024)
+            pids = [int(p) for p in (group / "cgroup.procs").read_text().split()]
+            pss.append(sum(pss_kib(p) for p in pids))
+            private.append(sum(private_kib(p) for p in pids))
+    if not charges:
+        return {}
+    return {"warm dynos": len(charges), "per_warm_dyno_cgroup_kib": statistics.median(charges),
+            "per_warm_dyno_pss_kib": statistics.median(pss), "per_warm_dyno_private_kib": statistics.median(private)}
+
+
+def warm_pair(stacks: Path, runs: int, baseline: Path | None, warm: int) -> int:
+    """Dyno starts with the pool (warm_pool = 2) and without, or this tree's code against a
+    baseline copy's, interleaved in one run."""
+    first, second = ("this tree", "baseline") if baseline is not None else ("warm_pool=2", "warm_pool=0")
+    dynods = {first: PrivateDynod(stacks, warm_pool=warm if baseline is not None else 2)}
+    try:
+        dynods[second] = (PrivateDynod(stacks, warm_pool=warm, code=baseline) if baseline is not None
+                          else PrivateDynod(stacks, warm_pool=0))
+        for d in dynods.values():
+            d.ctl("apps:create", "bench")
+            src = d.root / "src"
+            src.mkdir()
+            (src / "Procfile").write_text("clock: echo T0=$(date +%s%N); exec sleep infinity\n")
+            d.ctl("deploy", "--no-build", str(src), "-a", "bench")
+        pool = warm if baseline is not None else 2
+        for name, d in dynods.items():
+            if pool and name != "warm_pool=0":
+                wait(lambda d=d: warm_memory(d).get("warm dynos") == pool)
+        memory = warm_memory(dynods[first]) if pool else {}
+        samples: dict[str, list[float]] = {name: [] for name in dynods}
+        names = list(dynods)
+        for i in range(runs + 2):
+            for name in names if i % 2 == 0 else names[::-1]:
+                start = dyno_start_latency(dynods[name], "bench", 1)
+                if i >= 2:  # the first two rounds warm up (stack, slug, page cache)
+                    samples[name] += start
+    finally:
+        for d in dynods.values():
+            d.close()
+    print(f"{os.cpu_count()} CPUs, kernel {os.uname().release}, load average {os.getloadavg()[0]:.2f}, "
+          f"{runs} starts each, alternating")
+    med = {}
+    for name, values in samples.items():
+        med[name] = statistics.median(values)
+        p90 = sorted(values)[int(len(values) * 0.9) - 1]
+        print(f"dyno start, {name:<12} median {med[name]:7.2f} ms  p90 {p90:7.2f}  min {min(values):7.2f}")
+    print(f"ratio {first} / {second} {med[first] / med[second]:8.2f}")
+    for key, value in memory.items():
+        print(f"{key:<50} {value:8.1f}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--idle", type=int, default=100)
     parser.add_argument("--warm", type=int, default=0, help="[dynos] warm_pool for the private dynod")
+    parser.add_argument("--warm-pair", action="store_true",
+                        help="dyno starts with warm_pool = 2 against warm_pool = 0, interleaved")
+    parser.add_argument("--baseline", type=Path,
+                        help="with --warm-pair: a dir holding an older dynod package to compare this tree with")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root")
     stacks = Path(os.environ.get("DYNOD_TEST_STACKS", "/var/lib/dynod/stacks"))
+    if args.warm_pair:
+        return warm_pair(stacks, args.runs, args.baseline, args.warm)
     stack = StackStore(stacks).path("debian-13")
     d = PrivateDynod(stacks, warm_pool=args.warm)
     bundle = make_runc_bundle(stack)
