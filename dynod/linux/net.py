@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -170,6 +171,15 @@ class Network:
     def _our_veths(self) -> list[str]:
         """The veths on this dynod's bridge. Only those: other dynods on the host (tests run
         several) name theirs the same way, and their veths are not ours to touch."""
+        try:
+            # The bridge's own list of its ports: a netlink dump of every link on the host is
+            # parsed at ~1 ms a link, 0.6 s of a restart with 500 dynos (issue 16).
+            return sorted(name for name in os.listdir(f"/sys/class/net/{self.bridge}/brif") if _ours(name))
+        except FileNotFoundError:
+            if os.path.isdir("/sys/class/net"):
+                return []  # sysfs is there and the bridge is not: no ports
+        except OSError:
+            pass  # no sysfs to read: netlink's dump
         found = self._iproute().link_lookup(ifname=self.bridge)
         if not found:
             return []

@@ -74,10 +74,11 @@ class Adopting:
         if not live.exited.is_set():
             await self.m.watching.on_exit(live, Exited(live.id, live.record.pid or 0))
 
-    def open_recorded(self, record: DynoRecord, quota: int, mounts: CgroupMounts) -> DynoCgroup | None:
+    def open_recorded(self, record: DynoRecord, quota: int, mounts: CgroupMounts,
+                      resolved: dict[str, bool] | None = None) -> DynoCgroup | None:
         """The dyno's group where its record says (a dynod started from another cgroup made it
         elsewhere), else by name under this dynod's subtree (records from before schema v6)."""
-        group = recorded_cgroup.reopen(record.cgroup, record.id, quota, mounts)
+        group = recorded_cgroup.reopen(record.cgroup, record.id, quota, mounts, resolved)
         return group if group is not None else self.m.cgroups.open(record.id, quota)
 
     def remove_old_subtrees(self, group: DynoCgroup) -> None:
@@ -89,6 +90,7 @@ class Adopting:
         adopted = {d.id: d for d in await self.m.spawner.hello()}
         records = {r.id: r for r in self.m.ledger.list_dynos()}
         mounts = read_mounts()
+        resolved: dict[str, bool] = {}  # the recorded groups' parents found free of links, this pass
         for dyno_id, found in adopted.items():
             record = records.get(dyno_id)
             if record is None:
@@ -101,7 +103,7 @@ class Adopting:
                     await self.m.spawner.forget(dyno_id)
                 continue
             quota = dyno_size(record.size).memory_mb * MiB
-            live = LiveDyno(record, self.open_recorded(record, quota, mounts), found.fds)
+            live = LiveDyno(record, self.open_recorded(record, quota, mounts, resolved), found.fds)
             self.m.live[dyno_id] = live
             if record.ip:
                 self.m.network.pool.claim(record.ip)
