@@ -20,7 +20,7 @@ _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 class DynoConn:
     """One connection to a dyno, with the response reader that lives as long as it does."""
 
-    __slots__ = ("pipe", "addr", "reader", "idle_since", "reused")
+    __slots__ = ("pipe", "addr", "reader", "idle_since", "reused", "in_plane")
 
     def __init__(self, pipe: SocketPipe, addr: Addr) -> None:
         self.pipe = pipe
@@ -28,6 +28,7 @@ class DynoConn:
         self.reader = ResponseReader()
         self.idle_since = 0.0
         self.reused = False
+        self.in_plane = False  # registered in the plain-HTTP plane's epoll (plane.py)
 
     def close(self) -> None:
         self.pipe.close()

@@ -14,7 +14,7 @@ import traceback
 from collections import Counter, deque
 from collections.abc import Callable
 from random import Random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -40,6 +40,9 @@ from .parse import (
 )
 from .pool import DynoConn, DynoPool
 from .routes import AppRoute, DynoRoute, RouteTable, challenge_answer, choose_dyno
+
+if TYPE_CHECKING:
+    from .plane import PlainPlane
 
 LogSink = Callable[[AccessRecord], None]
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
@@ -73,6 +76,10 @@ class _Upload:
         self.broken = False  # the dyno stopped reading (closed or reset) mid-body
         self.client_gone = False
 
+
+# A request the plane handed over had its whole body sent already.
+_SENT = _Upload()
+_SENT.done = True
 
 # What a connection is waiting for, which says what its deadline means when it passes.
 _WAKE_RETRY = 1.0  # seconds between asks to wake a sleeping app while a request is held
@@ -114,7 +121,8 @@ class _Client:
     """
 
     __slots__ = ("pipe", "ip", "ip_bytes", "proto", "proto_bytes", "port_bytes", "scope", "deadline",
-                 "phase", "expired", "reply")
+                 "phase", "expired", "reply", "in_plane", "reader", "readable", "ended", "received", "out",
+                 "exchange", "close_after")
 
     def __init__(self, pipe: Pipe, ip: str, proto: str, port: int) -> None:
         self.pipe = pipe
@@ -128,10 +136,46 @@ class _Client:
         self.phase = _BUSY
         self.expired = _BUSY  # the phase whose deadline passed, once the watchdog fired
         self.reply = b""  # what to tell the client after an expiry (408, H12's 503)
+        # While the plain-HTTP plane (plane.py) owns the connection, instead of a trio task:
+        self.in_plane = False
+        self.reader: RequestReader | None = None
+        self.readable = True  # bytes may be waiting (edge-triggered: the edge may have passed)
+        self.ended = False  # the client's end (FIN) is among them
+        self.received = False  # bytes of a request arrived since the connection last went idle
+        self.out = b""  # what the client's socket did not take yet
+        self.exchange: Any = None  # the plane's request in progress
+        self.close_after = False  # close once ``out`` is written
 
     def wait_for(self, phase: int, seconds: float) -> None:
         self.phase = phase
         self.deadline = _now() + seconds
+
+
+class Resume:
+    """A request the plain-HTTP plane started and hands to trio: what its exchange had got to.
+
+    With ``conn`` None the request was sent on a pooled connection that turned out closed: trio
+    resends it on a fresh connection to ``dyno``. Otherwise the dyno's response head is parsed (in
+    ``conn.reader.events``) and trio relays from there (interim heads, upgrades, chunked or
+    close-delimited bodies, long bodies for splice).
+    """
+
+    __slots__ = ("head", "app", "dyno", "conn", "connect_s", "request_id", "start", "start_wall",
+                 "service_start", "up")
+
+    def __init__(self, head: RequestHead, app: AppRoute, dyno: DynoRoute, conn: DynoConn | None,
+                 connect_s: float, request_id: bytes, start: float, start_wall: float, service_start: float,
+                 up: bytes) -> None:
+        self.head = head
+        self.app = app
+        self.dyno = dyno
+        self.conn = conn
+        self.connect_s = connect_s
+        self.request_id = request_id
+        self.start = start
+        self.start_wall = start_wall
+        self.service_start = service_start
+        self.up = up
 
 
 class Proxy:
@@ -155,18 +199,29 @@ class Proxy:
         # when the worker is full, the oldest is closed to make room for a new one.
         self._idle: dict[_Client, None] = {}
         self._draining = False
+        # The plain-HTTP data plane (plane.py), when the worker runs one; trio serves everything then
+        # hands back to it between requests.
+        self.plane: PlainPlane | None = None
 
     def statistics(self) -> dict[str, object]:
         return {"connections": self.connections, "requests": self.requests, "codes": dict(self.codes),
                 "dyno_conns_opened": self.pool.opened, "dyno_conns_reused": self.pool.reused,
-                "dyno_conns_idle": self.pool.idle_count(), "bodies_spliced": self.bodies_spliced}
+                "dyno_conns_idle": self.pool.idle_count(), "bodies_spliced": self.bodies_spliced,
+                "plane_requests": self.plane.requests if self.plane is not None else 0}
 
     def draining(self) -> None:
         """Stop keeping connections alive: idle ones close now, busy ones after their response."""
         self._draining = True
-        for client in self._clients:
+        for client in list(self._clients):
             if client.phase == _KEEPALIVE:
-                client.scope.cancel()
+                self._cancel(client)
+
+    def _cancel(self, client: _Client) -> None:
+        if client.in_plane:
+            assert self.plane is not None
+            self.plane.expire(client)
+        else:
+            client.scope.cancel()
 
     def evict_idle(self) -> bool:
         """Close the oldest connection that has sent nothing of a request; False if there is none.
@@ -178,7 +233,7 @@ class Proxy:
         for client in self._idle:
             del self._idle[client]
             self.codes["evicted_idle"] += 1
-            client.scope.cancel()
+            self._cancel(client)
             return True
         return False
 
@@ -202,16 +257,33 @@ class Proxy:
             for client in [c for c in clients if c.deadline <= now]:
                 client.expired = client.phase
                 client.deadline = _INF
-                client.scope.cancel()
+                self._cancel(client)
 
-    async def serve(self, pipe: Pipe, ip: str, proto: str, port: int) -> None:
-        """Serve one client connection until it closes; never raises."""
+    def accept(self, pipe: Pipe, ip: str, proto: str, port: int) -> _Client:
+        """Count in a new client connection (its first head is due within header_timeout)."""
         self.connections += 1
         client = _Client(pipe, ip, proto, port)
         self._clients.add(client)
+        # A connection that never sends a head must not sit out the keep-alive window (10k of them
+        # starved the worker).
+        client.wait_for(_HEAD, self.options.header_timeout)
+        return client
+
+    async def serve(self, pipe: Pipe, ip: str, proto: str, port: int) -> None:
+        """Serve one client connection until it closes; never raises."""
+        await self.resume(self.accept(pipe, ip, proto, port), RequestReader())
+
+    async def resume(self, client: _Client, reader: RequestReader, resume: Resume | None = None) -> None:
+        """Serve a client connection from where its reader (and ``resume``) left it, until it closes
+        or goes back to the plain-HTTP plane; never raises."""
+        pipe = client.pipe
+        client.scope = trio.CancelScope()  # a scope is entered once: one per stay in trio
+        if client.expired != _BUSY:
+            client.scope.cancel()  # its deadline passed between the plane's hand-over and this task
+        handed_back = False  # the plane has it (and may even have handed it to a new task already)
         try:
             with client.scope:
-                await self._serve(client)
+                handed_back = await self._serve(client, reader, resume)
             if client.reply:
                 await _send_quietly(pipe, client.reply)
         except (_ClientGone, OSError):
@@ -219,25 +291,34 @@ class Proxy:
         except Exception:  # a bug must cost one connection, never the worker
             traceback.print_exc(file=sys.stderr)
         finally:
-            self._clients.discard(client)
-            self._idle.pop(client, None)
-            pipe.close()
-            self.connections -= 1
+            if not handed_back:
+                self.forget(client)
 
-    async def _serve(self, client: _Client) -> None:
+    def forget(self, client: _Client) -> None:
+        """The client connection is over: close it and stop counting it."""
+        self._clients.discard(client)
+        self._idle.pop(client, None)
+        client.pipe.close()
+        self.connections -= 1
+
+    async def _serve(self, client: _Client, reader: RequestReader, resume: Resume | None) -> bool:
+        """Serve requests until the connection ends (False) or goes back to the plane (True)."""
         opts = self.options
-        reader = RequestReader()
         events = reader.events
         pipe = client.pipe
         # A new connection's request is usually in already; after an answer, the next cannot be.
-        recv = pipe.recv
-        # The first head is due within header_timeout of accept, bytes or not: a connection that
-        # never sends one must not sit out the keep-alive window (10k of them starved the worker).
-        client.wait_for(_HEAD, opts.header_timeout)
+        recv = pipe.recv if client.phase == _HEAD else pipe.recv_later
+        if resume is not None:
+            if not await self._handle(client, reader, resume.head, resume):
+                return False
         while True:
             if not events:
                 if self._draining:
-                    return
+                    return False
+                plane = self.plane
+                if plane is not None and client.phase != _HEAD and type(pipe) is SocketPipe:
+                    plane.adopt(client, reader)  # between requests: the plane waits cheaper
+                    return True
                 if client.phase != _HEAD:
                     client.wait_for(_KEEPALIVE, opts.keepalive_timeout)
                 received = False
@@ -251,7 +332,7 @@ class Proxy:
                             client.reply = codes.bad_request_response(408)
                         raise
                     if not data:
-                        return
+                        return False
                     if not received:
                         received = True
                         idle.pop(client, None)
@@ -261,19 +342,23 @@ class Proxy:
                         reader.feed(data)
                     except ProtocolError as exc:
                         client.reply = codes.bad_request_response(exc.status)
-                        return
+                        return False
             recv = pipe.recv_later
             client.phase = _BUSY
             client.deadline = _INF
             head = events.popleft()
             if type(head) is not RequestHead:
-                return  # bytes after a refused upgrade: nothing more can be parsed here
+                return False  # bytes after a refused upgrade: nothing more can be parsed here
             self.requests += 1
             if not await self._handle(client, reader, head):
-                return
+                return False
 
-    async def _handle(self, client: _Client, reader: RequestReader, head: RequestHead) -> bool:
+    async def _handle(self, client: _Client, reader: RequestReader, head: RequestHead,
+                      resume: Resume | None = None) -> bool:
         """Answer one request; True when the client connection may carry another."""
+        if resume is not None:
+            return await self._forward(client, reader, head, resume.app, resume.request_id, resume.start,
+                                       resume.start_wall, resume)
         start_wall = time.time()
         app = self.table.lookup(head.host)
         if app is None:
@@ -286,31 +371,47 @@ class Proxy:
             answer = challenge_answer(app, head.method, head.target)
             if answer is not None:
                 return await self._answer_challenge(client, reader, head, app, request_id, answer)
-        start = _now()
+        return await self._forward(client, reader, head, app, request_id, _now(), start_wall, None)
+
+    async def _forward(self, client: _Client, reader: RequestReader, head: RequestHead, app: AppRoute,
+                       request_id: bytes, start: float, start_wall: float, resume: Resume | None) -> bool:
+        """Proxy one request to a dyno of ``app`` (or go on with the one the plane started)."""
         dyno: DynoRoute | None = None
         connect_s: float | None = None
         try:
-            if app.maintenance:
-                raise _Failure(codes.H80)
-            if not app.dynos and (app.booting or app.sleeping):
-                app = await self._wait_for_boot(app.name, start + self.options.boot_timeout)
-                if app is None:
-                    raise _Failure(codes.H14)
+            if resume is not None:
+                dyno, connect_s = resume.dyno, resume.connect_s
+                conn = resume.conn if resume.conn is not None else await self._connect_to(dyno)
+            else:
+                if app.maintenance:
+                    raise _Failure(codes.H80)
                 if not app.dynos and (app.booting or app.sleeping):
-                    raise _Failure(codes.H20)
-            if not app.dynos:
-                raise _Failure(codes.H10 if app.crashed else codes.H14)
-            dyno, conn, connect_s = await self._connect(app)
+                    app = await self._wait_for_boot(app.name, start + self.options.boot_timeout)
+                    if app is None:
+                        raise _Failure(codes.H14)
+                    if not app.dynos and (app.booting or app.sleeping):
+                        raise _Failure(codes.H20)
+                if not app.dynos:
+                    raise _Failure(codes.H10 if app.crashed else codes.H14)
+                dyno, conn, connect_s = await self._connect(app)
             addr = conn.addr
             in_flight = self.pool.in_flight
             in_flight[addr] = in_flight.get(addr, 0) + 1
             try:
-                up = upstream_head(head, client_ip=client.ip_bytes, proto=client.proto_bytes,
-                                   port=client.port_bytes, request_id=request_id,
-                                   start_ms=int(start_wall * 1000))
-                service_start = _now()
+                if resume is None:
+                    up = upstream_head(head, client_ip=client.ip_bytes, proto=client.proto_bytes,
+                                       port=client.port_bytes, request_id=request_id,
+                                       start_ms=int(start_wall * 1000))
+                    service_start = _now()
+                else:
+                    up, service_start = resume.up, resume.service_start
                 try:
-                    status, nbytes, keep, tunnel = await self._exchange(client, reader, head, conn, up)
+                    if resume is not None and resume.conn is not None:
+                        # The plane sent the request and has the response's head parsed: relay on.
+                        status, nbytes, keep, tunnel = await self._relay(client, head, conn, _SENT, False,
+                                                                         started=True)
+                    else:
+                        status, nbytes, keep, tunnel = await self._exchange(client, reader, head, conn, up)
                 except _StaleConn:
                     conn.close()
                     conn = await self._connect_to(dyno)
@@ -497,15 +598,16 @@ class Proxy:
             return
 
     async def _relay(self, client: _Client, head: RequestHead, conn: DynoConn, upload: _Upload,
-                     stale_ok: bool) -> tuple[int, int, bool, bytes | None]:
+                     stale_ok: bool, started: bool = False) -> tuple[int, int, bool, bytes | None]:
         opts = self.options
         pipe = conn.pipe
         rr = conn.reader
-        rr.start(head_only=head.method == b"HEAD")
+        if not started:  # else the plane started this reader and its H12 clock
+            rr.start(head_only=head.method == b"HEAD")
+            client.wait_for(_FIRST_BYTE, opts.request_timeout)
         revents = rr.events
         client_pipe = client.pipe
         client_11 = head.http_version != "1.0"
-        client.wait_for(_FIRST_BYTE, opts.request_timeout)
         if not upload.done:
             client.deadline = _INF  # the upload task starts the clock when the body is in
         got_any = False

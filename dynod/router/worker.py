@@ -22,6 +22,8 @@ from . import codes
 from .logline import AccessRecord, access_message
 from .netio import SocketPipe, StreamPipe, wait_readable
 from .options import RouterOptions
+from .parse import RequestReader
+from .plane import PlainPlane
 from .proxy import Proxy
 from .routes import RouteTable
 from .snapshots import RoutesSnapshot, StoredCertsSnapshot
@@ -73,6 +75,8 @@ class Worker:
         self.logs = LogBatcher(options.log_buffer)
         self.proxy = Proxy(options, self.logs.emit)
         self.proxy.wake_app = self._ask_to_wake
+        self.plane = PlainPlane(self.proxy)
+        self.proxy.plane = self.plane
         self._wake_asked: dict[str, float] = {}  # app -> when this worker last asked dynod to wake it
         self.certs: CertStore | None = None
         self.shedding = 0
@@ -85,6 +89,8 @@ class Worker:
             nursery.start_soon(self._flush_logs)
             async with trio.open_nursery() as serving:
                 accepting = trio.CancelScope()
+                self.plane.nursery = serving
+                serving.start_soon(self.plane.run)
                 serving.start_soon(self._accept_all, serving, accepting)
                 nursery.start_soon(self.proxy.watch_deadlines)
                 self.logs.send_nowait({"type": "ready", "pid": os.getpid()})
@@ -139,7 +145,7 @@ class Worker:
             if kind == "https":
                 serving.start_soon(self._serve_tls, sock, addr[0], port)
             else:
-                serving.start_soon(proxy.serve, SocketPipe(sock), addr[0], "http", port)
+                self.plane.adopt(proxy.accept(SocketPipe(sock), addr[0], "http", port), RequestReader())
 
     async def _shed(self, sock: socket.socket) -> None:
         """Tell one client over the limit "503" and close without a reset (which would hide it)."""

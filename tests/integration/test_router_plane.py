@@ -1,0 +1,226 @@
+"""The router's plain-HTTP plane (its own epoll) against real dynos and real sockets.
+
+Most tests elsewhere send one request per fresh pool, which trio serves (a connect is trio's); these
+warm each dyno's pool first, so the requests under test start in the plane (``plane_requests``
+counts them), and check it keeps the rules: Heroku's headers and log line, pipelining in order,
+backpressure against a slow reader, H12/H13/H15/H18, the resend on a fresh connection, 408 for a
+slowloris on a kept-alive connection, and no fd left behind.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import socket
+import time
+
+import pytest
+
+from dynod.router.testing import Dyno, RouterProcess, process_fds
+
+pytestmark = pytest.mark.integration
+
+FAST = ["--request-timeout", "1", "--idle-timeout", "1", "--connect-timeout", "0.5", "--header-timeout", "1",
+        "--keepalive-timeout", "2"]
+MID = bytes(range(256)) * 400  # 100 KiB: relayed by the plane, shorter than what is spliced
+
+
+def _slow(h):
+    time.sleep(3)
+    h.send_response(200)
+    h.send_header("Content-Length", "0")
+    h.end_headers()
+
+
+def _close_silently(h):
+    h.close_connection = True
+    h.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _truncated(h):
+    h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+    h.wfile.flush()
+    h.close_connection = True
+    h.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _stall(h):
+    h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+    h.wfile.flush()
+    time.sleep(3)
+    h.close_connection = True
+
+
+def _mid(h):
+    h.send_response(200)
+    h.send_header("Content-Length", str(len(MID)))
+    h.end_headers()
+    h.wfile.write(MID)
+
+
+def _chunked(h):
+    h.send_response(200)
+    h.send_header("Transfer-Encoding", "chunked")
+    h.end_headers()
+    h.wfile.write(b"5\r\nhello\r\n0\r\n\r\n")
+
+
+HANDLERS = {"/slow": _slow, "/close": _close_silently, "/truncated": _truncated, "/stall": _stall,
+            "/mid": _mid, "/chunked": _chunked}
+
+
+@pytest.fixture(scope="module")
+def dyno():
+    d = Dyno("web.1", HANDLERS)
+    yield d
+    d.close()
+
+
+@pytest.fixture(scope="module")
+def shared_router(dyno):
+    r = RouterProcess(workers=1, extra=FAST)  # one worker: the pool warmed is the one used
+    r.routes({"one": {"dynos": [dyno.route()]}})
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def router(shared_router):
+    get(shared_router)  # a pooled connection to the dyno: the next request starts in the plane
+    shared_router.logs(0.05)
+    return shared_router
+
+
+def get(router, path="/", headers=None, timeout=10):
+    conn = http.client.HTTPConnection("127.0.0.1", router.http_port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": "one.localhost", **(headers or {})})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def answer(s: socket.socket) -> bytes:
+    """One response off a raw socket (the dyno writes head and body apart): head and Content-Length body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    while len(body) < length:
+        body += s.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def in_plane(router) -> int:
+    return sum(w["plane_requests"] for w in router.stats()["workers"])
+
+
+def log_for(router, pattern, timeout=3.0):
+    end = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < end:
+        for _app, line in router.logs(0.2):
+            seen.append(line)
+            if re.search(pattern, line):
+                return line
+    raise AssertionError(f"no log line matching {pattern!r} in {seen[-5:]}")
+
+
+def test_kept_alive_requests_are_served_by_the_plane_with_herokus_headers_and_log_line(router, dyno):
+    before = in_plane(router)
+    dyno.seen.clear()
+    conn = http.client.HTTPConnection("127.0.0.1", router.http_port, timeout=10)
+    for i in range(20):
+        conn.request("GET", f"/n/{i}?q=1", headers={"Host": "one.localhost", "X-Request-Id": f"plane-{i}",
+                                                     "X-Forwarded-For": "203.0.113.7"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == f"web.1 GET /n/{i}?q=1".encode()
+        assert resp.getheader("Via") == "1.1 dynod"
+    conn.request("POST", "/form", body=b"a=1&b=2", headers={"Host": "one.localhost"})  # a whole small body
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read() == b"web.1 POST /form"
+    conn.close()
+    assert in_plane(router) - before == 21
+    seen = dyno.seen[-2]
+    assert seen["X-Forwarded-For"] == "203.0.113.7, 127.0.0.1" and seen["X-Request-Id"] == "plane-19"
+    assert seen["X-Forwarded-Proto"] == "http" and seen["X-Forwarded-Port"] == str(router.http_port)
+    assert seen["Via"] == "1.1 dynod" and abs(int(seen["X-Request-Start"]) - time.time() * 1000) < 5000
+    line = log_for(router, "request_id=plane-19")
+    assert re.fullmatch(r'at=info method=GET path="/n/19\?q=1" host=one\.localhost request_id=plane-19 '
+                        r'fwd="127\.0\.0\.1" dyno=web\.1 connect=0ms service=\d+ms status=200 '
+                        r'bytes=19 protocol=http', line), line
+
+
+def test_pipelined_requests_are_answered_in_order_and_a_slow_reader_gets_every_byte(router):
+    before = in_plane(router)
+    with socket.create_connection(("127.0.0.1", router.http_port), timeout=10) as s:
+        # Requests for 100 KiB each, sent at once and read only later: the plane must stop reading the
+        # dyno while the client's socket is full, and lose nothing.
+        s.sendall(b"".join(b"GET /mid HTTP/1.1\r\nHost: one.localhost\r\n\r\n" for _ in range(8))
+                  + b"GET /last HTTP/1.1\r\nHost: one.localhost\r\nConnection: close\r\n\r\n")
+        time.sleep(0.5)  # under the 1 s idle timeout: a slow reader is not an idle dyno
+        chunks = []
+        while data := s.recv(65536):
+            chunks.append(data)
+    out = b"".join(chunks)
+    assert out.count(b"HTTP/1.1 200 OK") == 9 and out.count(MID) == 8
+    assert out.endswith(b"web.1 GET /last") and b"Connection: close" in out.rsplit(b"HTTP/1.1", 1)[1]
+    assert in_plane(router) - before >= 8
+
+
+def test_responses_the_plane_hands_to_trio_keep_their_framing(router):
+    conn = http.client.HTTPConnection("127.0.0.1", router.http_port, timeout=10)
+    conn.request("GET", "/chunked", headers={"Host": "one.localhost"})  # chunked: trio relays it
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Transfer-Encoding") == "chunked" and resp.read() == b"hello"
+    before = in_plane(router)
+    conn.request("GET", "/again", headers={"Host": "one.localhost"})  # back in the plane, same connection
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read() == b"web.1 GET /again"
+    conn.close()
+    assert in_plane(router) - before == 1
+
+
+def test_failures_in_the_plane_are_h12_h13_h15_h18_and_leave_no_fd(router):
+    worker = router.worker_pids()[0]
+    fds_before = process_fds(worker)
+    before = in_plane(router)
+    t0 = time.monotonic()
+    assert get(router, "/slow")[0] == 503
+    assert 0.9 < time.monotonic() - t0 < 2.5
+    log_for(router, 'code=H12 desc="Request timeout"')
+    get(router)  # pooled again (the H12 closed its connection)
+    # A pooled connection the dyno closes under a GET is resent once on a fresh one: closed again, H13.
+    assert get(router, "/close")[0] == 503
+    log_for(router, 'code=H13 desc="Connection closed without response"')
+    get(router)
+    with pytest.raises(http.client.IncompleteRead):
+        get(router, "/truncated")
+    log_for(router, 'code=H18 desc="Server Request Interrupted"')
+    get(router)
+    with pytest.raises(http.client.IncompleteRead):
+        get(router, "/stall")
+    log_for(router, 'code=H15 desc="Idle connection"')
+    assert in_plane(router) - before == 4  # the four failures; each get() between connects, in trio
+    time.sleep(3.5)  # the dyno's stalled handlers end; their connections close
+    get(router)
+    assert process_fds(worker) <= fds_before + 1  # at most one more pooled connection
+
+
+def test_a_slowloris_on_a_kept_alive_connection_gets_408_and_an_idle_one_is_closed(router):
+    with socket.create_connection(("127.0.0.1", router.http_port), timeout=10) as s:
+        s.sendall(b"GET /first HTTP/1.1\r\nHost: one.localhost\r\n\r\n")
+        first = answer(s)
+        assert first.startswith(b"HTTP/1.1 200") and first.endswith(b"web.1 GET /first")
+        s.sendall(b"GET /second HTTP/1.1\r\nHost: one")  # never finished
+        t0 = time.monotonic()
+        out = s.recv(65536)
+        assert out.startswith(b"HTTP/1.1 408") and 0.7 < time.monotonic() - t0 < 2.5
+    with socket.create_connection(("127.0.0.1", router.http_port), timeout=10) as s:
+        s.sendall(b"GET /first HTTP/1.1\r\nHost: one.localhost\r\n\r\n")
+        assert answer(s).endswith(b"web.1 GET /first")
+        t0 = time.monotonic()
+        assert s.recv(65536) == b""  # closed quietly at the keep-alive timeout
+        assert 1.5 < time.monotonic() - t0 < 4
