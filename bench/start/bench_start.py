@@ -19,7 +19,8 @@ package found in DIR (a copy of the tree before a change) with the same ``--warm
 
 ``--warm-pair`` instead measures the warm pool against its own absence: two private dynods, one
 with ``warm_pool = 2`` and one with 0, dyno starts alternating between them (which goes first
-swaps each round), and the memory a warm dyno holds while it waits (its cgroup's charge, the PSS
+swaps each round; a `dynoctl run -- true` after each start, alternating the same way), and the
+memory a warm dyno holds while it waits (its cgroup's charge, the PSS
 of its processes).
 """
 
@@ -90,12 +91,17 @@ enabled = false
 [logs]
 metrics_interval = 0
 """)
-        self.env = {**os.environ, "DYNOD_SOCKET": str(self.socket)}
-        if code is not None:  # another copy of dynod (the code before a change): it comes first on the path
-            self.env.update(PYTHONPATH=str(code), DYNOD_ROOTFS_DIR=str(REPO / "rootfs"))
+        self.env = {**os.environ, "DYNOD_SOCKET": str(self.socket)}  # for its clients
+        self.code = code
+        daemon_env = dict(self.env)
+        if code is not None:
+            # Another copy of dynod (the code before a change) first on the daemon's path, and so
+            # on its spawner's and router's; never on the clients' (an A/A run showed dynoctl
+            # itself slower when importing from such a copy).
+            daemon_env.update(PYTHONPATH=str(code), DYNOD_ROOTFS_DIR=str(REPO / "rootfs"))
         self.log = open(self.root / "dynod.log", "ab")
         self.proc = subprocess.Popen([str(BIN / "dynod"), "--config", str(self.config)], stdout=self.log,
-                                     stderr=self.log, env=self.env)
+                                     stderr=self.log, env=daemon_env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -120,7 +126,8 @@ metrics_interval = 0
             self.log.close()
             keep = os.environ.get("DYNOD_BENCH_KEEP_LOGS")  # a dir: dynod's log is copied there first
             if keep:
-                shutil.copy(self.root / "dynod.log", Path(keep) / f"{self.root.name}.log")
+                label = "baseline" if self.code is not None else "tree"
+                shutil.copy(self.root / "dynod.log", Path(keep) / f"{self.root.name}-{label}.log")
             shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -233,12 +240,16 @@ def warm_pair(stacks: Path, runs: int, baseline: Path | None, warm: int) -> int:
                 wait(lambda d=d: warm_memory(d).get("warm dynos") == pool)
         memory = warm_memory(dynods[first]) if pool else {}
         samples: dict[str, list[float]] = {name: [] for name in dynods}
+        run_true: dict[str, list[float]] = {name: [] for name in dynods}
         names = list(dynods)
         for i in range(runs + 2):
             for name in names if i % 2 == 0 else names[::-1]:
-                start = dyno_start_latency(dynods[name], "bench", 1)
+                d = dynods[name]
+                start = dyno_start_latency(d, "bench", 1)
+                took = time_command([str(BIN / "dynoctl"), "run", "-a", "bench", "--no-tty", "--", "true"], d.env)
                 if i >= 2:  # the first two rounds warm up (stack, slug, page cache)
                     samples[name] += start
+                    run_true[name].append(took)
     finally:
         for d in dynods.values():
             d.close()
@@ -250,6 +261,9 @@ def warm_pair(stacks: Path, runs: int, baseline: Path | None, warm: int) -> int:
         p90 = sorted(values)[int(len(values) * 0.9) - 1]
         print(f"dyno start, {name:<12} median {med[name]:7.2f} ms  p90 {p90:7.2f}  min {min(values):7.2f}")
     print(f"ratio {first} / {second} {med[first] / med[second]:8.2f}")
+    for name, values in run_true.items():
+        p90 = sorted(values)[int(len(values) * 0.9) - 1]
+        print(f"dynoctl run -- true, {name:<12} median {statistics.median(values):7.2f} ms  p90 {p90:7.2f}")
     for key, value in memory.items():
         print(f"{key:<50} {value:8.1f}")
     return 0
