@@ -123,27 +123,63 @@ async def test_python_example_builds_with_cache_reused_on_the_second_build(build
     build.load(EXAMPLES / "python-flask")
     await build.compile()
     assert "Restoring cached packages" in build.output
-    assert "Requirement already satisfied: flask==3.1.1" in build.output
-    assert "Downloading" not in build.output
-    # pip changed nothing, so the cache was not copied again: the same files, not new copies.
+    # Same requirements.txt, Python and stack, and the cached venv untouched since pip installed
+    # it: pip could only confirm it, so it does not run at all.
+    assert "Requirements unchanged since the cached install: skipping pip" in build.output
+    assert "Requirement already satisfied" not in build.output and "Downloading" not in build.output
+    assert build.run_in_app("python -c 'import flask, gunicorn; print(flask.__version__)'").strip() == "3.1.1"
+    # Nothing changed, so the cache was not copied again: the same files, not new copies.
     assert identity(flask_init) == cached_file
 
-    # A cached venv that pip had to change (here: a package went missing) is saved again.
+    # A cached venv changed since pip made it (here: a package went missing) makes pip run, and
+    # what pip repaired is saved again.
     for path in (cached / "venv/lib/python3.13/site-packages").glob("gunicorn*"):
         shutil.rmtree(path)
     build.load(EXAMPLES / "python-flask")
     await build.compile()
-    assert "Restoring cached packages" in build.output
+    assert "Restoring cached packages" in build.output and "skipping pip" not in build.output
+    assert "Installing requirements with pip" in build.output
     assert (build.dirs["app"] / ".heroku/python/bin/gunicorn").exists()
     assert list(cached.glob("venv/lib/python3.13/site-packages/gunicorn"))  # it was removed from the cache
     assert identity(flask_init) != cached_file
+    build.load(EXAMPLES / "python-flask")
+    await build.compile()
+    assert "skipping pip" in build.output  # the repaired cache is confirmed again
+
+    # A config var pip reads (another index, PIP_UPGRADE) could change what it installs: it runs.
+    build.load(EXAMPLES / "python-flask")
+    await build.compile({"PIP_UPGRADE": "0"})
+    assert "Requirement already satisfied: flask==3.1.1" in build.output and "skipping pip" not in build.output
+
+    # A cache made by another Python (another version, or the same version rebuilt: the key
+    # holds the interpreter's size and mtime) is discarded, never reused with pip skipped.
+    key = (cached / "key").read_text()
+    assert "python=3.13" in key and " interpreter=" in key
+    for other in (key.replace("python=3.13", "python=3.12", 1),
+                  key.replace(" interpreter=", " interpreter=1", 1)):
+        build.load(EXAMPLES / "python-flask")
+        (cached / "key").write_text(other)
+        await build.compile()
+        assert "Discarding the cached packages" in build.output and "skipping pip" not in build.output
+        assert build.run_in_app("python -c 'import flask, gunicorn; print(flask.__version__)'").strip() == "3.1.1"
+        assert (cached / "key").read_text() == key
 
     # A changed dependency list starts afresh, so nothing removed from it lingers in the slug.
     build.load(EXAMPLES / "python-flask")
     (build.dirs["app"] / "requirements.txt").write_text("flask==3.1.1\n")
     await build.compile()
-    assert "Discarding the cached packages" in build.output
+    assert "Discarding the cached packages" in build.output and "skipping pip" not in build.output
     assert not (build.dirs["app"] / ".heroku/python/bin/gunicorn").exists()
+
+    # Requirements whose meaning lies outside requirements.txt (an include, a local path) run pip
+    # on every build, cache or not: the included file changed here without requirements.txt changing.
+    for pin in ("3.1.1", "3.1.0"):
+        build.load(EXAMPLES / "python-flask")
+        (build.dirs["app"] / "requirements.txt").write_text("-r base.txt\n")
+        (build.dirs["app"] / "base.txt").write_text(f"flask=={pin}\n")
+        await build.compile()
+        assert "skipping pip" not in build.output
+        assert build.run_in_app("python -c 'import flask; print(flask.__version__)'").strip() == pin
 
 
 async def test_python_version_not_on_the_stack_is_an_error_naming_what_is_available(build: Build):
