@@ -106,9 +106,12 @@ class Deploys:
             def work() -> SlugInfo:
                 # Packed straight into the store, and the build's /app becomes the slug's unpacked
                 # tree for the first dyno: no copy, no re-verification, no second unpack.
+                # The app's current slug lends its compressed blocks where the new tar is the same
+                # (an unchanged venv): the same bytes as packing afresh, without compressing them.
                 packed = platform.slugs.store_directory(
                     app_dir, limit_bytes=self.settings.builds.slug_limit_mb << 20,
-                    keep_tree_as=(self.settings.dynos.uid, self.settings.dynos.gid))
+                    keep_tree_as=(self.settings.dynos.uid, self.settings.dynos.gid),
+                    reuse_from=current.slug_id if current else None)
                 if packed.size > 300 << 20:
                     output(f"       Warning: the slug is {packed.size >> 20} MB; over 300 MB slows every "
                            "dyno start. Add large files that need not ship to .slugignore.")

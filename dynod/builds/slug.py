@@ -33,6 +33,7 @@ calls that pack and read, where it is used.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -176,6 +177,51 @@ def pack_directory(src: Path, dest_dir: Path, *, limit_bytes: int = SLUG_LIMIT) 
     (whole seconds); the gzip header carries no name and mtime 0. ``.git`` is skipped. A src
     without a Procfile packs fine (``process_types`` is then {}).
     """
+    return pack_slug(src, dest_dir, limit_bytes=limit_bytes)[0]
+
+
+@dataclass(frozen=True)
+class PackedBlock:
+    """One compressed block of a packed slug: where its bytes are in the file, and what they hold."""
+    digest: str  # sha256 hex of the BLOCK_SIZE bytes of tar it compresses
+    offset: int  # in the slug file
+    length: int  # compressed bytes
+
+
+# Changing any of these changes every slug's bytes: a block packed under another format is never
+# reused (block_format() names them, with the compressor's version, in every block index).
+BLOCK_SIZE = 1 << 20
+BLOCK_FORMAT = f"deflate-blocks-v1 size={BLOCK_SIZE} isal-level={PACK_LEVEL}"
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0, OS unknown
+# PAX, as the slug format says, without what would differ between two packs of one tree: the
+# extended headers' names carry no PID, and no atime, ctime or sub-second mtime is recorded.
+_TAR = ("tar", "--create", "--file=-", f"--blocking-factor={BLOCK_SIZE // 512}", "--format=pax",
+        "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime,delete=mtime",
+        "--sort=name", "--numeric-owner", "--owner=0", "--group=0", "--hard-dereference",
+        "--exclude=.git", "--transform=s,^\\.,app,S")  # S: symlink targets stay as they are
+
+
+def block_format() -> str:
+    """The packing format with the compressor's version: blocks are reused only under an equal one."""
+    from isal import __version__ as isal_version
+
+    return f"{BLOCK_FORMAT} isal={isal_version}"
+
+
+def pack_slug(src: Path, dest_dir: Path, *, limit_bytes: int = SLUG_LIMIT,
+              reuse: Callable[[str], bytes | None] | None = None) -> tuple[SlugInfo, list[PackedBlock]]:
+    """``pack_directory``, also returning the slug's blocks, and taking compressed blocks from
+    ``reuse`` (digest -> bytes of an earlier slug packed under ``block_format()``) where it has them.
+
+    The tar is written by GNU tar (C: a 40 MB venv in ~0.03 s, where Python's tarfile took ~0.2 s)
+    and cut at fixed BLOCK_SIZE offsets; each block is deflated on its own (no dictionary from the
+    one before), all but the last ending on a full flush, so the blocks join into one plain gzip
+    member. The bytes are a function of the tree alone: a reused block is byte for byte what
+    compressing it again would give, so reuse only saves time (a warm build's unchanged venv: every
+    block but the first and the last few). While tar starts, this thread walks the same tree and
+    checks every member against the slug rules; the build has exited, so nothing changes the tree
+    between the walk and tar's read of it.
+    """
     src = Path(src)
     if not src.is_dir():
         raise UserError(f"{src} is not a directory; pass the directory holding the app's files.")
@@ -188,25 +234,13 @@ def pack_directory(src: Path, dest_dir: Path, *, limit_bytes: int = SLUG_LIMIT) 
     try:
         with os.fdopen(fd, "wb") as out:
             writer = _HashingWriter(out, limit_bytes)
-            # ISA-L at its level 2, not zlib at 6: compressing a 40 MB venv drops from ~2.9 s to
-            # ~0.3 s for ~13% more bytes, and packing is on every deploy's critical path. The output
-            # is plain gzip (any gunzip reads it) and deterministic for the same input. A thread of
-            # its own compresses (ISA-L releases the GIL) while this one walks and writes the tar:
-            # 40 MB pack in ~0.2 s rather than ~0.27 s. The tar is streamed ("w|"): no seeking.
-            from isal import igzip_threaded
-
-            with igzip_threaded.open(writer, "wb", compresslevel=PACK_LEVEL, threads=1) as gz, \
-                    tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            with _BlockPacker(src, writer, reuse) as packer:
                 for path, info in _walk_for_pack(src):
                     rules.check(info)
-                    if info.isreg():
+                    if info.name == PROCFILE and info.isreg():
                         with path.open("rb") as data:
-                            if info.name == PROCFILE:
-                                process_types = _parse_procfile_bytes(data.read(PROCFILE_LIMIT + 1))
-                                data.seek(0)
-                            tar.addfile(info, data)
-                    else:
-                        tar.addfile(info)
+                            process_types = _parse_procfile_bytes(data.read(PROCFILE_LIMIT + 1))
+                packer.pack()
             out.flush()
             os.fsync(out.fileno())
         slug_id = writer.sha.hexdigest()
@@ -215,7 +249,98 @@ def pack_directory(src: Path, dest_dir: Path, *, limit_bytes: int = SLUG_LIMIT) 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return SlugInfo(id=slug_id, path=final, size=writer.size, process_types=process_types)
+    info = SlugInfo(id=slug_id, path=final, size=writer.size, process_types=process_types)
+    return info, packer.blocks
+
+
+class _BlockPacker:
+    """GNU tar over ``src``, cut into blocks, deflated into ``writer``.
+
+    tar starts first and runs in its own process while the caller walks the tree; the blocks are
+    then read and packed on the caller's thread. (Reading them on a second thread during the walk
+    was slower: each handover of the GIL between the walk and the reader waits out Python's 5 ms
+    switch interval.)
+    """
+
+    def __init__(self, src: Path, writer: _HashingWriter, reuse: Callable[[str], bytes | None] | None) -> None:
+        import subprocess
+
+        self._writer = writer
+        self._reuse = reuse
+        self.blocks: list[PackedBlock] = []
+        self._stderr = tempfile.TemporaryFile()
+        read_end, write_end = os.pipe()
+        try:
+            import fcntl
+
+            with contextlib.suppress(OSError):  # a bigger pipe: tar runs further ahead; not required
+                fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, BLOCK_SIZE)
+            self._tar = subprocess.Popen([*_TAR, f"--directory={src}", "."], stdin=subprocess.DEVNULL,
+                                         stdout=write_end, stderr=self._stderr,
+                                         env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"})
+        except OSError as exc:
+            os.close(read_end)
+            self._stderr.close()
+            raise UserError(f"Cannot run GNU tar to pack the slug ({exc.strerror}); install tar.") from None
+        finally:
+            os.close(write_end)
+        self._pipe = os.fdopen(read_end, "rb", buffering=0)
+
+    def __enter__(self) -> _BlockPacker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._tar.poll() is None:  # the walk refused a member: stop tar
+            self._tar.kill()
+        self._pipe.close()
+        self._tar.wait()
+        self._stderr.close()
+
+    def pack(self) -> None:
+        """Read tar's output to its end and write the gzip stream; raise tar's own message on failure."""
+        from isal import isal_zlib
+
+        writer, crc, total = self._writer, 0, 0
+        writer.write(_GZIP_HEADER)
+        held: bytes | None = None  # the last block is known only at the end: it finishes the stream
+        while block := _read_full(self._pipe, BLOCK_SIZE):
+            if held is not None:
+                self._add(held, last=False)
+            crc = isal_zlib.crc32(block, crc)
+            total += len(block)
+            held = block
+        code = self._tar.wait()
+        if code != 0 or held is None:
+            self._stderr.seek(0)
+            said = self._stderr.read(4096).decode("utf-8", "replace").strip().splitlines()
+            raise UserError(f"Packing the slug failed: {said[-1] if said else f'tar exited with {code}'}; "
+                            "check the build's files and free disk space, then build again.")
+        self._add(held, last=True)
+        writer.write(crc.to_bytes(4, "little") + (total & 0xFFFFFFFF).to_bytes(4, "little"))
+
+    def _add(self, block: bytes, *, last: bool) -> None:
+        from isal import isal_zlib
+
+        if last:  # ends the deflate stream, so it is never one an unfinished slug could reuse
+            compressor = isal_zlib.compressobj(PACK_LEVEL, isal_zlib.DEFLATED, -15)
+            self._writer.write(compressor.compress(block) + compressor.flush(isal_zlib.Z_FINISH))
+            return
+        digest = hashlib.sha256(block).hexdigest()
+        data = self._reuse(digest) if self._reuse is not None else None
+        if data is None:
+            compressor = isal_zlib.compressobj(PACK_LEVEL, isal_zlib.DEFLATED, -15)
+            data = compressor.compress(block) + compressor.flush(isal_zlib.Z_FULL_FLUSH)
+        self.blocks.append(PackedBlock(digest, self._writer.size, len(data)))
+        self._writer.write(data)
+
+
+def _read_full(pipe: IO[bytes], size: int) -> bytes:
+    """Up to ``size`` bytes, fewer only at the end: a pipe hands them over in pieces."""
+    pieces, got = [], 0
+    while got < size and (piece := pipe.read(size - got)):
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)
 
 
 def _walk_for_pack(src: Path) -> Iterable[tuple[Path, tarfile.TarInfo]]:

@@ -22,7 +22,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -32,10 +32,12 @@ from ..errors import NotFound, UserError
 from .slug import (
     ROOT,
     SLUG_LIMIT,
+    PackedBlock,
     SlugInfo,
+    block_format,
     human_size,
     is_slug_id,
-    pack_directory,
+    pack_slug,
     scan_process_types,
     unpack_slug,
 )
@@ -91,7 +93,8 @@ def _split_hard_link(path: str, st: os.stat_result) -> os.stat_result:
 
 
 class SlugStore:
-    """Verified slugs under ``root`` as <sha256>.tgz (+ <sha256>.json with what was read from it).
+    """Verified slugs under ``root`` as <sha256>.tgz (+ <sha256>.json with what was read from it,
+    and <sha256>.blocks, the block index of a slug this store packed).
 
     ``unpacked/<sha256>/app`` holds each slug unpacked once, the lower layer of its dynos' overlay.
     Safe to use from several threads; a slug that is refused leaves nothing behind.
@@ -155,7 +158,7 @@ class SlugStore:
             raise
 
     def store_directory(self, src: Path, *, limit_bytes: int | None = None,
-                        keep_tree_as: tuple[int, int] | None = None) -> SlugInfo:
+                        keep_tree_as: tuple[int, int] | None = None, reuse_from: str | None = None) -> SlugInfo:
         """Pack ``src`` (a finished build's /app) straight into the store.
 
         Trusted as far as ``pack_directory``'s checks go: the walk that wrote the tarball checked
@@ -165,14 +168,23 @@ class SlugStore:
         gone afterwards. That needs ``src`` on the store's filesystem and nothing else writing
         in it (the build container has exited); when it cannot be moved it stays where it is and
         the first dyno unpacks the tarball as usual.
+
+        ``reuse_from`` names a slug this store packed before (the app's current one): its
+        compressed blocks are copied where the new tar has the same bytes at the same place (a
+        warm build's unchanged venv), instead of compressed again. The result is the same bytes
+        either way (``slug.pack_slug``); a slug without a block index (uploaded, or packed before
+        the index existed), or packed under another format, is simply not reused.
         """
         work = Path(tempfile.mkdtemp(prefix=".tmp-pack-", dir=self.root))
         try:
-            packed = pack_directory(src, work, limit_bytes=min(limit_bytes or self.limit_bytes, self.limit_bytes))
+            with self._blocks_of(reuse_from) as reuse:
+                packed, blocks = pack_slug(src, work, limit_bytes=min(limit_bytes or self.limit_bytes,
+                                                                      self.limit_bytes), reuse=reuse)
             final = self._path(packed.id)
             with self._lock_for(packed.id):
                 if not final.exists():
                     self._write_meta(packed.id, packed.process_types)
+                    self._write_blocks(packed.id, blocks)
                     os.replace(packed.path, final)
                     _fsync_dir(self.root)
         finally:
@@ -229,6 +241,46 @@ class SlugStore:
             raise
         return SlugInfo(id=slug_id, path=final, size=size, process_types=process_types)
 
+    @contextlib.contextmanager
+    def _blocks_of(self, slug_id: str | None) -> Iterator[Callable[[str], bytes | None] | None]:
+        """digest -> the compressed bytes of that block of a stored slug, if it has such a block."""
+        index: dict[str, tuple[int, int]] = {}
+        fd = -1
+        if slug_id is not None and is_slug_id(slug_id):
+            try:
+                recorded = json.loads(self._blocks_path(slug_id).read_text())
+                if recorded.get("format") == block_format():
+                    index = {digest: (offset, length) for digest, offset, length in recorded["blocks"]}
+                    fd = os.open(self._path(slug_id), os.O_RDONLY | os.O_NOFOLLOW)
+            except (OSError, ValueError, KeyError, TypeError):
+                index = {}  # no index, or not one this store wrote: pack without reuse
+        if fd < 0:
+            yield None
+            return
+
+        def read(digest: str) -> bytes | None:
+            where = index.get(digest)
+            if where is None:
+                return None
+            data = os.pread(fd, where[1], where[0])
+            return data if len(data) == where[1] else None
+
+        try:
+            yield read
+        finally:
+            os.close(fd)
+
+    def _write_blocks(self, slug_id: str, blocks: list[PackedBlock]) -> None:
+        fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".blocks", dir=self.root)
+        try:
+            with os.fdopen(fd, "w") as out:
+                json.dump({"format": block_format(),
+                           "blocks": [[b.digest, b.offset, b.length] for b in blocks]}, out)
+            os.replace(name, self._blocks_path(slug_id))
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+
     def _write_meta(self, slug_id: str, process_types: dict[str, str]) -> None:
         fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.root)
         try:
@@ -280,6 +332,7 @@ class SlugStore:
         with self._lock_for(slug_id):
             self._path(slug_id).unlink(missing_ok=True)
             self._meta_path(slug_id).unlink(missing_ok=True)
+            self._blocks_path(slug_id).unlink(missing_ok=True)
             shutil.rmtree(self.unpacked_root / slug_id, ignore_errors=True)
 
     def gc(self, keep: set[str]) -> list[str]:
@@ -292,6 +345,7 @@ class SlugStore:
             with self._lock_for(slug_id):
                 tarball.unlink(missing_ok=True)
                 self._meta_path(slug_id).unlink(missing_ok=True)
+                self._blocks_path(slug_id).unlink(missing_ok=True)
                 shutil.rmtree(self.unpacked_root / slug_id, ignore_errors=True)
             removed.append(slug_id)
         self._remove_stale_temps()
@@ -315,6 +369,9 @@ class SlugStore:
 
     def _meta_path(self, slug_id: str) -> Path:
         return self.root / f"{slug_id}.json"
+
+    def _blocks_path(self, slug_id: str) -> Path:
+        return self.root / f"{slug_id}.blocks"  # where its compressed blocks are (store_directory)
 
     def _existing(self, slug_id: str) -> Path:
         # The id becomes a file name: only a sha256 hex string may get that far.

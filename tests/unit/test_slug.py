@@ -564,3 +564,158 @@ def test_absolute_symlinks_into_the_stack_are_kept_and_never_followed_on_the_hos
     with tarfile.open(info.path) as tar:
         member = tar.getmember("app/secret")
         assert member.issym() and member.size == 0  # the link, not the host file's bytes
+
+
+# ---- blocks: packing reuses an earlier slug's compressed blocks ----------------------------------
+
+def _venv_like(src: Path, seed: int) -> None:
+    """An app whose big, unchanged part sorts first (like .heroku/python) and its source after."""
+    import random
+
+    rng = random.Random(seed)
+    venv = src / ".heroku" / "python" / "lib"
+    venv.mkdir(parents=True)
+    for n in range(40):  # ~3.5 MiB: several blocks, compressible like code
+        words = [rng.choice(["def", "return", "import", "self", "value", "class", "(x)", "\n"]) for _ in range(12000)]
+        (venv / f"mod{n:02}.py").write_text(" ".join(words))
+    (src / "Procfile").write_text("web: python app.py\n")
+    (src / "app.py").write_text("print('hello')\n")
+    for path in [*src.rglob("*"), src]:
+        os.utime(path, (MTIME, MTIME), follow_symlinks=False)
+
+
+def test_a_slug_is_one_gzip_member_of_independent_blocks_read_by_any_gunzip(tmp_path: Path) -> None:
+    from dynod.builds.slug import BLOCK_SIZE, pack_slug
+
+    src = tmp_path / "src"
+    _venv_like(src, 1)
+    info, blocks = pack_slug(src, tmp_path / "out")
+    raw = info.path.read_bytes()
+    inflate = __import__("zlib").decompressobj(31)
+    tar_bytes = inflate.decompress(raw)
+    assert inflate.eof and inflate.unused_data == b""  # one member, nothing after it
+    # tar pads its output to whole records of BLOCK_SIZE; every block but the last is indexed.
+    assert len(tar_bytes) >= 3 * BLOCK_SIZE and len(tar_bytes) % BLOCK_SIZE == 0
+    assert len(blocks) == len(tar_bytes) // BLOCK_SIZE - 1
+    assert subprocess_ok(["gzip", "-t", str(info.path)])
+    # Each block inflates on its own (no dictionary from the one before) to its part of the tar.
+    for n, block in enumerate(blocks):
+        part = __import__("zlib").decompressobj(-15).decompress(raw[block.offset:block.offset + block.length])
+        assert part == tar_bytes[n * BLOCK_SIZE:(n + 1) * BLOCK_SIZE]
+        assert block.digest == hashlib.sha256(part).hexdigest()
+
+
+def subprocess_ok(argv: list[str]) -> bool:
+    import subprocess
+
+    return subprocess.run(argv, capture_output=True).returncode == 0
+
+
+def test_reused_blocks_give_the_bytes_packing_afresh_gives(tmp_path: Path) -> None:
+    from dynod.builds.slug import pack_slug
+
+    src = tmp_path / "src"
+    _venv_like(src, 2)
+    first, first_blocks = pack_slug(src, tmp_path / "first")
+    raw = first.path.read_bytes()
+    lent = {b.digest: raw[b.offset:b.offset + b.length] for b in first_blocks}
+
+    # The next build: same venv, new source (like a warm push).
+    (src / "app.py").write_text("print('hello again')\n")
+    asked: list[bool] = []
+
+    def reuse(digest: str) -> bytes | None:
+        asked.append(digest in lent)
+        return lent.get(digest)
+
+    afresh = pack_slug(src, tmp_path / "afresh")[0]
+    reused, _ = pack_slug(src, tmp_path / "reused", reuse=reuse)
+    assert reused.id == afresh.id != first.id
+    assert reused.path.read_bytes() == afresh.path.read_bytes()
+    assert asked.count(True) >= 2  # the venv's blocks came from the first slug
+    # Blocks that lie (another block's bytes for a digest) would show in the id: the store's own
+    # index is trusted, so this is what it must never hold; here it proves the reuse is real.
+    wrong = next(iter(lent.values()))
+    lying = pack_slug(src, tmp_path / "lying", reuse=lambda digest: wrong if digest in lent else None)[0]
+    assert lying.id != afresh.id
+
+
+def test_the_store_reuses_the_previous_slug_and_forgets_its_blocks_with_it(tmp_path: Path) -> None:
+    from dynod.builds import slug
+
+    store = SlugStore(tmp_path / "slugs")
+    src = tmp_path / "src"
+    _venv_like(src, 3)
+    reference = tmp_path / "reference"
+    first = store.store_directory(src)
+    assert (store.root / f"{first.id}.blocks").is_file()
+    (src / "app.py").write_text("print('v2')\n")
+    shutil.copytree(src, reference, symlinks=True)
+    compressed: list[int] = []
+    real_compressobj = __import__("isal").isal_zlib.compressobj
+
+    def counting(*args, **kwargs):
+        compressed.append(1)
+        return real_compressobj(*args, **kwargs)
+
+    import isal.isal_zlib
+
+    isal.isal_zlib.compressobj = counting
+    try:
+        second = store.store_directory(src, reuse_from=first.id)
+        reused_count = len(compressed)
+        compressed.clear()
+        afresh = slug.pack_directory(reference, tmp_path / "afresh")
+        afresh_count = len(compressed)
+    finally:
+        isal.isal_zlib.compressobj = real_compressobj
+    assert second.id == afresh.id
+    assert reused_count < afresh_count  # the unchanged blocks were copied, not compressed
+
+    # An index written under another format (another isal, level or block size) is not used,
+    # nor is one whose slug lost bytes: the pack is the same, only slower.
+    index = store.root / f"{first.id}.blocks"
+    recorded = index.read_text()
+    index.write_text(recorded.replace(slug.block_format(), "deflate-blocks-v0"))
+    (src / "app.py").write_text("print('v3')\n")
+    shutil.rmtree(reference)
+    shutil.copytree(src, reference, symlinks=True)
+    assert store.store_directory(src, reuse_from=first.id).id == slug.pack_directory(reference, tmp_path / "a3").id
+    index.write_text(recorded)
+    with open(store.root / f"{first.id}.tgz", "r+b") as tgz:
+        tgz.truncate(100)
+    (src / "app.py").write_text("print('v4')\n")
+    shutil.rmtree(reference)
+    shutil.copytree(src, reference, symlinks=True)
+    assert store.store_directory(src, reuse_from=first.id).id == slug.pack_directory(reference, tmp_path / "a4").id
+    for bad in ("../../etc/passwd", "not-a-slug", None):
+        store.store_directory(src, reuse_from=bad)  # nothing to reuse: packs as usual
+
+    kept = store.store_directory(src).id
+    store.gc({kept})
+    assert sorted(p.name for p in store.root.glob("*.blocks")) == [f"{kept}.blocks"]
+    store.remove(kept)
+    assert list(store.root.glob("*.blocks")) == []
+
+
+def test_pack_keeps_link_targets_as_written_and_skips_nested_git(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "lib" / ".git").mkdir(parents=True)
+    (src / "lib" / ".git" / "HEAD").write_text("x")
+    (src / "lib" / "data").write_text("d")
+    (src / "lib" / "dot").symlink_to("./data")  # the name transform (./ -> app/) must not touch targets
+    (src / "abs").symlink_to("/usr/lib/x86_64-linux-gnu/libpq.so.5")
+    (src / ".hidden").write_text("h")
+    deep = src / ("d" * 120)  # past ustar's 100 bytes: a PAX extended header names it
+    deep.mkdir()
+    (deep / "file").write_text("f")
+    info = pack_directory(src, tmp_path / "out")
+    assert pack_directory(src, tmp_path / "again").id == info.id  # nothing of tar's run (its pid) in it
+    with tarfile.open(info.path) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert sorted(members) == ["app", "app/.hidden", "app/abs", f"app/{deep.name}", f"app/{deep.name}/file",
+                               "app/lib", "app/lib/data", "app/lib/dot"]
+    assert all(set(m.pax_headers) <= {"path", "linkpath"} for m in members.values())  # no atime/ctime
+    assert members["app/lib/dot"].linkname == "./data"
+    assert members["app/abs"].linkname == "/usr/lib/x86_64-linux-gnu/libpq.so.5"
+    assert all((m.uid, m.gid, m.uname, m.gname) == (0, 0, "", "") for m in members.values())
