@@ -1,6 +1,10 @@
-"""git push to a running new release, cold and warm build cache, for examples/python-flask.
+"""git push to a running new release, cold and warm build cache, for the example apps.
 
-    sudo .venv/bin/python bench/builds/bench_push.py [--runs 3] [--trace]
+    sudo .venv/bin/python bench/builds/bench_push.py [--runs 3] [--trace] [--app python-flask ...]
+
+Without --app it measures examples/python-flask (issue 16's figure); `--app all` measures the
+five apps of issue 11: pip (python-flask), Poetry (python-poetry), uv (python-uv), npm
+(node-express) and pnpm (node-pnpm). Each app gets its own private dynod per run.
 
 Uses a private dynod (as bench/start/bench_start.py does). For each push it reports the whole time
 from `git push` to the new release's web dyno answering, the buildpack's own compile time (from
@@ -38,6 +42,7 @@ from bench_start import REPO, PrivateDynod, wait  # noqa: E402
 
 from dynod.builds.slug_store import SlugStore  # noqa: E402
 
+ISSUE_11_APPS = ("python-flask", "python-poetry", "python-uv", "node-express", "node-pnpm")
 PHASES = ("total", "compile", "overhead", "upload+detect", "around compile", "compress", "release", "dyno up")
 
 
@@ -76,13 +81,14 @@ def push(d: PrivateDynod, work: Path, app: str, version: int, trace: bool = Fals
             "dyno up": total - pushed}
 
 
-def one_run(keep_log: Path | None, trace: bool = False) -> tuple[dict[str, float], dict[str, float], int, float]:
+def one_run(keep_log: Path | None, trace: bool = False, example: str = "python-flask"
+            ) -> tuple[dict[str, float], dict[str, float], int, float]:
     d = PrivateDynod(Path("/var/lib/dynod/stacks"))
     try:
-        app = "flask"
+        app = "bench-" + example.replace("_", "-")[:20]
         d.ctl("apps:create", app)
         work = d.root / "src"
-        shutil.copytree(REPO / "examples" / "python-flask", work)
+        shutil.copytree(REPO / "examples" / example, work)
         git = ["git", "-c", "user.email=b@example.test", "-c", "user.name=b", "-C", str(work)]
         subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
         subprocess.run([*git, "add", "."], check=True)
@@ -110,15 +116,25 @@ def main() -> int:
     parser.add_argument("--keep-log", type=Path, help="copy the last run's dynod.log here")
     parser.add_argument("--trace", action="store_true",
                         help="print each warm push's output lines to stderr with their arrival time")
+    parser.add_argument("--app", action="append", metavar="EXAMPLE",
+                        help="an app of examples/ (repeatable), or 'all' for issue 11's five; default python-flask")
     args = parser.parse_args()
-    runs = [one_run(args.keep_log, args.trace) for _ in range(args.runs)]
-    print(f"examples/python-flask, git push -> new release's web dyno up; medians of {args.runs} runs (s)")
-    print(f"{'':12s}" + "".join(f"{name:>15s}" for name in PHASES))
-    for label, index in (("cold cache", 0), ("warm cache", 1)):
-        medians = [statistics.median(run[index][name] for run in runs) for name in PHASES]  # type: ignore[index]
-        print(f"{label:12s}" + "".join(f"{value:15.2f}" for value in medians))
-    print(f"slug: {runs[0][2] / 1e6:.1f} MB compressed; unpacking it from the tarball: "
-          f"{statistics.median(run[3] for run in runs) * 1000:.0f} ms")
+    apps: list[str] = []
+    for name in args.app or ["python-flask"]:
+        apps.extend(ISSUE_11_APPS if name == "all" else [name])
+    for name in apps:
+        if not (REPO / "examples" / name).is_dir():
+            raise SystemExit(f"No app examples/{name}; pick one of: {', '.join(ISSUE_11_APPS)} (or another directory "
+                             "of examples/).")
+    print(f"git push -> new release's web dyno up; medians of {args.runs} runs (s)")
+    print(f"{'':26s}" + "".join(f"{name:>15s}" for name in PHASES))
+    for example in apps:
+        runs = [one_run(args.keep_log, args.trace, example) for _ in range(args.runs)]
+        for label, index in (("cold", 0), ("warm", 1)):
+            medians = [statistics.median(run[index][name] for run in runs) for name in PHASES]  # type: ignore[index]
+            print(f"{example + ' ' + label:26s}" + "".join(f"{value:15.2f}" for value in medians))
+        print(f"{'':26s}slug: {runs[0][2] / 1e6:.1f} MB compressed; unpacking it from the tarball: "
+              f"{statistics.median(run[3] for run in runs) * 1000:.0f} ms", flush=True)
     return 0
 
 
