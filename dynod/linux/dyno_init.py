@@ -69,7 +69,8 @@ class DynoSpec:
 
     @classmethod
     def log_only(cls) -> DynoSpec:
-        """The stdio shape of a warm dyno before it knows what it will run."""
+        """A spec with nothing but a stdio shape (a warm dyno's before it knows what it will run,
+        an exec's): it logs its output unless ``stdio`` is replaced."""
         return cls(id="", hostname="", argv=[], env={}, lower=[], mnt="", cgroup_procs=[], uid=0, gid=0)
 
     @classmethod

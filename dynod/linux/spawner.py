@@ -56,6 +56,7 @@ class Child:
     go_w: int
     err_r: int
     spec_w: int = -1  # a warm dyno's: its spec is written here when dynod assigns it
+    stdin_w: int = -1  # a warm dyno's stdin pipe: handed to dynod by an assign with pipes, else closed
     status: int | None = None
     error: str = ""
     started: bool = False
@@ -186,12 +187,14 @@ class Spawner:
         """A warm dyno: forked now into fresh namespaces, told what to run later by ``assign``.
 
         dynod moves it into a cgroup and wires its veth while nobody waits; taking it then costs a
-        write of its spec instead of a fork, cgroup moves and a veth.
+        write of its spec instead of a fork, cgroup moves and a veth. Its stdio is made as for
+        ``pipes`` (stdin a pipe too), so that it can become a dyno that logs its output or an
+        attached one-off without a terminal; the first gets /dev/null as stdin at assign time.
         """
         if pool_id in self.children:
             self.send({"op": "error", "id": pool_id, "message": f"{pool_id} exists"})
             return
-        parent_fds, child_fds, kinds = self._stdio(DynoSpec.log_only())
+        parent_fds, child_fds, kinds = self._stdio(replace(DynoSpec.log_only(), stdio="pipes"))
         spec_r, spec_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -204,7 +207,10 @@ class Spawner:
             self._warm_child(child_fds, spec_r, go_r, err_w)  # never returns
         for fd in {*child_fds, spec_r, go_r, err_w}:
             os.close(fd)
-        child = Child(pool_id, pid, kinds, parent_fds, go_w, err_r, spec_w=spec_w)
+        stdin_w = parent_fds[kinds.index("stdin")]
+        parent_fds = [fd for fd, kind in zip(parent_fds, kinds, strict=True) if kind != "stdin"]
+        kinds = [kind for kind in kinds if kind != "stdin"]
+        child = Child(pool_id, pid, kinds, parent_fds, go_w, err_r, spec_w=spec_w, stdin_w=stdin_w)
         self.children[pool_id] = child
         self.by_pid[pid] = child
         self.by_err_fd[err_r] = child
@@ -216,6 +222,9 @@ class Spawner:
         child = self.children.get(pool_id)
         if child is None or child.spec_w < 0 or child.status is not None or spec_id in self.children:
             self.send(m.Refused(spec_id, f"no warm dyno {pool_id} to assign").to_json())
+            return
+        if spec.stdio not in ("log", "pipes"):
+            self.send(m.Refused(spec_id, f"a warm dyno has no {spec.stdio} stdio (log or pipes only)").to_json())
             return
         if spec.idmap is not None:
             try:
@@ -238,7 +247,14 @@ class Spawner:
         del self.children[pool_id]
         child.id = spec_id
         self.children[spec_id] = child
-        self.send(m.Spawned(spec_id, child.pid, tuple(child.kinds)).to_json(), child.fds)
+        if spec.stdio == "pipes":
+            self.send(m.Spawned(spec_id, child.pid, ("stdin", *child.kinds)).to_json(), [child.stdin_w, *child.fds])
+        else:
+            self.send(m.Spawned(spec_id, child.pid, tuple(child.kinds)).to_json(), child.fds)
+        # dynod alone may hold the write end (the dyno must see EOF when dynod closes it); a dyno
+        # that logs has /dev/null as stdin and never reads this pipe.
+        os.close(child.stdin_w)
+        child.stdin_w = -1
 
     def _warm_child(self, stdio: list[int], spec_r: int, go_r: int, err_w: int) -> None:
         try:
@@ -250,9 +266,15 @@ class Spawner:
                 os._exit(0)  # discarded before use
             spec = DynoSpec.from_json(json.loads(_read_exactly(spec_r, struct.unpack("!I", header)[0])))
             os.close(spec_r)
+            if spec.stdio != "pipes":  # stdin as a cold dyno that logs has it (spawner._stdio)
+                os.close(stdio[0])
+                stdio = [os.open("/dev/null", os.O_RDONLY), *stdio[1:]]
             os.setsid()
             for target, fd in enumerate(stdio):
                 os.dup2(fd, target, inheritable=True)
+                # The fds 0-2 were closed above, so /dev/null may have been opened as 0 itself:
+                # dup2 onto the same fd changes nothing, and it would still close at exec.
+                os.set_inheritable(target, True)
             for fd in set(stdio) - {0, 1, 2}:
                 os.close(fd)
             become_dyno(spec, go_r, seccomp=self.seccomp, cgroup_mounts=self.cgroup_mounts)
@@ -425,7 +447,7 @@ class Spawner:
     def _maybe_report_exit(self, child: Child) -> None:
         # Report once both the exit status and the error pipe's last word are in.
         if child.status is not None and child.err_r < 0:
-            for attr in ("go_w", "spec_w"):
+            for attr in ("go_w", "spec_w", "stdin_w"):
                 if getattr(child, attr) >= 0:
                     os.close(getattr(child, attr))
                     setattr(child, attr, -1)

@@ -66,7 +66,10 @@ class Starting:
         limits = CgroupLimits(memory_max=int(quota * self.m.settings.dynos.hard_limit_ratio), memory_high=quota,
                               pids_max=min(spec_size.pids, self.m.settings.dynos.pids_max),
                               cpu_weight=spec_size.cpu_weight)
-        warm = self.take_warm() if stdio == "log" else None
+        # A warm dyno's stdio is made for a dyno that logs or for a one-off with pipes (the spawner
+        # hands its stdin pipe over at assign time); a terminal is made at the fork, so a tty
+        # one-off starts cold.
+        warm = self.take_warm() if stdio in ("log", "pipes") else None
         if warm is not None:
             try:
                 cgroup = self.m.cgroups.rename(warm.cgroup, dyno_id, limits)
