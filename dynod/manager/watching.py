@@ -125,6 +125,9 @@ class Watching:
                 return
 
     async def watch_memory(self, live: LiveDyno, cgroup: DynoCgroup) -> None:
+        # The OOM count to compare with, read before the registration's thread hop: a kill while
+        # the thread registers is then still an R15 (seen by on_exit, or by the first event).
+        live.oom_kills = safe(cgroup.oom_kills, 0)
         try:
             # In a worker thread: on cgroup v1 the usage threshold's registration waits out an RCU
             # grace period (8-16 ms here). On trio's thread it stalled everything for that long per
@@ -134,9 +137,9 @@ class Watching:
                 self._registering = trio.CapacityLimiter(WATCH_REGISTRATIONS)
             watch: MemoryWatch = await trio.to_thread.run_sync(cgroup.watch_memory, limiter=self._registering)
         except OSError as exc:
-            log.warning("no memory events for %s: %s", live.id, exc)
+            if not live.exited.is_set():  # else its group went while the thread registered: nothing to watch
+                log.warning("no memory events for %s: %s", live.id, exc)
             return
-        live.oom_kills = safe(cgroup.oom_kills, 0)
         try:
             while True:
                 await trio.lowlevel.wait_readable(watch.fileno())

@@ -81,3 +81,24 @@ async def test_metrics_read_every_dyno_in_a_worker_thread_and_skip_a_dyno_whose_
         assert "sample#memory_total=10.00MB" in samples("worker.1")[0]
         assert samples("worker.2") == []
         assert read_on and threading.get_ident() not in read_on
+
+
+async def test_an_oom_kill_while_the_watch_registers_is_still_an_r15(
+        tmp_path: Path, clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = FakeCgroup.watch_memory
+
+    def watch_memory(self: FakeCgroup) -> MemoryWatch:
+        self.ooms += 1  # the kernel's OOM killer strikes while the worker thread registers
+        return plain(self)
+
+    monkeypatch.setattr(FakeCgroup, "watch_memory", watch_memory)
+    async with world(tmp_path) as w:
+        deploy(w.ledger, worker=1)
+        w.manager.wake()
+        await w.until("worker up", lambda: _up(w, "worker.1"))
+        live = w.live("worker.1")
+        assert live is not None and isinstance(live.cgroup, FakeCgroup)
+        await w.until("its watch registered", lambda: live.cgroup is not None and live.cgroup.watches)
+        live.cgroup.use_memory(1100 * MiB)  # the next memory event
+        # virtual seconds; an R15 comes at once or never (each turn of the wait costs real time)
+        await w.until("R15", lambda: any("Error R15" in line for line in w.lines("worker.1")), timeout=60)
