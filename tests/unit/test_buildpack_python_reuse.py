@@ -40,6 +40,8 @@ def plain(tmp_path: Path, text: str, config: dict[str, str] | None = None) -> bo
     "flask==3.1.1\r\ngunicorn==23.0.0\r\n",  # written on Windows
     "flask==3.1.1",  # no newline at the end
     "zope.interface===5.4.0\n",
+    "backports.tarfile==1.2.0\n",  # a dotted name, not an archive
+    "python-gzip-tools\n",
 ])
 def test_plain_requirements_let_pip_be_skipped(tmp_path: Path, text: str) -> None:
     assert plain(tmp_path, text)
@@ -59,6 +61,9 @@ def test_plain_requirements_let_pip_be_skipped(tmp_path: Path, text: str) -> Non
     "foo==1.0 --hash=sha256:00\n",
     "--index-url https://example.test/simple\nfoo\n",
     "--upgrade\nfoo\n",
+    "foo-1.0-py3-none-any.whl\n",  # pip installs a file of that name, whose bytes can change
+    "foo-1.0.tar.gz\n",
+    "foo.zip ; python_version > '3'\n",
 ])
 def test_anything_pip_reads_beyond_the_file_makes_it_run(tmp_path: Path, text: str) -> None:
     assert not plain(tmp_path, text)

@@ -3,7 +3,7 @@
 # Whether pip, run again on the cached venv, can only say "Requirement already satisfied": every
 # line of FILE (requirements.txt) is a plain requirement (a name, extras, version specifiers, markers).
 # Anything pip would read beyond this file's bytes makes it run: -r/-c includes, -e and local
-# paths (their sources change without the file changing), URLs, `name @ url`, ${VAR} expansion,
+# paths and archive file names (their contents change without the file changing), URLs, `name @ url`, ${VAR} expansion,
 # line continuations, options; and any PIP_* config var in ENV_DIR (PIP_UPGRADE, another index, ...).
 plain_requirements() {
   local file=$1 env_dir=$2
@@ -20,5 +20,8 @@ plain_requirements() {
     [[ "$line" == *\\ || "$line" == *'$'* ]] && return 1
     line=${line%%[[:space:]]#*}
     [[ "$line" =~ $requirement ]] || return 1
+    # A name ending like an archive is a local file to pip (foo-1.0-py3-none-any.whl, foo.tar.gz).
+    [[ "${line%%[[:space:];<>=!~\[]*}" =~ \.(whl|zip|tar|tgz|tbz|txz|tlz|gz|bz2|xz|lz|lzma)$ ]] && return 1
   done < "$file"
+  return 0
 }
