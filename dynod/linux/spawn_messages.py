@@ -100,13 +100,20 @@ class Exec:
 
 @dataclass(frozen=True, slots=True)
 class Assign:
-    """A warm dyno (``id``, from a prefork) becomes dyno ``spec.id``."""
+    """A warm dyno (``id``, from a prefork) becomes dyno ``spec.id``.
+
+    A one-off with pipes is sent as ``assign_pipes``: only a spawner that forks its warm dynos
+    with a stdin pipe knows that op, and an older one still running after an upgrade in place
+    refuses it (an unknown request, named by the spec's id) rather than making a one-off whose
+    stdin is /dev/null; the manager then starts it cold."""
     op: ClassVar[str] = "assign"
+    PIPES_OP: ClassVar[str] = "assign_pipes"
     id: str
     spec: DynoSpec
 
     def to_json(self) -> dict[str, Any]:
-        return {"op": self.op, "id": self.id, "spec": dyno_spec_json(self.spec)}
+        op = self.PIPES_OP if self.spec.stdio == "pipes" else self.op
+        return {"op": op, "id": self.id, "spec": dyno_spec_json(self.spec)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Assign:
@@ -212,6 +219,7 @@ class Shutdown:
 Request = Spawn | Exec | Assign | ClearKeyrings | Kill | Prefork | Go | Abort | Forget | Hello | Shutdown
 _REQUESTS: dict[str, Any] = {c.op: c for c in (Spawn, Exec, Assign, ClearKeyrings, Kill, Prefork, Go, Abort,
                                                Forget, Hello, Shutdown)}
+_REQUESTS[Assign.PIPES_OP] = Assign
 
 
 def decode_request(data: object) -> Request:

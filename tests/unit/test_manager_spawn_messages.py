@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -54,6 +55,16 @@ def test_the_wire_format_is_the_one_spawners_already_speak() -> None:
     assert m.decode_reply({"op": "dyno", "id": "d", "pid": 3, "kinds": ["stdout"], "status": None, "error": "",
                            "started": False, "spawned_at": 2}) == m.DynoReport("d", 3, ("stdout",), spawned_at=2.0)
     assert m.decode_reply({"op": "error", "message": "2 dynos still run"}) == m.Refused(None, "2 dynos still run")
+
+
+def test_a_one_off_with_pipes_is_assigned_with_an_op_older_spawners_refuse() -> None:
+    pipes = replace(SPEC, stdio="pipes")
+    wire = json.loads(json.dumps(m.Assign("warm.1", pipes).to_json()))
+    assert wire["op"] == "assign_pipes" and m.decode_request(wire) == m.Assign("warm.1", pipes)
+    assert m.Assign("warm.1", SPEC).to_json()["op"] == "assign"  # a dyno that logs: as before
+    # A spawner from before warm dynos had a stdin pipe answers an unknown op with a refusal under
+    # the id it can find, the spec's: the one dynod waits on, so the start goes cold at once.
+    assert m.request_id(wire) == pipes.id
 
 
 @pytest.mark.parametrize(("data", "error"), [
