@@ -482,4 +482,8 @@ def report(curve: list[dict[str, float]]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # SIGINT or SIGTERM: main's finally has removed what it made
+        print("bench_scale: interrupted; the private dynods and everything they made are removed", file=sys.stderr)
+        sys.exit(130)
