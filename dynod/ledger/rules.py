@@ -478,7 +478,7 @@ class LedgerRules:
     def list_dynos(self, app: str | None = None, *, state: DynoState | None = None) -> list[DynoRecord]:
         """The dynos' records (of one app; in one state), in ``dyno_sort_key`` order. The state filter
         is SQL's: the reconcile pass asks each app for its crashed dynos on every wake, and turning
-        every row of 1,000 dynos into records took ~30 ms a pass (issue 16)."""
+        every row of 1,000 dynos into records took 10-30 ms a pass (issue 16)."""
         where: list[str] = []
         args: list[object] = []
         with self._read() as db:
