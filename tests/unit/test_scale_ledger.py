@@ -1,16 +1,16 @@
 """The ledger's state filter on dyno records (issue 16): the reconcile pass asks each app for its
 crashed dynos on every wake, so the filter is SQL's, and it must give exactly what filtering every
-record in Python gave."""
+record in Python gave, on each backend (PostgreSQL where a private server can run: as root)."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
-from dynod.ledger.sqlite import SqliteLedger
+from dynod.ledger import Ledger
 from dynod.model import DynoRecord, DynoState
+from tests.ledger_backends import backend, ledger, pg_server  # noqa: F401 - fixtures
 
 
 def _record(app: str, name: str, state: DynoState) -> DynoRecord:
@@ -21,8 +21,7 @@ def _record(app: str, name: str, state: DynoState) -> DynoRecord:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> SqliteLedger:
-    ledger = SqliteLedger(tmp_path / "dynod.sqlite3")
+def dynos(ledger: Ledger) -> Ledger:  # noqa: F811 - the backends' fixture
     states = [DynoState.UP, DynoState.CRASHED, DynoState.STARTING, DynoState.CRASHED, DynoState.DOWN]
     for app in ("shop", "blog"):
         ledger.create_app(app)
@@ -32,19 +31,19 @@ def ledger(tmp_path: Path) -> SqliteLedger:
     return ledger
 
 
-def test_the_state_filter_gives_what_filtering_every_record_gave(ledger: SqliteLedger) -> None:
+def test_the_state_filter_gives_what_filtering_every_record_gave(dynos: Ledger) -> None:
     for app in ("shop", "blog", None):
         for state in DynoState:
-            everything = ledger.list_dynos(app)
-            assert ledger.list_dynos(app, state=state) == [r for r in everything if r.state == state]
+            everything = dynos.list_dynos(app)
+            assert dynos.list_dynos(app, state=state) == [r for r in everything if r.state == state]
 
 
-def test_crashed_dynos_of_one_app_in_slot_order(ledger: SqliteLedger) -> None:
-    crashed = ledger.list_dynos("shop", state=DynoState.CRASHED)
+def test_crashed_dynos_of_one_app_in_slot_order(dynos: Ledger) -> None:
+    crashed = dynos.list_dynos("shop", state=DynoState.CRASHED)
     assert [r.name for r in crashed] == ["web.10", "worker.2", "worker.4"]
     assert {r.app for r in crashed} == {"shop"}
 
 
-def test_a_state_that_is_no_state_is_refused(ledger: SqliteLedger) -> None:
+def test_a_state_that_is_no_state_is_refused(dynos: Ledger) -> None:
     with pytest.raises(ValueError):
-        ledger.list_dynos("shop", state="asleep")  # type: ignore[arg-type]
+        dynos.list_dynos("shop", state="asleep")  # type: ignore[arg-type]
