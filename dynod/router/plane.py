@@ -163,13 +163,13 @@ class PlainPlane:
     def _client_event(self, client: _Client, mask: int) -> None:
         if not client.in_plane:
             return
-        if mask & _OUT and client.out:
-            if not self._flush(client):
-                return
-        if mask & ~_OUT:
+        if mask & ~_OUT:  # noted first: a flush that cannot finish must not lose this edge
             client.readable = True
             if mask & _ENDED:
                 client.ended = True
+        if mask & _OUT and client.out:
+            if not self._flush(client):
+                return
         if client.exchange is None:
             self._next_request(client)
 
@@ -212,13 +212,13 @@ class PlainPlane:
 
     def _next_request(self, client: _Client) -> None:
         """Read and start the client's next request, or wait for it."""
+        if not client.in_plane or client.out:
+            return  # closed meanwhile; or the last answer goes out first, as trio's send_all would have it
         proxy = self.proxy
         reader = client.reader
         assert reader is not None
         events = reader.events
         opts = proxy.options
-        if client.out:
-            return  # the last answer goes out first, as trio's send_all would have it
         if not events:
             if proxy._draining:
                 self._close(client)
