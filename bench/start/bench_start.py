@@ -15,7 +15,8 @@ Starts a private dynod (its own state dir, cgroup subtree, bridge and subnet; no
 Medians are reported; ratios are dynod's time over the peer's. Everything it made is removed.
 
 ``--baseline DIR`` with ``--warm-pair`` compares code instead: the second dynod runs the dynod
-package found in DIR (a copy of the tree before a change) with the same ``--warm`` as the first.
+package found in DIR (a copy of the tree before a change, made with ``cp -a`` so that its cached
+bytecode stays valid where PYTHONDONTWRITEBYTECODE is set) with the same ``--warm`` as the first.
 
 ``--warm-pair`` instead measures the warm pool against its own absence: two private dynods, one
 with ``warm_pool = 2`` and one with 0, dyno starts alternating between them (which goes first
