@@ -310,8 +310,8 @@ class Platform(AddonCalls):
             if not live.stopping:
                 result.append(self._dyno_json(live.record))
                 seen.add(live.name)
-        for record in self.ledger.list_dynos(app):
-            if record.state == DynoState.CRASHED and record.name not in seen:
+        for record in self.ledger.list_dynos(app, state=DynoState.CRASHED):
+            if record.name not in seen:
                 result.append(self._dyno_json(record))
         result += self._idle_dynos(app, seen)
         return sorted(result, key=lambda d: (d["type"], _index(d["name"])))
