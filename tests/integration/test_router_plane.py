@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 FAST = ["--request-timeout", "1", "--idle-timeout", "1", "--connect-timeout", "0.5", "--header-timeout", "1",
         "--keepalive-timeout", "2"]
 MID = bytes(range(256)) * 400  # 100 KiB: relayed by the plane, shorter than what is spliced
+LONG = bytes(range(256)) * 4096  # 1 MiB: handed to trio after its head, for splice
 
 
 def _slow(h):
@@ -58,6 +59,23 @@ def _mid(h):
     h.wfile.write(MID)
 
 
+def _long(h):
+    h.send_response(200)
+    h.send_header("Content-Length", str(len(LONG)))
+    h.end_headers()
+    h.wfile.write(LONG)
+
+
+def _continue(h):
+    h.send_response_only(100)
+    h.end_headers()
+    body = h.rfile.read(int(h.headers["Content-Length"]))
+    h.send_response(201)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+
+
 def _chunked(h):
     h.send_response(200)
     h.send_header("Transfer-Encoding", "chunked")
@@ -66,7 +84,7 @@ def _chunked(h):
 
 
 HANDLERS = {"/slow": _slow, "/close": _close_silently, "/truncated": _truncated, "/stall": _stall,
-            "/mid": _mid, "/chunked": _chunked}
+            "/mid": _mid, "/chunked": _chunked, "/long": _long, "/continue": _continue}
 
 
 @pytest.fixture(scope="module")
@@ -138,10 +156,11 @@ def test_kept_alive_requests_are_served_by_the_plane_with_herokus_headers_and_lo
         resp = conn.getresponse()
         assert resp.status == 200 and resp.read() == f"web.1 GET /n/{i}?q=1".encode()
         assert resp.getheader("Via") == "1.1 dynod"
-    conn.request("POST", "/form", body=b"a=1&b=2", headers={"Host": "one.localhost"})  # a whole small body
-    resp = conn.getresponse()
-    assert resp.status == 200 and resp.read() == b"web.1 POST /form"
     conn.close()
+    with socket.create_connection(("127.0.0.1", router.http_port), timeout=10) as s:
+        # A small body in the same write as its head (http.client writes them apart): whole, so the plane's.
+        s.sendall(b"POST /form HTTP/1.1\r\nHost: one.localhost\r\nContent-Length: 7\r\n\r\na=1&b=2")
+        assert answer(s).endswith(b"\r\n\r\nweb.1 POST /form")
     assert in_plane(router) - before == 21
     seen = dyno.seen[-2]
     assert seen["X-Forwarded-For"] == "203.0.113.7, 127.0.0.1" and seen["X-Request-Id"] == "plane-19"
@@ -181,6 +200,30 @@ def test_responses_the_plane_hands_to_trio_keep_their_framing(router):
     assert resp.status == 200 and resp.read() == b"web.1 GET /again"
     conn.close()
     assert in_plane(router) - before == 1
+
+
+def test_an_interim_head_and_a_long_body_go_on_in_trio_from_where_the_plane_was(router):
+    before = in_plane(router)
+    spliced = sum(w["bodies_spliced"] for w in router.stats()["workers"])
+    with socket.create_connection(("127.0.0.1", router.http_port), timeout=10) as s:
+        # A whole body sent with Expect: the dyno's 100 Continue comes to the plane, which hands over.
+        s.sendall(b"POST /continue HTTP/1.1\r\nHost: one.localhost\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: 7\r\n\r\npayload")
+        data = b""
+        while not data.endswith(b"payload"):
+            data += s.recv(65536)
+        assert data.startswith(b"HTTP/1.1 100") and b"HTTP/1.1 201" in data
+    conn = http.client.HTTPConnection("127.0.0.1", router.http_port, timeout=10)
+    conn.request("GET", "/", headers={"Host": "one.localhost"})
+    assert conn.getresponse().read() == b"web.1 GET /"
+    conn.request("GET", "/long", headers={"Host": "one.localhost"})  # pooled: started in the plane
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read() == LONG
+    conn.request("GET", "/after", headers={"Host": "one.localhost"})  # the connection back in the plane
+    assert conn.getresponse().read() == b"web.1 GET /after"
+    conn.close()
+    assert sum(w["bodies_spliced"] for w in router.stats()["workers"]) == spliced + 1
+    assert in_plane(router) - before >= 3  # /continue, /long and /after (the plain GET's pool may be cold)
 
 
 def test_failures_in_the_plane_are_h12_h13_h15_h18_and_leave_no_fd(router):
