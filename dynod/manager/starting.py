@@ -154,7 +154,7 @@ class Starting:
                 log.warning("add-on access for %s not granted: %s", dyno_id, exc)
         await self.m.spawner.go(dyno_id)
         if warm is not None:
-            self.m.nursery.start_soon(self.refill_after, live)
+            self.m._warm_changed.set()  # now make its replacement
         if log.isEnabledFor(logging.DEBUG):
             log.debug("start %s: %s", dyno_id, " ".join(
                 f"{name}={(t - prev) * 1000:.1f}ms" for (_, prev), (name, t) in zip(stages, stages[1:], strict=False)))
@@ -199,18 +199,10 @@ class Starting:
                 nursery.start_soon(self.m.network.attach, address, pid)
 
     def take_warm(self) -> WarmDyno | None:
-        # Its replacement is made once this start is done (refill_after): forking and moving it
-        # now would compete with the very start the warm dyno is there to speed up.
+        # Its replacement is made once this start is done (see start): forking and moving it now
+        # would compete with the very start the warm dyno is there to speed up. Not later (at the
+        # new dyno's exec, measured): the next start then found the pool short more often.
         return self.m._warm.pop(0) if self.m._warm else None
-
-    async def refill_after(self, live: LiveDyno) -> None:
-        """Make the replacement of the warm dyno ``live`` took once it has exec'd its command.
-
-        Not at go: the child then still brings up its network (ioctls under the kernel's rtnl
-        lock) and sets up its privileges, and the replacement's fork into a new net namespace and
-        its veth take that same lock, and the host's CPUs, right then."""
-        await live.started.wait()
-        self.m._warm_changed.set()
 
     async def keep_warm(self) -> None:
         while not self.m.closing:

@@ -266,8 +266,7 @@ class FakeChild:
 
 class FakeSpawner:
     """dynod/manager/runtime.py's Spawner. ``fail_spawn``: refuse the next spawns with this message;
-    ``fail_exec``: dynos whose command contains the key fail before they run, with the value;
-    ``hold_started``: the Started of a dyno told to go waits for ``release_started`` (its exec is slow)."""
+    ``fail_exec``: dynos whose command contains the key fail before they run, with the value."""
 
     def __init__(self, kernel: FakeKernel, cgroups: FakeCgroups | None = None) -> None:
         self.kernel = kernel
@@ -279,13 +278,6 @@ class FakeSpawner:
         self._send, self._recv = trio.open_memory_channel[SpawnerEvent](1000)
         self.fail_spawn: str = ""
         self.fail_exec: dict[str, str] = {}
-        self.hold_started = False
-        self._held: list[Started] = []
-
-    def release_started(self) -> None:
-        for event in self._held:
-            self._send.send_nowait(event)
-        self._held.clear()
 
     # -- the Protocol ----------------------------------------------------------------------------
     async def hello(self) -> list[AdoptedDyno]:
@@ -348,9 +340,6 @@ class FakeSpawner:
             return
         child.started = True
         self.kernel.fork(dyno_id, init=False, group=child.init.group)
-        if self.hold_started:
-            self._held.append(Started(dyno_id, child.init.pid))
-            return
         self._send.send_nowait(Started(dyno_id, child.init.pid))
 
     async def abort(self, dyno_id: str) -> None:

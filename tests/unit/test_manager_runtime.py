@@ -340,22 +340,6 @@ async def test_the_warm_pool_hands_out_a_forked_dyno_and_refills(tmp_path: Path,
         await w.until("replaced in the pool", lambda: warm not in w.manager._warm and len(w.manager._warm) == 2)
 
 
-async def test_the_warm_pool_refills_once_the_dyno_that_took_a_warm_one_has_execd(
-        tmp_path: Path, clock: trio.testing.MockClock) -> None:
-    async with world(tmp_path, warm_pool=2) as w:
-        await w.until("two warm dynos", lambda: len(w.manager._warm) == 2)
-        w.spawner.hold_started = True  # told to go, its exec is not done yet
-        deploy(w.ledger, worker=1)
-        w.manager.wake()
-        await w.until("told to go", lambda: any(op == "go" for op, _ in w.spawner.requests))
-        await trio.sleep(5)
-        # No fork of a replacement while the new dyno still sets itself up (its network, under rtnl).
-        assert [op for op, _ in w.spawner.requests].count("prefork") == 2
-        w.spawner.release_started()
-        await w.until("the pool refilled", lambda: len(w.manager._warm) == 2)
-        assert [op for op, _ in w.spawner.requests].count("prefork") == 3
-
-
 async def test_the_warm_pool_stays_empty_where_groups_cannot_be_renamed(
         tmp_path: Path, clock: trio.testing.MockClock) -> None:
     kernel = FakeKernel()
