@@ -35,7 +35,7 @@ class DynoSettings:
     memory_overcommit: float = 2.0
     tmpfs_size_mb: int = 1024  # the ephemeral filesystem (overlay upper) of each dyno
     # Dynos forked, moved into a cgroup and wired ahead of need, so that a start skips those
-    # steps (fork, the cgroup v1 moves, the veth). On by default: starts were 0.82-0.96x the
+    # steps (fork, the cgroup v1 moves, the veth). On by default: starts were 0.77-0.96x the
     # cold ones' medians in the same runs (docs/dynos.md, "The warm pool"), for ~1.4 MiB of
     # private memory, one waiting process and its network namespace per warm dyno. Its known
     # fault (a request hanging after a kill -9 of dynod) was the bridge's changing MAC, fixed.
