@@ -13,12 +13,15 @@ code; a missing or refusing socket says how to start dynod.
 
 from __future__ import annotations
 
+# The attach path (dynoctl run) connects with ``_socket`` itself: ``socket`` imports ``enum`` and
+# ``selectors`` (~4 ms of every `dynoctl run`); http.client and TLS bring ``socket`` when used.
+import _socket
 import os
 import select
-import socket
 
 from ..errors import UserError
 from .attach import (
+    FRAME_NAMES,
     UPGRADE_TOKEN,
     AttachProtocolError,
     Frame,
@@ -38,13 +41,15 @@ MAX_RESPONSE_HEAD = 64 * 1024
 # typing and http.client are for the type checker only: importing them costs dynoctl startup time.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Callable, Generator
     from http.client import HTTPConnection, HTTPResponse
-    from typing import Any, BinaryIO
+    from typing import Any, BinaryIO, TypeVar
 
     from ..builds.events import BuildEvent
 
     Json = dict[str, Any]  # a JSON object as the API returns it (shapes: dynod.api.service)
+    SocketT = TypeVar("SocketT", bound=_socket.socket)
 
 
 def default_socket_path(environ: dict[str, str] | None = None) -> str:
@@ -70,7 +75,18 @@ def _broken(message: str) -> UserError:
 
 
 def _connect(path: str, timeout: float | None) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    """A connected AF_UNIX ``socket.socket``, what http.client needs (it calls makefile)."""
+    import socket
+
+    return _connected(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), path, timeout)
+
+
+def _connect_attach(path: str, timeout: float | None) -> _socket.socket:
+    """A connected bare ``_socket.socket``: all the attach protocol uses (send, recv, fileno)."""
+    return _connected(_socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM), path, timeout)
+
+
+def _connected(sock: SocketT, path: str, timeout: float | None) -> SocketT:
     sock.settimeout(timeout)
     try:
         sock.connect(path)
@@ -475,6 +491,8 @@ class ApiClient:
         """A TLS socket to the remote dynod, handshake done (run_attached writes its own head)."""
         assert self.remote is not None
         try:
+            import socket
+
             raw = socket.create_connection((self.remote.host, self.remote.port), timeout=self.timeout)
         except OSError as exc:
             raise UserError(f"Cannot reach {self.remote.url} ({exc}).", status=503, code="unavailable") from None
@@ -497,7 +515,7 @@ class ApiClient:
             f"Connection: Upgrade\r\nUpgrade: {UPGRADE_TOKEN}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
         ).encode()
-        sock = _connect(self.socket_path, self.timeout) if self.remote is None else self._connect_remote()
+        sock = _connect_attach(self.socket_path, self.timeout) if self.remote is None else self._connect_remote()
         return _upgrade(sock, head + payload)
 
     # --- ps:exec: a command inside a running dyno, over the same attach protocol as run ---------
@@ -514,7 +532,7 @@ class ApiClient:
             f"Connection: Upgrade\r\nUpgrade: {UPGRADE_TOKEN}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
         ).encode()
-        return _upgrade(_connect(self.socket_path, self.timeout), head + payload)
+        return _upgrade(_connect_attach(self.socket_path, self.timeout), head + payload)
 
     # --- the dyno lifecycle: app features (preboot) and the web health check ---------------------
 
@@ -772,7 +790,7 @@ def _log_query(lines: int, ps: str | None, source: str | None, *, tail: bool) ->
     return query
 
 
-def _upgrade(sock: socket.socket, request: bytes) -> AttachSession:
+def _upgrade(sock: _socket.socket, request: bytes) -> AttachSession:
     """Send an Upgrade request on ``sock``: the attach session on 101, else the API's error."""
     try:
         sock.sendall(request)
@@ -794,7 +812,7 @@ def _upgrade(sock: socket.socket, request: bytes) -> AttachSession:
         raise
 
 
-def _read_response_head(sock: socket.socket) -> tuple[int, str, dict[str, str], bytes]:
+def _read_response_head(sock: _socket.socket) -> tuple[int, str, dict[str, str], bytes]:
     """Status, reason, headers (lower-case names) and the bytes already read past the head.
 
     Hand-written because http.client's reader buffers past the 101 and cannot hand those bytes
@@ -829,7 +847,7 @@ class AttachSession:
     program that just wants the output and the exit code.
     """
 
-    def __init__(self, sock: socket.socket, already_received: bytes = b"") -> None:
+    def __init__(self, sock: _socket.socket, already_received: bytes = b"") -> None:
         self.sock = sock
         sock.setblocking(False)
         self._decoder = FrameDecoder()
@@ -949,11 +967,11 @@ def handle_server_frame(frame: Frame, on_output: Callable[[FrameType, bytes], No
         if on_output is not None:
             on_output(frame.type, frame.payload)
         return None
-    if frame.type is FrameType.EXIT:
+    if frame.type == FrameType.EXIT:
         try:
             return decode_exit(frame.payload)
         except AttachProtocolError as exc:
             raise _broken(f"dynod sent a broken exit frame: {exc}.") from None
-    if frame.type is FrameType.ERROR:
+    if frame.type == FrameType.ERROR:
         raise UserError(frame.payload.decode("utf-8", "replace"), status=500, code="attach_error")
-    raise _broken(f"dynod sent an unexpected {frame.type.name} frame.")
+    raise _broken(f"dynod sent an unexpected {FRAME_NAMES.get(frame.type, frame.type)} frame.")

@@ -35,6 +35,7 @@ import trio
 
 from ..errors import UserError
 from .attach import (
+    FRAME_NAMES,
     UPGRADE_TOKEN,
     AttachProtocolError,
     FrameDecoder,
@@ -511,14 +512,14 @@ async def pump_attached(stream: trio.abc.Stream, dyno: AttachedDyno, already_rec
 
     async def apply(data: bytes) -> None:
         for frame in decoder.feed(data):
-            if frame.type is FrameType.STDIN:
+            if frame.type == FrameType.STDIN:
                 await dyno.send_stdin(frame.payload)
-            elif frame.type is FrameType.STDIN_EOF:
+            elif frame.type == FrameType.STDIN_EOF:
                 await dyno.close_stdin()
-            elif frame.type is FrameType.RESIZE:
+            elif frame.type == FrameType.RESIZE:
                 await dyno.resize(*decode_resize(frame.payload))
             else:
-                raise AttachProtocolError(f"a client may not send {frame.type.name} frames")
+                raise AttachProtocolError(f"a client may not send {FRAME_NAMES.get(frame.type, frame.type)} frames")
 
     async def input(scope: trio.CancelScope) -> None:
         await apply(already_received)
