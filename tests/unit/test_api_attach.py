@@ -27,8 +27,8 @@ def test_frame_layout_is_type_byte_then_big_endian_length_then_payload() -> None
 
 def test_resize_and_exit_payloads_round_trip() -> None:
     resize, exit_frame = FrameDecoder().feed(encode_resize(50, 132) + encode_exit(-1))
-    assert resize.type is FrameType.RESIZE and decode_resize(resize.payload) == (50, 132)
-    assert exit_frame.type is FrameType.EXIT and decode_exit(exit_frame.payload) == -1
+    assert resize.type == FrameType.RESIZE and decode_resize(resize.payload) == (50, 132)
+    assert exit_frame.type == FrameType.EXIT and decode_exit(exit_frame.payload) == -1
     assert decode_exit(FrameDecoder().feed(encode_exit(137))[0].payload) == 137
 
 
