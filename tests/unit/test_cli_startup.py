@@ -30,7 +30,7 @@ from tests.unit.fake_platform import FakePlatform
 
 # What dynoctl run must not import: each costs milliseconds of start-up (re alone ~4 ms of CPU).
 HEAVY = {"re", "json", "argparse", "shlex", "urllib.parse", "http.client", "typing", "dataclasses", "inspect",
-         "pathlib", "importlib.util", "gettext", "ssl", "trio", "h11", "email"}
+         "pathlib", "importlib.util", "gettext", "ssl", "trio", "h11", "email", "enum", "socket", "selectors", "signal"}
 
 ARGVS = [
     [], ["-a", "myapp"], ["--app", "myapp"], ["--app=myapp"], ["-a", "x", "-a", "y"], ["-s", "standard-2X"],
