@@ -96,8 +96,9 @@ class PlainPlane:
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         self.epoll = select.epoll()
-        # fd -> its connection; a dyno connection's fd maps to None while no exchange of the plane uses it.
-        self._fds: dict[int, _Client | _Exchange | None] = {}
+        # fd -> its connection; a dyno connection's fd maps to its DynoConn while the plane has it pooled
+        # (an edge then means it closed or sent what nobody asked for), to None while trio holds it.
+        self._fds: dict[int, _Client | _Exchange | DynoConn | None] = {}
         self.nursery: trio.Nursery | None = None  # the worker's, for what goes to trio: set before adopt()
         self.requests = 0  # started here (the rest of a worker's requests are trio's from the start)
 
@@ -119,12 +120,15 @@ class PlainPlane:
                     try:
                         if type(owner) is _Exchange:
                             self._dyno_event(owner, mask)
+                        elif type(owner) is DynoConn:
+                            if mask & ~_OUT:
+                                owner.quiet = False  # peeked before its next use
                         else:
                             self._client_event(owner, mask)
                     except Exception:  # a bug must cost one connection, never the worker
                         traceback.print_exc(file=sys.stderr)
                         client = owner.client if type(owner) is _Exchange else owner
-                        if client.in_plane:
+                        if type(client) is _Client and client.in_plane:
                             self._close(client)
                 # One pass of trio's scheduler per batch: accepts, deadlines, log batches and the
                 # connections trio serves must not wait for a quiet moment.
@@ -279,7 +283,8 @@ class PlainPlane:
             return
         pool = proxy.pool
         dyno = choose_dyno(app, pool.in_flight, proxy.rng)
-        conn = pool.take_idle(dyno.addr) if dyno is not None else None
+        idempotent = head.framing == NO_BODY and head.method in _IDEMPOTENT
+        conn = pool.take_idle(dyno.addr, idempotent) if dyno is not None else None
         if conn is None:
             self._to_trio(client, None)  # a connect (and its H19/H21 retries) is trio's
             return
@@ -294,8 +299,7 @@ class PlainPlane:
         out = [up]
         _take_body(events, False, out, _Upload())
         resendable = conn.reused and head.framing == NO_BODY
-        x = _Exchange(client, head, app, dyno, conn, request_id, start, start_wall, up,
-                      resendable and head.method in _IDEMPOTENT)
+        x = _Exchange(client, head, app, dyno, conn, request_id, start, start_wall, up, conn.reused and idempotent)
         assert dyno is not None
         addr = dyno.addr
         pool.in_flight[addr] = pool.in_flight.get(addr, 0) + 1
@@ -457,9 +461,14 @@ class PlainPlane:
             self._fds.pop(conn.pipe.sock.fileno(), None)
             conn.close()
             return
-        self._fds[conn.pipe.sock.fileno()] = None
+        fd = conn.pipe.sock.fileno()
         if pool_it:
+            # Quiet when its last read emptied it: any edge from now on is news (take_idle peeks then).
+            conn.quiet = not x.readable
+            self._fds[fd] = conn
             pool.put(conn)
+        else:
+            self._fds[fd] = None
 
     def _finish(self, x: _Exchange) -> None:
         client = x.client

@@ -2,6 +2,9 @@
 
 Reuse halves a proxy's cost per request (no connect, no slow start). A pooled connection may have been
 closed by the dyno meanwhile; a one-byte MSG_PEEK tells without waiting, before it carries a request.
+A connection the plain-HTTP plane pooled is watched by its epoll instead: while no edge came since, the
+peek is skipped for requests that can be resent on a fresh connection (a syscall and a raised
+BlockingIOError fewer per request), as the edge of a close not yet seen only costs that resend.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 class DynoConn:
     """One connection to a dyno, with the response reader that lives as long as it does."""
 
-    __slots__ = ("pipe", "addr", "reader", "idle_since", "reused", "in_plane")
+    __slots__ = ("pipe", "addr", "reader", "idle_since", "reused", "in_plane", "quiet")
 
     def __init__(self, pipe: SocketPipe, addr: Addr) -> None:
         self.pipe = pipe
@@ -29,6 +32,8 @@ class DynoConn:
         self.idle_since = 0.0
         self.reused = False
         self.in_plane = False  # registered in the plain-HTTP plane's epoll (plane.py)
+        # Pooled empty by the plane, and its epoll has reported nothing on it since (no end, no bytes).
+        self.quiet = False
 
     def close(self) -> None:
         self.pipe.close()
@@ -45,15 +50,18 @@ class DynoPool:
         self.opened = 0
         self.reused = 0
 
-    def take_idle(self, addr: Addr) -> DynoConn | None:
-        """A live idle connection to ``addr``, or None."""
+    def take_idle(self, addr: Addr, resendable: bool = False) -> DynoConn | None:
+        """A live idle connection to ``addr``, or None. ``resendable``: the request can go again on a
+        fresh connection if this one turns out closed, so a quiet connection needs no peek."""
         conns = self._idle.get(addr)
         if not conns:
             return None
         oldest_ok = time.monotonic() - self.idle_timeout
         while conns:
             conn = conns.pop()
-            if conn.idle_since >= oldest_ok and _still_open(conn.pipe.sock):
+            quiet = conn.quiet
+            conn.quiet = False  # no longer idle: only the plane, pooling it again, says it is quiet
+            if conn.idle_since >= oldest_ok and (quiet and resendable or _still_open(conn.pipe.sock)):
                 conn.reused = True
                 self.reused += 1
                 return conn

@@ -83,7 +83,32 @@ def _chunked(h):
     h.wfile.write(b"5\r\nhello\r\n0\r\n\r\n")
 
 
-HANDLERS = {"/slow": _slow, "/close": _close_silently, "/truncated": _truncated, "/stall": _stall,
+def _then_close(h):
+    """Answer with keep-alive, then close the connection while the router holds it idle."""
+    h.send_response(200)
+    h.send_header("Content-Length", "2")
+    h.end_headers()
+    h.wfile.write(b"ok")
+    time.sleep(0.3)
+    h.close_connection = True
+    h.connection.shutdown(socket.SHUT_RDWR)
+
+
+BOGUS = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nbogus"
+
+
+def _then_bogus(h):
+    """Answer, then, unasked, a response ready for whatever request the idle connection carries next."""
+    h.send_response(200)
+    h.send_header("Content-Length", "2")
+    h.end_headers()
+    h.wfile.write(b"ok")
+    time.sleep(0.3)
+    h.wfile.write(BOGUS)
+
+
+HANDLERS = {"/then-close": _then_close, "/then-bogus": _then_bogus,
+            "/slow": _slow, "/close": _close_silently, "/truncated": _truncated, "/stall": _stall,
             "/mid": _mid, "/chunked": _chunked, "/long": _long, "/continue": _continue}
 
 
@@ -267,3 +292,25 @@ def test_a_slowloris_on_a_kept_alive_connection_gets_408_and_an_idle_one_is_clos
         t0 = time.monotonic()
         assert s.recv(65536) == b""  # closed quietly at the keep-alive timeout
         assert 1.5 < time.monotonic() - t0 < 4
+
+
+def test_an_idle_pooled_connection_the_dyno_closes_is_not_sent_the_next_request(router):
+    # The plane skips the pool's peek for a connection its epoll watched quietly; the dyno's close
+    # is an edge, so the next request must not go out on it (it goes to trio, which connects anew).
+    assert get(router, "/then-close")[2] == b"ok"
+    time.sleep(0.8)  # the dyno's close arrived while the connection sat idle in the plane's pool
+    before = in_plane(router)
+    status, _, body = get(router)
+    assert (status, body) == (200, b"web.1 GET /")
+    assert in_plane(router) == before  # no request started in the plane on the closed connection
+    log_for(router, r'at=info method=GET path="/" .* status=200')
+
+
+def test_a_response_the_dyno_sends_unasked_on_an_idle_connection_is_never_relayed(router):
+    # A dyno that writes a response before the next request (response splitting, a stale answer)
+    # must not have it taken for that request's answer: the edge of those bytes unpools it.
+    assert get(router, "/then-bogus")[2] == b"ok"
+    time.sleep(0.8)
+    for _ in range(3):
+        status, _, body = get(router)
+        assert (status, body) == (200, b"web.1 GET /")
