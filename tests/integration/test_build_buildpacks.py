@@ -181,6 +181,18 @@ async def test_python_example_builds_with_cache_reused_on_the_second_build(build
         assert "skipping pip" not in build.output
         assert build.run_in_app("python -c 'import flask; print(flask.__version__)'").strip() == pin
 
+    # The restore's copy runs beside the cache check: a copy that fails (here a cached file the
+    # build uid cannot read) fails the build in one line, never a build on half a venv.
+    build.load(EXAMPLES / "python-flask")
+    (build.dirs["app"] / "requirements.txt").write_text("-r base.txt\n")
+    (build.dirs["app"] / "base.txt").write_text("flask==3.1.0\n")
+    flask_init.chmod(0)
+    with pytest.raises(BuildError, match="exited with 1"):
+        await build.compile()
+    assert "Restoring cached packages" in build.output
+    assert " !     Error: the cached packages could not be restored (cp exited 1); see the error above." in build.lines
+    assert "Installing requirements with pip" not in build.output
+
 
 async def test_python_version_not_on_the_stack_is_an_error_naming_what_is_available(build: Build):
     build.load({"requirements.txt": "", ".python-version": "3.8\n"})

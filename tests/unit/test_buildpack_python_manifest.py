@@ -122,3 +122,37 @@ def test_command_line_prints_facts_or_the_error(tmp_path: Path):
     done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--stack", "s", "--available", "3.13.5"],
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stdout.startswith("Error: Multiple Python package manager files")
+
+
+def test_interpreters_are_named_by_version_without_starting_the_one_running(tmp_path: Path):
+    """bin/compile passes the stack's interpreters; the script's own answers from sys.version,
+    another is started once, and one that does not run is left out (and never reaches an error)."""
+    app(tmp_path, {"requirements.txt": ""})
+    other = tmp_path / "python3.99"
+    other.write_text("#!/bin/sh\necho 3.99.1\n")
+    other.chmod(0o755)
+    broken = tmp_path / "python3.98"
+    broken.write_text("#!/bin/sh\nexit 3\n")
+    broken.chmod(0o755)
+    own = sys.version.split()[0]
+    done = subprocess.run([sys.executable, "-I", "-S", str(SCRIPT), str(tmp_path), "--stack", "s",
+                           "--interpreter", sys.executable, "--interpreter", str(other),
+                           "--interpreter", str(broken), "--interpreter", str(tmp_path / "missing"),
+                           "--default-interpreter", sys.executable], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+    assert done.stdout.splitlines() == [f"interpreter={own} {sys.executable}", f"interpreter=3.99.1 {other}",
+                                        "package_manager=pip", "lockfile=requirements.txt",
+                                        f"python_version={own}", "python_source="]
+    (tmp_path / ".python-version").write_text("3.7\n")
+    done = subprocess.run([sys.executable, "-I", "-S", str(SCRIPT), str(tmp_path), "--stack", "s",
+                           "--interpreter", sys.executable], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout.startswith("Error: .python-version asks for Python 3.7")
+    assert "interpreter=" not in done.stdout
+
+
+def test_a_stack_whose_interpreters_do_not_run_is_refused_in_one_line(tmp_path: Path):
+    app(tmp_path, {"requirements.txt": ""})
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--stack", "s",
+                           "--interpreter", str(tmp_path / "missing")], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stdout == "Error: stack s has no Python interpreter; build on a stack with python3.\n"
