@@ -194,6 +194,48 @@ class Dyno:
         self.server.server_close()
 
 
+# Dyno behaviours the router's failure tests share (H12, H13, H15, H18 and 100 Continue).
+def slow(h: http.server.BaseHTTPRequestHandler) -> None:
+    """Answers only after 3 s: past a test router's request timeout (H12)."""
+    time.sleep(3)
+    h.send_response(200)
+    h.send_header("Content-Length", "0")
+    h.end_headers()
+
+
+def close_silently(h: http.server.BaseHTTPRequestHandler) -> None:
+    """Closes without a byte of answer (H13)."""
+    h.close_connection = True
+    h.connection.shutdown(socket.SHUT_RDWR)
+
+
+def truncated(h: http.server.BaseHTTPRequestHandler) -> None:
+    """Promises 100 bytes, sends 10, closes (H18)."""
+    h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+    h.wfile.flush()
+    h.close_connection = True
+    h.connection.shutdown(socket.SHUT_RDWR)
+
+
+def stall(h: http.server.BaseHTTPRequestHandler) -> None:
+    """Promises 100 bytes, sends 10, then goes quiet for 3 s (H15)."""
+    h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+    h.wfile.flush()
+    time.sleep(3)
+    h.close_connection = True
+
+
+def echo_after_continue(h: http.server.BaseHTTPRequestHandler) -> None:
+    """Sends 100 Continue, reads the body, answers 201 with it."""
+    h.send_response_only(100)
+    h.end_headers()
+    body = h.rfile.read(int(h.headers["Content-Length"]))
+    h.send_response(201)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+
+
 def self_signed_pair(domain: str) -> tuple[str, str]:
     """(cert_pem, key_pem) of a throwaway self-signed certificate for ``domain``."""
     import datetime

@@ -16,7 +16,16 @@ import time
 
 import pytest
 
-from dynod.router.testing import Dyno, RouterProcess, process_fds
+from dynod.router.testing import (
+    Dyno,
+    RouterProcess,
+    close_silently,
+    echo_after_continue,
+    process_fds,
+    slow,
+    stall,
+    truncated,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -24,32 +33,6 @@ FAST = ["--request-timeout", "1", "--idle-timeout", "1", "--connect-timeout", "0
         "--keepalive-timeout", "2"]
 MID = bytes(range(256)) * 400  # 100 KiB: relayed by the plane, shorter than what is spliced
 LONG = bytes(range(256)) * 4096  # 1 MiB: handed to trio after its head, for splice
-
-
-def _slow(h):
-    time.sleep(3)
-    h.send_response(200)
-    h.send_header("Content-Length", "0")
-    h.end_headers()
-
-
-def _close_silently(h):
-    h.close_connection = True
-    h.connection.shutdown(socket.SHUT_RDWR)
-
-
-def _truncated(h):
-    h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
-    h.wfile.flush()
-    h.close_connection = True
-    h.connection.shutdown(socket.SHUT_RDWR)
-
-
-def _stall(h):
-    h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
-    h.wfile.flush()
-    time.sleep(3)
-    h.close_connection = True
 
 
 def _mid(h):
@@ -64,16 +47,6 @@ def _long(h):
     h.send_header("Content-Length", str(len(LONG)))
     h.end_headers()
     h.wfile.write(LONG)
-
-
-def _continue(h):
-    h.send_response_only(100)
-    h.end_headers()
-    body = h.rfile.read(int(h.headers["Content-Length"]))
-    h.send_response(201)
-    h.send_header("Content-Length", str(len(body)))
-    h.end_headers()
-    h.wfile.write(body)
 
 
 def _chunked(h):
@@ -108,8 +81,8 @@ def _then_bogus(h):
 
 
 HANDLERS = {"/then-close": _then_close, "/then-bogus": _then_bogus,
-            "/slow": _slow, "/close": _close_silently, "/truncated": _truncated, "/stall": _stall,
-            "/mid": _mid, "/chunked": _chunked, "/long": _long, "/continue": _continue}
+            "/slow": slow, "/close": close_silently, "/truncated": truncated, "/stall": stall,
+            "/mid": _mid, "/chunked": _chunked, "/long": _long, "/continue": echo_after_continue}
 
 
 @pytest.fixture(scope="module")

@@ -14,39 +14,24 @@ import time
 import pytest
 from cryptography import x509
 
-from dynod.router.testing import Dyno, RouterProcess, process_fds, rss_kib, self_signed_pair
+from dynod.router.testing import (
+    Dyno,
+    RouterProcess,
+    close_silently,
+    echo_after_continue,
+    process_fds,
+    rss_kib,
+    self_signed_pair,
+    slow,
+    stall,
+    truncated,
+)
 
 pytestmark = pytest.mark.integration
 
 FAST = ["--request-timeout", "1", "--idle-timeout", "1", "--connect-timeout", "0.5", "--boot-timeout", "1.5",
         "--header-timeout", "1", "--keepalive-timeout", "5"]
 BIG = 64 * 1024 * 1024  # far more than the router may hold: its RSS must not grow by this
-
-
-def _slow(h):
-    time.sleep(3)
-    h.send_response(200)
-    h.send_header("Content-Length", "0")
-    h.end_headers()
-
-
-def _close_silently(h):
-    h.close_connection = True
-    h.connection.shutdown(socket.SHUT_RDWR)
-
-
-def _truncated(h):
-    h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
-    h.wfile.flush()
-    h.close_connection = True
-    h.connection.shutdown(socket.SHUT_RDWR)
-
-
-def _stall(h):
-    h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
-    h.wfile.flush()
-    time.sleep(3)
-    h.close_connection = True
 
 
 def _download(h):
@@ -78,16 +63,6 @@ def _upload(h):
     h.wfile.write(body)
 
 
-def _continue(h):
-    h.send_response_only(100)
-    h.end_headers()
-    body = h.rfile.read(int(h.headers["Content-Length"]))
-    h.send_response(201)
-    h.send_header("Content-Length", str(len(body)))
-    h.end_headers()
-    h.wfile.write(body)
-
-
 def _websocket(h):
     h.send_response(101)
     h.send_header("Upgrade", "websocket")
@@ -99,8 +74,8 @@ def _websocket(h):
         h.connection.sendall(data)
 
 
-HANDLERS = {"/slow": _slow, "/close": _close_silently, "/truncated": _truncated, "/stall": _stall,
-            "/download": _download, "/upload": _upload, "/continue": _continue, "/ws": _websocket}
+HANDLERS = {"/slow": slow, "/close": close_silently, "/truncated": truncated, "/stall": stall,
+            "/download": _download, "/upload": _upload, "/continue": echo_after_continue, "/ws": _websocket}
 
 
 @pytest.fixture(scope="module")
