@@ -38,6 +38,7 @@ from .proxy import (
     _IDEMPOTENT,
     _INF,
     _KEEPALIVE,
+    _SENT,
     _SPLICE_MIN,
     _STREAMING,
     Proxy,
@@ -46,7 +47,6 @@ from .proxy import (
     _content_length,
     _drop_body,
     _take_body,
-    _Upload,
 )
 from .routes import AppRoute, DynoRoute, choose_dyno
 
@@ -297,7 +297,7 @@ class PlainPlane:
         up = upstream_head(head, client_ip=client.ip_bytes, proto=client.proto_bytes, port=client.port_bytes,
                            request_id=request_id, start_ms=int(start_wall * 1000))
         out = [up]
-        _take_body(events, False, out, _Upload())
+        _take_body(events, False, out, _SENT)  # the body goes whole with the head: nothing to tell a relay
         resendable = conn.reused and head.framing == NO_BODY
         x = _Exchange(client, head, app, dyno, conn, request_id, start, start_wall, up, conn.reused and idempotent)
         assert dyno is not None
