@@ -379,7 +379,17 @@ def _as_app_role(d: Dynod, name: str):  # type: ignore[no-untyped-def]
     db = sqlite3.connect(state(d) / "dynod.sqlite3")
     user = json.loads(db.execute("SELECT provider_data FROM addons WHERE name = ?", (name,)).fetchone()[0])["user"]
     db.close()
-    conn = psycopg.connect(admin_url(d, name), autocommit=True)
+    # A server whose WAL write hit a full disk PANICs and restarts itself (PostgreSQL's crash
+    # recovery, seconds): a client connecting meanwhile is refused, as a user's would be, and retries.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            conn = psycopg.connect(admin_url(d, name), autocommit=True)
+            break
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     conn.execute(f'SET ROLE "{user}"')
     return conn
 
