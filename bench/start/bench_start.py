@@ -5,7 +5,10 @@
 
 Starts a private dynod (its own state dir, cgroup subtree, bridge and subnet; no router), then:
 1. dyno start latency: the time from the scale request (PATCH formation, worker 0 -> 1) to the
-   app process running, read from the app's own clock: its command prints `date +%s%N` first;
+   app process running, read from the app's own clock: the first word its bash expands is
+   `$EPOCHREALTIME` (bash 5: gettimeofday, CLOCK_REALTIME as the bench's `time.time_ns()`, no
+   fork), then `$(date +%s%N)` (the probe of earlier rounds: a fork and exec of date, ~2-3 ms
+   here, the instrument's own cost), both printed on one line and both reported;
 2. `dynoctl run -- true` round trip (client start, API, dyno, exit code back), interleaved with
    `runc run` and `bwrap --unshare-all` of /bin/true on the same stack rootfs, and with the client's
    start-up alone: `dynoctl --version` (the same launcher and imports up to the first request) and
@@ -142,18 +145,32 @@ def wait(predicate, timeout: float = 120.0):  # type: ignore[no-untyped-def]
     raise SystemExit("timed out")
 
 
-def dyno_start_latency(d: PrivateDynod, app: str, runs: int) -> list[float]:
+# The app's clock, read first by bash itself ($EPOCHREALTIME, microseconds, no fork; the locale
+# may write its decimal point as a comma), then by a forked date (nanoseconds).
+CLOCK = "clock: echo T0=${EPOCHREALTIME/[.,]/} D=$(date +%s%N); exec sleep infinity\n"
+
+
+def dyno_start_latency(d: PrivateDynod, app: str, runs: int) -> tuple[list[float], list[float]]:
+    """Start latencies (ms) by bash's $EPOCHREALTIME, and of the same starts by `date`."""
     client = d.client()
-    samples = []
+    samples, by_date = [], []
     for _ in range(runs):
         t0 = time.time_ns()
         client.update_formation(app, [{"type": "clock", "quantity": 1}])
-        line = wait(lambda t0=t0: next((x for x in client.log_lines(app, 1500, "clock", "app") if "T0=" in x
-                                        and int(x.split("T0=")[1]) > t0), None))
-        samples.append((int(line.split("T0=")[1]) - t0) / 1e6)
+
+        def first_line(t0: int = t0) -> str | None:
+            for x in client.log_lines(app, 1500, "clock", "app"):
+                if "T0=" in x and " D=" in x and int(x.split("T0=")[1].split()[0]) * 1000 > t0:
+                    return x
+            return None
+
+        line = wait(first_line)
+        bash_us, date_ns = line.split("T0=")[1].split(" D=")
+        samples.append((int(bash_us) * 1000 - t0) / 1e6)
+        by_date.append((int(date_ns) - t0) / 1e6)
         client.update_formation(app, [{"type": "clock", "quantity": 0}])
         wait(lambda: not [x for x in client.list_dynos(app) if x["type"] == "clock"])
-    return samples
+    return samples, by_date
 
 
 def time_command(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -233,7 +250,7 @@ def warm_pair(stacks: Path, runs: int, baseline: Path | None, warm: int) -> int:
             d.ctl("apps:create", "bench")
             src = d.root / "src"
             src.mkdir()
-            (src / "Procfile").write_text("clock: echo T0=$(date +%s%N); exec sleep infinity\n")
+            (src / "Procfile").write_text(CLOCK)
             d.ctl("deploy", "--no-build", str(src), "-a", "bench")
         pool = warm if baseline is not None else 2
         for name, d in dynods.items():
@@ -241,15 +258,17 @@ def warm_pair(stacks: Path, runs: int, baseline: Path | None, warm: int) -> int:
                 wait(lambda d=d: warm_memory(d).get("warm dynos") == pool)
         memory = warm_memory(dynods[first]) if pool else {}
         samples: dict[str, list[float]] = {name: [] for name in dynods}
+        by_date: dict[str, list[float]] = {name: [] for name in dynods}
         run_true: dict[str, list[float]] = {name: [] for name in dynods}
         names = list(dynods)
         for i in range(runs + 2):
             for name in names if i % 2 == 0 else names[::-1]:
                 d = dynods[name]
-                start = dyno_start_latency(d, "bench", 1)
+                start, dated = dyno_start_latency(d, "bench", 1)
                 took = time_command([str(BIN / "dynoctl"), "run", "-a", "bench", "--no-tty", "--", "true"], d.env)
                 if i >= 2:  # the first two rounds warm up (stack, slug, page cache)
                     samples[name] += start
+                    by_date[name] += dated
                     run_true[name].append(took)
     finally:
         for d in dynods.values():
@@ -262,6 +281,9 @@ def warm_pair(stacks: Path, runs: int, baseline: Path | None, warm: int) -> int:
         p90 = sorted(values)[int(len(values) * 0.9) - 1]
         print(f"dyno start, {name:<12} median {med[name]:7.2f} ms  p90 {p90:7.2f}  min {min(values):7.2f}")
     print(f"ratio {first} / {second} {med[first] / med[second]:8.2f}")
+    for name, values in by_date.items():
+        p90 = sorted(values)[int(len(values) * 0.9) - 1]
+        print(f"dyno start by date(1), {name:<12} median {statistics.median(values):7.2f} ms  p90 {p90:7.2f}")
     for name, values in run_true.items():
         p90 = sorted(values)[int(len(values) * 0.9) - 1]
         print(f"dynoctl run -- true, {name:<12} median {statistics.median(values):7.2f} ms  p90 {p90:7.2f}")
@@ -293,10 +315,9 @@ def main() -> int:
         d.ctl("apps:create", app)
         src = d.root / "src"
         src.mkdir()
-        (src / "Procfile").write_text("clock: echo T0=$(date +%s%N); exec sleep infinity\n"
-                                      "idle: exec sleep infinity\n")
+        (src / "Procfile").write_text(CLOCK + "idle: exec sleep infinity\n")
         d.ctl("deploy", "--no-build", str(src), "-a", app)
-        starts = dyno_start_latency(d, app, args.runs)
+        starts, by_date = dyno_start_latency(d, app, args.runs)
         run_true = [str(BIN / "dynoctl"), "run", "-a", app, "--no-tty", "--", "true"]
         runc = ["runc", "run", "--bundle", str(bundle), f"dynod-bench-{os.getpid()}"]
         bwrap = ["bwrap", "--unshare-all", "--ro-bind", str(stack), "/", "--proc", "/proc", "--dev", "/dev",
@@ -321,10 +342,12 @@ def main() -> int:
         shutil.rmtree(bundle, ignore_errors=True)
     med = {name: statistics.median(values) for name, values in times.items()}
     start_median = statistics.median(starts)
-    print(f"{os.cpu_count()} CPUs, kernel {os.uname().release}, {args.runs} runs each (medians), "
-          f"warm_pool={args.warm}")
+    print(f"{os.cpu_count()} CPUs, kernel {os.uname().release}, load average {os.getloadavg()[0]:.2f}, "
+          f"{args.runs} runs each (medians), warm_pool={args.warm}")
     print(f"dyno start (scale request -> app process running)  {start_median:8.2f} ms "
           f"(p90 {sorted(starts)[int(len(starts) * 0.9) - 1]:.2f})")
+    print(f"{'  the same starts by date(1) (its fork + exec)':<50} {statistics.median(by_date):8.2f} ms "
+          f"(p90 {sorted(by_date)[int(len(by_date) * 0.9) - 1]:.2f})")
     for name, value in med.items():
         print(f"{name:<50} {value:8.2f} ms (p90 {sorted(times[name])[int(len(times[name]) * 0.9) - 1]:.2f})")
     server = med["dynoctl run -- true"] - med["dynoctl --version (client start-up)"]
