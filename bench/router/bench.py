@@ -1,13 +1,15 @@
 """Router benchmark: wrk through the router, direct to one dyno, and through nginx, in one run.
 
     sudo .venv/bin/python bench/router/bench.py [--duration 10] [--connections 64] [--workers 2] [--rounds 1]
-        [--body-size BYTES] [--upload-size BYTES]
+        [--body-size BYTES] [--upload-size BYTES] [--python-plane]
 
 The three dynos are one small nginx serving three loopback ports (a fast, steady backend, so the
 figures are about the proxies). The peer is nginx with `random` and keepalive upstreams to the same
 three ports. Everything listens on 127.0.0.1, runs from a temp dir and is stopped afterwards.
 ``--body-size`` makes every response body that long (a static file the dynos send with sendfile);
 ``--upload-size`` makes every request a POST with a body that long (wrk's Lua hook).
+``--python-plane`` also runs a second router whose plain-HTTP plane parses in Python only
+(``DYNOD_ROUTER_PLANE=python``), measured in the same rounds: the C parse against the Python one.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def wrk(url: str, host: str | None, duration: int, connections: int, script: Pat
 async def run(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="dynod-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
-    control = None
+    controls: list[RouterControl] = []
     try:
         dyno_ports = [free_port() for _ in range(3)]
         # nginx's workers run as nobody: they must reach their body buffers (a 1 MB upload or
@@ -138,19 +140,31 @@ async def run(args: argparse.Namespace) -> None:
             wait_port(p)
 
         router_port, nginx_port = free_port(), free_port()
-        argv = [sys.executable, "-m", "dynod.router", "--control", str(tmp / "router.sock"),
-                "--http", f"127.0.0.1:{router_port}", "--state-dir", str(tmp / "router"),
-                "--workers", str(args.workers)]
-        control = await RouterControl.connect_or_start(control_path=tmp / "router.sock", argv=argv)
-        await control.push_routes([AppRoute.from_wire("bench", {"domains": [], "dynos": [
-            {"name": f"web.{i + 1}", "addr": f"127.0.0.1:{p}"} for i, p in enumerate(dyno_ports)]})])
-        stats = await control.statistics()
-        router_pids = [control.pid] + [w["pid"] for w in stats["workers"]]
+
+        async def start_router(name: str, port: int, python_plane: bool) -> tuple[RouterControl, list[int]]:
+            argv = [sys.executable, "-m", "dynod.router", "--control", str(tmp / f"{name}.sock"),
+                    "--http", f"127.0.0.1:{port}", "--state-dir", str(tmp / name), "--workers", str(args.workers)]
+            if python_plane:
+                os.environ["DYNOD_ROUTER_PLANE"] = "python"  # the router's workers inherit it
+            try:
+                started = await RouterControl.connect_or_start(control_path=tmp / f"{name}.sock", argv=argv)
+            finally:
+                os.environ.pop("DYNOD_ROUTER_PLANE", None)
+            controls.append(started)
+            await started.push_routes([AppRoute.from_wire("bench", {"domains": [], "dynos": [
+                {"name": f"web.{i + 1}", "addr": f"127.0.0.1:{p}"} for i, p in enumerate(dyno_ports)]})])
+            stats = await started.statistics()
+            return started, [started.pid] + [w["pid"] for w in stats["workers"]]
+
+        control, router_pids = await start_router("router", router_port, False)
+        python_port = free_port()
+        if args.python_plane:
+            python_control, python_pids = await start_router("router-py", python_port, True)
         log_lines = 0
 
-        async def read_logs() -> None:  # as dynod does: every request's log line is received
+        async def read_logs(source: RouterControl) -> None:  # as dynod does: every request's log line is received
             nonlocal log_lines
-            async for _app, _line in control.receive_logs():
+            async for _app, _line in source.receive_logs():
                 log_lines += 1
 
         upstream = "\n".join(f"        server 127.0.0.1:{p};" for p in dyno_ports)
@@ -172,31 +186,45 @@ async def run(args: argparse.Namespace) -> None:
 
         rounds: list[dict[str, Any]] = []
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_logs)
+            nursery.start_soon(read_logs, control)
+            if args.python_plane:
+                nursery.start_soon(read_logs, python_control)
             # Warm up (pools, caches), then measure; wrk runs in a thread so logs keep flowing. Each
             # round measures the three back to back, so a ratio compares runs on the same busy host.
             run_wrk = trio.to_thread.run_sync
             await run_wrk(wrk, f"http://127.0.0.1:{router_port}/", "bench.localhost", 2, args.connections, script)
+            if args.python_plane:
+                await run_wrk(wrk, f"http://127.0.0.1:{python_port}/", "bench.localhost", 2, args.connections,
+                              script)
             await run_wrk(wrk, f"http://127.0.0.1:{nginx_port}/", None, 2, args.connections, script)
-            for _ in range(args.rounds):
-                cpu0 = cpu_seconds(router_pids)
-                user0 = cpu_seconds(router_pids, user_only=True)
-                parent0 = cpu_seconds(router_pids[:1])
-                router = await run_wrk(wrk, f"http://127.0.0.1:{router_port}/", "bench.localhost", args.duration,
+
+            async def measure_router(port: int, pids: list[int]) -> dict[str, Any]:
+                cpu0 = cpu_seconds(pids)
+                user0 = cpu_seconds(pids, user_only=True)
+                parent0 = cpu_seconds(pids[:1])
+                result = await run_wrk(wrk, f"http://127.0.0.1:{port}/", "bench.localhost", args.duration,
                                        args.connections, script)
-                router["cpu_us"] = (cpu_seconds(router_pids) - cpu0) / router["requests"] * 1e6
+                result["cpu_us"] = (cpu_seconds(pids) - cpu0) / result["requests"] * 1e6
                 # User time is the router's own code (Python, trio, llhttp); system time is mostly the
                 # kernel's loopback TCP, which no event loop avoids.
-                router["user_us"] = (cpu_seconds(router_pids, user_only=True) - user0) / router["requests"] * 1e6
-                router["parent_us"] = (cpu_seconds(router_pids[:1]) - parent0) / router["requests"] * 1e6
-                direct = await run_wrk(wrk, f"http://127.0.0.1:{dyno_ports[0]}/", None, args.duration,
-                                       args.connections, script)
-                nginx = await run_wrk(wrk, f"http://127.0.0.1:{nginx_port}/", None, args.duration,
-                                      args.connections, script)
-                rounds.append({"router": router, "direct": direct, "nginx": nginx})
+                result["user_us"] = (cpu_seconds(pids, user_only=True) - user0) / result["requests"] * 1e6
+                result["parent_us"] = (cpu_seconds(pids[:1]) - parent0) / result["requests"] * 1e6
+                return result
+
+            for _ in range(args.rounds):
+                entry = {"router": await measure_router(router_port, router_pids)}
+                if args.python_plane:
+                    entry["python"] = await measure_router(python_port, python_pids)
+                entry["direct"] = await run_wrk(wrk, f"http://127.0.0.1:{dyno_ports[0]}/", None, args.duration,
+                                                args.connections, script)
+                entry["nginx"] = await run_wrk(wrk, f"http://127.0.0.1:{nginx_port}/", None, args.duration,
+                                               args.connections, script)
+                rounds.append(entry)
             workers = (await control.statistics())["workers"]
             per_worker = [w["requests"] for w in workers]
             in_plane = sum(w.get("plane_requests", 0) for w in workers)  # absent in trees before the plane
+            in_c = sum(w.get("plane_requests_c", 0) for w in workers), sum(w.get("plane_responses_c", 0)
+                                                                            for w in workers)
             await trio.sleep(0.5)
             nursery.cancel_scope.cancel()
 
@@ -205,8 +233,10 @@ async def run(args: argparse.Namespace) -> None:
               f"{args.body_size or len(BODY) - 1} B, request body {args.upload_size} B; load average "
               f"{os.getloadavg()[0]:.1f} at the end")
         print(f"{'target':<26}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}  errors (all rounds)")
-        for key, name in (("router", "router -> 3 dynos"), ("direct", "direct -> 1 dyno"),
-                          ("nginx", "nginx random+keepalive")):
+        targets = [("router", "router -> 3 dynos")]
+        if args.python_plane:
+            targets.append(("python", "router, Python-only plane"))
+        for key, name in targets + [("direct", "direct -> 1 dyno"), ("nginx", "nginx random+keepalive")]:
             runs = [r[key] for r in rounds]
             errors = sum(r["non2xx"] for r in runs)
             sockets = sorted({r["socket_errors"] for r in runs})
@@ -215,8 +245,13 @@ async def run(args: argparse.Namespace) -> None:
         print(f"router CPU per request: {median(r['router']['cpu_us'] for r in rounds):.1f} us "
               f"(user {median(r['router']['user_us'] for r in rounds):.1f} us; "
               f"parent {median(r['router']['parent_us'] for r in rounds):.1f} us)  (aim <= 30 us)")
+        if args.python_plane:
+            print(f"Python-only plane CPU per request: {median(r['python']['cpu_us'] for r in rounds):.1f} us "
+                  f"(user {median(r['python']['user_us'] for r in rounds):.1f} us); its req/s / nginx: "
+                  f"{median(r['python']['rps'] / r['nginx']['rps'] for r in rounds):.1%}, p99 over nginx: "
+                  f"{median(r['python']['p99'] - r['nginx']['p99'] for r in rounds):.2f} ms")
         print(f"router log lines received: {log_lines}; requests per worker (incl. warm-up): {per_worker}, "
-              f"{in_plane} started in the plain-HTTP plane")
+              f"{in_plane} started in the plain-HTTP plane ({in_c[0]} requests and {in_c[1]} responses parsed in C)")
         print(f"router/nginx req/s: {median(r['router']['rps'] / r['nginx']['rps'] for r in rounds):.1%}"
               "  (aim >= 50%)")
         print(f"router/direct req/s: {median(r['router']['rps'] / r['direct']['rps'] for r in rounds):.1%}")
@@ -228,8 +263,8 @@ async def run(args: argparse.Namespace) -> None:
                 f"{r['router']['rps']:.0f}, {r['nginx']['rps']:.0f}, {r['router']['p99']:.1f}, "
                 f"{r['nginx']['p99']:.1f}" for r in rounds))
     finally:
-        if control is not None:
-            await control.stop_router()
+        for started in controls:
+            await started.stop_router()
         for p in procs:
             p.terminate()
             p.wait(10)
@@ -244,6 +279,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="measure this many times; medians are shown")
     parser.add_argument("--body-size", type=int, default=0, help="response body bytes (default: 18)")
     parser.add_argument("--upload-size", type=int, default=0, help="request body bytes: POSTs (default: GETs)")
+    parser.add_argument("--python-plane", action="store_true",
+                        help="also measure a router whose plane parses in Python only (DYNOD_ROUTER_PLANE=python)")
     args = parser.parse_args()
     if args.body_size and args.upload_size:
         parser.error("--body-size and --upload-size are separate cases: pass one")

@@ -13,10 +13,18 @@ else goes to trio (``Proxy.resume``) from where the plane had got to: before the
 (interim heads, 101, chunked or close-delimited bodies, long bodies for splice), or for a resend on a
 fresh connection when a pooled one turns out closed. trio hands the connection back between
 requests. The rules, headers, timeouts, codes and log lines are the same ones, mostly the same code.
+
+The common request's bytes are parsed and rewritten in C (``cplane.c``): ``cplane.request`` on a read
+that starts a request, ``cplane.response`` on the first read of the dyno's answer. C takes only a
+strict subset of HTTP whole in one read and returns what the Python path would have made of it; for
+anything else it returns None and the bytes go to parse.py's readers as before. With
+``DYNOD_ROUTER_PLANE=python`` in the router's environment the plane parses in Python only (for the
+bench and the tests that compare the two).
 """
 
 from __future__ import annotations
 
+import os
 import select
 import sys
 import time
@@ -27,6 +35,12 @@ import trio
 
 from . import codes
 from .codes import RouterCode
+
+try:
+    from . import cplane
+except ImportError as exc:  # an editable install built it in place; a fresh clone must build it too
+    raise ImportError(f"dynod.router.cplane is not built ({exc}): run ./install.sh --deps-only, "
+                      "or .venv/bin/pip install -e . after changing cplane.c") from None
 from .headers import client_head, pick_request_id, upstream_head
 from .netio import RECV_SIZE, wait_readable
 from .parse import END, LENGTH, NO_BODY, Body, ProtocolError, RequestHead, RequestReader, ResponseHead
@@ -60,6 +74,12 @@ _BATCH = 256  # events per epoll_wait
 # plane's request goes in one write to a dyno socket that is idle, so it is always taken whole.
 _MAX_REQUEST = 16 * 1024
 _now = time.monotonic
+_wall = time.time
+_RequestHeadFromC = RequestHead  # what cplane.request returns heads of
+cplane.configure(_RequestHeadFromC)
+# The C parse, unless the environment asks for the Python-only plane.
+_c_request = None if os.environ.get("DYNOD_ROUTER_PLANE") == "python" else cplane.request
+_c_response = None if os.environ.get("DYNOD_ROUTER_PLANE") == "python" else cplane.response
 
 
 class _Exchange:
@@ -101,6 +121,8 @@ class PlainPlane:
         self._fds: dict[int, _Client | _Exchange | DynoConn | None] = {}
         self.nursery: trio.Nursery | None = None  # the worker's, for what goes to trio: set before adopt()
         self.requests = 0  # started here (the rest of a worker's requests are trio's from the start)
+        self.requests_c = 0  # of those, parsed and rewritten by cplane.request
+        self.responses_c = 0  # responses cplane.response rewrote (the rest went through parse.py)
 
     # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
@@ -253,6 +275,16 @@ class PlainPlane:
                     proxy._idle.pop(client, None)
                 if client.phase == _KEEPALIVE:
                     client.wait_for(_HEAD, opts.header_timeout)
+                if _c_request is not None and reader._between:
+                    start_wall = _wall()
+                    fast = _c_request(data, client.ip_bytes, client.proto_bytes, client.port_bytes,
+                                      int(start_wall * 1000))
+                    if fast is not None:
+                        client.received = False
+                        client.phase = _BUSY
+                        client.deadline = _INF
+                        self._start_whole(client, reader, data, fast, start_wall)
+                        return
                 try:
                     reader.feed(data)
                 except ProtocolError as exc:
@@ -289,18 +321,56 @@ class PlainPlane:
             self._to_trio(client, None)  # a connect (and its H19/H21 retries) is trio's
             return
         events.popleft()
-        proxy.requests += 1
-        self.requests += 1
         start_wall = time.time()
-        start = _now()
         request_id = pick_request_id(head)
         up = upstream_head(head, client_ip=client.ip_bytes, proto=client.proto_bytes, port=client.port_bytes,
                            request_id=request_id, start_ms=int(start_wall * 1000))
         out = [up]
         _take_body(events, False, out, _SENT)  # the body goes whole with the head: nothing to tell a relay
+        assert dyno is not None
+        self._send_request(client, head, app, dyno, conn, idempotent, request_id, start_wall, up,
+                           b"".join(out) if len(out) > 1 else up)
+
+    def _start_whole(self, client: _Client, reader: RequestReader, data: bytes,
+                     fast: tuple[RequestHead, bytes, bytes, bytes], start_wall: float) -> None:
+        """_start for a request C parsed whole from ``data`` (head, dyno's head, body, request id)."""
+        head, up, body, request_id = fast
+        self.requests_c += 1
+        proxy = self.proxy
+        app = proxy.table.lookup(head.host)
+        if app is None or app.challenges or app.maintenance or not app.dynos:
+            self._to_trio_with(client, reader, data)
+            return
+        pool = proxy.pool
+        dyno = choose_dyno(app, pool.in_flight, proxy.rng)
+        idempotent = head.framing == NO_BODY and head.method in _IDEMPOTENT
+        conn = pool.take_idle(dyno.addr, idempotent) if dyno is not None else None
+        if conn is None:
+            self._to_trio_with(client, reader, data)
+            return
+        assert dyno is not None
+        self._send_request(client, head, app, dyno, conn, idempotent, request_id, start_wall, up,
+                           up + body if body else up)
+
+    def _to_trio_with(self, client: _Client, reader: RequestReader, data: bytes) -> None:
+        """Hand trio a request C parsed: its reader gets the bytes, as if C had never seen them."""
+        try:
+            reader.feed(data)
+        except ProtocolError as exc:  # C takes only what the reader takes: this would be a C bug
+            self._reply_and_close(client, codes.bad_request_response(exc.status))
+            return
+        self._to_trio(client, None)
+
+    def _send_request(self, client: _Client, head: RequestHead, app: AppRoute, dyno: DynoRoute, conn: DynoConn,
+                      idempotent: bool, request_id: bytes, start_wall: float, up: bytes, data: bytes) -> None:
+        """Send the request to the dyno on the idle pooled ``conn`` and wait for its answer's edge."""
+        proxy = self.proxy
+        pool = proxy.pool
+        proxy.requests += 1
+        self.requests += 1
+        start = _now()
         resendable = conn.reused and head.framing == NO_BODY
         x = _Exchange(client, head, app, dyno, conn, request_id, start, start_wall, up, conn.reused and idempotent)
-        assert dyno is not None
         addr = dyno.addr
         pool.in_flight[addr] = pool.in_flight.get(addr, 0) + 1
         client.exchange = x
@@ -312,7 +382,6 @@ class PlainPlane:
             self._register(fd, x)
         conn.reader.start(head_only=head.method == b"HEAD")
         client.wait_for(_FIRST_BYTE, proxy.options.request_timeout)
-        data = b"".join(out) if len(out) > 1 else up
         try:
             sent = conn.pipe.sock.send(data)
         except BlockingIOError:
@@ -367,6 +436,20 @@ class PlainPlane:
                 return
             if len(data) < RECV_SIZE and not x.ended:
                 x.readable = False
+            if not x.got_any and _c_response is not None:
+                head = x.head
+                fast = _c_response(data, head.method == b"HEAD", head.keep_alive, head.http_version == "1.0")
+                if fast is not None:  # the whole response, rewritten for the client
+                    x.got_any = True
+                    x.keep = head.keep_alive
+                    self.responses_c += 1
+                    out_bytes, status, x.nbytes, keep_alive = fast
+                    if not self._send(client, out_bytes):
+                        self._end_exchange(x, pool_it=False)
+                        self._fail(x, codes.H27, sent=True)
+                        return
+                    self._finish(x, status, keep_alive)
+                    return
             x.got_any = True
             try:
                 rr.feed(data)
@@ -409,7 +492,7 @@ class PlainPlane:
                 self._fail(x, codes.H27, sent=True)
                 return
             if done:
-                self._finish(x)
+                self._finish(x, x.rhead.status, x.rhead.keep_alive)
                 return
             if client.out:
                 return  # the rest waits until the client took this
@@ -470,16 +553,14 @@ class PlainPlane:
         else:
             self._fds[fd] = None
 
-    def _finish(self, x: _Exchange) -> None:
+    def _finish(self, x: _Exchange, status: int, dyno_keep_alive: bool) -> None:
         client = x.client
-        rhead = x.rhead
-        assert rhead is not None
         client.phase = _BUSY
         client.deadline = _INF
-        self._end_exchange(x, pool_it=rhead.keep_alive and not x.unsent)
+        self._end_exchange(x, pool_it=dyno_keep_alive and not x.unsent)
         client.exchange = None
         self.proxy._log(x.app.name, x.head, client, x.request_id, x.dyno, 0.0, _now() - x.service_start,
-                        rhead.status, x.nbytes, None)
+                        status, x.nbytes, None)
         if not x.keep:
             if client.out:
                 client.close_after = True

@@ -207,7 +207,9 @@ class Proxy:
         return {"connections": self.connections, "requests": self.requests, "codes": dict(self.codes),
                 "dyno_conns_opened": self.pool.opened, "dyno_conns_reused": self.pool.reused,
                 "dyno_conns_idle": self.pool.idle_count(), "bodies_spliced": self.bodies_spliced,
-                "plane_requests": self.plane.requests if self.plane is not None else 0}
+                "plane_requests": self.plane.requests if self.plane is not None else 0,
+                "plane_requests_c": self.plane.requests_c if self.plane is not None else 0,
+                "plane_responses_c": self.plane.responses_c if self.plane is not None else 0}
 
     def draining(self) -> None:
         """Stop keeping connections alive: idle ones close now, busy ones after their response."""

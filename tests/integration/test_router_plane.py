@@ -67,6 +67,12 @@ def _then_close(h):
     h.connection.shutdown(socket.SHUT_RDWR)
 
 
+def _one_write(h):
+    """Head and body in one write, as most app servers send a short answer: whole in the plane's first read."""
+    body = b"one write " + h.path.encode()
+    h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
 BOGUS = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nbogus"
 
 
@@ -82,7 +88,8 @@ def _then_bogus(h):
 
 HANDLERS = {"/then-close": _then_close, "/then-bogus": _then_bogus,
             "/slow": slow, "/close": close_silently, "/truncated": truncated, "/stall": stall,
-            "/mid": _mid, "/chunked": _chunked, "/long": _long, "/continue": echo_after_continue}
+            "/mid": _mid, "/one-write": _one_write, "/chunked": _chunked, "/long": _long,
+            "/continue": echo_after_continue}
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +294,69 @@ def test_a_response_the_dyno_sends_unasked_on_an_idle_connection_is_never_relaye
     for _ in range(3):
         status, _, body = get(router)
         assert (status, body) == (200, b"web.1 GET /")
+
+
+def c_counts(router) -> tuple[int, int]:
+    workers = router.stats()["workers"]
+    return sum(w["plane_requests_c"] for w in workers), sum(w["plane_responses_c"] for w in workers)
+
+
+def _common_requests(router, dyno) -> list[tuple[bytes, dict[str, str], str]]:
+    """Twenty common requests on one kept-alive connection: what the client got, what the dyno saw, the log."""
+    got = []
+    with socket.create_connection(("127.0.0.1", router.http_port), timeout=10) as s:
+        for i in range(20):
+            dyno.seen.clear()
+            s.sendall(b"GET /one-write?i=%d HTTP/1.1\r\nHost: one.localhost\r\nX-Request-Id: c-%d\r\n"
+                      b"X-Forwarded-For: 203.0.113.9\r\n\r\n" % (i, i))
+            response = answer(s)
+            got.append((response, dyno.seen[-1], log_for(router, f"request_id=c-{i} ")))
+    return got
+
+
+def test_the_common_request_and_response_are_parsed_in_c_with_the_python_paths_bytes(router, dyno, monkeypatch):
+    before = c_counts(router)
+    fast = _common_requests(router, dyno)
+    after = c_counts(router)
+    assert after[0] - before[0] == 20 and after[1] - before[1] == 20  # both heads went through cplane
+    # The same requests through a router whose plane parses in Python only: the same bytes both ways.
+    monkeypatch.setenv("DYNOD_ROUTER_PLANE", "python")
+    slow_router = RouterProcess(workers=1, extra=FAST)
+    try:
+        slow_router.routes({"one": {"dynos": [dyno.route()]}})
+        get(slow_router)
+        slow_router.logs(0.05)
+        reference = _common_requests(slow_router, dyno)
+        assert c_counts(slow_router) == (0, 0)
+    finally:
+        slow_router.stop()
+    for (response, seen, line), (ref_response, ref_seen, ref_line) in zip(fast, reference, strict=True):
+        assert response == ref_response
+        assert response.endswith(b"one write /one-write?i=" + seen["X-Request-Id"][2:].encode())
+        assert b"\r\nVia: 1.1 dynod\r\n" in response
+        for name in ("Host", "X-Request-Id", "X-Forwarded-For", "X-Forwarded-Proto", "Via"):
+            assert seen[name] == ref_seen[name]
+        assert seen["X-Forwarded-For"] == "203.0.113.9, 127.0.0.1"
+        assert abs(int(seen["X-Request-Start"]) - int(ref_seen["X-Request-Start"])) < 60_000
+        assert re.sub(r"service=\d+ms", "", line) == re.sub(r"service=\d+ms", "", ref_line)
+
+
+def test_smuggling_through_the_c_path_is_declined_and_refused_by_the_python_path(router):
+    """CL+TE, two lengths, bare LF, obs-fold on a kept-alive connection: C declines, parse.py's 400."""
+    for attack in (
+        b"POST / HTTP/1.1\r\nHost: one.localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: one.localhost\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        b"GET / HTTP/1.1\nHost: one.localhost\n\n",
+        b"GET / HTTP/1.1\r\nHost: one.localhost\r\nX-A: 1\r\n folded\r\n\r\n",
+    ):
+        before = c_counts(router)[0]
+        with socket.create_connection(("127.0.0.1", router.http_port), timeout=10) as s:
+            s.sendall(b"GET /warm HTTP/1.1\r\nHost: one.localhost\r\n\r\n")  # the connection is the plane's
+            assert answer(s).endswith(b"web.1 GET /warm")
+            s.sendall(attack)
+            reply = b""
+            while data := s.recv(65536):
+                reply += data
+        assert reply.startswith(b"HTTP/1.1 400 "), (attack, reply)
+        assert c_counts(router)[0] - before == 1  # only the warm-up request was C's
