@@ -21,20 +21,10 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import UserError
+from .veth import VETH_PREFIX, veth_name
 
 T = TypeVar("T")
-VETH_PREFIX = "dy"
 DYNO_IFNAME = "eth0"
-
-
-def veth_name(address: str) -> str:
-    """The host end of the veth of the dyno at ``address``: "dy" + the address in hex.
-
-    Named by address, not by dyno: an address belongs to one dyno at a time, it is in the
-    ledger (so a restarted dynod knows which veths are its live dynos'), and a warm dyno, wired
-    before it knows what it will run, already has its final name.
-    """
-    return VETH_PREFIX + ipaddress.IPv4Address(address).packed.hex()
 
 
 def bridge_mac(bridge: str) -> str:

@@ -245,18 +245,23 @@ def request_id(data: object) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Spawned:
-    """A dyno (or exec session) was forked; its fds come with the packet, in ``kinds`` order."""
+    """A dyno (or exec session) was forked; its fds come with the packet, in ``kinds`` order.
+    ``wired``: the spawner made its veth itself (dynod.linux.veth); else dynod makes it."""
     op: ClassVar[str] = "spawned"
     id: str
     pid: int
     kinds: tuple[str, ...] = ()
+    wired: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"op": self.op, "id": self.id, "pid": self.pid, "kinds": list(self.kinds)}
+        data: dict[str, Any] = {"op": self.op, "id": self.id, "pid": self.pid, "kinds": list(self.kinds)}
+        if self.wired:
+            data["wired"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Spawned:
-        return cls(_str(data, "id"), _int(data, "pid"), tuple(data.get("kinds", ())))
+        return cls(_str(data, "id"), _int(data, "pid"), tuple(data.get("kinds", ())), data.get("wired") is True)
 
 
 @dataclass(frozen=True, slots=True)

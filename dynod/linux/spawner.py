@@ -34,7 +34,7 @@ from typing import Any
 
 import prctl
 
-from . import dyno_exec, idmap, keyring, seccomp
+from . import dyno_exec, idmap, keyring, seccomp, veth
 from . import spawn_messages as m
 from . import syscalls as sc
 from .cgroups import birth as cgroup_birth
@@ -142,7 +142,8 @@ class Spawner:
             self._child(replace(spec, cgroup_procs=joins), child_fds, go_r, err_w)  # never returns
         for fd in {*child_fds, go_r, err_w}:  # a pty slave stands for all three of 0, 1, 2
             os.close(fd)
-        self.send(m.Spawned(spec.id, pid, tuple(kinds)).to_json(), parent_fds)
+        wired = self._wire(spec, pid)  # while the child builds its root
+        self.send(m.Spawned(spec.id, pid, tuple(kinds), wired).to_json(), parent_fds)
         if "stdin" in kinds:
             # dynod alone may hold the write end: the dyno must see EOF when dynod closes it.
             os.close(parent_fds[kinds.index("stdin")])
@@ -153,6 +154,22 @@ class Spawner:
         self.by_pid[pid] = child
         self.by_err_fd[err_r] = child
         self.selector.register(err_r, selectors.EVENT_READ, "err")
+
+    @staticmethod
+    def _wire(spec: DynoSpec, pid: int) -> bool:
+        """The dyno's veth, when its spec names the bridge for it (``net["bridge"]``): made here,
+        named after its address as dynod names it, so dynod can send go as soon as it hears the
+        pid. False (dynod makes it) on any refusal: a leftover link of the same name, another
+        dynod's, a kernel that says no."""
+        net = spec.net or {}
+        if not net.get("bridge"):
+            return False
+        try:
+            veth.make_veth(veth.veth_name(net["address"]), net["bridge"], net["ifname"], pid)
+        except (OSError, KeyError, ValueError) as exc:
+            print(f"spawner: the veth of {spec.id} is left to dynod: {exc}", file=sys.stderr, flush=True)
+            return False
+        return True
 
     def _fork_into(self, plan: cgroup_birth.Birth, procs_files: list[str]) -> tuple[int, list[str]]:
         """(pid or 0, the cgroup.procs files the child still joins itself): born in the plan's

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ class SpawnedDyno:
     id: str
     pid: int
     fds: dict[str, int]  # kind ("stdout", "stderr", "stdin", "pty") -> fd owned by the caller
+    # Its veth made by the spawner already (the spec's net named the bridge). Keyword-only: an
+    # AdoptedDyno's own fields keep their places.
+    wired: bool = field(default=False, kw_only=True)
 
 
 @dataclass
@@ -175,7 +178,7 @@ class SpawnerClient:
             for fd in fds:
                 os.close(fd)
             raise SpawnerError(f"the spawner answered with {reply.op!r}, not spawned")
-        return SpawnedDyno(dyno_id, reply.pid, dict(zip(reply.kinds, fds, strict=False)))
+        return SpawnedDyno(dyno_id, reply.pid, dict(zip(reply.kinds, fds, strict=False)), wired=reply.wired)
 
     async def _request(self, key: str, request: m.Request) -> tuple[m.Reply, list[int]]:
         send, recv = trio.open_memory_channel[tuple[m.Reply, list[int]]](1)

@@ -21,6 +21,7 @@ import trio
 
 from ..errors import NotFound, UserError
 from ..linux.cgroups import CgroupLimits, DynoCgroup
+from ..linux.cgroups.birth import CHEAP_JOIN_MS
 from ..linux.dyno_init import DynoSpec
 from ..linux.idmap import app_identity
 from ..linux.net import DYNO_IFNAME
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
 class Starting:
     def __init__(self, manager: DynoManager) -> None:
         self.m = manager
+        # Whether a cold dyno writes its own v1 cgroup.procs files (first thing in the child, while
+        # dynod wires its veth) rather than dynod moving it from threads after the fork: only where
+        # that join was timed cheap when dynod started (probe_joins), never merely assumed.
+        self.children_join = False
 
     def environment(self, release: Release, name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "STACK": self.m.settings.stack}
@@ -93,13 +98,18 @@ class Starting:
             env=self.environment(release, name, extra_env),
             lower=[str(slug_dir), str(stack)], mnt=self.m.mnt,
             # Born in its cgroup2 group where it has one (the spawner forks it there, or the child
-            # joins it itself on a kernel without clone3); wire moves it into the rest.
-            cgroup_procs=cgroup.birth_procs_files() if warm is None else [],
+            # joins it itself on a kernel without clone3); the rest it joins itself where that is
+            # cheap (probe_joins), else wire moves it there.
+            cgroup_procs=[] if warm is not None else (cgroup.procs_files() if self.children_join
+                                                      else cgroup.birth_procs_files()),
             **app_identity(self.m.settings, self.m.ledger.app_uid(app, self.m.settings.dynos.uid_first,
                                                               self.m.settings.dynos.uid_count)),
             tmpfs_mb=self.m.settings.dynos.tmpfs_size_mb,
+            # "bridge": the spawner makes a cold dyno's veth there itself, before it answers
+            # (dynod.linux.veth; Spawned.wired), else wire makes it. A warm dyno has its veth.
             net={"ifname": DYNO_IFNAME, "address": address, "prefix": self.m.network.pool.prefix,
-                 "gateway": self.m.network.pool.gateway},
+                 "gateway": self.m.network.pool.gateway,
+                 **({"bridge": self.m.settings.network.bridge} if warm is None else {})},
             stdio=stdio, rows=rows, cols=cols,
             seccomp=seccomp_profile(self.m.settings, app),
         )
@@ -118,7 +128,7 @@ class Starting:
                     cgroup = self.m.cgroups.create(dyno_id, limits)
                     address = self.m.network.pool.allocate()
                     record = replace(record, ip=address, cgroup=recorded_cgroup.describe(cgroup))
-                    spec.net = {**(spec.net or {}), "address": address}
+                    spec.net = {**(spec.net or {}), "address": address, "bridge": self.m.settings.network.bridge}
                     self.m.ledger.put_dyno(record)
             if warm is None:
                 spawned = await self.m._ask(lambda spawner: spawner.spawn(spec))
@@ -141,7 +151,8 @@ class Starting:
             orphaned = True  # its app was destroyed while it was being made: stop it once it runs
         if warm is None:  # a warm dyno was moved and wired while nobody waited
             try:
-                await self.wire(address, spawned.pid, cgroup, network=True, born_in=spec.cgroup_procs)
+                await self.wire(address, spawned.pid, cgroup, network=not spawned.wired,
+                                born_in=spec.cgroup_procs)
             except BaseException:
                 with trio.CancelScope(shield=True):  # even when cancelled: never leave it waiting
                     await self.m.spawner.abort(dyno_id)  # the child exits; on_exit cleans up
@@ -190,10 +201,13 @@ class Starting:
                    born_in: Sequence[str] = ()) -> None:
         """Move a new dyno into its cgroups (those it was not born in) and plug in its veth, all at
         once, before it may run."""
+        moves = [procs for procs in cgroup.procs_files() if procs not in born_in]
+        if not moves:  # it joined them all itself: no nursery, no threads but the veth's
+            if network:
+                await self.m.network.attach(address, pid)
+            return
         async with trio.open_nursery() as nursery:
-            for procs in cgroup.procs_files():
-                if procs in born_in:
-                    continue
+            for procs in moves:
                 nursery.start_soon(trio.to_thread.run_sync, self.m.processes.join_cgroup, procs, pid)
             if network:
                 nursery.start_soon(self.m.network.attach, address, pid)
@@ -204,7 +218,32 @@ class Starting:
         # new dyno's exec, measured): the next start then found the pool short more often.
         return self.m._warm.pop(0) if self.m._warm else None
 
+    async def probe_joins(self) -> None:
+        """Time, once, what a new dyno's own join of its v1 groups costs here (a real process
+        moved into a real group of dynod's subtree, then removed): cheap (birth.CHEAP_JOIN_MS,
+        favordynmods in effect, whether or not the mount table still says so) and cold dynos join
+        themselves from now on. Before the pool fills: its moves would hide the grace period."""
+        cgroup: DynoCgroup | None = None
+        try:
+            cgroup = self.m.cgroups.create(f"probe.{secrets.token_hex(4)}", WARM_LIMITS)
+            took = await trio.to_thread.run_sync(cgroup.time_own_join)
+        except OSError as exc:
+            log.warning("cgroup join not timed (%s): dynod moves new dynos itself", exc)
+            return
+        finally:
+            if cgroup is not None:
+                cgroup.kill_all()
+                try:
+                    await trio.to_thread.run_sync(cgroup.remove)
+                except OSError as exc:
+                    log.warning("cgroup of the join probe not removed: %s", exc)
+        if took is not None:
+            self.children_join = took < CHEAP_JOIN_MS
+            log.info("a new dyno's cgroup join takes %.2f ms here: %s", took,
+                     "dynos join their groups themselves" if self.children_join else "dynod moves them")
+
     async def keep_warm(self) -> None:
+        await self.probe_joins()
         while not self.m.closing:
             for _ in range(warm_pool.to_make(ready=len(self.m._warm), filling=self.m._warm_filling,
                                              target=self.m.settings.dynos.warm_pool, closing=self.m.closing,

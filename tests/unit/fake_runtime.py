@@ -129,6 +129,10 @@ class FakeCgroup(DynoCgroup):
     def birth_procs_files(self) -> list[str]:
         return self.procs_files() if self.backend.cgroup2 else []
 
+    def time_own_join(self) -> float | None:
+        self.backend.join_timings += 1
+        return None if self.backend.cgroup2 else self.backend.own_join_ms
+
     def pids(self) -> list[int]:
         return sorted(p.pid for p in self.backend.kernel.procs.values() if p.group is self)
 
@@ -181,6 +185,8 @@ class FakeCgroups(CgroupBackend):
         self.kernel = kernel
         self.can_rename = can_rename
         self.cgroup2 = cgroup2  # its groups are cgroup2 ones: a dyno can be born in its group
+        self.own_join_ms = 10.0  # what a timed join costs (a v1 host without favordynmods)
+        self.join_timings = 0
         self.joined: list[str] = []  # the cgroup.procs files written after a fork, in order
         self.groups: dict[str, FakeCgroup] = {}
         self.created: list[str] = []

@@ -156,6 +156,27 @@ async def test_on_cgroup2_a_dyno_is_born_in_its_group_and_never_moved(
         assert (live.record.ip, live.record.pid) in w.network.attached
 
 
+@pytest.mark.parametrize(("join_ms", "joins_itself"), [(0.3, True), (10.0, False)])
+async def test_a_v1_dyno_joins_its_groups_itself_only_where_the_join_was_timed_cheap(
+        tmp_path: Path, clock: trio.testing.MockClock, join_ms: float, joins_itself: bool) -> None:
+    kernel = FakeKernel()
+    cgroups = FakeCgroups(kernel)
+    cgroups.own_join_ms = join_ms  # favordynmods in effect (0.3 ms) or a grace period to wait (10 ms)
+    async with world(tmp_path, kernel=kernel, cgroups=cgroups, spawner=FakeSpawner(kernel, cgroups)) as w:
+        await w.until("the join timed", lambda: cgroups.join_timings == 1)
+        assert not [name for name in cgroups.groups if name.startswith("probe.")]  # its group is gone
+        deploy(w.ledger, worker=1)
+        w.manager.wake()
+        await w.until("the worker up", lambda: (d := w.live("worker.1")) is not None
+                      and d.record.state == DynoState.UP)
+        live = w.live("worker.1")
+        assert live is not None and isinstance(live.cgroup, FakeCgroup)
+        assert live.record.pid in live.cgroup.pids() and len(live.cgroup.pids()) == 2  # in its group either way
+        assert w.manager.starting.children_join is joins_itself
+        assert cgroups.joined == ([] if joins_itself else live.cgroup.procs_files())  # dynod's own moves
+        assert cgroups.join_timings == 1  # timed once, at start
+
+
 async def test_a_crash_loop_restarts_at_once_then_waits_a_growing_cool_off(
         tmp_path: Path, clock: trio.testing.MockClock) -> None:
     async with world(tmp_path, restart_cooloff_base=2.0) as w:

@@ -23,7 +23,8 @@ EXEC = ExecSpec(id="app.web.1.abc123.exec.1", dyno="app.web.1.abc123", argv=["/b
 REQUESTS: list[m.Request] = [m.Spawn(SPEC), m.Exec(EXEC), m.Assign("warm.1", SPEC), m.ClearKeyrings(61001, 61001),
                              m.Kill("d", 15), m.Prefork("warm.1"), m.Go("d"), m.Abort("d"), m.Forget("d"), m.Hello(),
                              m.Shutdown(True)]
-REPLIES: list[m.Reply] = [m.Spawned("d", 42, ("stdout", "stderr")), m.Preforked("warm.1", 7), m.Cleared("keyrings.1"),
+REPLIES: list[m.Reply] = [m.Spawned("d", 42, ("stdout", "stderr")), m.Spawned("d", 42, ("stdout",), wired=True),
+                          m.Preforked("warm.1", 7), m.Cleared("keyrings.1"),
                           m.Refused("d", "dyno d exists"), m.Refused(None, "not JSON"), m.Started("d", 42),
                           m.Exited("d", 42, 137, ""), m.Exited("d", 42, None, "mount: EPERM"),
                           m.DynoReport("d", 42, ("stdout",), None, "", True, 1.5), m.HelloDone(99)]
@@ -55,6 +56,9 @@ def test_the_wire_format_is_the_one_spawners_already_speak() -> None:
     assert m.decode_reply({"op": "dyno", "id": "d", "pid": 3, "kinds": ["stdout"], "status": None, "error": "",
                            "started": False, "spawned_at": 2}) == m.DynoReport("d", 3, ("stdout",), spawned_at=2.0)
     assert m.decode_reply({"op": "error", "message": "2 dynos still run"}) == m.Refused(None, "2 dynos still run")
+    # An older spawner never says "wired": dynod then makes the veth itself.
+    assert m.decode_reply({"op": "spawned", "id": "d", "pid": 3, "kinds": []}) == m.Spawned("d", 3)
+    assert "wired" not in m.Spawned("d", 3).to_json()
 
 
 def test_a_one_off_with_pipes_is_assigned_with_an_op_older_spawners_refuse() -> None:

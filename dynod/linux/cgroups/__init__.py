@@ -70,6 +70,17 @@ class DynoCgroup(abc.ABC):
         group can be born in, so a v1 dyno has none and is moved after the fork."""
         return []
 
+    def time_own_join(self) -> float | None:
+        """What a new dyno's own join of this group (the files it is not born in) costs on this
+        host, in ms (birth.time_first_move: a real process moved in, ~0.5 s of waiting), or None
+        when a dyno is born in all of it. The group must be empty and stays so."""
+        left = [procs for procs in self.procs_files() if procs not in self.birth_procs_files()]
+        if not left:
+            return None
+        from .birth import time_first_move
+
+        return time_first_move(left)
+
     @abc.abstractmethod
     def pids(self) -> list[int]: ...
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import errno
 import os
+import statistics
+import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,11 +54,10 @@ def open_group(directory: str) -> int:
 
 def favors_dynamic_moves(mountinfo: str) -> bool:
     """Pure: whether a cgroup hierarchy of this host is mounted with ``favordynmods`` (the host
-    tuning of docs/operations.md), going by /proc/self/mountinfo. Then a move costs ~0.3 ms with
-    no grace period, so a new dyno can write its own cgroup.procs files (in the child, before it
-    builds its root) instead of dynod moving it from threads after the fork. The option is global
-    to the lock, so one hierarchy having it is enough. Not seen: a kernel that kept the switch
-    after the mount went away (operations.md): that host is only reported as not tuned."""
+    tuning of docs/operations.md), going by /proc/self/mountinfo. The option is global to the
+    lock, so one hierarchy having it is enough. Not seen: a kernel that kept the switch after the
+    mount went away (6.18 keeps its per-process lock until reboot, operations.md); for that host
+    ``time_first_move`` is the truthful answer."""
     for line in mountinfo.splitlines():
         _, _, right = line.partition(" - ")
         fields = right.split()
@@ -66,3 +68,33 @@ def favors_dynamic_moves(mountinfo: str) -> bool:
 
 # clone3 itself (kernels before 5.3) or CLONE_INTO_CGROUP (before 5.7) unknown: fork and move.
 UNSUPPORTED = (errno.ENOSYS, errno.E2BIG, errno.EINVAL)
+
+
+# A new dyno joins its v1 groups itself (in the child, first thing, while dynod wires its veth)
+# when the join costs less than this; above it the join waits out an RCU grace period (4.6-16.8 ms
+# for the first write of a burst, operations.md), which dynod's moves overlap with the veth and
+# the child's root instead. With favordynmods in effect the three writes took 0.25-0.4 ms here.
+CHEAP_JOIN_MS = 2.0
+SETTLE_S = 0.15  # idle time before each timed join: the lock's fast mode, if any, lapses by then
+
+
+def time_first_move(procs_files: Sequence[str], *, rounds: int = 3, settle: float = SETTLE_S) -> float:
+    """What a new dyno's own join costs on this host, in ms: a process of no use (a sleep) is
+    moved into ``procs_files`` as a dyno would be, after ``settle`` s with no move of ours, so the
+    write is the first of its burst; the median of ``rounds``. Each process is killed and reaped
+    before the next; the groups are the caller's (it removes them)."""
+    took = []
+    for _ in range(rounds):
+        sleeper = subprocess.Popen(["sleep", "30"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, close_fds=True)
+        try:
+            time.sleep(settle)
+            begin = time.perf_counter()
+            for procs in procs_files:
+                with open(procs, "w") as f:
+                    f.write(str(sleeper.pid))
+            took.append((time.perf_counter() - begin) * 1000)
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+    return statistics.median(took)
