@@ -22,6 +22,7 @@ from .builds.builds import BuildDirs, Builder, BuildRecord, BuildStore
 from .builds.container import SpawnerBuildContainer
 from .builds.git import create_repo, delete_repo
 from .builds.keys import AuthorizedKeys
+from .builds.restore import PreparedRestores
 from .builds.slug import SlugInfo
 from .errors import UserError
 from .manager.attach import AttachedSession
@@ -50,7 +51,10 @@ class Deploys:
             self.store, work_root=s.state_dir / "build-work", cache_root=s.state_dir / "build-cache",
             buildpacks=builtin_buildpacks(), stack=s.stack, uid=s.dynos.uid, gid=s.dynos.gid,
             container_for=self._container, timeout=s.builds.timeout,
-            local_roots=tuple(Path(p) for p in s.builds.local_buildpack_roots))
+            local_roots=tuple(Path(p) for p in s.builds.local_buildpack_roots),
+            restores=PreparedRestores(s.state_dir / "build-restore", s.state_dir / "build-cache",
+                                      uid=s.dynos.uid, gid=s.dynos.gid),
+            start_soon=lambda task, *args: self.platform.manager.start_soon(task, *args))
         self._stack_path: Path | None = None
         self._fail_interrupted()
 

@@ -1,6 +1,6 @@
 """git push to a running new release, cold and warm build cache, for the example apps.
 
-    sudo .venv/bin/python bench/builds/bench_push.py [--runs 3] [--trace] [--app python-flask ...]
+    sudo .venv/bin/python bench/builds/bench_push.py [--runs 3] [--trace] [--app python-flask ...] [--pause 5]
 
 Without --app it measures examples/python-flask (issue 16's figure); `--app all` measures the
 five apps of issue 11: pip (python-flask), Poetry (python-poetry), uv (python-uv), npm
@@ -20,6 +20,11 @@ moment each line of the build's output reached the pusher:
 
 --trace prints every line of each warm push's output with the second it reached the pusher, then
 when git push returned and when the web dyno was up: where inside a phase the time goes.
+
+The warm push comes --pause seconds (default 5) after the cold one's web dyno is up, as a next
+push comes after a while: dynod prepares the next build's copy of the cached venv between builds
+(dynod/builds/restore.py). `--pause 0` pushes back to back, as this bench did before, and the
+warm build then waits for that copy.
 
 Medians over --runs runs (each one a fresh dynod: one cold and one warm push), then the slug's
 size and the time to unpack it once from the tarball (what a dyno start pays when the tree the
@@ -81,7 +86,7 @@ def push(d: PrivateDynod, work: Path, app: str, version: int, trace: bool = Fals
             "dyno up": total - pushed}
 
 
-def one_run(keep_log: Path | None, trace: bool = False, example: str = "python-flask"
+def one_run(keep_log: Path | None, trace: bool = False, example: str = "python-flask", pause: float = 5.0
             ) -> tuple[dict[str, float], dict[str, float], int, float]:
     d = PrivateDynod(Path("/var/lib/dynod/stacks"))
     try:
@@ -94,6 +99,7 @@ def one_run(keep_log: Path | None, trace: bool = False, example: str = "python-f
         subprocess.run([*git, "add", "."], check=True)
         subprocess.run([*git, "commit", "-qm", "bench"], check=True)
         cold = push(d, work, app, 2)
+        time.sleep(pause)
         subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "again"], check=True)
         warm = push(d, work, app, 3, trace)
         release = d.client().get_release(app, None)
@@ -118,6 +124,8 @@ def main() -> int:
                         help="print each warm push's output lines to stderr with their arrival time")
     parser.add_argument("--app", action="append", metavar="EXAMPLE",
                         help="an app of examples/ (repeatable), or 'all' for issue 11's five; default python-flask")
+    parser.add_argument("--pause", type=float, default=5.0, metavar="SECONDS",
+                        help="between the cold push's web dyno up and the warm push (default 5; 0: back to back)")
     args = parser.parse_args()
     apps: list[str] = []
     for name in args.app or ["python-flask"]:
@@ -126,10 +134,11 @@ def main() -> int:
         if not (REPO / "examples" / name).is_dir():
             raise SystemExit(f"No app examples/{name}; pick one of: {', '.join(ISSUE_11_APPS)} (or another directory "
                              "of examples/).")
-    print(f"git push -> new release's web dyno up; medians of {args.runs} runs (s)")
+    print(f"git push -> new release's web dyno up; medians of {args.runs} runs (s), warm push {args.pause:g} s "
+          "after the cold one")
     print(f"{'':26s}" + "".join(f"{name:>15s}" for name in PHASES))
     for example in apps:
-        runs = [one_run(args.keep_log, args.trace, example) for _ in range(args.runs)]
+        runs = [one_run(args.keep_log, args.trace, example, args.pause) for _ in range(args.runs)]
         for label, index in (("cold", 0), ("warm", 1)):
             medians = [statistics.median(run[index][name] for run in runs) for name in PHASES]  # type: ignore[index]
             print(f"{example + ' ' + label:26s}" + "".join(f"{value:15.2f}" for value in medians))

@@ -30,7 +30,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -695,6 +695,7 @@ async def compile_app(
     local_roots: tuple[Path, ...] = (),
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     app_buildpacks: list[str] | None = None,
+    after_slugignore: Callable[[], Awaitable[object]] | None = None,
 ) -> CompileResult:
     """Compile ``source_dir`` (the container's /app) in place; raise BuildError on any failure.
 
@@ -703,6 +704,8 @@ async def compile_app(
     placed there). ``cache_dir``/``env_dir`` are the host sides of /tmp/cache and /tmp/env.
     ``output`` receives each line of output, Heroku-framed, as it happens. ``app_buildpacks``:
     the app's own list (the ledger's), which wins over BUILDPACK_URL and .buildpacks.
+    ``after_slugignore`` runs once .slugignore has been applied, before any buildpack: what dynod
+    adds to /app that is not the app's source (a prepared restore) must not be matched by it.
     """
     del cache_dir  # the container binds it; named here so callers keep host and container in step
     started = time.monotonic()
@@ -713,6 +716,8 @@ async def compile_app(
     if removed:
         took = seconds(time.monotonic() - started)
         output(step(f"Removed {len(removed)} paths listed in .slugignore ({took})"))
+    if after_slugignore is not None:
+        await after_slugignore()
     _write_env_dir(env_dir, config)
 
     env = {"PATH": BUILD_PATH, "HOME": APP_DIR, "STACK": stack, "LANG": "C.UTF-8",

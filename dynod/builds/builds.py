@@ -27,6 +27,7 @@ from ..model import check_app_name
 from .archive import remove_tree, unpack_source
 from .build_output import detail, seconds, step
 from .buildpack import DEFAULT_TIMEOUT, compile_app
+from .restore import RESTORE_DIR, PreparedRestores, StartSoon
 
 __all__ = ["BuildStore", "Builder", "unpack_source"]
 
@@ -215,11 +216,16 @@ class Builder:
     ``release`` it (the daemon makes the release and runs its release phase; returns its version).
     Any UserError on the way fails the build with that sentence; nothing is released then.
     A git push and a ``dynoctl deploy`` of the same app wait for each other here.
+
+    With ``restores`` and a ``start_soon`` to run them, the app's cached venv is copied for its
+    next build as soon as a build's container has exited (restore.py), and each build's /app gets
+    the copy prepared for it.
     """
 
     def __init__(self, store: BuildStore, *, work_root: Path, cache_root: Path, buildpacks: list[Any],
                  stack: str, uid: int, gid: int, container_for: Callable[[BuildDirs], Any],
-                 timeout: float | None = None, local_roots: tuple[Path, ...] = ()) -> None:
+                 timeout: float | None = None, local_roots: tuple[Path, ...] = (),
+                 restores: PreparedRestores | None = None, start_soon: StartSoon | None = None) -> None:
         self.store = store
         self.work_root = work_root
         self.cache_root = cache_root
@@ -229,6 +235,8 @@ class Builder:
         self.container_for = container_for
         self.timeout = timeout
         self.local_roots = local_roots
+        self.restores = restores if start_soon is not None else None
+        self.start_soon = start_soon
         self._locks: dict[str, trio.Lock] = {}
 
     def statistics(self) -> dict[str, Any]:
@@ -236,6 +244,8 @@ class Builder:
 
     def forget_app(self, app: str) -> None:
         """apps:destroy: the app's build cache goes, so a new app of the same name starts cold."""
+        if self.restores is not None:
+            self.restores.forget(app)
         remove_tree(self.cache_root / check_app_name(app))
         self._locks.pop(app, None)
 
@@ -256,12 +266,21 @@ class Builder:
                 try:
                     await trio.to_thread.run_sync(
                         lambda: unpack_source(archive, dirs.app, uid=self.uid, gid=self.gid))
+                    restored = False
+
+                    async def take_restore() -> None:
+                        nonlocal restored
+                        if self.restores is not None:
+                            restored = await self.restores.take(app, dirs.app)
+
                     result = await compile_app(
                         dirs.app, container=self.container_for(dirs), buildpacks=self.buildpacks,
                         buildpacks_dir=dirs.buildpacks, config=config, cache_dir=dirs.cache,
                         env_dir=dirs.env, stack=self.stack, timeout=self.timeout or DEFAULT_TIMEOUT,
                         output=log.line, source_version=source_version, local_roots=self.local_roots,
-                        app_buildpacks=app_buildpacks)
+                        app_buildpacks=app_buildpacks, after_slugignore=take_restore)
+                    if restored:  # no Python buildpack ran to use it (or remove it)
+                        await trio.to_thread.run_sync(remove_tree, dirs.app / RESTORE_DIR)
                     started = time.monotonic()
                     log.line(step("Compressing..."))
                     slug = await pack(dirs.app)
@@ -274,6 +293,11 @@ class Builder:
                     record = self.store.finish(record, status="succeeded", release=version)
                 finally:
                     dirs.remove()
+                    # The build container has exited, so the cache is what the next build will find.
+                    # Copied now, after the release rather than beside the packing: the slug's fsync
+                    # would wait for the copy's writes too (ext4 commits them in one journal).
+                    if self.restores is not None and self.start_soon is not None:
+                        self.restores.start(app, self.start_soon)
         except UserError as exc:
             log.line(f" !     {exc}")
             record = self.store.finish(record, status="failed", error=str(exc))

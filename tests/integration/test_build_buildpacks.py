@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import textwrap
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -59,8 +60,8 @@ class Build:
         bps.mkdir()
 
     async def compile(self, config: dict[str, str] | None = None, *, timeout: float = 600,
-                      max_output_bytes: int = 64 * 1024 * 1024, local_roots: tuple[Path, ...] = ()
-                      ) -> CompileResult:
+                      max_output_bytes: int = 64 * 1024 * 1024, local_roots: tuple[Path, ...] = (),
+                      after_slugignore: Callable[[], Awaitable[object]] | None = None) -> CompileResult:
         self.lines = []
         container = BwrapBuildContainer(app_dir=self.dirs["app"], cache_dir=self.dirs["cache"],
                                         env_dir=self.dirs["env"], buildpacks_dir=self.dirs["buildpacks"])
@@ -68,7 +69,7 @@ class Build:
             self.dirs["app"], container=container, buildpacks=builtin_buildpacks(),
             buildpacks_dir=self.dirs["buildpacks"], config=config or {}, cache_dir=self.dirs["cache"],
             env_dir=self.dirs["env"], stack="debian-13", timeout=timeout, output=self.lines.append,
-            local_roots=local_roots, max_output_bytes=max_output_bytes)
+            local_roots=local_roots, max_output_bytes=max_output_bytes, after_slugignore=after_slugignore)
 
     @property
     def output(self) -> str:
