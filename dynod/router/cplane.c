@@ -17,6 +17,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -687,7 +689,166 @@ static PyObject *cplane_response(PyObject *self, PyObject *const *args, Py_ssize
     return Py_BuildValue("(NinO)", out, status, body_len, keep_alive ? Py_True : Py_False);
 }
 
+/* ------------------------------------------------------------------ log batches */
+/* A growable buffer for one batch of log lines (bounded by the worker's --log-buffer lines). */
+typedef struct {
+    char *b;
+    size_t len, cap;
+} growbuf;
+
+static int grow_put(growbuf *g, const char *s, size_t n)
+{
+    if (g->len + n > g->cap) {
+        size_t cap = g->cap ? g->cap : 65536;
+        while (cap < g->len + n)
+            cap *= 2;
+        char *b = realloc(g->b, cap);
+        if (b == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        g->b = b;
+        g->cap = cap;
+    }
+    memcpy(g->b + g->len, s, n);
+    g->len += n;
+    return 0;
+}
+
+#define GROW_LIT(g, lit) grow_put((g), (lit), sizeof(lit) - 1)
+
+/* logline._NEEDS_ESCAPING's complement: printable ASCII but the quote and the backslash. */
+static int plain_bytes(PyObject *o)
+{
+    if (!PyBytes_CheckExact(o))
+        return 0;
+    const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(o);
+    Py_ssize_t n = PyBytes_GET_SIZE(o);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (s[i] < 0x20 || s[i] > 0x7e || s[i] == '"' || s[i] == '\\')
+            return 0;
+    return 1;
+}
+
+/* logline._ms_bytes: "" for None, else "%dms" % round(seconds * 1000) (round half to even, as
+ * Python's round and nearbyint in the default rounding mode both do). 0, or -1 to decline. */
+static int ms_text(PyObject *o, char out[32])
+{
+    if (o == Py_None) {
+        out[0] = 0;
+        return 0;
+    }
+    if (!PyFloat_CheckExact(o))
+        return -1;
+    double v = PyFloat_AS_DOUBLE(o) * 1000.0;
+    if (!isfinite(v) || fabs(v) > 1e15)
+        return -1;
+    snprintf(out, 32, "%lldms", (long long)nearbyint(v));
+    return 0;
+}
+
+/* One access record as logline.access_message's one-step form, or 1 when it needs the Python
+ * path (an error code, an unknown size, bytes to escape, an app name JSON must escape). */
+static int access_record(growbuf *g, PyObject *t)
+{
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 13)
+        return 1;
+    PyObject *app = PyTuple_GET_ITEM(t, 0);
+    PyObject *status = PyTuple_GET_ITEM(t, 9), *nbytes = PyTuple_GET_ITEM(t, 10);
+    PyObject *fwd = PyTuple_GET_ITEM(t, 5), *protocol = PyTuple_GET_ITEM(t, 11);
+    if (PyTuple_GET_ITEM(t, 12) != Py_None || !PyLong_CheckExact(status) || !PyLong_CheckExact(nbytes) ||
+        !PyUnicode_CheckExact(app) || !PyUnicode_IS_ASCII(app) || !PyBytes_CheckExact(fwd) ||
+        !PyBytes_CheckExact(protocol))
+        return 1;
+    const unsigned char *a = PyUnicode_1BYTE_DATA(app);
+    Py_ssize_t alen = PyUnicode_GET_LENGTH(app);
+    for (Py_ssize_t i = 0; i < alen; i++)
+        if (a[i] < 0x20 || a[i] > 0x7e || a[i] == '"' || a[i] == '\\')
+            return 1;
+    for (int i = 1; i <= 6; i++)
+        if (i != 5 && !plain_bytes(PyTuple_GET_ITEM(t, i)))
+            return 1;
+    char connect[32], service[32];
+    if (ms_text(PyTuple_GET_ITEM(t, 7), connect) < 0 || ms_text(PyTuple_GET_ITEM(t, 8), service) < 0)
+        return 1;
+    int overflow = 0;
+    long long st = PyLong_AsLongLongAndOverflow(status, &overflow);
+    if (overflow)
+        return 1;
+    long long nb = PyLong_AsLongLongAndOverflow(nbytes, &overflow);
+    if (overflow)
+        return 1;
+    char numbers[64];
+    int nn = snprintf(numbers, sizeof numbers, " status=%lld bytes=%lld protocol=", st, nb);
+#define B(i) PyBytes_AS_STRING(PyTuple_GET_ITEM(t, i)), (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, i))
+    if (GROW_LIT(g, "{\"type\":\"log\",\"app\":\"") < 0 || grow_put(g, (const char *)a, (size_t)alen) < 0 ||
+        GROW_LIT(g, "\",\"line\":\"at=info method=") < 0 || grow_put(g, B(1)) < 0 ||
+        GROW_LIT(g, " path=\\\"") < 0 || grow_put(g, B(2)) < 0 || GROW_LIT(g, "\\\" host=") < 0 ||
+        grow_put(g, B(3)) < 0 || GROW_LIT(g, " request_id=") < 0 || grow_put(g, B(4)) < 0 ||
+        GROW_LIT(g, " fwd=\\\"") < 0 || grow_put(g, B(5)) < 0 || GROW_LIT(g, "\\\" dyno=") < 0 ||
+        grow_put(g, B(6)) < 0 || GROW_LIT(g, " connect=") < 0 || grow_put(g, connect, strlen(connect)) < 0 ||
+        GROW_LIT(g, " service=") < 0 || grow_put(g, service, strlen(service)) < 0 ||
+        grow_put(g, numbers, (size_t)nn) < 0 || grow_put(g, B(11)) < 0 || GROW_LIT(g, "\"}\n") < 0)
+        return -1;
+#undef B
+    return 0;
+}
+
+/* access_batch(pending, fallback) -> bytes: worker.LogBatcher.take_batch's join, each access record
+ * formatted here when it is the common line, else by fallback(*record) (logline.access_message). */
+static PyObject *cplane_access_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 2 || !PyList_Check(args[0]) || !PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "access_batch(pending: list, fallback)");
+        return NULL;
+    }
+    PyObject *pending = args[0];
+    growbuf g = {NULL, 0, 0};
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pending); i++) {
+        PyObject *item = PyList_GET_ITEM(pending, i);
+        if (PyBytes_CheckExact(item)) {
+            if (grow_put(&g, PyBytes_AS_STRING(item), (size_t)PyBytes_GET_SIZE(item)) < 0)
+                goto fail;
+            continue;
+        }
+        size_t mark = g.len;
+        int r = access_record(&g, item);
+        if (r < 0)
+            goto fail;
+        if (r == 0)
+            continue;
+        g.len = mark; /* nothing of a declined record stays */
+        if (!PyTuple_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "access_batch: bytes or access records expected");
+            goto fail;
+        }
+        Py_INCREF(item); /* the fallback may run any Python, which could change the list */
+        PyObject *line = PyObject_Call(args[1], item, NULL);
+        Py_DECREF(item);
+        if (line == NULL)
+            goto fail;
+        if (!PyBytes_Check(line)) {
+            Py_DECREF(line);
+            PyErr_SetString(PyExc_TypeError, "access_batch: the fallback must return bytes");
+            goto fail;
+        }
+        int put_rc = grow_put(&g, PyBytes_AS_STRING(line), (size_t)PyBytes_GET_SIZE(line));
+        Py_DECREF(line);
+        if (put_rc < 0)
+            goto fail;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(g.b ? g.b : "", (Py_ssize_t)g.len);
+    free(g.b);
+    return out;
+fail:
+    free(g.b);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"access_batch", (PyCFunction)(void (*)(void))cplane_access_batch, METH_FASTCALL,
+     "access_batch(pending, fallback) -> bytes: a log batch, common lines formatted in C."},
     {"configure", cplane_configure, METH_O, "configure(RequestHead): the class request() returns heads of."},
     {"request", (PyCFunction)(void (*)(void))cplane_request, METH_FASTCALL,
      "request(data, client_ip, proto, port, start_ms) -> (RequestHead, upstream head, body, request id) or None."},

@@ -77,9 +77,10 @@ _now = time.monotonic
 _wall = time.time
 _RequestHeadFromC = RequestHead  # what cplane.request returns heads of
 cplane.configure(_RequestHeadFromC)
-# The C parse, unless the environment asks for the Python-only plane.
-_c_request = None if os.environ.get("DYNOD_ROUTER_PLANE") == "python" else cplane.request
-_c_response = None if os.environ.get("DYNOD_ROUTER_PLANE") == "python" else cplane.response
+# The C parse (and the C log batch, worker.py), unless the environment asks for the Python-only plane.
+C_PLANE = os.environ.get("DYNOD_ROUTER_PLANE") != "python"
+_c_request = cplane.request if C_PLANE else None
+_c_response = cplane.response if C_PLANE else None
 
 
 class _Exchange:

@@ -23,7 +23,7 @@ from .logline import AccessRecord, access_message
 from .netio import SocketPipe, StreamPipe, wait_readable
 from .options import RouterOptions
 from .parse import RequestReader
-from .plane import PlainPlane
+from .plane import C_PLANE, PlainPlane, cplane
 from .proxy import Proxy
 from .routes import RouteTable
 from .snapshots import RoutesSnapshot, StoredCertsSnapshot
@@ -63,6 +63,8 @@ class LogBatcher:
     def take_batch(self) -> bytes:
         """Everything pending, as the bytes for the parent; empties the queue."""
         pending, self.pending = self.pending, []
+        if C_PLANE:  # the common line formatted in C, byte for byte access_message's (test_router_cplane)
+            return cplane.access_batch(pending, access_message)
         return b"".join(item if type(item) is bytes else access_message(*item) for item in pending)
 
 

@@ -325,3 +325,62 @@ def test_arguments_are_checked() -> None:
         cplane.request(REQUESTS[0], b"1" * 65, PROTO, PORT, START_MS)
     with pytest.raises(TypeError):
         cplane.response(b"", True)  # type: ignore[call-arg]
+
+
+def _records(rng: random.Random) -> list:
+    from dynod.router import codes
+
+    items: list = []
+    for _ in range(3000):
+        pick = rng.random()
+        if pick < 0.05:
+            items.append(b'{"type":"wake","app":"a"}\n')  # control messages already encoded pass as they are
+            continue
+        app = rng.choice(["myapp", "bench", "my-app-2", "caf\u00e9", 'q"uote', "back\\slash", "tab\t", "del\x7f"])
+        method = rng.choice([b"GET", b"POST", b"G\"T"])
+        path = rng.choice([b"/", b"/a?b=1&c=%20", b'/q"', b"/back\\", b"/caf\xc3\xa9", b"/\x01", b"/\x7f", b"/ sp"])
+        host = rng.choice([b"myapp.localhost", b"h\xff", b"a b"])
+        rid = rng.choice([b"0b7d5c1e-4b7a-4c3e-9a1f-2d3c4b5a6e7f", b"client-id", b"r\\"])
+        fwd = rng.choice([b"127.0.0.1", b"::1", b"203.0.113.9, 127.0.0.1"])
+        dyno = rng.choice([b"web.1", b"web.12", b""])
+        connect = rng.choice([None, 0.0, 0.0005, 0.0015, 0.0025, 1e-9, 12.3456, 0])
+        service = rng.choice([None, 0.0, 0.0004999, 0.0005, 0.0125, 30.0, rng.random(), float("nan"), 2.5e-3])
+        status = rng.choice([200, 201, 304, 503, True])
+        nbytes = rng.choice([0, 18, 1048576, None, 2**70])
+        code = rng.choice([None, None, None, codes.H12, codes.H27])
+        if type(service) is float and service != service and code is not None:
+            service = 0.0
+        items.append((app, method, path, host, rid, fwd, dyno, connect, service, status, nbytes,
+                      rng.choice([b"http", b"https"]), code))
+    return items
+
+
+def test_log_batches_are_byte_for_byte_the_python_ones() -> None:
+    from dynod.router.logline import access_message
+
+    rng = random.Random(7)
+    for _ in range(5):
+        items = [i for i in _records(rng) if type(i) is bytes or not (type(i[8]) is float and i[8] != i[8])]
+        expected = b"".join(i if type(i) is bytes else access_message(*i) for i in items)
+        assert cplane.access_batch(items, access_message) == expected
+    assert cplane.access_batch([], access_message) == b""
+
+
+def test_a_log_record_c_cannot_format_goes_to_the_fallback() -> None:
+    seen = []
+
+    def fallback(*record):
+        seen.append(record)
+        return b"fallback\n"
+
+    record = ("a", b"GET", b"/", b"h", b"r", b"1.2.3.4", b"web.1", 0.0, float("nan"), 200, 1, b"http", None)
+    common = ("a", b"GET", b"/", b"h", b"r", b"1.2.3.4", b"web.1", 0.0, 0.0025, 200, 1, b"http", None)
+    out = cplane.access_batch([record, common, b"x\n"], fallback)
+    assert seen == [record]
+    assert out == (b"fallback\n" + b'{"type":"log","app":"a","line":"at=info method=GET path=\\"/\\" host=h '
+                   b'request_id=r fwd=\\"1.2.3.4\\" dyno=web.1 connect=0ms service=2ms status=200 bytes=1 '
+                   b'protocol=http"}\n' + b"x\n")
+    with pytest.raises(TypeError):
+        cplane.access_batch([object()], fallback)
+    with pytest.raises(TypeError):
+        cplane.access_batch([record], lambda *r: "not bytes")
