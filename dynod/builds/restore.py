@@ -12,7 +12,8 @@ fingerprint of what it copied: every path's size, inode, mtime, ctime and mode, 
 lists them. The next build gets the copy in its /app at ``.dynod-restore/python/{venv,listing}``;
 the buildpack renames it into place only if the cached venv still has that fingerprint (no write
 leaves the ctime of what it wrote as it was), and otherwise copies as before. A copy that is not
-finished when the next build wants it is waited for; one that failed is simply not there.
+finished when the next build wants it is waited for, one not begun is dropped (that build copies
+for itself, as it would have anyway), one that failed is simply not there.
 
 The copy runs with the build uid's rights only, on directory fds that dynod opened without
 following links: the cache is the app's own, and a link in it must not make the copy read from
@@ -51,8 +52,8 @@ cp -a . "$stage/venv"
 printf '%s\n' "$before" > "$stage/listing"
 """
 
-# The copy waits this long after a build (unless the next build already wants it): the release's
-# new dynos boot meanwhile (0.1-0.3 s for the flask example) without the copy's disk writes.
+# The copy waits this long after a build: the release's new dynos boot meanwhile (0.1-0.3 s for
+# the flask example) without the copy's disk writes. A build that comes sooner copies for itself.
 SETTLE_SECONDS = 2.0
 
 StartSoon = Callable[..., None]  # a nursery's start_soon: the copy outlives the build that began it
@@ -61,21 +62,23 @@ StartSoon = Callable[..., None]  # a nursery's start_soon: the copy outlives the
 class PreparedRestores:
     """Per app, at most one prepared copy of its cached venv under ``root/<app>``."""
 
-    def __init__(self, root: Path, cache_root: Path, *, uid: int, gid: int) -> None:
+    def __init__(self, root: Path, cache_root: Path, *, uid: int, gid: int,
+                 settle: float = SETTLE_SECONDS) -> None:
         self.root = root
+        self.settle = settle
         self.cache_root = cache_root
         self.uid, self.gid = uid, gid
         self._copying: dict[str, _Copying] = {}
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
 
-    def start(self, app: str, start_soon: StartSoon, *, settle: float = SETTLE_SECONDS) -> None:
+    def start(self, app: str, start_soon: StartSoon) -> None:
         """Begin copying the app's cached venv for its next build (its build container has exited),
-        ``settle`` seconds from now or as soon as that build waits for it."""
+        ``settle`` seconds from now; a build of the app before then does without it."""
         check_app_name(app)
         if app in self._copying:
             return  # one copy at a time; builds of one app run one at a time, so this is that one
-        copying = _Copying(settle)
+        copying = _Copying(self.settle)
         self._copying[app] = copying  # before the task runs: take() must find it at once
         start_soon(self._copy, app, copying)
 
@@ -83,7 +86,10 @@ class PreparedRestores:
         """Move the prepared copy into ``app_dir/.dynod-restore/python``; False if there is none."""
         copying = self._copying.get(app)
         if copying is not None:
-            copying.wanted.set()
+            if not copying.started:
+                # Still settling (a push right after the last build): the buildpack's own copy,
+                # which overlaps its cache check, is no slower than starting this one now.
+                copying.scope.cancel()
             await copying.done.wait()
         return await trio.to_thread.run_sync(self._move_in, app, app_dir)
 
@@ -99,8 +105,8 @@ class PreparedRestores:
         scope = copying.scope
         try:
             with scope:
-                with trio.move_on_after(copying.settle):
-                    await copying.wanted.wait()
+                await trio.sleep(copying.settle)
+                copying.started = True
                 await trio.to_thread.run_sync(self._clear, app)
                 fds = await trio.to_thread.run_sync(self._open, app)
                 if fds is None:
@@ -186,10 +192,10 @@ class PreparedRestores:
 
 
 class _Copying:
-    """One copy under way: ``wanted`` once the next build waits for it, ``done`` when it ended."""
+    """One copy under way: ``started`` once it settled, ``done`` when it ended."""
 
     def __init__(self, settle: float) -> None:
         self.settle = settle
-        self.wanted = trio.Event()
+        self.started = False
         self.done = trio.Event()
         self.scope = trio.CancelScope()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from dynod.builds.buildpack import BuildError, builtin_buildpacks
 from dynod.builds.builds import Builder, BuildStore
@@ -44,8 +45,9 @@ def build():
     assert set(processes_of_uid()) - before == set(), "a build or a copy left processes behind"
 
 
-def restores_for(build: Build) -> PreparedRestores:
-    return PreparedRestores(build.root / "restore", build.root, uid=BUILD_UID, gid=BUILD_UID)
+def restores_for(build: Build, settle: float = 0) -> PreparedRestores:
+    """No settling time by default: no dynos boot here."""
+    return PreparedRestores(build.root / "restore", build.root, uid=BUILD_UID, gid=BUILD_UID, settle=settle)
 
 
 def listing(path: Path) -> list[tuple[str, int, int, int, int, int]]:
@@ -92,7 +94,7 @@ def taking(restores: PreparedRestores, build: Build) -> Callable[[], Awaitable[N
 
 async def _prepare(restores: PreparedRestores) -> None:
     async with trio.open_nursery() as nursery:  # returns once the copy has ended
-        restores.start(APP, nursery.start_soon, settle=0)  # no dynos to let boot first here
+        restores.start(APP, nursery.start_soon)
 
 
 async def test_a_prepared_copy_gives_the_slug_a_copy_gives_and_leaves_the_cache_as_it_was(build: Build):
@@ -238,6 +240,7 @@ async def test_forget_stops_a_copy_and_removes_what_was_prepared(build: Build):
     await cold_then_prepared(build, restores)
     restores.forget(APP)
     assert not (restores.root / APP).exists()
+    restores.settle = 60  # the next copy waits long enough to be stopped while it settles
     async with trio.open_nursery() as nursery:
         restores.start(APP, nursery.start_soon)
         await trio.sleep(0)
@@ -252,7 +255,7 @@ async def test_builder_prepares_after_each_build_and_hands_the_copy_to_the_next(
     root = build.root
     work = root / "build-work"
     work.mkdir()
-    restores = PreparedRestores(root / "restore", root / "build-cache", uid=BUILD_UID, gid=BUILD_UID)
+    restores = PreparedRestores(root / "restore", root / "build-cache", uid=BUILD_UID, gid=BUILD_UID, settle=0)
     source = root / "source.tar"
     subprocess.run(["tar", "-cf", str(source), "-C", str(EXAMPLES / "python-flask"), "."], check=True)
     taken: list[bool] = []
@@ -288,8 +291,24 @@ async def test_builder_prepares_after_each_build_and_hands_the_copy_to_the_next(
                 record = await builder.build("flask", archive, config={}, source="tarball", source_version=None,
                                              user=None, output=lines.append, pack=pack, release=release)
             assert record.status == "succeeded", "\n".join(lines)
+            await trio.testing.wait_all_tasks_blocked()  # the copy has begun: the next build waits for it
         assert taken == [False, True]  # the second build waited for the copy the first one began
         assert "skipping pip" in "\n".join(lines)
         builder.forget_app("flask")
     assert not (root / "restore/flask").exists()
     shutil.rmtree(work)
+
+
+async def test_a_build_before_the_copy_began_copies_for_itself(build: Build):
+    """A push right after the last build (the copy still settling) does not wait for the copy."""
+    restores = restores_for(build, settle=60)
+    build.load(EXAMPLES / "python-flask")
+    await build.compile()
+    build.load(EXAMPLES / "python-flask")
+    async with trio.open_nursery() as nursery:
+        restores.start(APP, nursery.start_soon)
+        with trio.fail_after(10):  # not the 60 s of settling
+            assert not await restores.take(APP, build.dirs["app"])
+    assert not (restores.root / APP).exists()
+    await build.compile()
+    assert "skipping pip" in build.output
