@@ -104,8 +104,11 @@ metrics_interval = 0
             # itself slower when importing from such a copy).
             daemon_env.update(PYTHONPATH=str(code), DYNOD_ROOTFS_DIR=str(REPO / "rootfs"))
         self.log = open(self.root / "dynod.log", "ab")
+        # cwd: its own dir, not the checkout: the spawner starts as `python -m dynod.linux.spawner`,
+        # whose sys.path begins with the cwd, so from the checkout a baseline's spawner (and the
+        # dynos it forks) would run this tree's code.
         self.proc = subprocess.Popen([str(BIN / "dynod"), "--config", str(self.config)], stdout=self.log,
-                                     stderr=self.log, env=daemon_env)
+                                     stderr=self.log, env=daemon_env, cwd=self.root)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
