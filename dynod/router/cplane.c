@@ -18,6 +18,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -299,6 +300,9 @@ static void put_int(outbuf *o, long long v)
 /* uuid4 strings as headers.new_request_id makes them: 122 random bits, version 4, RFC 4122 variant. */
 static unsigned char random_pool[16 * 128];
 static size_t random_pos = sizeof random_pool;
+
+/* A forked child must not hand out its parent's unused ids again: it refills first. */
+static void forget_random_pool(void) { random_pos = sizeof random_pool; }
 
 static int new_request_id(char out[36])
 {
@@ -867,6 +871,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit_cplane(void)
 {
     init_tables();
+    pthread_atfork(NULL, NULL, forget_random_pool);
     v11 = PyUnicode_InternFromString("1.1");
     v10 = PyUnicode_InternFromString("1.0");
     if (v11 == NULL || v10 == NULL)

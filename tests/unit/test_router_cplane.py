@@ -384,3 +384,20 @@ def test_a_log_record_c_cannot_format_goes_to_the_fallback() -> None:
         cplane.access_batch([object()], fallback)
     with pytest.raises(TypeError):
         cplane.access_batch([record], lambda *r: "not bytes")
+
+
+def test_a_forked_child_does_not_repeat_its_parents_request_ids() -> None:
+    import os
+
+    cplane.request(REQUESTS[0], IP, PROTO, PORT, START_MS)  # the pool is filled and partly used
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        os.write(write_end, cplane.request(REQUESTS[0], IP, PROTO, PORT, START_MS)[3])
+        os._exit(0)
+    os.close(write_end)
+    child_id = os.read(read_end, 64)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert _UUID4.match(child_id) and child_id != cplane.request(REQUESTS[0], IP, PROTO, PORT, START_MS)[3]
