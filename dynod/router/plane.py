@@ -75,8 +75,7 @@ _BATCH = 256  # events per epoll_wait
 _MAX_REQUEST = 16 * 1024
 _now = time.monotonic
 _wall = time.time
-_RequestHeadFromC = RequestHead  # what cplane.request returns heads of
-cplane.configure(_RequestHeadFromC)
+cplane.configure(RequestHead)  # the class cplane.request makes its heads of
 # The C parse (and the C log batch, worker.py), unless the environment asks for the Python-only plane.
 C_PLANE = os.environ.get("DYNOD_ROUTER_PLANE") != "python"
 _c_request = cplane.request if C_PLANE else None
