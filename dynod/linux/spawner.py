@@ -45,7 +45,6 @@ from .dyno_init import DynoSpec, become_dyno
 F_SETPIPE_SZ = 1031
 LOG_PIPE_BYTES = 1 << 20  # room for a dyno's output while dynod restarts, before writes block
 MAX_MESSAGE = 1 << 20
-SPARE_NETNS_IDLE = 0.02  # s with no message before the next dyno's network namespace is made
 
 
 @dataclass
@@ -82,10 +81,6 @@ class Spawner:
         self.running = True
         self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         self.own_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        # A network namespace made ahead, while nothing else was asked (see _make_spare_netns);
-        # the next fork is born in it instead of making one. -1: none yet.
-        self.spare_netns = -1
-        self.spare_wanted = True  # False after a failed try, until the next fork: no retry loop
         # Worked out once here, inherited by every forked child: the seccomp profile compiled to
         # BPF (libseccomp takes tens of ms; loading the result in a child takes one prctl), and
         # which cgroup hierarchies a dyno mounts to see its own limits.
@@ -196,39 +191,14 @@ class Spawner:
         """fork() with the child born in its own PID namespace (as PID 1) and its own network
         namespace (dynos and builds alike: nothing shares the host's): dynod adds its veth as soon
         as it hears the pid, so the namespace must exist before the pid is told. The spawner steps
-        back into its own namespaces right after the fork. The network namespace is the spare one
-        made ahead when there is one (never used before: nothing else ever entered it)."""
-        self.spare_wanted = True
-        if self.spare_netns >= 0:
-            spare, self.spare_netns = self.spare_netns, -1
-            try:
-                sc.setns(spare, sc.CLONE_NEWNET)
-            finally:
-                os.close(spare)  # the spawner itself holds it now, and then the child
-            sc.unshare(sc.CLONE_NEWPID)
-        else:
-            sc.unshare(sc.CLONE_NEWPID | sc.CLONE_NEWNET)
+        back into its own namespaces right after the fork."""
+        sc.unshare(sc.CLONE_NEWPID | sc.CLONE_NEWNET)
         try:
             return os.fork()
         finally:
             if os.getpid() == self.mypid:
                 sc.setns(self.own_pidns, sc.CLONE_NEWPID)
                 sc.setns(self.own_netns, sc.CLONE_NEWNET)
-
-    def _make_spare_netns(self) -> None:
-        """Make the next dyno's network namespace now, while the spawner has nothing to do.
-
-        Making one takes the kernel's rtnl lock (its loopback device is registered), which the
-        teardown of a dyno's namespace that just stopped holds for a while: a start right after a
-        stop waited 14.6 ms median for its unshare (docs/dynos.md). Made ahead, it is off the
-        start's path; the serve loop calls this once no message came for SPARE_NETNS_IDLE s."""
-        if self.spare_netns >= 0:
-            return
-        sc.unshare(sc.CLONE_NEWNET)
-        try:
-            self.spare_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        finally:
-            sc.setns(self.own_netns, sc.CLONE_NEWNET)
 
     def prefork(self, pool_id: str) -> None:
         """A warm dyno: forked now into fresh namespaces, told what to run later by ``assign``.
@@ -599,18 +569,7 @@ class Spawner:
                 self.reap()
                 if not any(c.status is None for c in self.children.values()):
                     break
-            if not self.running:
-                timeout: float | None = 0.05
-            else:
-                timeout = SPARE_NETNS_IDLE if self.spare_netns < 0 and self.spare_wanted else None
-            events = self.selector.select(timeout=timeout)
-            if not events and self.running and self.spare_netns < 0 and self.spare_wanted:
-                try:
-                    self._make_spare_netns()
-                except OSError as exc:  # none to spare now: forks make their own, as before
-                    self.spare_wanted = False
-                    print(f"spawner: no spare network namespace: {exc}", file=sys.stderr, flush=True)
-            for key, _ in events:
+            for key, _ in self.selector.select(timeout=None if self.running else 0.05):
                 if key.data == "listen":
                     conn, _ = listener.accept()
                     self.drop_connection()  # one dynod at a time: the newest is the live one
