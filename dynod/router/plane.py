@@ -121,7 +121,7 @@ class PlainPlane:
         self._fds: dict[int, _Client | _Exchange | DynoConn | None] = {}
         self.nursery: trio.Nursery | None = None  # the worker's, for what goes to trio: set before adopt()
         self.requests = 0  # started here (the rest of a worker's requests are trio's from the start)
-        self.requests_c = 0  # of those, parsed and rewritten by cplane.request
+        self.requests_c = 0  # requests cplane.request parsed (those then handed to trio included)
         self.responses_c = 0  # responses cplane.response rewrote (the rest went through parse.py)
 
     # ------------------------------------------------------------------ the loop
@@ -275,6 +275,7 @@ class PlainPlane:
                     proxy._idle.pop(client, None)
                 if client.phase == _KEEPALIVE:
                     client.wait_for(_HEAD, opts.header_timeout)
+                # Only a read that starts a request: bytes of one partly parsed are the reader's.
                 if _c_request is not None and reader._between:
                     start_wall = _wall()
                     fast = _c_request(data, client.ip_bytes, client.proto_bytes, client.port_bytes,
