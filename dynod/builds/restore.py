@@ -114,8 +114,7 @@ class PreparedRestores:
                 try:
                     result = await trio.run_process(
                         ["/bin/sh", "-c", _COPY, "sh", *map(str, fds)], pass_fds=fds, user=self.uid,
-                        group=self.gid, extra_groups=[], stdin=None, capture_stdout=True, capture_stderr=True,
-                        check=False)
+                        group=self.gid, extra_groups=[], capture_stdout=True, capture_stderr=True, check=False)
                 finally:
                     for fd in fds:
                         os.close(fd)
@@ -188,7 +187,6 @@ class PreparedRestores:
 
     def _clear(self, app: str) -> None:
         remove_tree(self.root / check_app_name(app))
-
 
 
 class _Copying:

@@ -246,6 +246,13 @@ async def test_forget_stops_a_copy_and_removes_what_was_prepared(build: Build):
         await trio.sleep(0)
         restores.forget(APP)  # while it waits to settle: it stops there
     assert not (restores.root / APP).exists()
+    restores.settle = 0
+    async with trio.open_nursery() as nursery:
+        restores.start(APP, nursery.start_soon)
+        while not (restores.root / APP).exists():  # the stage is made just before cp starts
+            await trio.sleep(0.001)
+        restores.forget(APP)  # while copying (the fixture checks no cp is left running)
+    assert not (restores.root / APP).exists()
     build.load(EXAMPLES / "python-flask")
     assert not await restores.take(APP, build.dirs["app"])  # nothing running to wait for, nothing there
 
