@@ -21,7 +21,10 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <limits.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 
 #define MAX_HEAD 8192        /* parse.MAX_LINE: a head this short breaks no line or head limit */
 #define MAX_BODY 16384       /* plane._MAX_REQUEST: longer requests go through trio */
@@ -29,6 +32,7 @@
 #define MAX_REQUEST_ID 200   /* headers.MAX_REQUEST_ID */
 #define MAX_ADDR_PART 64     /* client ip, proto and port strings */
 #define OUT_SIZE (MAX_HEAD + 2 * MAX_REQUEST_ID + 4 * MAX_ADDR_PART + 512)
+#define RECV_SIZE 65536      /* netio.RECV_SIZE: one read of a dyno's answer, as the Python path reads it */
 
 static const char VIA[] = "1.1 dynod";
 
@@ -562,6 +566,117 @@ static PyObject *cplane_request(PyObject *self, PyObject *const *args, Py_ssize_
     return result;
 }
 
+/* The rewrite both response() and relay_response() make: 1 with the client's head in ``o`` (the body
+ * is data[head_len:head_len + body_len]), 0 to decline (the bytes are the Python path's). */
+static int response_rewrite(const char *data, Py_ssize_t n, int head_only, int client_keep, int client_v10,
+                            outbuf *o, int *status_out, Py_ssize_t *head_len_out, Py_ssize_t *body_len_out,
+                            int *keep_alive)
+{
+    const char *end = memmem(data, (size_t)(n < MAX_HEAD ? n : MAX_HEAD), "\r\n\r\n", 4);
+    if (end == NULL)
+        return 0;
+    Py_ssize_t head_len = end - data + 4;
+    if (head_len > MAX_HEAD || head_len < 16)
+        return 0;
+    /* Status line: HTTP/1.x SP DDD [SP reason] CRLF */
+    if (memcmp(data, "HTTP/1.", 7) != 0 || (data[7] != '1' && data[7] != '0') || data[8] != ' ')
+        return 0;
+    int v1_1 = data[7] == '1';
+    if (data[9] < '2' || data[9] > '5' || data[10] < '0' || data[10] > '9' || data[11] < '0' || data[11] > '9')
+        return 0;
+    int status = (data[9] - '0') * 100 + (data[10] - '0') * 10 + (data[11] - '0');
+    Py_ssize_t pos = 12;
+    Py_ssize_t rstart = pos, rlen = 0;
+    if (data[pos] == ' ') {
+        pos++;
+        rstart = pos;
+        if (data[pos] == ' ' || data[pos] == '\t')
+            return 0;
+        while (pos < head_len) {
+            unsigned char c = (unsigned char)data[pos];
+            if (c == '\t' || (c >= 0x20 && c < 0x7f))
+                pos++;
+            else
+                break;
+        }
+        rlen = pos - rstart;
+        if (rlen == 0 || data[pos - 1] == ' ' || data[pos - 1] == '\t')
+            return 0;
+    }
+    if (pos + 1 >= head_len || data[pos] != '\r' || data[pos + 1] != '\n')
+        return 0;
+    pos += 2;
+    fields fs;
+    if (parse_fields(data, pos, head_len, 0, &fs) < 0)
+        return 0;
+    Py_ssize_t body_len;
+    if (status == 204 || status == 304) {
+        if (fs.content_length >= 0 || n != head_len)
+            return 0;
+        body_len = 0;
+    } else if (fs.content_length < 0) {
+        return 0; /* close-delimited: trio re-frames it */
+    } else if (head_only) {
+        if (n != head_len)
+            return 0;
+        body_len = 0;
+    } else {
+        if (n != head_len + fs.content_length)
+            return 0;
+        body_len = fs.content_length;
+    }
+    *keep_alive = (v1_1 ? !fs.conn_close : fs.conn_keep_alive) && !head_only;
+    int passable = v1_1 && fs.plain && (!fs.conn_keep_alive || conn_line_exact(data, &fs));
+
+    o->len = 0;
+    o->overflow = 0;
+    if (passable && client_keep && !client_v10) {
+        if (fs.conn_keep_alive) {
+            const field *c = &fs.f[fs.connection];
+            put(o, data, c->line_start);
+            put(o, data + c->line_end, head_len - c->line_end);
+        } else {
+            put(o, data, head_len);
+        }
+        o->len -= 2;
+        puts_(o, "Via: ");
+        puts_(o, VIA);
+        puts_(o, "\r\n\r\n");
+    } else {
+        puts_(o, "HTTP/1.1 ");
+        put_int(o, status);
+        puts_(o, " ");
+        put(o, data + rstart, rlen);
+        puts_(o, "\r\n");
+        for (int i = 0; i < fs.n; i++) {
+            const field *f = &fs.f[i];
+            if (f->kind == F_CONNECTION || f->kind == F_VIA)
+                continue;
+            put(o, f->name, f->nlen);
+            puts_(o, ": ");
+            put(o, f->value, f->vlen);
+            puts_(o, "\r\n");
+        }
+        if (!client_keep)
+            puts_(o, "Connection: close\r\n");
+        else if (client_v10)
+            puts_(o, "Connection: keep-alive\r\n");
+        puts_(o, "Via: ");
+        if (fs.via >= 0) {
+            put(o, fs.f[fs.via].value, fs.f[fs.via].vlen);
+            puts_(o, ", ");
+        }
+        puts_(o, VIA);
+        puts_(o, "\r\n\r\n");
+    }
+    if (o->overflow)
+        return 0;
+    *status_out = status;
+    *head_len_out = head_len;
+    *body_len_out = body_len;
+    return 1;
+}
+
 /* response(data, head_only, client_keep_alive, client_http_1_0)
  *   -> (bytes for the client, status, body length, keep_alive) | None
  * The response to one request, whole in ``data``: headers.client_head's bytes and the body. */
@@ -581,105 +696,11 @@ static PyObject *cplane_response(PyObject *self, PyObject *const *args, Py_ssize
     int client_v10 = PyObject_IsTrue(args[3]);
     if (head_only < 0 || client_keep < 0 || client_v10 < 0)
         return NULL;
-    const char *end = memmem(data, (size_t)(n < MAX_HEAD ? n : MAX_HEAD), "\r\n\r\n", 4);
-    if (end == NULL)
-        Py_RETURN_NONE;
-    Py_ssize_t head_len = end - data + 4;
-    if (head_len > MAX_HEAD || head_len < 16)
-        Py_RETURN_NONE;
-    /* Status line: HTTP/1.x SP DDD [SP reason] CRLF */
-    if (memcmp(data, "HTTP/1.", 7) != 0 || (data[7] != '1' && data[7] != '0') || data[8] != ' ')
-        Py_RETURN_NONE;
-    int v1_1 = data[7] == '1';
-    if (data[9] < '2' || data[9] > '5' || data[10] < '0' || data[10] > '9' || data[11] < '0' || data[11] > '9')
-        Py_RETURN_NONE;
-    int status = (data[9] - '0') * 100 + (data[10] - '0') * 10 + (data[11] - '0');
-    Py_ssize_t pos = 12;
-    Py_ssize_t rstart = pos, rlen = 0;
-    if (data[pos] == ' ') {
-        pos++;
-        rstart = pos;
-        if (data[pos] == ' ' || data[pos] == '\t')
-            Py_RETURN_NONE;
-        while (pos < head_len) {
-            unsigned char c = (unsigned char)data[pos];
-            if (c == '\t' || (c >= 0x20 && c < 0x7f))
-                pos++;
-            else
-                break;
-        }
-        rlen = pos - rstart;
-        if (rlen == 0 || data[pos - 1] == ' ' || data[pos - 1] == '\t')
-            Py_RETURN_NONE;
-    }
-    if (pos + 1 >= head_len || data[pos] != '\r' || data[pos + 1] != '\n')
-        Py_RETURN_NONE;
-    pos += 2;
-    fields fs;
-    if (parse_fields(data, pos, head_len, 0, &fs) < 0)
-        Py_RETURN_NONE;
-    Py_ssize_t body_len;
-    if (status == 204 || status == 304) {
-        if (fs.content_length >= 0 || n != head_len)
-            Py_RETURN_NONE;
-        body_len = 0;
-    } else if (fs.content_length < 0) {
-        Py_RETURN_NONE; /* close-delimited: trio re-frames it */
-    } else if (head_only) {
-        if (n != head_len)
-            Py_RETURN_NONE;
-        body_len = 0;
-    } else {
-        if (n != head_len + fs.content_length)
-            Py_RETURN_NONE;
-        body_len = fs.content_length;
-    }
-    int keep_alive = (v1_1 ? !fs.conn_close : fs.conn_keep_alive) && !head_only;
-    int passable = v1_1 && fs.plain && (!fs.conn_keep_alive || conn_line_exact(data, &fs));
-
     static outbuf o;
-    o.len = 0;
-    o.overflow = 0;
-    if (passable && client_keep && !client_v10) {
-        if (fs.conn_keep_alive) {
-            const field *c = &fs.f[fs.connection];
-            put(&o, data, c->line_start);
-            put(&o, data + c->line_end, head_len - c->line_end);
-        } else {
-            put(&o, data, head_len);
-        }
-        o.len -= 2;
-        puts_(&o, "Via: ");
-        puts_(&o, VIA);
-        puts_(&o, "\r\n\r\n");
-    } else {
-        puts_(&o, "HTTP/1.1 ");
-        put_int(&o, status);
-        puts_(&o, " ");
-        put(&o, data + rstart, rlen);
-        puts_(&o, "\r\n");
-        for (int i = 0; i < fs.n; i++) {
-            const field *f = &fs.f[i];
-            if (f->kind == F_CONNECTION || f->kind == F_VIA)
-                continue;
-            put(&o, f->name, f->nlen);
-            puts_(&o, ": ");
-            put(&o, f->value, f->vlen);
-            puts_(&o, "\r\n");
-        }
-        if (!client_keep)
-            puts_(&o, "Connection: close\r\n");
-        else if (client_v10)
-            puts_(&o, "Connection: keep-alive\r\n");
-        puts_(&o, "Via: ");
-        if (fs.via >= 0) {
-            put(&o, fs.f[fs.via].value, fs.f[fs.via].vlen);
-            puts_(&o, ", ");
-        }
-        puts_(&o, VIA);
-        puts_(&o, "\r\n\r\n");
-    }
-    if (o.overflow)
+    int status, keep_alive;
+    Py_ssize_t head_len, body_len;
+    if (!response_rewrite(data, n, head_only, client_keep, client_v10, &o, &status, &head_len, &body_len,
+                          &keep_alive))
         Py_RETURN_NONE;
     PyObject *out = PyBytes_FromStringAndSize(NULL, o.len + body_len);
     if (out == NULL)
@@ -687,6 +708,83 @@ static PyObject *cplane_response(PyObject *self, PyObject *const *args, Py_ssize
     memcpy(PyBytes_AS_STRING(out), o.b, (size_t)o.len);
     memcpy(PyBytes_AS_STRING(out) + o.len, data + head_len, (size_t)body_len);
     return Py_BuildValue("(NinO)", out, status, body_len, keep_alive ? Py_True : Py_False);
+}
+
+/* relay_response(dyno_fd, client_fd, head_only, client_keep_alive, client_http_1_0)
+ *   -> None | bytes | (status, body length, keep_alive, unsent, bytes read)
+ * The plane's first read of a dyno's answer, its rewrite and its send to the client, in one call
+ * (the plane's recv, response() and send, without the two Python objects between them). None: the
+ * socket had nothing (EAGAIN). bytes: what the read gave when the rewrite declines it, b"" at the
+ * dyno's end or on a read error (as the plane's recv has it): the Python path goes on with them.
+ * A tuple: the response was whole and went to the client; ``unsent`` is b"" when the client's socket
+ * took it all, the rest when it took part or none (the plane keeps it for EPOLLOUT), None when the
+ * send failed (the client is gone). Only called when nothing waits to go to the client before it. */
+static char relay_in[RECV_SIZE];
+static char relay_out[OUT_SIZE + RECV_SIZE];
+
+static PyObject *cplane_relay_response(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "relay_response(dyno_fd, client_fd, head_only, client_keep_alive, client_http_1_0)");
+        return NULL;
+    }
+    long dyno_fd = PyLong_AsLong(args[0]);
+    long client_fd = PyLong_AsLong(args[1]);
+    if ((dyno_fd == -1 || client_fd == -1) && PyErr_Occurred())
+        return NULL;
+    if (dyno_fd < 0 || dyno_fd > INT_MAX || client_fd < 0 || client_fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "relay_response: a file descriptor out of range");
+        return NULL;
+    }
+    int head_only = PyObject_IsTrue(args[2]);
+    int client_keep = PyObject_IsTrue(args[3]);
+    int client_v10 = PyObject_IsTrue(args[4]);
+    if (head_only < 0 || client_keep < 0 || client_v10 < 0)
+        return NULL;
+    ssize_t got;
+    for (;;) {
+        got = recv((int)dyno_fd, relay_in, sizeof relay_in, 0);
+        if (got >= 0 || errno != EINTR)
+            break;
+        if (PyErr_CheckSignals() < 0) /* as socket.recv does on EINTR (PEP 475) */
+            return NULL;
+    }
+    if (got < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            Py_RETURN_NONE;
+        return PyBytes_FromStringAndSize("", 0); /* the plane's recv: an OSError reads as the end */
+    }
+    static outbuf o;
+    int status, keep_alive;
+    Py_ssize_t head_len, body_len;
+    if (got == 0 || !response_rewrite(relay_in, got, head_only, client_keep, client_v10, &o, &status, &head_len,
+                                      &body_len, &keep_alive))
+        return PyBytes_FromStringAndSize(relay_in, got);
+    Py_ssize_t total = o.len + body_len;
+    memcpy(relay_out, o.b, (size_t)o.len);
+    memcpy(relay_out + o.len, relay_in + head_len, (size_t)body_len);
+    ssize_t sent;
+    for (;;) {
+        sent = send((int)client_fd, relay_out, (size_t)total, MSG_NOSIGNAL);
+        if (sent >= 0 || errno != EINTR)
+            break;
+        if (PyErr_CheckSignals() < 0)
+            return NULL;
+    }
+    PyObject *unsent;
+    if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        unsent = Py_None;
+        Py_INCREF(unsent);
+    } else {
+        if (sent < 0)
+            sent = 0;
+        unsent = PyBytes_FromStringAndSize(relay_out + sent, total - sent);
+        if (unsent == NULL)
+            return NULL;
+    }
+    return Py_BuildValue("(inONn)", status, body_len, keep_alive ? Py_True : Py_False, unsent, (Py_ssize_t)got);
 }
 
 /* ------------------------------------------------------------------ log batches */
@@ -855,6 +953,9 @@ static PyMethodDef methods[] = {
     {"response", (PyCFunction)(void (*)(void))cplane_response, METH_FASTCALL,
      "response(data, head_only, client_keep_alive, client_http_1_0) -> (client bytes, status, body length, "
      "keep_alive) or None."},
+    {"relay_response", (PyCFunction)(void (*)(void))cplane_relay_response, METH_FASTCALL,
+     "relay_response(dyno_fd, client_fd, head_only, client_keep_alive, client_http_1_0) -> None (EAGAIN), "
+     "bytes read (declined, end, error) or (status, body length, keep_alive, unsent, bytes read)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -872,5 +973,10 @@ PyMODINIT_FUNC PyInit_cplane(void)
     v10 = PyUnicode_InternFromString("1.0");
     if (v11 == NULL || v10 == NULL)
         return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "RECV_SIZE", RECV_SIZE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -79,17 +79,19 @@ cplane.configure(RequestHead)  # the class cplane.request makes its heads of
 # The C parse (and the C log batch, worker.py), unless the environment asks for the Python-only plane.
 C_PLANE = os.environ.get("DYNOD_ROUTER_PLANE") != "python"
 _c_request = cplane.request if C_PLANE else None
-_c_response = cplane.response if C_PLANE else None
+_c_relay = cplane.relay_response if C_PLANE else None
 
 
 class _Exchange:
     """One request the plane has sent to a dyno, until its response is relayed."""
 
     __slots__ = ("client", "head", "app", "dyno", "conn", "request_id", "start", "start_wall", "service_start",
-                 "up", "stale_ok", "rhead", "nbytes", "keep", "readable", "ended", "got_any", "unsent")
+                 "up", "stale_ok", "rhead", "nbytes", "keep", "readable", "ended", "got_any", "unsent", "dyno_fd",
+                 "client_fd")
 
     def __init__(self, client: _Client, head: RequestHead, app: AppRoute, dyno: DynoRoute, conn: DynoConn,
                  request_id: bytes, start: float, start_wall: float, up: bytes, stale_ok: bool) -> None:
+        # The plane sends on a connection it already holds: service starts when the request does.
         self.client = client
         self.head = head
         self.app = app
@@ -98,7 +100,7 @@ class _Exchange:
         self.request_id = request_id
         self.start = start
         self.start_wall = start_wall
-        self.service_start = _now()
+        self.service_start = start
         self.up = up
         self.stale_ok = stale_ok
         self.rhead: ResponseHead | None = None
@@ -108,6 +110,8 @@ class _Exchange:
         self.ended = False  # the dyno's end is among them (read until b"")
         self.got_any = False
         self.unsent = b""  # what of the request the dyno's socket did not take yet
+        self.dyno_fd = -1  # both sockets' fds, for cplane.relay_response
+        self.client_fd = -1
 
 
 class PlainPlane:
@@ -250,7 +254,8 @@ class PlainPlane:
                 self._close(client)
                 return
             if client.phase != _HEAD:
-                client.wait_for(_KEEPALIVE, opts.keepalive_timeout)
+                client.phase = _KEEPALIVE
+                client.deadline = _now() + opts.keepalive_timeout
             if not client.received:
                 proxy._idle[client] = None
             sock = client.pipe.sock
@@ -273,19 +278,19 @@ class PlainPlane:
                 if not client.received:
                     client.received = True
                     proxy._idle.pop(client, None)
-                if client.phase == _KEEPALIVE:
-                    client.wait_for(_HEAD, opts.header_timeout)
                 # Only a read that starts a request: bytes of one partly parsed are the reader's.
                 if _c_request is not None and reader._between:
                     start_wall = _wall()
                     fast = _c_request(data, client.ip_bytes, client.proto_bytes, client.port_bytes,
                                       int(start_wall * 1000))
-                    if fast is not None:
+                    if fast is not None:  # whole: no head deadline to arm, the request starts now
                         client.received = False
                         client.phase = _BUSY
                         client.deadline = _INF
                         self._start_whole(client, reader, data, fast, start_wall)
                         return
+                if client.phase == _KEEPALIVE:
+                    client.wait_for(_HEAD, opts.header_timeout)
                 try:
                     reader.feed(data)
                 except ProtocolError as exc:
@@ -376,13 +381,16 @@ class PlainPlane:
         pool.in_flight[addr] = pool.in_flight.get(addr, 0) + 1
         client.exchange = x
         fd = conn.pipe.sock.fileno()
+        x.dyno_fd = fd
+        x.client_fd = client.pipe.sock.fileno()
         if conn.in_plane:
             self._fds[fd] = x
         else:
             conn.in_plane = True
             self._register(fd, x)
         conn.reader.start(head_only=head.method == b"HEAD")
-        client.wait_for(_FIRST_BYTE, proxy.options.request_timeout)
+        client.phase = _FIRST_BYTE
+        client.deadline = start + proxy.options.request_timeout  # one clock read for the request's start
         try:
             sent = conn.pipe.sock.send(data)
         except BlockingIOError:
@@ -425,32 +433,44 @@ class PlainPlane:
         rr = conn.reader
         revents = rr.events
         while x.readable:
-            try:
-                data = sock.recv(RECV_SIZE)
-            except BlockingIOError:
-                x.readable = False
-                return
-            except OSError:
-                data = b""
+            if not x.got_any and _c_relay is not None:
+                # The first read, in C with its rewrite and its send when the response is whole (the
+                # client has nothing waiting: checked above); else the bytes go on as the recv's.
+                head = x.head
+                fast = _c_relay(x.dyno_fd, x.client_fd, head.method == b"HEAD", head.keep_alive,
+                                head.http_version == "1.0")
+                if fast is None:
+                    x.readable = False
+                    return
+                if type(fast) is tuple:
+                    status, x.nbytes, keep_alive, unsent, nread = fast
+                    if nread < RECV_SIZE and not x.ended:
+                        x.readable = False
+                    x.got_any = True
+                    x.keep = head.keep_alive
+                    self.responses_c += 1
+                    if unsent is None:  # the client is gone
+                        self._end_exchange(x, pool_it=False)
+                        self._fail(x, codes.H27, sent=True)
+                        return
+                    if unsent:
+                        client.out = unsent  # the rest on the client's EPOLLOUT
+                    self._finish(x, status, keep_alive)
+                    return
+                data = fast
+            else:
+                try:
+                    data = sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    x.readable = False
+                    return
+                except OSError:
+                    data = b""
             if not data:
                 self._dyno_ended(x)
                 return
             if len(data) < RECV_SIZE and not x.ended:
                 x.readable = False
-            if not x.got_any and _c_response is not None:
-                head = x.head
-                fast = _c_response(data, head.method == b"HEAD", head.keep_alive, head.http_version == "1.0")
-                if fast is not None:  # the whole response, rewritten for the client
-                    x.got_any = True
-                    x.keep = head.keep_alive
-                    self.responses_c += 1
-                    out_bytes, status, x.nbytes, keep_alive = fast
-                    if not self._send(client, out_bytes):
-                        self._end_exchange(x, pool_it=False)
-                        self._fail(x, codes.H27, sent=True)
-                        return
-                    self._finish(x, status, keep_alive)
-                    return
             x.got_any = True
             try:
                 rr.feed(data)
