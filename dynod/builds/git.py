@@ -28,47 +28,51 @@ app's repository. Pushes from the host itself go straight to the repository path
 
 from __future__ import annotations
 
-import argparse
-import contextlib
+# The hook is a process of its own on every push, started before dynod hears of the push: only
+# what it needs before the source is on its way to dynod is imported here (no site, see
+# HOOK_TEMPLATE); what reads the answer (json, the events, their dataclasses) is imported once
+# the request is sent, while dynod unpacks and builds, and what only the SSH command or dynod
+# itself uses is imported where it is used.
 import fcntl
-import json
 import os
-import re
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
-import urllib.parse
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import IO
+from typing import NamedTuple
 
 from ..errors import NotFound, UserError
-from ..linux.pidfd import keep_open_until_exit
-from ..model import check_app_name
-from .events import BuildFailed, BuildFinished, BuildOutput, decode_build_event
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from pathlib import Path
+    from typing import IO
 
 DEPLOY_BRANCHES = ("refs/heads/main", "refs/heads/master")
 ZERO_SHA = "0" * 40
 LOCK_FILE = "dynod-push.lock"
 LOCK_KEEP_SECONDS = 120.0  # how long the lock may outlive the hook while git updates the ref
+# -I -S: no site (the venv's site-packages and the editable install's finder: ~15 ms of a push
+# on a quiet host, more on a busy one) and nothing from the pusher's environment (PYTHONPATH);
+# dynod itself is found on the path the hook names, where the dynod that wrote it imports from.
 HOOK_TEMPLATE = """#!/bin/sh
 # Written by dynod: every push to this app is built before the branch moves.
-exec {python} -m dynod.builds.git pre-receive --app {app} --api-socket {socket}
+exec {python} -I -S -c {code} pre-receive --app {app} --api-socket {socket}
 """
+HOOK_CODE = "import sys; sys.path.insert(0, {root!r}); from dynod.builds.git import main; sys.exit(main())"
 
 
 # --- the repositories --------------------------------------------------------------------
 
 
 def repo_path(repos_dir: Path, app: str) -> Path:
+    from ..model import check_app_name
+
     return repos_dir / f"{check_app_name(app)}.git"
 
 
-def create_repo(repos_dir: Path, app: str, *, api_socket: Path, python: str = sys.executable) -> Path:
+def create_repo(repos_dir: Path, app: str, *, api_socket: str | Path, python: str = sys.executable) -> Path:
     """The app's bare repository with dynod's pre-receive hook; re-running refreshes the hook."""
     path = repo_path(repos_dir, app)
     if not path.exists():
@@ -78,21 +82,23 @@ def create_repo(repos_dir: Path, app: str, *, api_socket: Path, python: str = sy
         # Heroku accepts force pushes; deletes are refused by the hook with a message instead.
         subprocess.run(["git", "-C", str(path), "config", "receive.denyNonFastForwards", "false"], check=True)
     hook = path / "hooks" / "pre-receive"
-    hook.write_text(HOOK_TEMPLATE.format(python=shlex.quote(python), app=shlex.quote(app),
-                                         socket=shlex.quote(str(api_socket))))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds dynod/
+    hook.write_text(HOOK_TEMPLATE.format(python=shlex.quote(python), code=shlex.quote(HOOK_CODE.format(root=root)),
+                                         app=shlex.quote(app), socket=shlex.quote(str(api_socket))))
     hook.chmod(0o755)
     return path
 
 
 def delete_repo(repos_dir: Path, app: str) -> None:
+    import shutil
+
     shutil.rmtree(repo_path(repos_dir, app), ignore_errors=True)
 
 
 # --- pure rules ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RefUpdate:
+class RefUpdate(NamedTuple):
     old: str
     new: str
     ref: str
@@ -125,6 +131,10 @@ def deploy_update(updates: list[RefUpdate]) -> RefUpdate:
 
 def parse_ssh_command(command: str | None) -> tuple[str, str]:
     """SSH_ORIGINAL_COMMAND -> (git service, app). Only receive-pack of ``<app>.git`` passes."""
+    import re
+
+    from ..model import check_app_name
+
     if not command:
         raise UserError("This key can push apps to dynod with git; it opens no shell.")
     try:
@@ -156,18 +166,31 @@ def _current(ref: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ZERO_SHA
 
 
-@contextlib.contextmanager
-def _push_lock(git_dir: Path, out: IO[str]) -> Iterator[None]:
-    fd = os.open(git_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def _push_lock(git_dir: str, out: IO[str]) -> int:
+    """The push lock's descriptor, once held; closing it (or this process exiting) releases it."""
+    fd = os.open(os.path.join(git_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             _say("-----> Another push to this app is building; waiting for it to finish", out)
             fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
+
+
+def _archive_file(git_dir: str) -> IO[bytes]:
+    """An unnamed file for the commit's tar, gone when closed (O_TMPFILE: tempfile's import
+    costs the hook more than the file)."""
+    try:
+        fd = os.open(git_dir, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:  # a filesystem without O_TMPFILE
+        import tempfile
+
+        return tempfile.TemporaryFile()
+    return os.fdopen(fd, "w+b")
 
 
 def _keep_lock_until_git_exits() -> None:
@@ -178,6 +201,8 @@ def _keep_lock_until_git_exits() -> None:
     descriptor closes, so a detached child that outlives the hook keeps it (and closes every
     stream git reads, or git would wait for it forever).
     """
+    from ..linux.pidfd import keep_open_until_exit
+
     keep_open_until_exit(os.getppid(), LOCK_KEEP_SECONDS)
 
 
@@ -214,7 +239,7 @@ class _BadAnswer(OSError):
     """What came back on dynod's socket is not an HTTP answer."""
 
 
-def _request(api_socket: Path, method: str, target: str, *, timeout: float, headers: dict[str, str] | None = None,
+def _request(api_socket: str | Path, method: str, target: str, *, timeout: float, headers: dict[str, str] | None = None,
              body: IO[bytes] | None = None, size: int = 0) -> _Answer:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -227,15 +252,26 @@ def _request(api_socket: Path, method: str, target: str, *, timeout: float, head
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
         if body is not None:
             sock.sendfile(body, count=size)  # the tar straight from its file: no copies through Python
+        _answer_readers()  # imported while dynod works on the request, not before it was sent
         return _Answer(sock)
     except BaseException:
         sock.close()
         raise
 
 
-def request_build(api_socket: Path, app: str, archive: IO[bytes], size: int, *, source_version: str,
+def _answer_readers() -> None:
+    """Import what reads dynod's answers (json, the build events and their dataclasses) now, while
+    dynod works on the request just sent: the readers' own imports are then only look-ups."""
+    import json  # noqa: F401
+
+    from . import events  # noqa: F401
+
+
+def request_build(api_socket: str | Path, app: str, archive: IO[bytes], size: int, *, source_version: str,
                   user: str | None, out: IO[str], timeout: float = 3600.0) -> bool:
     """POST the source to dynod and print its output as it comes; True if the build succeeded."""
+    import urllib.parse
+
     query = urllib.parse.urlencode({"source": "git", "source_version": source_version,
                                     **({"user": user} if user else {})})
     response: _Answer | None = None
@@ -243,6 +279,10 @@ def request_build(api_socket: Path, app: str, archive: IO[bytes], size: int, *, 
         response = _request(api_socket, "POST", f"/apps/{app}/builds?{query}", timeout=timeout,
                             headers={"Content-Type": "application/x-tar", "Accept": "application/x-ndjson"},
                             body=archive, size=size)
+        import json
+
+        from .events import BuildFailed, BuildFinished, BuildOutput, decode_build_event
+
         if response.status != 200:
             try:
                 message = json.loads(response.body.read(1 << 20)).get("message")
@@ -282,12 +322,14 @@ def request_build(api_socket: Path, app: str, archive: IO[bytes], size: int, *, 
             response.close()
 
 
-def authorize_push(api_socket: Path, app: str, key_id: str, timeout: float = 30.0) -> str:
+def authorize_push(api_socket: str | Path, app: str, key_id: str, timeout: float = 30.0) -> str:
     """Who an SSH key pushes as, if it may push to ``app``; a UserError to show the pusher if not.
 
     A key belongs to a user (``dynoctl keys:add`` over a user's token) or to the administrator
     (added on the socket); a user's key may push only to apps its user owns or collaborates on,
     as their API token may. Asked of dynod over its socket, before the build sees any config."""
+    import urllib.parse
+
     query = urllib.parse.urlencode({"key": key_id})
     try:
         response = _request(api_socket, "GET", f"/apps/{urllib.parse.quote(app, safe='')}/push-authorization?{query}",
@@ -298,6 +340,8 @@ def authorize_push(api_socket: Path, app: str, key_id: str, timeout: float = 30.
             response.close()
     except OSError as exc:
         raise UserError(f"Cannot reach dynod at {api_socket} ({exc}); is it running?") from None
+    import json
+
     try:
         answer = json.loads(body)
         if not isinstance(answer, dict):
@@ -309,7 +353,7 @@ def authorize_push(api_socket: Path, app: str, key_id: str, timeout: float = 30.
     return str(answer.get("user") or key_id)
 
 
-def pre_receive(stdin: IO[str], out: IO[str], *, app: str, api_socket: Path,
+def pre_receive(stdin: IO[str], out: IO[str], *, app: str, api_socket: str | Path,
                 user: str | None, key_id: str | None = None) -> int:
     """The hook: 0 lets git move the branch, anything else rejects the push."""
     try:
@@ -319,15 +363,16 @@ def pre_receive(stdin: IO[str], out: IO[str], *, app: str, api_socket: Path,
     except UserError as exc:
         _say(f" !     {exc}", out)
         return 1
-    git_dir = Path(os.environ.get("GIT_DIR", ".")).resolve()
-    with _push_lock(git_dir, out):
+    git_dir = os.path.realpath(os.environ.get("GIT_DIR", "."))
+    lock = _push_lock(git_dir, out)
+    try:
         if _current(update.ref) != update.old:
             _say(" !     Another push moved this branch while this one waited; "
                  "fetch, merge and push again.", out)
             return 1
         branch = update.ref.removeprefix("refs/heads/")
         _say(f"-----> Building {app} from {branch} ({update.new[:8]})", out)
-        with tempfile.TemporaryFile() as archive:
+        with _archive_file(git_dir) as archive:
             subprocess.run(["git", "archive", "--format=tar", update.new], stdout=archive, check=True)
             size = archive.tell()
             archive.seek(0)
@@ -335,6 +380,8 @@ def pre_receive(stdin: IO[str], out: IO[str], *, app: str, api_socket: Path,
         if ok:
             _keep_lock_until_git_exits()
         return 0 if ok else 1
+    finally:
+        os.close(lock)
 
 
 # --- the SSH forced command -----------------------------------------------------------------
@@ -350,7 +397,21 @@ def serve(command: str | None, *, repos_dir: Path, key_id: str) -> list[str]:
     return [service, str(path)]
 
 
+def _hook_arguments(argv: list[str]) -> tuple[str, str] | None:
+    """(app, api socket) from the hook's own line (HOOK_TEMPLATE), or None for argparse to read."""
+    if len(argv) == 5 and argv[0] == "pre-receive" and argv[1] == "--app" and argv[3] == "--api-socket":
+        return argv[2], argv[4]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # The hook's line is parsed by hand: argparse's import is a few ms of every push.
+    if (hook_arguments := _hook_arguments(argv)) is not None:
+        return _run_hook(*hook_arguments)
+    import argparse
+    from pathlib import Path
+
     parser = argparse.ArgumentParser(prog="python -m dynod.builds.git")
     sub = parser.add_subparsers(dest="command", required=True)
     hook = sub.add_parser("pre-receive")
@@ -361,12 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     ssh.add_argument("key_id")
     args = parser.parse_args(argv)
     if args.command == "pre-receive":
-        # DYNOD_KEY_ID: an SSH push (set by `serve`); DYNOD_PUSHER: an HTTPS push, authorized by
-        # dynod already (dynod/api/git_http.py); neither: a push on the host itself.
-        key_id = os.environ.get("DYNOD_KEY_ID") or None
-        user = os.environ.get("DYNOD_PUSHER") or key_id or "local"
-        return pre_receive(sys.stdin, sys.stdout, app=args.app, api_socket=args.api_socket, user=user,
-                           key_id=key_id)
+        return _run_hook(args.app, str(args.api_socket))
     try:
         exec_argv = serve(os.environ.get("SSH_ORIGINAL_COMMAND"), repos_dir=args.repos, key_id=args.key_id)
     except UserError as exc:
@@ -374,6 +430,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     os.execvp(exec_argv[0], exec_argv)
     return 127  # unreachable: execvp replaced this process or raised
+
+
+def _run_hook(app: str, api_socket: str) -> int:
+    # DYNOD_KEY_ID: an SSH push (set by `serve`); DYNOD_PUSHER: an HTTPS push, authorized by
+    # dynod already (dynod/api/git_http.py); neither: a push on the host itself.
+    key_id = os.environ.get("DYNOD_KEY_ID") or None
+    user = os.environ.get("DYNOD_PUSHER") or key_id or "local"
+    return pre_receive(sys.stdin, sys.stdout, app=app, api_socket=api_socket, user=user, key_id=key_id)
 
 
 if __name__ == "__main__":

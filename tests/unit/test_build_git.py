@@ -1,8 +1,22 @@
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
 import pytest
 
-from dynod.builds.git import RefUpdate, deploy_update, parse_ref_updates, parse_ssh_command
+import dynod
+from dynod.builds.git import (
+    RefUpdate,
+    _hook_arguments,
+    create_repo,
+    deploy_update,
+    main,
+    parse_ref_updates,
+    parse_ssh_command,
+)
 from dynod.errors import UserError
 
 OLD, NEW, ZERO = "1" * 40, "2" * 40, "0" * 40
@@ -42,3 +56,35 @@ def test_ssh_command_names_an_app(command: str, app: str):
 def test_ssh_command_refusals(command: str | None, message: str):
     with pytest.raises(UserError, match=message):
         parse_ssh_command(command)
+
+
+def _hook_line(tmp_path: Path) -> list[str]:
+    create_repo(tmp_path, "hookapp", api_socket=tmp_path / "api.sock")
+    last = (tmp_path / "hookapp.git" / "hooks" / "pre-receive").read_text().splitlines()[-1]
+    words = shlex.split(last)
+    assert words[0] == "exec"
+    return words[1:]
+
+
+def test_the_hook_starts_without_site_or_the_pushers_python_path(tmp_path: Path):
+    # A PYTHONPATH in the pusher's environment must not choose the code the hook runs, and the
+    # hook names the dynod that wrote it; its start loads neither site nor what only reads answers.
+    argv = _hook_line(tmp_path)
+    assert argv[1:3] == ["-I", "-S"] and argv[3] == "-c"
+    decoy = tmp_path / "decoy" / "dynod"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise SystemExit('the decoy dynod was imported')\n")
+    code = argv[4].replace("sys.exit(main())", "print(sorted(set(sys.modules) & {'site', 'argparse', 'json', "
+                           "'dataclasses', 'tempfile', 'dynod.builds.events', 'dynod.model'}), "
+                           "sys.modules['dynod'].__file__)")
+    env = {**os.environ, "PYTHONPATH": str(decoy.parent)}
+    done = subprocess.run([argv[0], "-I", "-S", "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["[]", str(Path(dynod.__file__).resolve())]
+
+
+def test_the_hook_line_is_read_without_argparse_and_anything_else_with_it(tmp_path: Path):
+    argv = _hook_line(tmp_path)
+    assert _hook_arguments(argv[5:]) == ("hookapp", str(tmp_path / "api.sock"))
+    assert _hook_arguments(["pre-receive", "--api-socket", "s", "--app", "a"]) is None  # argparse reads it
+    with pytest.raises(SystemExit):
+        main(["pre-receive", "--app", "a"])  # argparse's one line: --api-socket is required
