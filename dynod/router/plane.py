@@ -388,7 +388,6 @@ class PlainPlane:
         else:
             conn.in_plane = True
             self._register(fd, x)
-        conn.reader.start(head_only=head.method == b"HEAD")
         client.phase = _FIRST_BYTE
         client.deadline = start + proxy.options.request_timeout  # one clock read for the request's start
         try:
@@ -471,7 +470,11 @@ class PlainPlane:
                 return
             if len(data) < RECV_SIZE and not x.ended:
                 x.readable = False
-            x.got_any = True
+            if not x.got_any:
+                # Started only now: an answer C relays whole never needs parse.py's reader (trio's
+                # path starts it itself before it sends on a pooled connection).
+                rr.start(head_only=x.head.method == b"HEAD")
+                x.got_any = True
             try:
                 rr.feed(data)
             except ProtocolError:

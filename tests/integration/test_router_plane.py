@@ -73,6 +73,14 @@ def _one_write(h):
     h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
+def _head_in_two_writes(h):
+    """A HEAD's answer whose head ends in a second write: C declines the first read, parse.py goes on."""
+    h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n")
+    h.wfile.flush()
+    time.sleep(0.05)
+    h.wfile.write(b"X-Split: yes\r\n\r\n")
+
+
 BOGUS = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nbogus"
 
 
@@ -89,7 +97,7 @@ def _then_bogus(h):
 HANDLERS = {"/then-close": _then_close, "/then-bogus": _then_bogus,
             "/slow": slow, "/close": close_silently, "/truncated": truncated, "/stall": stall,
             "/mid": _mid, "/one-write": _one_write, "/chunked": _chunked, "/long": _long,
-            "/continue": echo_after_continue}
+            "/continue": echo_after_continue, "/head-split": _head_in_two_writes}
 
 
 @pytest.fixture(scope="module")
@@ -360,3 +368,25 @@ def test_smuggling_through_the_c_path_is_declined_and_refused_by_the_python_path
                 reply += data
         assert reply.startswith(b"HTTP/1.1 400 "), (attack, reply)
         assert c_counts(router)[0] - before == 1  # only the warm-up request was C's
+
+
+def test_a_head_answer_c_declines_is_read_as_a_heads_by_parse_py_on_a_connection_a_get_used(router):
+    # The pooled connection's reader last read a GET's answer; the plane starts it for this request
+    # only when C declines the first read: it must then expect no body, or this would wait for 13 bytes.
+    conn = http.client.HTTPConnection("127.0.0.1", router.http_port, timeout=10)
+    try:
+        before = in_plane(router)
+        for method, path in (("GET", "/a"), ("HEAD", "/head-split"), ("GET", "/b")):
+            t0 = time.monotonic()
+            conn.request(method, path, headers={"Host": "one.localhost"})
+            resp = conn.getresponse()
+            body = resp.read()
+            assert resp.status == 200 and time.monotonic() - t0 < 0.9, (method, path)  # well inside H12's 1 s
+            if method == "HEAD":
+                assert resp.getheader("Content-Length") == "13" and resp.getheader("X-Split") == "yes"
+                assert body == b""
+            else:
+                assert body == b"web.1 GET " + path.encode()
+        assert in_plane(router) - before == 2  # a new connection's first request is trio's
+    finally:
+        conn.close()
