@@ -103,19 +103,61 @@ def join_cgroup(spec: DynoSpec) -> None:
 
 def make_root(spec: DynoSpec, k: Syscalls = LINUX) -> str:
     """Mount the dyno's root under spec.mnt (in this mount namespace only) and return it."""
+    prepare_root(spec.mnt, spec.tmpfs_mb, k)
+    return finish_root(spec, k)
+
+
+# The aside names, in the dyno's tmpfs, of what prepare_root makes before the root exists.
+PROC_ASIDE = "proc"
+DEV_ASIDE = "dev"
+
+
+def prepare_root(mnt: str, tmpfs_mb: int, k: Syscalls = LINUX) -> None:
+    """The part of a dyno's root that no spec decides: its tmpfs at ``mnt`` (the overlay's upper
+    and work dirs), and its /proc and /dev, made aside in the tmpfs and moved in by finish_root.
+
+    A warm dyno makes this while it waits for its spec, so a start from the pool is left with the
+    layers, the overlay and the two moves. A cold dyno makes it the same way, right before the
+    rest: a warm dyno that got its spec has exactly the mounts a cold one has.
+    """
     step = "making host mounts reach in but never out (MS_SLAVE on /)"
     try:
         k.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
         step = "the dyno's tmpfs"
-        k.mount("tmpfs", spec.mnt, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"size={spec.tmpfs_mb}m,mode=755")
-        root = os.path.join(spec.mnt, "root")
+        k.mount("tmpfs", mnt, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"size={tmpfs_mb}m,mode=755")
         # Every layer is bound into the tmpfs and the overlay is given paths relative to it: the
         # dyno's /proc/self/mountinfo shows its options, and "lowerdir=l0:l1,upperdir=upper" says
         # nothing of where the state dir, the slug or the stack live on the host.
-        k.chdir(spec.mnt)
+        k.chdir(mnt)
         for d in ("upper", "work", "root"):
             k.mkdir(d)
-        step = "the app's user namespace"
+        step = "/proc"
+        proc = os.path.join(mnt, PROC_ASIDE)
+        k.mkdir(proc)
+        k.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        for name in MASKED_FILES:
+            step = f"masking /proc/{name}"
+            path = os.path.join(proc, name)
+            if k.exists(path):
+                k.mount("/dev/null", path, None, sc.MS_BIND)
+        for name in READ_ONLY_PROC:
+            step = f"/proc/{name} read-only"
+            path = os.path.join(proc, name)
+            if k.isdir(path):
+                k.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+                k.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID)
+    except OSError as exc:
+        raise DynoRootError(step, exc) from None
+    make_dev(os.path.join(mnt, DEV_ASIDE), k)
+
+
+def finish_root(spec: DynoSpec, k: Syscalls = LINUX) -> str:
+    """The spec's part of the root, over what prepare_root made at spec.mnt: the layers, the
+    overlay, the binds, then /proc and /dev moved in (with everything mounted on them)."""
+    root = os.path.join(spec.mnt, "root")
+    step = "the app's user namespace"
+    try:
+        k.chdir(spec.mnt)
         userns = _open_userns(spec, k)
         layers = []
         for i, path in enumerate(spec.lower):
@@ -144,24 +186,20 @@ def make_root(spec: DynoSpec, k: Syscalls = LINUX) -> str:
                 k.mount(bind.source, target, None, sc.MS_BIND | sc.MS_REC)
             if not bind.writable:
                 k.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID)
-        step = "/proc"
-        proc = os.path.join(root, "proc")
-        k.makedirs(proc)
-        k.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-        for name in MASKED_FILES:
-            step = f"masking /proc/{name}"
-            path = os.path.join(proc, name)
-            if k.exists(path):
-                k.mount("/dev/null", path, None, sc.MS_BIND)
-        for name in READ_ONLY_PROC:
-            step = f"/proc/{name} read-only"
-            path = os.path.join(proc, name)
-            if k.isdir(path):
-                k.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
-                k.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID)
+        for name in (PROC_ASIDE, DEV_ASIDE):
+            step = f"/{name} moved into the root"
+            target = os.path.join(root, name)
+            k.makedirs(target)
+            k.mount(os.path.join(spec.mnt, name), target, None, sc.MS_MOVE)
+        # /proc and /dev were made before the overlay, so their mount ids are older and the
+        # dyno's mountinfo (in id order) would list them before "/". A recursive bind of the root
+        # onto itself, one call, copies the tree in tree order ("/" first, then the binds, /proc
+        # and /dev with what is on them), as a root built in that order lists it; the pivot
+        # enters the copy and the originals go with the host's root.
+        step = "the root bound onto itself"
+        k.mount(root, root, None, sc.MS_BIND | sc.MS_REC)
     except OSError as exc:
         raise DynoRootError(step, exc) from None
-    make_dev(os.path.join(root, "dev"), k)
     if userns is not None:
         k.close(userns)
     return root
@@ -308,17 +346,28 @@ def seccomp_program(spec: DynoSpec, default: sc.SeccompProgram | None) -> sc.Sec
     return default
 
 
+def prepare_dyno(mnt: str, tmpfs_mb: int) -> None:
+    """What a warm dyno does before its spec: its own namespaces and the spec-free part of its
+    root (prepare_root); become_dyno(prepared=True) does the rest once the spec has come."""
+    sc.unshare(NAMESPACES)  # the PID and network namespaces came with the fork
+    prepare_root(mnt, tmpfs_mb)
+
+
 def become_dyno(spec: DynoSpec, go_fd: int, *, seccomp: sc.SeccompProgram | None = None,
-                cgroup_mounts: list[CgroupMount] | None = None) -> None:
+                cgroup_mounts: list[CgroupMount] | None = None, prepared: bool = False) -> None:
     """Everything between fork and exec. Raises on any failure; never returns on success.
 
     ``seccomp`` is the spawner's compiled default profile, ``cgroup_mounts`` what to mount at
-    /sys/fs/cgroup: both worked out once in the spawner, not per dyno.
+    /sys/fs/cgroup: both worked out once in the spawner, not per dyno. ``prepared``: a warm dyno
+    that ran prepare_dyno for this spec's mnt and tmpfs size (the spawner checked both at assign).
     """
     program = seccomp_program(spec, seccomp)  # an unknown profile fails before anything is made
     join_cgroup(spec)
-    sc.unshare(NAMESPACES)  # the PID and network namespaces came with the fork
-    root = make_root(spec)
+    if prepared:
+        root = finish_root(spec)
+    else:
+        sc.unshare(NAMESPACES)  # the PID and network namespaces came with the fork
+        root = make_root(spec)
     enter_root(root)
     sc.sethostname(spec.hostname)
     write_identity(spec)

@@ -167,9 +167,21 @@ class _ById:
 
 
 @dataclass(frozen=True, slots=True)
-class Prefork(_ById):
-    """Fork a warm dyno now; it waits for an Assign."""
+class Prefork:
+    """Fork a warm dyno now; it waits for an Assign. With ``mnt`` (and the tmpfs size every
+    dyno's spec will carry) it makes the spec-free part of its root meanwhile
+    (dyno_init.prepare_dyno); an assign whose spec differs from either is refused."""
     op: ClassVar[str] = "prefork"
+    id: str
+    mnt: str = ""
+    tmpfs_mb: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": self.op, "id": self.id, "mnt": self.mnt, "tmpfs_mb": self.tmpfs_mb}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Prefork:
+        return cls(_str(data, "id"), _str(data, "mnt", ""), _int(data, "tmpfs_mb", 0))
 
 
 @dataclass(frozen=True, slots=True)

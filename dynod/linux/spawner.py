@@ -40,7 +40,7 @@ from . import syscalls as sc
 from .cgroups import birth as cgroup_birth
 from .cgroups.paths import read_mounts
 from .cgroups.view import CgroupMount, dyno_cgroup_mounts
-from .dyno_init import DynoSpec, become_dyno
+from .dyno_init import DynoSpec, become_dyno, prepare_dyno
 
 F_SETPIPE_SZ = 1031
 LOG_PIPE_BYTES = 1 << 20  # room for a dyno's output while dynod restarts, before writes block
@@ -57,6 +57,7 @@ class Child:
     err_r: int
     spec_w: int = -1  # a warm dyno's: its spec is written here when dynod assigns it
     stdin_w: int = -1  # a warm dyno's stdin pipe: handed to dynod by an assign with pipes, else closed
+    prepared: tuple[str, int] | None = None  # a warm dyno's (mnt, tmpfs_mb) its root was prepared for
     status: int | None = None
     error: str = ""
     started: bool = False
@@ -200,8 +201,10 @@ class Spawner:
                 sc.setns(self.own_pidns, sc.CLONE_NEWPID)
                 sc.setns(self.own_netns, sc.CLONE_NEWNET)
 
-    def prefork(self, pool_id: str) -> None:
+    def prefork(self, pool_id: str, mnt: str = "", tmpfs_mb: int = 0) -> None:
         """A warm dyno: forked now into fresh namespaces, told what to run later by ``assign``.
+        With ``mnt`` it prepares the spec-free part of its root while it waits
+        (dyno_init.prepare_dyno): a start from the pool no longer makes its tmpfs, /proc and /dev.
 
         dynod moves it into a cgroup and wires its veth while nobody waits; taking it then costs a
         write of its spec instead of a fork, cgroup moves and a veth. Its stdio is made as for
@@ -221,13 +224,14 @@ class Spawner:
             _close_all({*parent_fds, *child_fds, spec_r, spec_w, go_r, go_w, err_r, err_w})
             raise
         if pid == 0:
-            self._warm_child(child_fds, spec_r, go_r, err_w)  # never returns
+            self._warm_child(child_fds, spec_r, go_r, err_w, (mnt, tmpfs_mb) if mnt else None)  # never returns
         for fd in {*child_fds, spec_r, go_r, err_w}:
             os.close(fd)
         stdin_w = parent_fds[kinds.index("stdin")]
         parent_fds = [fd for fd, kind in zip(parent_fds, kinds, strict=True) if kind != "stdin"]
         kinds = [kind for kind in kinds if kind != "stdin"]
-        child = Child(pool_id, pid, kinds, parent_fds, go_w, err_r, spec_w=spec_w, stdin_w=stdin_w)
+        child = Child(pool_id, pid, kinds, parent_fds, go_w, err_r, spec_w=spec_w, stdin_w=stdin_w,
+                      prepared=(mnt, tmpfs_mb) if mnt else None)
         self.children[pool_id] = child
         self.by_pid[pid] = child
         self.by_err_fd[err_r] = child
@@ -242,6 +246,12 @@ class Spawner:
             return
         if spec.stdio not in ("log", "pipes"):
             self.send(m.Refused(spec_id, f"a warm dyno has no {spec.stdio} stdio (log or pipes only)").to_json())
+            return
+        if child.prepared is not None and child.prepared != (spec.mnt, spec.tmpfs_mb):
+            # Its tmpfs is at another place or of another size than this spec asks for (the
+            # settings changed since it was forked): dynod discards it and starts the dyno cold.
+            self.send(m.Refused(spec_id, f"warm dyno {pool_id} was prepared for {child.prepared}, "
+                                f"not {(spec.mnt, spec.tmpfs_mb)}").to_json())
             return
         if spec.idmap is not None:
             try:
@@ -273,19 +283,27 @@ class Spawner:
         os.close(child.stdin_w)
         child.stdin_w = -1
 
-    def _warm_child(self, stdio: list[int], spec_r: int, go_r: int, err_w: int) -> None:
+    def _warm_child(self, stdio: list[int], spec_r: int, go_r: int, err_w: int,
+                    prepare: tuple[str, int] | None) -> None:
         try:
             self._reset_signals()
             keep = {*stdio, spec_r, go_r, err_w}
             self._close_all_but(keep)
+            # Opened before its own mount namespace, on the host's /dev as a cold dyno's stdin is
+            # (spawner._stdio): opened after, it would name a mount the pivot detaches ("/null").
+            null = os.open("/dev/null", os.O_RDONLY)
+            if prepare is not None:
+                prepare_dyno(*prepare)
             header = _read_exactly(spec_r, 4)
             if not header:
                 os._exit(0)  # discarded before use
             spec = DynoSpec.from_json(json.loads(_read_exactly(spec_r, struct.unpack("!I", header)[0])))
             os.close(spec_r)
-            if spec.stdio != "pipes":  # stdin as a cold dyno that logs has it (spawner._stdio)
+            if spec.stdio != "pipes":  # stdin as a cold dyno that logs has it
                 os.close(stdio[0])
-                stdio = [os.open("/dev/null", os.O_RDONLY), *stdio[1:]]
+                stdio = [null, *stdio[1:]]
+            else:
+                os.close(null)
             os.setsid()
             for target, fd in enumerate(stdio):
                 os.dup2(fd, target, inheritable=True)
@@ -294,7 +312,8 @@ class Spawner:
                 os.set_inheritable(target, True)
             for fd in set(stdio) - {0, 1, 2}:
                 os.close(fd)
-            become_dyno(spec, go_r, seccomp=self.seccomp, cgroup_mounts=self.cgroup_mounts)
+            become_dyno(spec, go_r, seccomp=self.seccomp, cgroup_mounts=self.cgroup_mounts,
+                        prepared=prepare is not None)
         except BaseException as exc:  # noqa: BLE001 - everything must reach dynod as one line
             self._die(err_w, exc)
 
@@ -520,7 +539,7 @@ class Spawner:
                 self.send(m.Refused(request.id, str(exc)).to_json())
         elif isinstance(request, m.Prefork):
             try:
-                self.prefork(request.id)
+                self.prefork(request.id, request.mnt, request.tmpfs_mb)
             except Exception as exc:  # noqa: BLE001
                 self.send(m.Refused(request.id, str(exc)).to_json())
         elif isinstance(request, m.Assign):

@@ -159,9 +159,10 @@ class SpawnerClient:
         request = m.ClearKeyrings(uid, gid)
         await self._request(request.id, request)
 
-    async def prefork(self, pool_id: str) -> int:
-        """Fork a warm dyno now (it waits for ``assign``); returns its pid."""
-        reply, fds = await self._request(pool_id, m.Prefork(pool_id))
+    async def prefork(self, pool_id: str, mnt: str = "", tmpfs_mb: int = 0) -> int:
+        """Fork a warm dyno now (it waits for ``assign``); returns its pid. With ``mnt`` it
+        prepares its root's tmpfs (of ``tmpfs_mb``), /proc and /dev meanwhile."""
+        reply, fds = await self._request(pool_id, m.Prefork(pool_id, mnt, tmpfs_mb))
         for fd in fds:
             os.close(fd)
         if not isinstance(reply, m.Preforked):

@@ -114,6 +114,7 @@ class Starting:
             seccomp=seccomp_profile(self.m.settings, app),
         )
         stages.append(("cgroup", time.perf_counter()))
+        self.m.watching.expect(dyno_id)  # its exit may come before it is in self.m.live
         try:
             self.m.ledger.put_dyno(record)
             stages.append(("ledger", time.perf_counter()))
@@ -134,6 +135,7 @@ class Starting:
                 spawned = await self.m._ask(lambda spawner: spawner.spawn(spec))
             stages.append(("spawn", time.perf_counter()))
         except BaseException:
+            self.m.watching.unexpect(dyno_id)
             self.m.ledger.delete_dyno(dyno_id)
             if warm is not None:
                 warm.cgroup = cgroup
@@ -144,6 +146,7 @@ class Starting:
             raise
         live = LiveDyno(replace(record, pid=spawned.pid), cgroup, spawned.fds)
         self.m.live[dyno_id] = live
+        self.m.watching.registered(live)
         try:
             self.m.ledger.set_dyno_state(dyno_id, DynoState.STARTING, pid=spawned.pid)
             orphaned = False
@@ -261,7 +264,9 @@ class Starting:
         try:
             cgroup = self.m.cgroups.create(pool_id, WARM_LIMITS)
             address = self.m.network.pool.allocate()
-            pid = await self.m._ask(lambda spawner: spawner.prefork(pool_id))
+            # Its root's tmpfs, /proc and /dev are made while it waits (the rest needs the spec).
+            pid = await self.m._ask(lambda spawner: spawner.prefork(
+                pool_id, self.m.mnt, self.m.settings.dynos.tmpfs_size_mb))
             await self.wire(address, pid, cgroup, network=True)
             if self.m.closing:
                 raise UserError("dynod is shutting down")

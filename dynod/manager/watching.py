@@ -17,7 +17,7 @@ import trio
 from ..linux.cgroups import DynoCgroup, MemoryStats, MemoryWatch
 from ..linux.load import runnable_tasks
 from ..linux.spawn_messages import Exited, Started
-from ..linux.spawner_client import AdoptedDyno, SpawnerError
+from ..linux.spawner_client import AdoptedDyno, SpawnerError, SpawnerEvent
 from ..logplex.metrics import format_sample, r14_line, r15_line
 from ..model import DynoState
 from . import cycling, health, memory_policy, restart_policy
@@ -39,6 +39,29 @@ class Watching:
     def __init__(self, manager: DynoManager) -> None:
         self.m = manager
         self._registering: trio.CapacityLimiter | None = None
+        # Dynos a start has asked the spawner for and not registered yet, with the events that
+        # came for them meanwhile: a warm dyno can fail as its spec arrives (or, told to go with
+        # it, run and exit) before the start hears back. Held, not taken for a warm dyno's or a
+        # leftover's and forgotten, which lost the exit and left the dyno starting for ever.
+        self._early: dict[str, list[SpawnerEvent]] = {}
+
+    def expect(self, dyno_id: str) -> None:
+        """A start is about to ask the spawner for ``dyno_id``: hold its events until ``registered``."""
+        self._early[dyno_id] = []
+
+    def unexpect(self, dyno_id: str) -> None:
+        """The start gave up before registering it (it cleans up the dyno itself)."""
+        self._early.pop(dyno_id, None)
+
+    def registered(self, live: LiveDyno) -> None:
+        """The start has put ``live`` in the manager's table: what came early is handled now, in order."""
+        held = self._early.pop(live.id, [])
+        if held:
+            self.m.nursery.start_soon(self._handle_all, live, held)
+
+    async def _handle_all(self, live: LiveDyno, events: list[SpawnerEvent]) -> None:
+        for event in events:
+            await self.handle(live, event)
 
     def watch(self, live: LiveDyno) -> None:
         """Start the tasks that follow one dyno: its logs, its memory, its boot."""
@@ -237,6 +260,9 @@ class Watching:
                     task.send_nowait(event)
                 continue
             live = self.m.live.get(event.id)
+            if live is None and event.id in self._early:
+                self._early[event.id].append(event)
+                continue
             if live is None:
                 if isinstance(event, Exited):
                     # A warm dyno that died in the pool (or a leftover): never hand it out.
@@ -244,14 +270,17 @@ class Watching:
                     self.m._warm_changed.set()
                 await self.m.spawner.forget(event.id)
                 continue
-            if isinstance(event, Started):
-                live.started.set()
-            else:
-                try:
-                    await self.on_exit(live, event)
-                except Exception:  # one dyno's bookkeeping must never stop the manager
-                    log.exception("exit of %s", live.id)
-                    live.exited.set()
+            await self.handle(live, event)
+
+    async def handle(self, live: LiveDyno, event: SpawnerEvent) -> None:
+        if isinstance(event, Started):
+            live.started.set()
+        elif isinstance(event, Exited):
+            try:
+                await self.on_exit(live, event)
+            except Exception:  # one dyno's bookkeeping must never stop the manager
+                log.exception("exit of %s", live.id)
+                live.exited.set()
 
     async def on_exit(self, live: LiveDyno, event: Exited | AdoptedDyno) -> None:
         status = event.status if event.status is not None else -1

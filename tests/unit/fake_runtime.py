@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from dynod.linux.cgroups import CgroupBackend, CgroupLimits, DynoCgroup, MemoryStats, MemoryWatch
 from dynod.linux.dyno_exec import ExecSpec
@@ -272,7 +273,9 @@ class FakeChild:
 
 class FakeSpawner:
     """dynod/manager/runtime.py's Spawner. ``fail_spawn``: refuse the next spawns with this message;
-    ``fail_exec``: dynos whose command contains the key fail before they run, with the value."""
+    ``fail_exec``: dynos whose command contains the key fail before they run, with the value;
+    ``fail_assigned``: the same for warm dynos, as their spec arrives, and their exit is handled
+    by the manager before the assign's answer reaches the start (the spawner's order, at worst)."""
 
     def __init__(self, kernel: FakeKernel, cgroups: FakeCgroups | None = None) -> None:
         self.kernel = kernel
@@ -284,6 +287,7 @@ class FakeSpawner:
         self._send, self._recv = trio.open_memory_channel[SpawnerEvent](1000)
         self.fail_spawn: str = ""
         self.fail_exec: dict[str, str] = {}
+        self.fail_assigned: dict[str, str] = {}
 
     # -- the Protocol ----------------------------------------------------------------------------
     async def hello(self) -> list[AdoptedDyno]:
@@ -314,7 +318,7 @@ class FakeSpawner:
     async def exec(self, spec: ExecSpec) -> SpawnedDyno:
         raise SpawnerError("the fake spawner does not enter dynos")
 
-    async def prefork(self, pool_id: str) -> int:
+    async def prefork(self, pool_id: str, mnt: str = "", tmpfs_mb: int = 0) -> int:
         self.requests.append(("prefork", pool_id))
         await trio.lowlevel.checkpoint()
         child = self._spawned(pool_id, self.kernel.fork(pool_id, init=True), None)
@@ -330,7 +334,13 @@ class FakeSpawner:
             proc.dyno = spec.id
         for fd in child.out:
             os.close(fd)
-        return self._spawned(spec.id, child.init, spec)
+        spawned = self._spawned(spec.id, child.init, spec)
+        failure = next((why for key, why in self.fail_assigned.items() if key in " ".join(spec.argv)), None)
+        if failure is not None:
+            self.children[spec.id].error = failure
+            self.kernel.end_dyno(spec.id, 1)
+            await trio.testing.wait_all_tasks_blocked()  # the exit event is handled first
+        return spawned
 
     async def go(self, dyno_id: str) -> None:
         self.requests.append(("go", dyno_id))

@@ -95,6 +95,9 @@ class RecordingSyscalls:
             if flags & sc.MS_REMOUNT and where not in self.mount_points:
                 self._refuse("mount", errno.EINVAL)
             return
+        if flags & sc.MS_MOVE:
+            self._move(self.host(source or ""), where)
+            return
         if flags & sc.MS_BIND:
             origin = self.host(source or "")
             if origin not in self.kinds:
@@ -214,6 +217,21 @@ class RecordingSyscalls:
             elif path.startswith(top.rstrip("/") + "/"):
                 found[path[len(top.rstrip("/")) + 1:]] = kind
         return found
+
+    def _move(self, origin: str, where: str) -> None:
+        """MS_MOVE: the mount at ``origin``, with every mount on it, now at ``where``; what it hid
+        at ``origin`` is not modelled (an empty directory is left)."""
+        if origin not in self.mount_points:
+            self._refuse("mount", errno.EINVAL)
+        contents = self._subtree(origin)
+        below = origin.rstrip("/") + "/"
+        for path in [p for p in self.kinds if p.startswith(below)]:
+            del self.kinds[path]
+        moved = [p for p in self.mount_points if p == origin or p.startswith(below)]
+        self.mount_points = [p for p in self.mount_points if p not in moved]
+        self._cover(where, contents)
+        self.mount_points.remove(where)
+        self.mount_points += [where + p[len(origin):] for p in moved]
 
     def _cover(self, where: str, contents: dict[str, str]) -> None:
         """A mount on ``where``: what was beneath it is hidden, ``contents`` shows instead."""

@@ -20,9 +20,11 @@ from dynod.linux.dyno_init import (
     DynoRootError,
     DynoSpec,
     enter_root,
+    finish_root,
     make_dev,
     make_root,
     mount_own_cgroups,
+    prepare_root,
 )
 
 from .fake_syscalls import RecordingSyscalls
@@ -31,8 +33,10 @@ MNT = "/state/dynos/web.1"
 SLUG = "/state/slugs/abc"
 STACK = "/stacks/heroku-24"
 ROOT = f"{MNT}/root"
-PROC = f"{ROOT}/proc"
-DEV = f"{ROOT}/dev"
+# /proc and /dev are made aside in the dyno's tmpfs (a warm dyno makes them before its spec),
+# then moved into the root.
+PROC = f"{MNT}/proc"
+DEV = f"{MNT}/dev"
 RO_BIND = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID
 CGROUP_RO = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
 # A kernel without latency_stats (CONFIG_LATENCYTOP off) and without /proc/bus: both are skipped.
@@ -71,12 +75,24 @@ def expected_root_mounts(*, idmapped: bool = False, userns: int = 100) -> list[t
     return [
         ("mount", None, "/", None, sc.MS_REC | sc.MS_SLAVE, None),
         ("mount", "tmpfs", MNT, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=512m,mode=755"),
+        *spec_free_mounts(),
         *layers,
         ("mount", STACK, "l1", None, sc.MS_BIND, None),  # the stack keeps its owners, idmapped or not
         ("mount", "overlay", ROOT, "overlay", 0, "lowerdir=l0:l1,upperdir=upper,workdir=work"),
         binds[0],  # writable: no remount
         binds[1],
         ("mount", None, certs, None, RO_BIND, None),  # read-only right after its bind
+        ("mount", PROC, f"{ROOT}/proc", None, sc.MS_MOVE, None),  # with the masks and read-only binds on it
+        ("mount", DEV, f"{ROOT}/dev", None, sc.MS_MOVE, None),
+        # Copied in tree order, so that the dyno's mountinfo lists "/" first, as it did when
+        # /proc and /dev were made after the overlay.
+        ("mount", ROOT, ROOT, None, sc.MS_BIND | sc.MS_REC, None),
+    ]
+
+
+def spec_free_mounts() -> list[tuple[object, ...]]:
+    """/proc and /dev as prepare_root makes them, aside in the tmpfs."""
+    return [
         ("mount", "proc", PROC, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, None),
         *(("mount", "/dev/null", f"{PROC}/{name}", None, sc.MS_BIND, None) for name in PROC_FILES[:5]),
         *(call for name in ("sys", "irq", "fs") for call in (
@@ -98,11 +114,14 @@ def test_the_root_is_mounted_in_exactly_this_order() -> None:
 
 
 def test_the_overlay_lists_its_layers_top_first_and_relative_to_the_tmpfs() -> None:
-    k = RecordingSyscalls(dirs=[MNT, "/slug/app", "/layer/bin", f"{STACK}/usr"], proc=[], proc_dirs=[])
-    k.fail("mount", errno.ENOENT, fstype="proc")  # stop after the overlay: only its layers matter here
-    with pytest.raises(DynoRootError):
-        make_root(spec(lower=["/slug", "/layer", STACK], binds=[]), k)
-    assert k.mounts()[2:6] == [
+    k = RecordingSyscalls(dirs=[MNT, "/slug/app", "/layer/bin", f"{STACK}/usr", "/dev"],
+                          files=[f"/dev/{name}" for name in DEVICES], proc=[], proc_dirs=[])
+    prepare_root(MNT, 512, k)
+    start = len(k.mounts())
+    k.fail("mount", errno.ENOENT, flags=sc.MS_MOVE)  # stop after the overlay: only its layers matter here
+    with pytest.raises(DynoRootError, match="/proc moved into the root"):
+        finish_root(spec(lower=["/slug", "/layer", STACK], binds=[]), k)
+    assert k.mounts()[start:start + 4] == [
         ("mount", "/slug", "l0", None, sc.MS_BIND, None),
         ("mount", "/layer", "l1", None, sc.MS_BIND, None),
         ("mount", STACK, "l2", None, sc.MS_BIND, None),
@@ -110,9 +129,36 @@ def test_the_overlay_lists_its_layers_top_first_and_relative_to_the_tmpfs() -> N
     ]
     # The layers, upper and work are made in the dyno's tmpfs, named relative to it.
     assert ("chdir", MNT) in k.calls
-    assert [c[1] for c in k.calls if c[0] == "mkdir"][:6] == ["upper", "work", "root", "l0", "l1", "l2"]
+    relative = [c[1] for c in k.calls if c[0] == "mkdir" and not c[1].startswith("/")]
+    assert relative == ["upper", "work", "root", "l0", "l1", "l2"]
     # What the overlay shows is the union of its layers.
     assert k.isdir(f"{ROOT}/app") and k.isdir(f"{ROOT}/bin") and k.isdir(f"{ROOT}/usr")
+
+
+def test_a_root_prepared_before_its_spec_is_mounted_exactly_as_a_cold_one() -> None:
+    """A warm dyno runs prepare_root while it waits and finish_root once its spec has come: the
+    same calls, in the same order, as make_root's in a cold dyno, and /proc and /dev end up in the
+    root with everything mounted on them, nothing left aside."""
+    cold, warm = kernel(), kernel()
+    make_root(spec(), cold)
+    prepare_root(MNT, 512, warm)
+    assert not any(c[0] == "mount" and c[2] in ("l0", ROOT) for c in warm.calls)  # nothing of the spec's yet
+    assert finish_root(spec(), warm) == ROOT
+    assert warm.calls == cold.calls
+    assert f"{ROOT}/proc/kcore" in warm.mount_points and f"{ROOT}/dev/pts" in warm.mount_points
+    assert not any(p == PROC or p.startswith(f"{PROC}/") or p == DEV or p.startswith(f"{DEV}/")
+                   for p in warm.mount_points)
+    assert warm.kinds[f"{ROOT}/dev/ptmx"] == "link" and f"{DEV}/ptmx" not in warm.kinds
+
+
+def test_a_root_whose_proc_was_never_prepared_is_refused_at_the_move() -> None:
+    k = kernel()
+    k.mount("tmpfs", MNT, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=512m,mode=755")
+    for d in ("upper", "work", "root"):
+        k.mkdir(f"{MNT}/{d}")
+    k.mkdir(PROC)  # a directory, not a proc mount: MS_MOVE has nothing to move
+    with pytest.raises(DynoRootError, match=r"^\[Errno 22\] /proc moved into the root: mount: Invalid argument$"):
+        finish_root(spec(binds=[]), k)
 
 
 def test_an_idmapped_dyno_sees_its_slug_and_binds_through_the_userns_and_closes_it() -> None:
@@ -203,6 +249,8 @@ def test_no_cgroup_mounts_means_no_sys_at_all() -> None:
     ("mount", {"fstype": "devpts"}, errno.EINVAL, "/dev/pts"),
     ("symlink", {"link": f"{DEV}/ptmx"}, errno.EEXIST, "/dev/pts"),
     ("mount", {"target": f"{DEV}/shm"}, errno.ENOMEM, "/dev/shm"),
+    ("mount", {"target": f"{ROOT}/dev", "flags": sc.MS_MOVE}, errno.EINVAL, "/dev moved into the root"),
+    ("mount", {"source": ROOT}, errno.ENOMEM, "the root bound onto itself"),
 ])
 def test_a_refused_step_is_named_with_the_call_and_nothing_after_it_is_tried(
         call: str, match: dict[str, object], err: int, step: str) -> None:

@@ -380,3 +380,22 @@ async def test_a_dyno_that_fails_before_it_runs_is_a_crash_with_its_reason(
         await w.until("crashed", lambda: [r.state for r in w.ledger.list_dynos(APP)] == [DynoState.CRASHED])
         assert "Error: the dyno failed to start: mount('overlay'): Invalid argument" in w.lines("worker.1")
         assert "State changed from starting to crashed" in w.lines("worker.1")
+
+
+async def test_a_warm_dyno_that_exits_before_its_start_hears_back_is_a_crash_not_a_dyno_left_starting(
+        tmp_path: Path, clock: trio.testing.MockClock) -> None:
+    async with world(tmp_path, warm_pool=2) as w:
+        await w.until("two warm dynos", lambda: len(w.manager._warm) == 2)
+        # Its exit reaches the manager before the assign's answer reaches the start: it used to be
+        # taken for a warm dyno's, forgotten, and the dyno stayed "starting" with no process.
+        w.spawner.fail_assigned["run-worker"] = "layer l0: mount: No such file or directory"
+        deploy(w.ledger, worker=1)
+        w.manager.wake()
+        await w.until("crashed", lambda: [r.state for r in w.ledger.list_dynos(APP)] == [DynoState.CRASHED])
+        assert ("spawn", w.ledger.list_dynos(APP)[0].id) not in w.spawner.requests  # it was a warm one
+        assert "Error: the dyno failed to start: layer l0: mount: No such file or directory" in w.lines("worker.1")
+        assert "State changed from starting to crashed" in w.lines("worker.1")
+        assert w.manager.watching._early == {}
+        del w.spawner.fail_assigned["run-worker"]
+        await w.until("restarted and up", lambda: (d := w.live("worker.1")) is not None
+                      and d.record.state == DynoState.UP)

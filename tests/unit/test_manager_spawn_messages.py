@@ -21,8 +21,8 @@ EXEC = ExecSpec(id="app.web.1.abc123.exec.1", dyno="app.web.1.abc123", argv=["/b
                 stdio="tty", env={"TERM": "xterm"})
 
 REQUESTS: list[m.Request] = [m.Spawn(SPEC), m.Exec(EXEC), m.Assign("warm.1", SPEC), m.ClearKeyrings(61001, 61001),
-                             m.Kill("d", 15), m.Prefork("warm.1"), m.Go("d"), m.Abort("d"), m.Forget("d"), m.Hello(),
-                             m.Shutdown(True)]
+                             m.Kill("d", 15), m.Prefork("warm.1"), m.Prefork("warm.2", "/run/mnt", 1024), m.Go("d"),
+                             m.Abort("d"), m.Forget("d"), m.Hello(), m.Shutdown(True)]
 REPLIES: list[m.Reply] = [m.Spawned("d", 42, ("stdout", "stderr")), m.Spawned("d", 42, ("stdout",), wired=True),
                           m.Preforked("warm.1", 7), m.Cleared("keyrings.1"),
                           m.Refused("d", "dyno d exists"), m.Refused(None, "not JSON"), m.Started("d", 42),
