@@ -116,8 +116,14 @@ if [ ! -x "$VENV/bin/python" ] || ! grep -qx "home = /usr/bin" "$VENV/pyvenv.cfg
     /usr/bin/python3 -m venv "$VENV"
 fi
 STAMP="$VENV/.dynod-installed"
-WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$VENV/bin/python" -c "import dynod" 2>/dev/null; then
+# The router's C extension (dynod/router/cplane.c) is built by this pip install too, so its source
+# is part of what the stamp covers: a checkout whose .c changed must rebuild it.
+WANT="$(cat pyproject.toml dynod/router/*.c | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] ||
+   ! "$VENV/bin/python" -c "import dynod, dynod.router.cplane" 2>/dev/null; then
+    # A running router has the old extension mapped: pip's build copies over it in place, which would
+    # crash it. Unlinked first, the old file lives on for whoever has it open; pip writes a new one.
+    rm -f dynod/router/cplane.*.so
     # setuptools prints pages of deprecation notices while building: shown only if pip fails.
     pip_log="$(mktemp)"
     if ! "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]' >"$pip_log" 2>&1; then
