@@ -399,14 +399,27 @@ exit "$code"
 _DETECT_THEN_STEP_SCRIPT = r"""
 step_script=$1 exports=$2 status=$3 release_file=$4 count=$5
 candidates=("${@:6:$count}")
-first_line='NF { sub(/^[ \t]+/, ""); sub(/[ \t]+$/, ""); print; exit }'  # the name, trimmed
 shift $((5 + count))
+# Each process this shell starts before the "detected" line is build overhead (a fork and an exec
+# under the container's seccomp filter), so the name is read with bash's own builtins: the first
+# line of the first 4096 bytes that is not blank, without CRs, spaces and tabs around it.
+detected_name() {
+  local LC_ALL=C said line  # C: read -N counts bytes, and the patterns match bytes
+  IFS= read -r -d '' -N 4096 said < "$1"
+  said=${said//$'\r'/}
+  while IFS= read -r line || [[ -n $line ]]; do
+    line=${line#"${line%%[!$' \t']*}"} line=${line%"${line##*[!$' \t']}"}
+    if [[ -n $line ]]; then printf -v name '%s' "$line"; return; fi
+  done <<< "$said"
+}
 for i in "${!candidates[@]}"; do
   candidate=${candidates[$i]}
-  copy=/tmp/buildpack-detect
-  rm -rf "$copy" && cp -R "$candidate" "$copy" || continue
-  if "$copy/bin/detect" "$1" > /tmp/dynod-detect.out 2>&1 < /dev/null; then
-    name=$(head -c 4096 /tmp/dynod-detect.out | tr -d '\r' | awk "$first_line")
+  copy=${TMPDIR:-/tmp}/buildpack-detect out=${TMPDIR:-/tmp}/dynod-detect.out
+  if [[ -e $copy || -L $copy ]]; then rm -rf "$copy" || continue; fi
+  cp -R "$candidate" "$copy" || continue
+  if "$copy/bin/detect" "$1" > "$out" 2>&1 < /dev/null; then
+    name=
+    detected_name "$out"
     [ -n "$name" ] || name=${candidate##*/}
     printf '%s %s\n' "$i" "$name" > "$status" || exit 70
     echo "-----> $name app detected"

@@ -719,3 +719,36 @@ def test_pack_keeps_link_targets_as_written_and_skips_nested_git(tmp_path: Path)
     assert members["app/lib/dot"].linkname == "./data"
     assert members["app/abs"].linkname == "/usr/lib/x86_64-linux-gnu/libpq.so.5"
     assert all((m.uid, m.gid, m.uname, m.gname) == (0, 0, "", "") for m in members.values())
+
+
+def _tree_over_a_few_blocks(src: Path) -> None:
+    src.mkdir()
+    for index in range(6):  # incompressible, so the tar and the gzip both span several 1 MiB blocks
+        (src / f"data-{index}.bin").write_bytes(hashlib.sha256(str(index).encode()).digest() * (40 * 1024))
+    (src / "Procfile").write_text("web: ./serve\n")
+
+
+def test_pack_gives_the_same_bytes_whatever_tar_may_write_ahead(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from dynod.builds import slug
+
+    src = tmp_path / "src"
+    _tree_over_a_few_blocks(src)
+    packed = []
+    for ahead in (slug.PIPE_AHEAD_BYTES, slug.BLOCK_SIZE, 4096):
+        monkeypatch.setattr(slug, "PIPE_AHEAD_BYTES", ahead)
+        packed.append(pack_directory(src, tmp_path / f"out-{ahead}"))
+    assert len({info.id for info in packed}) == 1
+    assert len({info.path.read_bytes() for info in packed}) == 1
+    assert packed[0].process_types == {"web": "./serve"}
+
+
+def test_a_refusal_after_tar_ran_ahead_leaves_nothing(tmp_path: Path) -> None:
+    # tar has written the whole tree into the pipe before the walk reaches the last member.
+    src = tmp_path / "src"
+    _tree_over_a_few_blocks(src)
+    _setuid_file(src / "zz-tool")
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="'app/zz-tool' has the setuid"):
+        pack_directory(src, out)
+    assert list(out.iterdir()) == []
