@@ -1,9 +1,10 @@
 /* The plain-HTTP plane's common request in C: a strict parse and the rewrite of both heads.
  *
- * plane.py calls request() on a read that starts a request and response() on the first read of a
- * dyno's answer. Each either takes the message whole and returns what the Python path would have
- * produced from it (the RequestHead, the bytes for the dyno; the bytes for the client and what the
- * log line and the pool need), or returns None: then the bytes go to parse.py's reader as before.
+ * plane.py calls request() on a read that starts a request and relay_response() for the first read
+ * of a dyno's answer (response()'s rewrite between the plane's recv and send, done here). Each
+ * either takes the message whole and does what the Python path would have done with it (the
+ * RequestHead, the bytes for the dyno; the bytes sent to the client and what the log line and the
+ * pool need), or declines: then the bytes go to parse.py's reader as before.
  *
  * Only a strict subset of HTTP/1.x is taken: a known method, a target of plain URL characters,
  * header names of token characters, values of visible ASCII, space and tab, CRLF line ends only,
@@ -13,7 +14,8 @@
  * sure of is a None: it never refuses, so it can never accept what the Python path would refuse.
  * Errors, limits and every uncommon header stay the Python path's.
  *
- * Fixed-size buffers with checked lengths; no allocation but the returned objects.
+ * Fixed-size buffers with checked lengths; no allocation but the returned objects. relay_response
+ * reads and writes two non-blocking sockets the plane owns, with the GIL held (nothing else runs).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -15,9 +15,10 @@ fresh connection when a pooled one turns out closed. trio hands the connection b
 requests. The rules, headers, timeouts, codes and log lines are the same ones, mostly the same code.
 
 The common request's bytes are parsed and rewritten in C (``cplane.c``): ``cplane.request`` on a read
-that starts a request, ``cplane.response`` on the first read of the dyno's answer. C takes only a
-strict subset of HTTP whole in one read and returns what the Python path would have made of it; for
-anything else it returns None and the bytes go to parse.py's readers as before. With
+that starts a request, ``cplane.relay_response`` for the first read of the dyno's answer (the read,
+the rewrite and the send to the client in one call). C takes only a strict subset of HTTP whole in
+one read and does what the Python path would have done with it; for anything else it declines and
+the bytes go to parse.py's readers as before. With
 ``DYNOD_ROUTER_PLANE=python`` in the router's environment the plane parses in Python only (for the
 bench and the tests that compare the two).
 """
