@@ -236,17 +236,19 @@ class Starting:
         finally:
             if cgroup is not None:
                 cgroup.kill_all()
-                try:
-                    await trio.to_thread.run_sync(cgroup.remove)
-                except OSError as exc:
-                    log.warning("cgroup of the join probe not removed: %s", exc)
+                # Shielded: a dynod stopped during the probe still removes its group.
+                with trio.CancelScope(shield=True):
+                    try:
+                        await trio.to_thread.run_sync(cgroup.remove)
+                    except OSError as exc:
+                        log.warning("cgroup of the join probe not removed: %s", exc)
         if took is not None:
             self.children_join = took < CHEAP_JOIN_MS
             log.info("a new dyno's cgroup join takes %.2f ms here: %s", took,
                      "dynos join their groups themselves" if self.children_join else "dynod moves them")
 
     async def keep_warm(self) -> None:
-        await self.probe_joins()
+        """Keep the pool at its target; started once probe_joins has timed the join."""
         while not self.m.closing:
             for _ in range(warm_pool.to_make(ready=len(self.m._warm), filling=self.m._warm_filling,
                                              target=self.m.settings.dynos.warm_pool, closing=self.m.closing,
