@@ -25,7 +25,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,7 +82,10 @@ class PreparedRestores:
             return  # one copy at a time; builds of one app run one at a time, so this is that one
         copying = _Copying(self.settle)
         self._copying[app] = copying  # before the task runs: take() must find it at once
-        start_soon(self._copy, app, copying)
+        try:
+            start_soon(self._copy, app, copying)
+        except RuntimeError:  # the nursery has closed: dynod is stopping, no next build to prepare
+            del self._copying[app]
 
     async def take(self, app: str, app_dir: Path) -> bool:
         """Move the prepared copy into ``app_dir/.dynod-restore/python``; False if there is none."""
@@ -91,7 +96,11 @@ class PreparedRestores:
                 # which overlaps its cache check, is no slower than starting this one now.
                 copying.scope.cancel()
             await copying.done.wait()
-        return await trio.to_thread.run_sync(self._move_in, app, app_dir)
+        try:
+            return await trio.to_thread.run_sync(self._move_in, app, app_dir)
+        except OSError as exc:  # the buildpack copies as before: a slower build, not a failed one
+            log.warning("the prepared venv of %s was not used: %s", app, exc)
+            return False
 
     def forget(self, app: str) -> None:
         """apps:destroy: a copy being made stops, and a prepared one goes."""
@@ -112,9 +121,12 @@ class PreparedRestores:
                 if fds is None:
                     return
                 try:
+                    # Its own process group, all of it killed on a cancel: sh's cp (and find) would
+                    # otherwise go on writing in the stage as orphans while it is being removed.
                     result = await trio.run_process(
                         ["/bin/sh", "-c", _COPY, "sh", *map(str, fds)], pass_fds=fds, user=self.uid,
-                        group=self.gid, extra_groups=[], capture_stdout=True, capture_stderr=True, check=False)
+                        group=self.gid, extra_groups=[], capture_stdout=True, capture_stderr=True, check=False,
+                        start_new_session=True, deliver_cancel=copying.kill)
                 finally:
                     for fd in fds:
                         os.close(fd)
@@ -123,15 +135,15 @@ class PreparedRestores:
                                 result.returncode, result.stderr.decode(errors="replace").strip()[-300:])
                     await trio.to_thread.run_sync(self._clear, app)
             if scope.cancelled_caught:
-                await trio.to_thread.run_sync(self._clear, app)
-        except trio.Cancelled:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._clear, app)
-            raise
+                await trio.to_thread.run_sync(self._clear_after, app, copying)
         except OSError as exc:  # the next build copies as before: a slower build, not a failed one
             log.warning("preparing the cached venv of %s for its next build failed: %s", app, exc)
             with contextlib.suppress(OSError):
-                self._clear(app)
+                self._clear_after(app, copying)
+        except BaseException:  # dynod stopping: trio's Cancelled, which may come in a group
+            with trio.CancelScope(shield=True), contextlib.suppress(OSError):
+                await trio.to_thread.run_sync(self._clear_after, app, copying)
+            raise
         finally:
             del self._copying[app]
             copying.done.set()
@@ -160,6 +172,8 @@ class PreparedRestores:
             raise
 
     def _move_in(self, app: str, app_dir: Path) -> bool:
+        # The name is dynod's (docs/builds.md): a source's own is removed, never taken for a copy.
+        remove_tree(app_dir / RESTORE_DIR)
         stage = self.root / app
         try:
             listing = os.lstat(stage / "listing")
@@ -171,11 +185,7 @@ class PreparedRestores:
             self._clear(app)
             return False
         target = app_dir / RESTORE_DIR
-        try:
-            os.mkdir(target, 0o755)
-        except FileExistsError:  # the app's own source has one: it stays the app's
-            self._clear(app)
-            return False
+        os.mkdir(target, 0o755)
         os.chown(target, self.uid, self.gid)
         try:
             os.rename(stage, target / CACHED_VENV[0])
@@ -188,6 +198,21 @@ class PreparedRestores:
     def _clear(self, app: str) -> None:
         remove_tree(self.root / check_app_name(app))
 
+    def _clear_after(self, app: str, copying: _Copying) -> None:
+        """Clear the stage once every process of a killed copy has gone (then none writes in it)."""
+        if copying.pgid is not None:
+            end = time.monotonic() + _GROUP_GONE_SECONDS
+            while time.monotonic() < end:
+                try:
+                    os.killpg(copying.pgid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.01)
+        self._clear(app)
+
+
+_GROUP_GONE_SECONDS = 5.0  # a SIGKILLed cp is reaped by init within milliseconds
+
 
 class _Copying:
     """One copy under way: ``started`` once it settled, ``done`` when it ended."""
@@ -197,3 +222,10 @@ class _Copying:
         self.started = False
         self.done = trio.Event()
         self.scope = trio.CancelScope()
+        self.pgid: int | None = None  # the copy's process group, once a cancel killed it
+
+    async def kill(self, process: trio.Process) -> None:
+        """run_process's cancel: the whole group (sh, cp, find, sha256sum) at once."""
+        self.pgid = process.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)

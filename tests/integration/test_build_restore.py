@@ -225,14 +225,64 @@ async def test_a_copy_the_build_uid_cannot_make_prepares_nothing(build: Build):
     assert not await restores.take(APP, build.dirs["app"])
 
 
-async def test_a_source_with_its_own_restore_dir_gets_no_prepared_copy(build: Build):
+async def test_a_source_with_its_own_restore_dir_never_passes_it_for_a_prepared_copy(build: Build):
+    """The name is dynod's: a source's own is removed, with or without a copy to give, so a forged
+    listing and venv (or a link into the cache) never reach bin/compile as dynod's."""
     restores = restores_for(build)
-    await cold_then_prepared(build, restores)
-    build.load({**{p.name: p.read_text() for p in (EXAMPLES / "python-flask").iterdir() if p.is_file()},
-                f"{RESTORE_DIR}/python/listing": "forged\n"})
+    prepared = await cold_then_prepared(build, restores)
+    flask = {p.name: p.read_text() for p in (EXAMPLES / "python-flask").iterdir() if p.is_file()}
+    build.load({**flask, f"{RESTORE_DIR}/python/listing": "forged\n", f"{RESTORE_DIR}/python/venv/x": "forged"})
+    assert await restores.take(APP, build.dirs["app"])
+    assert os.lstat(build.dirs["app"] / RESTORE_DIR / "python/venv").st_ino == prepared  # dynod's copy
+    assert not (build.dirs["app"] / RESTORE_DIR / "python/venv/x").exists()
+
+    # Nothing prepared now: the source's own goes all the same, and nothing is given.
+    build.load({**flask, f"{RESTORE_DIR}/python/listing": "forged\n"})
+    os.symlink(build.root / "cache/python/venv", build.dirs["app"] / RESTORE_DIR / "python/venv")
     assert not await restores.take(APP, build.dirs["app"])
-    assert (build.dirs["app"] / RESTORE_DIR / "python/listing").read_text() == "forged\n"
+    assert not os.path.lexists(build.dirs["app"] / RESTORE_DIR)
+    assert (build.root / "cache/python/venv").is_dir()  # the link went, not what it pointed at
+
+
+async def test_forget_during_a_long_copy_kills_it_and_removes_the_stage(build: Build):
+    """apps:destroy while cp is writing: the whole copy's process group goes first, then the stage
+    (an orphaned cp would go on writing in it as it was removed)."""
+    restores = restores_for(build)
+    venv = build.root / "cache/python/venv"
+    for d in range(40):
+        (venv / f"d{d}").mkdir(parents=True)
+        for f in range(500):
+            (venv / f"d{d}/f{f}").write_bytes(b"x")
+    async with trio.open_nursery() as nursery:
+        restores.start(APP, nursery.start_soon)
+        copied = restores.root / APP / "venv"
+        with trio.fail_after(60):
+            while not (copied.is_dir() and any(copied.iterdir())):  # cp has begun writing
+                await trio.sleep(0.001)
+        assert processes_of_uid(), "no copy running as the build uid"
+        restores.forget(APP)
     assert not (restores.root / APP).exists()
+    # (the fixture checks that no process of the build uid is left)
+
+
+async def test_a_copy_cancelled_with_its_nursery_kills_it_and_removes_the_stage(build: Build):
+    """dynod stopping mid-copy: the same, through an outer cancel (trio's Cancelled in a group)."""
+    restores = restores_for(build)
+    venv = build.root / "cache/python/venv"
+    for d in range(40):
+        (venv / f"d{d}").mkdir(parents=True)
+        for f in range(500):
+            (venv / f"d{d}/f{f}").write_bytes(b"x")
+    with trio.CancelScope() as outer:
+        async with trio.open_nursery() as nursery:
+            restores.start(APP, nursery.start_soon)
+            copied = restores.root / APP / "venv"
+            with trio.fail_after(60):
+                while not (copied.is_dir() and any(copied.iterdir())):
+                    await trio.sleep(0.001)
+            outer.cancel()
+    assert not (restores.root / APP).exists()
+    assert not restores._copying
 
 
 async def test_forget_stops_a_copy_and_removes_what_was_prepared(build: Build):
