@@ -404,11 +404,38 @@ def _hook_arguments(argv: list[str]) -> tuple[str, str] | None:
     return None
 
 
+def _serve_arguments(argv: list[str]) -> tuple[str, str] | None:
+    """(repos dir, key id) from a forced command's line (keys.authorized_line), or None.
+
+    By hand, not by argparse: a key id is URL-safe base64, so one in 64 begins with "-", which
+    argparse takes for an option (lines written before keys.authorized_line put "--" before it).
+    """
+    if len(argv) == 4 and argv[0] == "serve" and argv[1] == "--repos":
+        return argv[2], argv[3]
+    if len(argv) == 5 and argv[0] == "serve" and argv[1] == "--repos" and argv[3] == "--":
+        return argv[2], argv[4]
+    return None
+
+
+def _run_serve(repos: str, key_id: str) -> int:
+    from pathlib import Path
+
+    try:
+        exec_argv = serve(os.environ.get("SSH_ORIGINAL_COMMAND"), repos_dir=Path(repos), key_id=key_id)
+    except UserError as exc:
+        sys.stderr.write(f"dynod: {exc}\n")
+        return 1
+    os.execvp(exec_argv[0], exec_argv)
+    return 127  # unreachable: execvp replaced this process or raised
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # The hook's line is parsed by hand: argparse's import is a few ms of every push.
     if (hook_arguments := _hook_arguments(argv)) is not None:
         return _run_hook(*hook_arguments)
+    if (serve_arguments := _serve_arguments(argv)) is not None:
+        return _run_serve(*serve_arguments)
     import argparse
     from pathlib import Path
 
@@ -423,13 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "pre-receive":
         return _run_hook(args.app, str(args.api_socket))
-    try:
-        exec_argv = serve(os.environ.get("SSH_ORIGINAL_COMMAND"), repos_dir=args.repos, key_id=args.key_id)
-    except UserError as exc:
-        sys.stderr.write(f"dynod: {exc}\n")
-        return 1
-    os.execvp(exec_argv[0], exec_argv)
-    return 127  # unreachable: execvp replaced this process or raised
+    return _run_serve(str(args.repos), args.key_id)
 
 
 def _run_hook(app: str, api_socket: str) -> int:

@@ -2,7 +2,7 @@
 
 sshd reads the file (``AuthorizedKeysFile`` for dynod's git user, e.g. /var/lib/dynod/ssh/
 authorized_keys); each line pins its key to
-``python -m dynod.builds.git serve --repos DIR KEYID`` with ``restrict`` (no forwarding of any
+``python -m dynod.builds.git serve --repos DIR -- KEYID`` with ``restrict`` (no forwarding of any
 kind, no pty, no ~/.ssh/rc, and whatever future OpenSSH adds to that list), so a key can run
 git-receive-pack on an app repository and nothing else. KEYID, the key's SHA256 fingerprint in
 a shell-safe form, names the pusher in build records.
@@ -80,7 +80,8 @@ def parse_public_key(text: str) -> SshKey:
 
 def authorized_line(key: SshKey, serve_argv: Sequence[str]) -> str:
     """The authorized_keys line: restricted, and forced to dynod's git service for this key."""
-    command = " ".join(shlex.quote(a) for a in [*serve_argv, key.id])
+    # "--": an id may begin with "-" (URL-safe base64), which must not read as an option.
+    command = " ".join(shlex.quote(a) for a in [*serve_argv, "--", key.id])
     if '"' in command or "\\" in command:
         raise UserError("The git service command cannot contain quotes or backslashes; "
                         "install dynod under a plain path.")

@@ -11,6 +11,7 @@ import dynod
 from dynod.builds.git import (
     RefUpdate,
     _hook_arguments,
+    _serve_arguments,
     create_repo,
     deploy_update,
     main,
@@ -88,3 +89,17 @@ def test_the_hook_line_is_read_without_argparse_and_anything_else_with_it(tmp_pa
     assert _hook_arguments(["pre-receive", "--api-socket", "s", "--app", "a"]) is None  # argparse reads it
     with pytest.raises(SystemExit):
         main(["pre-receive", "--app", "a"])  # argparse's one line: --api-socket is required
+
+
+@pytest.mark.parametrize("key_id", ["-Lh2xTz8Y0Pq", "--x", "abc_-"])
+def test_a_forced_command_reads_a_key_id_that_begins_with_a_dash(key_id: str):
+    """URL-safe base64 fingerprints begin with "-" one time in 64: argparse took that for an option
+    and refused the SSH push ("the following arguments are required: key_id"), seen in a full run."""
+    from dynod.builds.keys import SshKey, authorized_line
+
+    key = SshKey(id=key_id, type="ssh-ed25519", fingerprint="SHA256:x", comment="", blob="AAAA")
+    line = authorized_line(key, ["/usr/bin/python3", "-m", "dynod.builds.git", "serve", "--repos", "/r"])
+    argv = shlex.split(line.split('command="', 1)[1].split('"', 1)[0])[3:]
+    assert _serve_arguments(argv) == ("/r", key_id)
+    assert _serve_arguments(["serve", "--repos", "/r", key_id]) == ("/r", key_id)  # a line written before "--"
+    assert _serve_arguments(["serve", "--repos"]) is None  # argparse's one line for anything else

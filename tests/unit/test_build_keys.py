@@ -46,7 +46,7 @@ def test_add_list_remove_with_forced_command(tmp_path: Path):
     (tmp_path / "ssh" / "authorized_keys").write_text(
         (tmp_path / "ssh" / "authorized_keys").read_text() + "ssh-ed25519 AAAA operator-added\n")
     line = (tmp_path / "ssh" / "authorized_keys").read_text().splitlines()[0]
-    assert line.startswith(f'restrict,command="{" ".join(SERVE)} {k1.id}" ssh-ed25519 ')
+    assert line.startswith(f'restrict,command="{" ".join(SERVE)} -- {k1.id}" ssh-ed25519 ')
     assert [k.comment for k in keys.list()] == ["one@example.com", "two@example.com"]
     with pytest.raises(Conflict, match="already added"):
         keys.add(one)
