@@ -398,16 +398,24 @@ SLOW_PACK = {
 
 
 def _spawner_pid(dynod: Dynod) -> int | None:
+    """The spawner itself, not one of its forks: a warm dyno waiting for its spec (or any child
+    before its exec) has the spawner's command line too, and with pids wrapping (pid_max 32768
+    here) it can have the lower pid. The spawner is the one whose parent is not such a process."""
     socket_path = str(dynod.root / "run" / "spawner.sock")
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 args = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
             if b"dynod.linux.spawner" in args and socket_path.encode() in args:
-                return int(entry.name)
-    return None
+                parents[int(entry.name)] = ppid
+    daemon = dynod.proc.pid if dynod.proc is not None else None
+    started_by_dynod = [pid for pid, ppid in parents.items() if ppid == daemon]
+    roots = started_by_dynod or [pid for pid, ppid in parents.items() if ppid not in parents]
+    return roots[0] if len(roots) == 1 else None
 
 
 def test_the_spawners_death_leaves_no_ghosts(dynod: Dynod, served_app: str, tmp_path: Path) -> None:
