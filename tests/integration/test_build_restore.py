@@ -244,21 +244,30 @@ async def test_a_source_with_its_own_restore_dir_never_passes_it_for_a_prepared_
     assert (build.root / "cache/python/venv").is_dir()  # the link went, not what it pointed at
 
 
-async def test_forget_during_a_long_copy_kills_it_and_removes_the_stage(build: Build):
-    """apps:destroy while cp is writing: the whole copy's process group goes first, then the stage
-    (an orphaned cp would go on writing in it as it was removed)."""
-    restores = restores_for(build)
+def _large_cached_venv(build: Build) -> None:
+    """20,000 small files: a copy long enough to be stopped while cp writes."""
     venv = build.root / "cache/python/venv"
     for d in range(40):
         (venv / f"d{d}").mkdir(parents=True)
         for f in range(500):
             (venv / f"d{d}/f{f}").write_bytes(b"x")
+
+
+async def _copy_writing(restores: PreparedRestores) -> None:
+    copied = restores.root / APP / "venv"
+    with trio.fail_after(60):
+        while not (copied.is_dir() and any(copied.iterdir())):  # cp has begun writing
+            await trio.sleep(0.001)
+
+
+async def test_forget_during_a_long_copy_kills_it_and_removes_the_stage(build: Build):
+    """apps:destroy while cp is writing: the whole copy's process group goes first, then the stage
+    (an orphaned cp would go on writing in it as it was removed)."""
+    restores = restores_for(build)
+    _large_cached_venv(build)
     async with trio.open_nursery() as nursery:
         restores.start(APP, nursery.start_soon)
-        copied = restores.root / APP / "venv"
-        with trio.fail_after(60):
-            while not (copied.is_dir() and any(copied.iterdir())):  # cp has begun writing
-                await trio.sleep(0.001)
+        await _copy_writing(restores)
         assert processes_of_uid(), "no copy running as the build uid"
         restores.forget(APP)
     assert not (restores.root / APP).exists()
@@ -268,18 +277,11 @@ async def test_forget_during_a_long_copy_kills_it_and_removes_the_stage(build: B
 async def test_a_copy_cancelled_with_its_nursery_kills_it_and_removes_the_stage(build: Build):
     """dynod stopping mid-copy: the same, through an outer cancel (trio's Cancelled in a group)."""
     restores = restores_for(build)
-    venv = build.root / "cache/python/venv"
-    for d in range(40):
-        (venv / f"d{d}").mkdir(parents=True)
-        for f in range(500):
-            (venv / f"d{d}/f{f}").write_bytes(b"x")
+    _large_cached_venv(build)
     with trio.CancelScope() as outer:
         async with trio.open_nursery() as nursery:
             restores.start(APP, nursery.start_soon)
-            copied = restores.root / APP / "venv"
-            with trio.fail_after(60):
-                while not (copied.is_dir() and any(copied.iterdir())):
-                    await trio.sleep(0.001)
+            await _copy_writing(restores)
             outer.cancel()
     assert not (restores.root / APP).exists()
     assert not restores._copying
