@@ -81,10 +81,14 @@ def test_an_eco_app_sleeps_when_idle_and_a_request_wakes_it(dynod: Dynod, eco_ap
     last_request = time.monotonic()
     dynod.wait_for(lambda: asleep(dynod, app), timeout=IDLE_SECONDS + 20, what=f"{app} asleep")
     assert time.monotonic() - last_request >= IDLE_SECONDS - 0.5  # not before the idle time
+    # A slot shows "idle" from the moment the app falls asleep, while its dyno is still on its way
+    # down: a web dyno first waits for the router to drop its route, so its exit is logged later.
+    stopped = [f"dynod[{dyno}]: State changed from up to down" for dyno in ("web.1", "worker.1")]
+    dynod.wait_for(lambda: all(line in dynod.logs(app) for line in stopped), timeout=30,
+                   what=f"{app}'s dynos down")
     logs = dynod.logs(app)
     for dyno in ("web.1", "worker.1"):
         assert f"dynod[{dyno}]: Idling" in logs, logs
-        assert f"dynod[{dyno}]: State changed from up to down" in logs, logs
     time.sleep(1.0)
     assert asleep(dynod, app), "something started the sleeping app again"
 
