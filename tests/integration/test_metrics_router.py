@@ -64,9 +64,10 @@ def _send(port: int, host: str, jobs: list[tuple[int, int]], failures: list[str]
         try:
             conn.request("GET", f"/?ms={ms}&status={status}", headers={"Host": host})
             response = conn.getresponse()
-            response.read()
+            body = response.read()
             if response.status != status:
-                failures.append(f"{status} -> {response.status}")
+                # The body says who answered (the router's error page or the app), for a flake's trail.
+                failures.append(f"{status} -> {response.status}: {body[:200]!r} at {time.time():.3f}")
         except (OSError, http.client.HTTPException) as exc:
             failures.append(repr(exc))
             conn.close()
@@ -95,7 +96,7 @@ def test_known_traffic_gives_its_percentiles_and_counts(metrics_dynod: Dynod, tm
             t.start()
         for t in threads:
             t.join(timeout=120)
-        assert not failures, failures[:5]
+        assert not failures, f"{failures[:5]}\n{d.logs(app)[-4000:]}\n{d.log_tail()}"
 
         def counted() -> dict | None:
             with d.client() as client:
