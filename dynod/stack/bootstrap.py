@@ -32,11 +32,22 @@ class Bootstrap(Protocol):
                  progress: Progress) -> None: ...
 
 
-def debootstrap_argv(definition: StackDefinition, target: Path, cache_dir: Path) -> list[str]:
-    """The base system only: the definition's packages are apt's job (see apt_steps)."""
-    return ["debootstrap", f"--variant={definition.variant}", f"--cache-dir={cache_dir}",
+DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
+
+
+def debootstrap_argv(definition: StackDefinition, target: Path, cache_dir: Path,
+                     scripts: Path = DEBOOTSTRAP_SCRIPTS) -> list[str]:
+    """The base system only: the definition's packages are apt's job (see apt_steps).
+
+    A suite named after the host's debootstrap was released (Debian 12's knows trixie, not
+    forky) has no script of its own there; Debian's later suites are all bootstrapped by sid's
+    script (debootstrap's own links for testing and unstable point at it), so it is named."""
+    argv = ["debootstrap", f"--variant={definition.variant}", f"--cache-dir={cache_dir}",
             f"--components={','.join(definition.components)}",
             definition.suite, str(target), definition.mirror]
+    if not (scripts / definition.suite).exists() and (scripts / "sid").exists():
+        argv.append(str(scripts / "sid"))
+    return argv
 
 
 def build_namespace_argv(target: Path) -> list[str]:

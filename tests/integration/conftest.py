@@ -221,8 +221,8 @@ def _force_cleanup(d: Dynod) -> None:
 
 
 @contextlib.contextmanager
-def running_dynod(*, warm_pool: int = 0, dynos_extra: str = "", allow_local_drains: bool = True
-                  ) -> Iterator[Dynod]:
+def running_dynod(*, warm_pool: int = 0, dynos_extra: str = "", allow_local_drains: bool = True,
+                  stack: str = "debian-13") -> Iterator[Dynod]:
     """A real dynod of its own (state, sockets, cgroup subtree, bridge, subnet); checked for leftovers.
 
     ``dynos_extra``: more lines for its [dynos] section (a test's own settings). The tests' drain
@@ -240,6 +240,7 @@ def running_dynod(*, warm_pool: int = 0, dynos_extra: str = "", allow_local_drai
 state_dir = "{root / 'state'}"
 run_dir = "{root / 'run'}"
 stacks_path = "{STACKS}"
+stack = "{stack}"
 api_group = "dynod"
 
 [dynos]

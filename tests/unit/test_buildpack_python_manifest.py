@@ -111,6 +111,12 @@ def test_a_version_the_stack_lacks_names_what_is_there_and_where_else(requested:
         assert "bookworm (Debian 12) has 3.11" in str(err.value)
 
 
+def test_python_3_14_on_the_default_stack_names_the_stack_that_has_it() -> None:
+    with pytest.raises(manifest.AppError) as err:
+        manifest.choose_version("3.14", ".python-version", AVAILABLE, "3.13.5", "debian-13")
+    assert "forky (Debian 14, the debian-14 stack) has 3.14" in str(err.value)
+
+
 def test_command_line_prints_facts_or_the_error(tmp_path: Path):
     app(tmp_path, {"uv.lock": "", "pyproject.toml": '[project]\nrequires-python = ">=3.11"\n'})
     done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--stack", "s", "--available", "3.13.5"],

@@ -94,11 +94,23 @@ def test_hash_changes_with_content_and_ids_but_not_description() -> None:
                            61000, 61000) != h
 
 
-def test_debootstrap_argv() -> None:
+def test_debootstrap_argv(tmp_path: Path) -> None:
+    (tmp_path / "trixie").write_text("")
+    (tmp_path / "sid").write_text("")
     d = parse_definition("tiny", MINIMAL)
-    assert debootstrap_argv(d, Path("/s/t"), Path("/s/.debs")) == [
+    assert debootstrap_argv(d, Path("/s/t"), Path("/s/.debs"), tmp_path) == [
         "debootstrap", "--variant=minbase", "--cache-dir=/s/.debs", "--components=main",
         "trixie", "/s/t", "http://deb.debian.org/debian"]
+
+
+def test_a_suite_newer_than_the_hosts_debootstrap_is_bootstrapped_by_sids_script(tmp_path: Path) -> None:
+    (tmp_path / "trixie").write_text("")
+    (tmp_path / "sid").write_text("")
+    d = parse_definition("tiny", MINIMAL.replace('"trixie"', '"forky"'))
+    argv = debootstrap_argv(d, Path("/s/t"), Path("/s/.debs"), tmp_path)
+    assert argv[-4:] == ["forky", "/s/t", "http://deb.debian.org/debian", str(tmp_path / "sid")]
+    (tmp_path / "sid").unlink()  # no sid script either: debootstrap says what it lacks itself
+    assert debootstrap_argv(d, Path("/s/t"), Path("/s/.debs"), tmp_path)[-1] == "http://deb.debian.org/debian"
 
 
 ACCOUNTS = {

@@ -29,8 +29,11 @@ import sys
 import tomllib
 from pathlib import Path
 
-# Which Debian suite ships which Python, so an error can say where another version exists.
-DEBIAN_PYTHONS = {"bullseye (Debian 11)": "3.9", "bookworm (Debian 12)": "3.11", "trixie (Debian 13)": "3.13"}
+# Which Debian suite ships which Python, so an error can say where another version exists; the
+# two that dynod defines a stack for (rootfs/) say its name.
+DEBIAN_PYTHONS = {"bullseye (Debian 11)": "3.9", "bookworm (Debian 12)": "3.11",
+                  "trixie (Debian 13, the debian-13 stack)": "3.13",
+                  "forky (Debian 14, the debian-14 stack)": "3.14"}
 
 MANAGER_FILES = (  # Heroku's order, and the names its message uses
     ("Pipfile.lock", "pipenv", "Pipenv"),
