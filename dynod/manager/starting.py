@@ -152,10 +152,6 @@ class Starting:
             orphaned = False
         except NotFound:
             orphaned = True  # its app was destroyed while it was being made: stop it once it runs
-        if record.type == "web":
-            # The router holds the app's requests while it boots (web_routes.py), so that one sent
-            # the moment the API says "up" waits the few ms for the route instead of an H14 or 404.
-            self.m.on_routes_changed()
         if warm is None:  # a warm dyno was moved and wired while nobody waited
             try:
                 await self.wire(address, spawned.pid, cgroup, network=not spawned.wired,

@@ -124,7 +124,6 @@ class Platform(AddonCalls):
                                    description="Initial release")
         self.deploys.app_created(name)
         self.logs.emit(name, "dynod", "api", "Created app")
-        self.routes_changed()  # the router knows it from now on: no 404 for an app that exists
         return self._app_json(app)
 
     async def get_app(self, app: str) -> Json:
@@ -294,8 +293,6 @@ class Platform(AddonCalls):
                                + (f":{size}" if size else "") + f" by {by}")
         self.manager.wake_app(app)  # a scale wakes a sleeping app, as a request does
         self.manager.wake()
-        if any(type_ == "web" for type_, _, _ in checked):
-            self.routes_changed()  # web dynos wanted now: the router holds requests while they boot
         return await self.get_formation(app)
 
     def _check_memory_for(self, app: str, changes: list[rules.FormationChange]) -> None:

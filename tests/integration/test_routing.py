@@ -189,38 +189,3 @@ def test_power_of_two_choices_per_app(dynod: Dynod, graceful_app: str) -> None:
     assert load.failures == [] and set(load.results) == {"web.1", "web.2"}
     bad = dynod.ctl("routing:policy", "round-robin", "-a", graceful_app, check=False)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
-
-
-def _get(dynod: Dynod, app: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", dynod.http_port, timeout=60)
-    try:
-        conn.request("GET", "/", headers={"Host": f"{app}.localhost"})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-def test_a_new_app_is_known_to_the_router_and_a_request_sent_at_up_is_served(
-        dynod: Dynod, app: str, tmp_path: Path) -> None:
-    # Created, with no web dyno: Heroku's "no web dynos running" (H14), not the unknown host's 404.
-    # The router used to hear of an app only when its first web dyno was up.
-    status, body = dynod.wait_for(lambda: (r := _get(dynod, app))[0] != 404 and r, timeout=10,
-                                  what=f"the router knowing {app}")
-    assert status == 503, body
-    assert "code=H14" in dynod.logs(app)
-    dynod.ctl("deploy", "--no-build", str(write_app(tmp_path / "src", "web: python3 web.py\n")), "-a", app)
-    client = dynod.client()
-    # The API says "up" a few ms before the router has the dyno's route: a request sent at that
-    # moment is held as for a boot (the router knows the dyno is starting) and then served.
-    for quantity in (1, 0, 1, 0, 1):
-        client.update_formation(app, [{"type": "web", "quantity": quantity}])
-        if quantity:
-            deadline = time.monotonic() + 60
-            while not any(d["type"] == "web" and d["state"] == "up" for d in client.list_dynos(app)):
-                assert time.monotonic() < deadline, "no web dyno up"
-                time.sleep(0.001)
-            status, body = _get(dynod, app)
-            assert status == 200, (status, body)
-        else:
-            dynod.wait_for(lambda: not client.list_dynos(app), timeout=30, what="no dynos")
