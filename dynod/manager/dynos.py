@@ -279,9 +279,13 @@ class DynoManager:
         """A request the spawner answers; SpawnerError if it dies first (its answer would never come)."""
         spawner = self.spawner
         answer: list[T] = []
+        failed: list[Exception] = []
         async with trio.open_nursery() as nursery:
             async def ask() -> None:
-                answer.append(await request(spawner))
+                try:
+                    answer.append(await request(spawner))
+                except Exception as exc:  # raised below as itself: out of the nursery it would be an
+                    failed.append(exc)  # ExceptionGroup that no caller's `except SpawnerError` takes
                 nursery.cancel_scope.cancel()
 
             async def watch() -> None:
@@ -290,6 +294,8 @@ class DynoManager:
 
             nursery.start_soon(ask)
             nursery.start_soon(watch)
+        if failed:
+            raise failed[0]
         if not answer:
             raise SpawnerError("the spawner went away before it answered")
         return answer[0]

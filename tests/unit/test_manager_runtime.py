@@ -399,3 +399,19 @@ async def test_a_warm_dyno_that_exits_before_its_start_hears_back_is_a_crash_not
         del w.spawner.fail_assigned["run-worker"]
         await w.until("restarted and up", lambda: (d := w.live("worker.1")) is not None
                       and d.record.state == DynoState.UP)
+
+
+async def test_a_spawner_request_that_fails_raises_its_own_error_not_a_group(tmp_path: Path) -> None:
+    # dynod's spawner supervisor and the start stage catch SpawnerError: a request's failure
+    # wrapped in the nursery's ExceptionGroup passed them by, and a new spawner that broke the
+    # pipe of its first hello took dynod down with it (seen in a fresh-clone run).
+    from dynod.linux.spawner_client import SpawnerError
+
+    async with world(tmp_path) as w:
+        async def broken(spawner: object) -> None:
+            await trio.sleep(0)
+            raise SpawnerError("the spawner went away: [Errno 32] Broken pipe")
+
+        with pytest.raises(SpawnerError, match="Broken pipe"):
+            await w.manager._ask(broken)
+        assert await w.manager._ask(lambda spawner: spawner.hello()) == []  # and asks go on
