@@ -142,12 +142,14 @@ class Daemon:
                                                routes_flushed=self.routes_flushed)
                     nursery.start_soon(platform.acm.run)
                 api_routes = self._api_routes(platform)
-                await nursery.start(partial(serve_api, platform, s.api_socket, group=s.api_group,
-                                            routes=api_routes))
+                # The TCP listeners before the socket: whoever waits for the socket to answer (an
+                # embedding program, the tests, systemd's readiness) may then use every one.
                 if s.api.listen:
                     await self._serve_api_tls(platform, nursery)
                 if s.dashboard.listen:
                     await self._serve_dashboard(platform, nursery)
+                await nursery.start(partial(serve_api, platform, s.api_socket, group=s.api_group,
+                                            routes=api_routes))
                 log.info("dynod ready: API at %s, %s cgroups, dyno subnet %s", s.api_socket, cgroups.kind,
                          s.network.subnet)
                 print(f"dynod ready: API at {s.api_socket}", file=sys.stderr, flush=True)

@@ -62,20 +62,7 @@ class Api:
 def api() -> Iterator[Api]:
     port = free_port()
     with running_dynod(dynos_extra=f'[api]\nlisten = "127.0.0.1:{port}"\nfetch_loopback = true\n') as d:
-        # dynod serves its unix socket (what running_dynod waits for) before the TLS listener, which
-        # first makes its certificate: a client that came at once was refused (a fresh-clone run).
-        d.wait_for(lambda: _accepts(port), timeout=60, what=f"the Platform API on 127.0.0.1:{port}")
         yield Api(d, port)
-
-
-def _accepts(port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -576,7 +563,6 @@ def test_limits_hold_under_abuse() -> None:
     port = free_port()
     extra = f'[api]\nlisten = "127.0.0.1:{port}"\nrate_limit = 5\nmax_connections = 3\nidle_timeout = 1\n'
     with running_dynod(dynos_extra=extra) as d:
-        d.wait_for(lambda: _accepts(port), timeout=60, what=f"the Platform API on 127.0.0.1:{port}")
         api = Api(d, port)
         token = api.user(f"ab-{secrets.token_hex(3)}@example.test")
         with api.session(token) as s:
