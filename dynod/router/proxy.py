@@ -43,6 +43,7 @@ from .routes import AppRoute, DynoRoute, RouteTable, challenge_answer, choose_dy
 
 if TYPE_CHECKING:
     from .plane import PlainPlane
+    from .shares import ConnectionShares
 
 LogSink = Callable[[AccessRecord], None]
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
@@ -191,6 +192,8 @@ class Proxy:
         self._routes_changed = trio.Event()
         self.pool = DynoPool(max_idle=options.pool_idle, idle_timeout=options.pool_idle_timeout)
         self.connections = 0
+        # The workers' shared counts (shares.py), so that accepts spread over them; None alone.
+        self.shares: ConnectionShares | None = None
         self.requests = 0
         self.bodies_spliced = 0
         self.codes: Counter[str] = Counter()
@@ -264,6 +267,8 @@ class Proxy:
     def accept(self, pipe: Pipe, ip: str, proto: str, port: int) -> _Client:
         """Count in a new client connection (its first head is due within header_timeout)."""
         self.connections += 1
+        if self.shares is not None:
+            self.shares.publish(self.connections)
         client = _Client(pipe, ip, proto, port)
         self._clients.add(client)
         # A connection that never sends a head must not sit out the keep-alive window (10k of them
@@ -302,6 +307,8 @@ class Proxy:
         self._idle.pop(client, None)
         client.pipe.close()
         self.connections -= 1
+        if self.shares is not None:
+            self.shares.publish(self.connections)
 
     async def _serve(self, client: _Client, reader: RequestReader, resume: Resume | None) -> bool:
         """Serve requests until the connection ends (False) or goes back to the plane (True)."""

@@ -1,8 +1,9 @@
 """The router's parent process: binds, keeps N workers alive, and serves dynod's control socket.
 
 It binds every listening socket once and hands the same sockets to each worker (no SO_REUSEPORT:
-the kernel never balances between dynos; workers only share the accept queue, and the dyno is
-chosen by the worker, at random). It holds the last routes and certificates, so a worker that is
+the kernel never balances between dynos; workers share the accept queue, spread their accepts by
+the connection counts they share on one page (shares.py), and the dyno is chosen by the worker, at
+random). It holds the last routes and certificates, so a worker that is
 replaced, or a dynod that reconnects after a restart, finds the router exactly as it was.
 
 While no dynod is attached, log lines from workers wait in a ring of ``--log-buffer`` lines
@@ -26,6 +27,7 @@ import trio
 from ..errors import UserError
 from .netio import SocketPipe
 from .options import RouterOptions, parse_listen
+from .shares import ConnectionShares
 from .snapshots import CertsSnapshot, RoutesSnapshot, StoredCertsSnapshot
 from .tls import ensure_default_cert, store_certs
 from .wire import MessageReader, decode, encode
@@ -95,6 +97,9 @@ class Supervisor:
         self.options = options
         self.listeners = listeners
         self.workers = [_WorkerProc(i) for i in range(options.workers)]
+        # The workers' connection counts, read before each accept (shares.py); one worker needs none.
+        self.shares_fd = ConnectionShares.create_fd(options.workers) if options.workers > 1 else -1
+        self.shares = ConnectionShares(self.shares_fd, options.workers) if self.shares_fd >= 0 else None
         self.routes_line: bytes | None = None
         self.certs_line: bytes | None = None
         self.logs: deque[bytes] = deque()  # message lines, without their newline
@@ -120,6 +125,9 @@ class Supervisor:
             for kind, sock, port in self.listeners:
                 cmd += ["--listen", f"{kind}:{sock.fileno()}:{port}"]
                 fds.append(sock.fileno())
+            if self.shares_fd >= 0:
+                cmd += ["--shares", f"{self.shares_fd}:{len(self.workers)}:{w.index}"]
+                fds.append(self.shares_fd)
             if w.ready.is_set():
                 w.ready = trio.Event()  # a replacement: run() waits on the first start's event
             w.process = await trio.lowlevel.open_process(cmd, pass_fds=fds, stdin=subprocess.DEVNULL)
@@ -136,6 +144,8 @@ class Supervisor:
                 nursery.cancel_scope.cancel()
             w.channel.close()
             w.channel = None
+            if self.shares is not None:
+                self.shares.mark_absent(w.index)
             if self.stopping:
                 return
             self.restarts += 1
@@ -294,6 +304,9 @@ class Supervisor:
                 await w.process.wait()
         for _, sock, _ in self.listeners:
             sock.close()
+        if self.shares is not None:
+            self.shares.close()
+            os.close(self.shares_fd)
         _log("stopped")
 
 

@@ -139,6 +139,12 @@ class RouterProcess:
 Handler = Callable[[http.server.BaseHTTPRequestHandler], None]
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    # socketserver's backlog is 5: a burst of the router's connects overflowed it, and each dropped
+    # handshake cost a SYN-ACK retransmit (1, 3, 7 s). App servers listen with 2048 (gunicorn's).
+    request_queue_size = 2048
+
+
 class Dyno:
     """A threaded HTTP/1.1 server on 127.0.0.1; ``handlers`` maps a path to what it does.
 
@@ -179,7 +185,7 @@ class Dyno:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer((host, 0), _Handler)
+        self.server = _Server((host, 0), _Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.addr = f"{host}:{self.port}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import select
 import signal
 import socket
 import sys
@@ -26,6 +27,7 @@ from .parse import RequestReader
 from .plane import C_PLANE, PlainPlane, cplane
 from .proxy import Proxy
 from .routes import RouteTable
+from .shares import HOLD_BACK, HOLD_STEP, ConnectionShares
 from .snapshots import RoutesSnapshot, StoredCertsSnapshot
 from .tls import CertStore, ensure_default_cert
 from .wire import MessageReader, encode
@@ -70,13 +72,16 @@ class LogBatcher:
 
 class Worker:
     def __init__(self, options: RouterOptions, channel: socket.socket,
-                 listeners: list[tuple[str, socket.socket, int]]) -> None:
+                 listeners: list[tuple[str, socket.socket, int]], shares: ConnectionShares | None = None) -> None:
         self.options = options
         self.channel = SocketPipe(channel)
         self.listeners = listeners
         self.logs = LogBatcher(options.log_buffer)
         self.proxy = Proxy(options, self.logs.emit)
         self.proxy.wake_app = self._ask_to_wake
+        self.proxy.shares = shares
+        if shares is not None:
+            shares.publish(0)
         self.plane = PlainPlane(self.proxy)
         self.proxy.plane = self.plane
         self._wake_asked: dict[str, float] = {}  # app -> when this worker last asked dynod to wake it
@@ -125,16 +130,30 @@ class Worker:
     async def _accept(self, serving: trio.Nursery, kind: str, lsock: socket.socket, port: int) -> None:
         limit = self.options.max_connections
         proxy = self.proxy
+        shares = proxy.shares
+        held_since = -1.0  # when this worker began leaving the waiting connect to its peers
         while True:
+            if shares is not None and shares.over_share(proxy.connections):
+                await wait_readable(lsock)  # a connect is waiting: leave it to a peer with fewer, a while
+                now = trio.current_time()
+                if held_since < 0:
+                    held_since = now
+                if now - held_since < HOLD_BACK:
+                    await trio.sleep(HOLD_STEP)
+                    if not select.select([lsock], [], [], 0)[0]:
+                        held_since = -1.0  # a peer took it
+                    continue
             try:
                 sock, addr = lsock.accept()
             except BlockingIOError:
+                held_since = -1.0
                 await wait_readable(lsock)
                 continue
             except OSError as exc:  # EMFILE and friends: back off instead of spinning
                 print(f"router worker {os.getpid()}: accept failed: {exc}", file=sys.stderr)
                 await trio.sleep(0.1)
                 continue
+            held_since = -1.0
             sock.setblocking(False)
             if proxy.connections >= limit and not proxy.evict_idle():
                 proxy.codes["overloaded"] += 1
@@ -225,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--options", required=True)
     parser.add_argument("--channel", type=int, required=True)
     parser.add_argument("--listen", action="append", default=[], help="KIND:FD:PORT")
+    parser.add_argument("--shares", default=None, help="FD:WORKERS:SLOT, the workers' shared counts")
     args = parser.parse_args(argv)
     options = RouterOptions.from_json(args.options)
     # The parent decides when a worker stops (it sends "stop" or closes the channel); a Ctrl-C meant
@@ -239,8 +259,13 @@ def main(argv: list[str] | None = None) -> int:
         sock = socket.socket(fileno=int(fd))
         sock.setblocking(False)
         listeners.append((kind, sock, int(port)))
+    shares = None
+    if args.shares:
+        fd, workers, slot = (int(n) for n in args.shares.split(":"))
+        shares = ConnectionShares(fd, workers, slot)
+        os.close(fd)  # the mapping stays
     try:
-        trio.run(Worker(options, channel, listeners).run)
+        trio.run(Worker(options, channel, listeners, shares).run)
     except UserError as exc:
         print(f"router worker: {exc}", file=sys.stderr)
         return 2

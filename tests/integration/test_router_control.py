@@ -208,3 +208,59 @@ async def test_push_refuses_bad_routes_and_certs_before_sending(control_dir):
             await control.push_certs([{"domain": "a.test", "cert_pem": "x", "key_pem": "y"}])
     finally:
         await control.stop_router()
+
+
+def _open_kept_alive(port: int, count: int) -> list[http.client.HTTPConnection]:
+    """``count`` clients connected at once (one burst of connects), each with one request answered."""
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(count)]
+    for conn in conns:
+        conn.connect()
+    for conn in conns:
+        conn.request("GET", "/", headers={"Host": "myapp.localhost"})
+    for conn in conns:
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 200
+    return conns
+
+
+def test_a_burst_of_keepalive_clients_spreads_over_the_workers(dynos):
+    # Without the shared counts the worker that woke first drained the burst (measured 95 / 5), and
+    # kept-alive clients stay where they land.
+    router = RouterProcess(workers=2)
+    conns: list[http.client.HTTPConnection] = []
+    try:
+        router.routes({"myapp": {"dynos": [dynos[0].route()]}})
+        for _ in range(3):
+            conns += _open_kept_alive(router.http_port, 32)
+        held = sorted(w["connections"] for w in router.stats()["workers"])
+        assert sum(held) == 96 and held[0] >= 36, held  # an even split is 48 / 48
+    finally:
+        for conn in conns:
+            conn.close()
+        router.stop()
+
+
+def test_a_hung_or_dead_worker_does_not_stop_its_peer_accepting(dynos):
+    router = RouterProcess(workers=2)
+    conns: list[http.client.HTTPConnection] = []
+    try:
+        router.routes({"myapp": {"dynos": [dynos[0].route()]}})
+        hung, other = router.worker_pids()
+        os.kill(hung, signal.SIGSTOP)  # it keeps its slot's count (0) and accepts nothing
+        try:
+            conns += _open_kept_alive(router.http_port, 20)  # the peer holds back a moment each, then takes it
+        finally:
+            os.kill(hung, signal.SIGCONT)
+        for conn in conns:
+            conn.close()
+        conns = []
+        os.kill(hung, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and router.stats()["worker_restarts"] < 1:
+            time.sleep(0.05)
+        conns += _open_kept_alive(router.http_port, 20)  # served by the survivor or the replacement
+    finally:
+        for conn in conns:
+            conn.close()
+        router.stop()
