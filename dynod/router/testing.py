@@ -39,11 +39,16 @@ class RouterProcess:
             self.argv += ["--https", "127.0.0.1:0"]
         self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, start_new_session=True)
-        self.conn = self._wait_for_control()
-        self._reader = BlockingMessageReader(self.conn)
-        self._pending: list[dict[str, Any]] = []
-        self.send({"type": "attach"})
-        hello = self.expect("hello")
+        try:
+            self.conn = self._wait_for_control()
+            self._reader = BlockingMessageReader(self.conn)
+            self._pending: list[dict[str, Any]] = []
+            self.send({"type": "attach"})
+            hello = self.expect("hello")
+        except BaseException:  # a router that never got ready (workers crashing) must not outlive the test
+            self._end_process()
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
         self.pid: int = hello["pid"]
         self.http_port = self.https_port = 0
         for url in hello["listen"]:
@@ -123,17 +128,20 @@ class RouterProcess:
     def stop(self) -> None:
         try:
             self.conn.close()
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-                try:
-                    self.process.wait(20)
-                except subprocess.TimeoutExpired:
-                    processes.signal_group(self.process.pid, signal.SIGKILL)
-                    self.process.wait()
-            if self.process.stderr:
-                self.process.stderr.close()
+            self._end_process()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _end_process(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                processes.signal_group(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()
 
 
 Handler = Callable[[http.server.BaseHTTPRequestHandler], None]
