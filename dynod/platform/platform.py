@@ -124,6 +124,9 @@ class Platform(AddonCalls):
                                    description="Initial release")
         self.deploys.app_created(name)
         self.logs.emit(name, "dynod", "api", "Created app")
+        # The router knows it from now on: a request gets Heroku's "no web dynos running" (H14),
+        # not the unknown host's 404, until its first web dyno is up.
+        self.routes_changed()
         return self._app_json(app)
 
     async def get_app(self, app: str) -> Json:

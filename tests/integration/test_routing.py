@@ -189,3 +189,20 @@ def test_power_of_two_choices_per_app(dynod: Dynod, graceful_app: str) -> None:
     assert load.failures == [] and set(load.results) == {"web.1", "web.2"}
     bad = dynod.ctl("routing:policy", "round-robin", "-a", graceful_app, check=False)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def test_a_new_app_without_web_dynos_answers_h14_not_the_unknown_hosts_404(dynod: Dynod, app: str) -> None:
+    # The router used to hear of an app only when a web dyno of it was up.
+    def get() -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", dynod.http_port, timeout=30)
+        try:
+            conn.request("GET", "/", headers={"Host": f"{app}.localhost"})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    status, body = dynod.wait_for(lambda: (r := get())[0] != 404 and r, timeout=10,
+                                  what=f"the router knowing {app}")
+    assert status == 503, body
+    dynod.wait_for(lambda: "code=H14" in dynod.logs(app), what="the H14 line in the app's log")
