@@ -194,6 +194,7 @@ class Proxy:
         self.connections = 0
         # The workers' shared counts (shares.py), so that accepts spread over them; None alone.
         self.shares: ConnectionShares | None = None
+        self.handshaking = 0  # TLS connections accepted, their handshake not done: not clients yet
         self.requests = 0
         self.bodies_spliced = 0
         self.codes: Counter[str] = Counter()
@@ -268,7 +269,7 @@ class Proxy:
         """Count in a new client connection (its first head is due within header_timeout)."""
         self.connections += 1
         if self.shares is not None:
-            self.shares.publish(self.connections)
+            self.shares.publish(self.held())
         client = _Client(pipe, ip, proto, port)
         self._clients.add(client)
         # A connection that never sends a head must not sit out the keep-alive window (10k of them
@@ -308,7 +309,21 @@ class Proxy:
         client.pipe.close()
         self.connections -= 1
         if self.shares is not None:
-            self.shares.publish(self.connections)
+            self.shares.publish(self.held())
+
+    def held(self) -> int:
+        """The connections this worker holds: its clients and the TLS ones still in their handshake."""
+        return self.connections + self.handshaking
+
+    def handshake_started(self) -> None:
+        self.handshaking += 1
+        if self.shares is not None:
+            self.shares.publish(self.held())
+
+    def handshake_ended(self) -> None:
+        self.handshaking -= 1
+        if self.shares is not None:
+            self.shares.publish(self.held())
 
     async def _serve(self, client: _Client, reader: RequestReader, resume: Resume | None) -> bool:
         """Serve requests until the connection ends (False) or goes back to the plane (True)."""

@@ -4,8 +4,9 @@ Without SO_REUSEPORT every worker accepts on the same listening sockets, and the
 first drains a whole burst of connects (a 64-connection keep-alive client was measured split 95 / 5
 between two workers); kept-alive clients stay where they landed, so one worker did the work of two
 while the other idled. As with nginx's accept_mutex threshold, a worker that holds more than its
-share holds back for a moment and lets a peer with fewer accept. The moment is bounded, so a worker
-that hangs or dies costs its peers a short delay on new connections, never their accepts.
+share holds back for a moment and lets a peer with fewer accept. The moment is bounded, and a worker
+whose hold no peer ended takes what comes for a while without holding, so a worker that hangs or
+dies costs its peers a short delay now and then, never their accepts or their rate.
 
 The page is a memfd the parent (supervisor) makes and hands to each worker with its slot number: one
 int32 per worker, the worker's open client connections, or ABSENT while no worker runs in the slot.
@@ -24,6 +25,11 @@ _SLOT_BYTES = 4
 # over-share worker takes it itself (its peers are busy, hung or gone).
 HOLD_BACK = 0.002
 HOLD_STEP = 0.0005
+# After HOLDS_BEFORE_OFF holds in a row that no peer ended, the worker takes what comes for HOLD_OFF
+# without holding: a hung peer must cost a burst a few holds, not one per connection (2 ms each
+# would cap a worker at ~500 connections a second). One failed hold is a peer busy for a moment.
+HOLDS_BEFORE_OFF = 3
+HOLD_OFF = 0.1
 
 
 def slack(least: int) -> int:

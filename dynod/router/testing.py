@@ -46,6 +46,8 @@ class RouterProcess:
             self.send({"type": "attach"})
             hello = self.expect("hello")
         except BaseException:  # a router that never got ready (workers crashing) must not outlive the test
+            if hasattr(self, "conn"):
+                self.conn.close()
             self._end_process()
             shutil.rmtree(self.dir, ignore_errors=True)
             raise

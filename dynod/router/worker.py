@@ -27,7 +27,7 @@ from .parse import RequestReader
 from .plane import C_PLANE, PlainPlane, cplane
 from .proxy import Proxy
 from .routes import RouteTable
-from .shares import HOLD_BACK, HOLD_STEP, ConnectionShares
+from .shares import HOLD_BACK, HOLD_OFF, HOLD_STEP, HOLDS_BEFORE_OFF, ConnectionShares
 from .snapshots import RoutesSnapshot, StoredCertsSnapshot
 from .tls import CertStore, ensure_default_cert
 from .wire import MessageReader, encode
@@ -131,18 +131,28 @@ class Worker:
         limit = self.options.max_connections
         proxy = self.proxy
         shares = proxy.shares
+        waiting = select.poll()  # is a connect still queued? (poll, not select: any fd number)
+        waiting.register(lsock, select.POLLIN)
         held_since = -1.0  # when this worker began leaving the waiting connect to its peers
+        hold_again_at = 0.0  # after holds its peers let pass, none for a while (one may be hung)
+        failed_holds = 0  # in a row; a peer busy for a moment (a TLS handshake) fails one now and then
         while True:
-            if shares is not None and shares.over_share(proxy.connections):
+            if shares is not None and shares.over_share(proxy.held()):
                 await wait_readable(lsock)  # a connect is waiting: leave it to a peer with fewer, a while
                 now = trio.current_time()
-                if held_since < 0:
-                    held_since = now
-                if now - held_since < HOLD_BACK:
-                    await trio.sleep(HOLD_STEP)
-                    if not select.select([lsock], [], [], 0)[0]:
-                        held_since = -1.0  # a peer took it
-                    continue
+                if now >= hold_again_at:
+                    if held_since < 0:
+                        held_since = now
+                    if now - held_since < HOLD_BACK:
+                        await trio.sleep(HOLD_STEP)
+                        if not waiting.poll(0):
+                            held_since = -1.0  # a peer took it
+                            failed_holds = 0
+                        continue
+                    failed_holds += 1
+                    if failed_holds >= HOLDS_BEFORE_OFF:  # no peer takes any: take the queue a while
+                        hold_again_at = now + HOLD_OFF
+                        failed_holds = 0
             try:
                 sock, addr = lsock.accept()
             except BlockingIOError:
@@ -155,7 +165,7 @@ class Worker:
                 continue
             held_since = -1.0
             sock.setblocking(False)
-            if proxy.connections >= limit and not proxy.evict_idle():
+            if proxy.held() >= limit and not proxy.evict_idle():
                 proxy.codes["overloaded"] += 1
                 if self.shedding < _MAX_SHEDDING:
                     serving.start_soon(self._shed, sock)
@@ -164,6 +174,9 @@ class Worker:
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if kind == "https":
+                # Counted from the accept, not from the handshake's end (the task starts only when
+                # this loop yields): a burst of TLS connects must spread over the workers too.
+                proxy.handshake_started()
                 serving.start_soon(self._serve_tls, sock, addr[0], port)
             else:
                 self.plane.adopt(proxy.accept(SocketPipe(sock), addr[0], "http", port), RequestReader())
@@ -185,6 +198,14 @@ class Worker:
             self.shedding -= 1
 
     async def _serve_tls(self, sock: socket.socket, ip: str, port: int) -> None:
+        try:  # counted in by _accept
+            handshaken = await self._handshake(sock)
+        finally:
+            self.proxy.handshake_ended()
+        if handshaken is not None:
+            await self.proxy.serve(handshaken, ip, "https", port)
+
+    async def _handshake(self, sock: socket.socket) -> StreamPipe | None:
         assert self.certs is not None
         stream = trio.SSLStream(trio.SocketStream(trio.socket.from_stdlib_socket(sock)),
                                 self.certs.context, server_side=True, https_compatible=True)
@@ -194,11 +215,11 @@ class Worker:
                 await stream.do_handshake()
             except trio.BrokenResourceError:
                 pipe.close()
-                return
+                return None
         if handshake.cancelled_caught:
             pipe.close()
-            return
-        await self.proxy.serve(pipe, ip, "https", port)
+            return None
+        return pipe
 
     async def _follow_parent(self) -> None:
         """Apply the parent's messages until it says stop or goes away."""

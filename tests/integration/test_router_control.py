@@ -241,6 +241,45 @@ def test_a_burst_of_keepalive_clients_spreads_over_the_workers(dynos):
         router.stop()
 
 
+def test_a_burst_of_tls_clients_spreads_over_the_workers(dynos):
+    # A TLS connection is a client only once its handshake is done: counted from its accept, else a
+    # burst of TLS connects went to whichever worker woke first.
+    import socket
+    import ssl
+
+    router = RouterProcess(workers=2, https=True)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the router's self-signed default certificate
+    conns: list[http.client.HTTPSConnection] = []
+    try:
+        router.routes({"myapp": {"dynos": [dynos[0].route()]}})
+        workers = router.worker_pids()
+        for _ in range(3):
+            for pid in workers:  # the connects wait in the queue together: one burst for the workers
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                raw = [socket.create_connection(("127.0.0.1", router.https_port), timeout=10) for _ in range(32)]
+            finally:
+                for pid in workers:
+                    os.kill(pid, signal.SIGCONT)
+            for sock in raw:
+                conn = http.client.HTTPSConnection("127.0.0.1", router.https_port, timeout=10, context=context)
+                conn.sock = context.wrap_socket(sock, server_hostname="myapp.localhost")
+                conns.append(conn)
+            for conn in conns[-32:]:
+                conn.request("GET", "/", headers={"Host": "myapp.localhost"})
+                response = conn.getresponse()
+                response.read()
+                assert response.status == 200
+        held = sorted(w["connections"] for w in router.stats()["workers"])
+        assert sum(held) == 96 and held[0] >= 40, held  # an even split is 48 / 48; a round to one worker is 32 / 64
+    finally:
+        for conn in conns:
+            conn.close()
+        router.stop()
+
+
 def test_a_hung_or_dead_worker_does_not_stop_its_peer_accepting(dynos):
     router = RouterProcess(workers=2)
     conns: list[http.client.HTTPConnection] = []
@@ -249,7 +288,7 @@ def test_a_hung_or_dead_worker_does_not_stop_its_peer_accepting(dynos):
         hung, other = router.worker_pids()
         os.kill(hung, signal.SIGSTOP)  # it keeps its slot's count (0) and accepts nothing
         try:
-            conns += _open_kept_alive(router.http_port, 20)  # the peer holds back a moment each, then takes it
+            conns += _open_kept_alive(router.http_port, 200)  # a few holds, then the peer takes them all
         finally:
             os.kill(hung, signal.SIGCONT)
         for conn in conns:
