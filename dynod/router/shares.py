@@ -65,14 +65,17 @@ class ConnectionShares:
         """The worker in ``slot`` is gone: its last count must not hold its peers back."""
         self.counts[slot] = ABSENT
 
-    def over_share(self, count: int) -> bool:
-        """True if a worker holding ``count`` connections should leave the next one to a peer."""
+    def over_share(self, count: int, limit: int | None = None) -> bool:
+        """True if a worker holding ``count`` connections should leave the next one to a peer: it
+        holds more than its share, or it is at ``limit`` (its max_connections) and a peer is not."""
         least = -1
         own = self.slot
         for i, c in enumerate(self.counts):
             if i != own and c >= 0 and (least < 0 or c < least):
                 least = c
-        return least >= 0 and count > least + slack(least)
+        if least < 0:
+            return False
+        return count > least + slack(least) or (limit is not None and count >= limit > least)
 
     def close(self) -> None:
         self.counts.release()

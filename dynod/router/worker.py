@@ -137,7 +137,8 @@ class Worker:
         hold_again_at = 0.0  # after holds its peers let pass, none for a while (one may be hung)
         failed_holds = 0  # in a row; a peer busy for a moment (a TLS handshake) fails one now and then
         while True:
-            if shares is not None and shares.over_share(proxy.held()):
+            # At the limit a peer with room takes it, rather than this worker evicting or shedding.
+            if shares is not None and shares.over_share(proxy.held(), limit):
                 await wait_readable(lsock)  # a connect is waiting: leave it to a peer with fewer, a while
                 now = trio.current_time()
                 if now >= hold_again_at:

@@ -303,3 +303,4 @@ def test_a_hung_or_dead_worker_does_not_stop_its_peer_accepting(dynos):
         for conn in conns:
             conn.close()
         router.stop()
+

@@ -63,3 +63,14 @@ def test_a_gone_workers_slot_holds_nobody_back(page):
     parent.mark_absent(1)
     parent.mark_absent(2)
     assert not first.over_share(40)
+
+
+def test_a_worker_at_its_limit_leaves_the_connect_to_a_peer_with_room(page):
+    _, (first, second, third) = page
+    first.publish(1000)
+    second.publish(995)
+    third.publish(1000)
+    assert not first.over_share(1000)  # within the slack of the least-loaded peer
+    assert first.over_share(1000, limit=1000)  # but full, and the second has room
+    second.publish(1000)
+    assert not first.over_share(1000, limit=1000)  # all full: it evicts or sheds itself
