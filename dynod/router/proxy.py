@@ -268,8 +268,7 @@ class Proxy:
     def accept(self, pipe: Pipe, ip: str, proto: str, port: int) -> _Client:
         """Count in a new client connection (its first head is due within header_timeout)."""
         self.connections += 1
-        if self.shares is not None:
-            self.shares.publish(self.held())
+        self._publish()
         client = _Client(pipe, ip, proto, port)
         self._clients.add(client)
         # A connection that never sends a head must not sit out the keep-alive window (10k of them
@@ -308,8 +307,7 @@ class Proxy:
         self._idle.pop(client, None)
         client.pipe.close()
         self.connections -= 1
-        if self.shares is not None:
-            self.shares.publish(self.held())
+        self._publish()
 
     def held(self) -> int:
         """The connections this worker holds: its clients and the TLS ones still in their handshake."""
@@ -317,11 +315,13 @@ class Proxy:
 
     def handshake_started(self) -> None:
         self.handshaking += 1
-        if self.shares is not None:
-            self.shares.publish(self.held())
+        self._publish()
 
     def handshake_ended(self) -> None:
         self.handshaking -= 1
+        self._publish()
+
+    def _publish(self) -> None:
         if self.shares is not None:
             self.shares.publish(self.held())
 

@@ -70,6 +70,39 @@ class LogBatcher:
         return b"".join(item if type(item) is bytes else access_message(*item) for item in pending)
 
 
+class _Hold:
+    """One listening socket's hold: how long this worker has left a waiting connect to its peers."""
+
+    def __init__(self, lsock: socket.socket) -> None:
+        self.lsock = lsock
+        self.waiting = select.poll()  # is a connect still queued? (poll, not select: any fd number)
+        self.waiting.register(lsock, select.POLLIN)
+        self.since = -1.0  # when the current hold began; -1 when none is on
+        self.again_at = 0.0  # after holds its peers let pass, none until then (one may be hung)
+        self.failed = 0  # holds in a row no peer ended; a peer busy for a moment fails one now and then
+
+    async def left_to_peers(self) -> bool:
+        """Wait for a connect; True if it was left to the peers a moment (look again), False if this
+        worker is to take it: the hold ran out, or holds are off for a while."""
+        await wait_readable(self.lsock)
+        now = trio.current_time()
+        if now < self.again_at:
+            return False
+        if self.since < 0:
+            self.since = now
+        if now - self.since < HOLD_BACK:
+            await trio.sleep(HOLD_STEP)
+            if not self.waiting.poll(0):
+                self.since = -1.0  # a peer took it
+                self.failed = 0
+            return True
+        self.failed += 1
+        if self.failed >= HOLDS_BEFORE_OFF:  # no peer takes any: take the queue a while
+            self.again_at = now + HOLD_OFF
+            self.failed = 0
+        return False
+
+
 class Worker:
     def __init__(self, options: RouterOptions, channel: socket.socket,
                  listeners: list[tuple[str, socket.socket, int]], shares: ConnectionShares | None = None) -> None:
@@ -131,40 +164,22 @@ class Worker:
         limit = self.options.max_connections
         proxy = self.proxy
         shares = proxy.shares
-        waiting = select.poll()  # is a connect still queued? (poll, not select: any fd number)
-        waiting.register(lsock, select.POLLIN)
-        held_since = -1.0  # when this worker began leaving the waiting connect to its peers
-        hold_again_at = 0.0  # after holds its peers let pass, none for a while (one may be hung)
-        failed_holds = 0  # in a row; a peer busy for a moment (a TLS handshake) fails one now and then
+        hold = _Hold(lsock)
         while True:
-            # At the limit a peer with room takes it, rather than this worker evicting or shedding.
-            if shares is not None and shares.over_share(proxy.held(), limit):
-                await wait_readable(lsock)  # a connect is waiting: leave it to a peer with fewer, a while
-                now = trio.current_time()
-                if now >= hold_again_at:
-                    if held_since < 0:
-                        held_since = now
-                    if now - held_since < HOLD_BACK:
-                        await trio.sleep(HOLD_STEP)
-                        if not waiting.poll(0):
-                            held_since = -1.0  # a peer took it
-                            failed_holds = 0
-                        continue
-                    failed_holds += 1
-                    if failed_holds >= HOLDS_BEFORE_OFF:  # no peer takes any: take the queue a while
-                        hold_again_at = now + HOLD_OFF
-                        failed_holds = 0
+            # Over its share, or at the limit while a peer has room: a peer should take the connect.
+            if shares is not None and shares.over_share(proxy.held(), limit) and await hold.left_to_peers():
+                continue
             try:
                 sock, addr = lsock.accept()
             except BlockingIOError:
-                held_since = -1.0
+                hold.since = -1.0
                 await wait_readable(lsock)
                 continue
             except OSError as exc:  # EMFILE and friends: back off instead of spinning
                 print(f"router worker {os.getpid()}: accept failed: {exc}", file=sys.stderr)
                 await trio.sleep(0.1)
                 continue
-            held_since = -1.0
+            hold.since = -1.0
             sock.setblocking(False)
             if proxy.held() >= limit and not proxy.evict_idle():
                 proxy.codes["overloaded"] += 1
