@@ -71,10 +71,20 @@ def private_kib(pid: int) -> int:
                if line.startswith(("Private_Clean:", "Private_Dirty:")))
 
 
+def free_thirds(count: int) -> list[int]:
+    """``count`` distinct N of 198.19.N.0/24 that no route on the host has: a dynod's dyno and
+    build subnets must be its own (dynod refuses one another link has)."""
+    routes = subprocess.run(["ip", "-4", "-o", "route", "show", "table", "all"], capture_output=True,
+                            text=True).stdout
+    taken = {int(word.split(".")[2]) for word in routes.split() if word.startswith("198.19.")}
+    return secrets.SystemRandom().sample([n for n in range(1, 251) if n not in taken], count)
+
+
 class PrivateDynod:
     def __init__(self, stacks: Path, warm_pool: int = 0, code: Path | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="dynod-bench-"))
         token = secrets.token_hex(2)
+        dynos_third, builds_third = free_thirds(2)
         self.socket = self.root / "run" / "api.sock"
         self.config = self.root / "dynod.toml"
         self.config.write_text(f"""
@@ -86,8 +96,9 @@ stop_timeout = 2.0
 tmpfs_size_mb = 16
 warm_pool = {warm_pool}
 [network]
-subnet = "198.19.{int(token, 16) % 250 + 1}.0/24"
+subnet = "198.19.{dynos_third}.0/24"
 bridge = "dyb{token}"
+build_subnet = "198.19.{builds_third}.0/24"
 [cgroups]
 name = "dynod-bench-{token}"
 [router]

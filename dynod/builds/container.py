@@ -101,7 +101,7 @@ class SpawnerBuildContainer:
             raise UserError("dynod has no build network: builds cannot run.")
         address = network.pool.allocate()
         spec["net"] = {"ifname": DYNO_IFNAME, "address": address, "prefix": network.pool.prefix,
-                       "gateway": network.pool.gateway}
+                       "gateway": network.pool.gateway, "on_bridge": network.bridge}
         try:
             status = await self.manager.run_container(spec, limits, output=output, timeout=timeout,
                                                       attach=lambda pid: network.attach(address, pid))

@@ -52,7 +52,9 @@ class DynoSpec:
     gid: int
     tmpfs_mb: int = 1024
     cwd: str = "/app"
-    net: dict[str, Any] | None = None  # {"ifname", "address", "prefix", "gateway"}; None: lo only
+    # {"ifname", "address", "prefix", "gateway", "on_bridge"} (+ "bridge": the spawner makes the
+    # veth there); None: lo only
+    net: dict[str, Any] | None = None
     binds: list[Bind] = field(default_factory=list)
     stdio: str = "log"  # "log" (stdout/stderr pipes), "pipes" (+stdin), "tty" (a pty)
     rows: int = 24

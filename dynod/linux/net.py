@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import socket
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -112,6 +113,7 @@ class Network:
             if ipr.get_links(index)[0].get_attr("IFLA_ADDRESS") != mac:
                 ipr.link("set", index=index, address=mac)  # a bridge made by an older dynod
         else:
+            self._refuse_a_taken_subnet()
             ipr.link("add", ifname=self.bridge, kind="bridge", address=mac)
             index = ipr.link_lookup(ifname=self.bridge)[0]
         addresses = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index, family=2)}
@@ -120,6 +122,19 @@ class Network:
         ipr.link("set", index=index, state="up")
         self._bridge_index = index
         return index
+
+    def _refuse_a_taken_subnet(self) -> None:
+        """UserError if another link has an address in our subnet: a second dynod on the host
+        with the same [network] subnet or build_subnet. Both bridges would route it, and one's
+        dynos or builds would get none of their packets back (a build's DNS times out, ~70 s)."""
+        ipr = self._iproute()
+        for addr in ipr.get_addr(family=socket.AF_INET):
+            network = ipaddress.IPv4Interface(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}").network
+            if network.overlaps(self.pool.network):
+                link = ipr.get_links(addr["index"])[0].get_attr("IFLA_IFNAME")
+                raise UserError(f"{self.pool.network} (for bridge {self.bridge}) is already routed on {link} "
+                                f"({network}): another dynod on this host uses it; give each its own "
+                                "[network] subnet and build_subnet.")
 
     def _attach(self, address: str, pid: int) -> str:
         """One netlink request and one sysfs write on a dyno's start path (it was four requests,
@@ -188,6 +203,15 @@ class Network:
     # -- trio API ---------------------------------------------------------------------------
     async def ensure_bridge(self) -> None:
         await self._call(self._ensure_bridge)
+
+    async def check_subnet(self) -> None:
+        """UserError if the subnet is another link's (see _refuse_a_taken_subnet); nothing made."""
+
+        def work() -> None:
+            if self.bridge not in self._links():
+                self._refuse_a_taken_subnet()
+
+        await self._call(work)
 
     async def attach(self, address: str, pid: int) -> str:
         """Wire the netns of ``pid`` (the dyno at ``address``) to the bridge; returns the veth's name."""

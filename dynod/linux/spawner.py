@@ -61,7 +61,17 @@ class Child:
     status: int | None = None
     error: str = ""
     started: bool = False
+    links: tuple[str, ...] = ()  # its veth and bridge (host side), settled when it execs
     spawned_at: float = field(default_factory=time.time)
+
+
+def _links(spec: DynoSpec) -> tuple[str, ...]:
+    """The host side of a dyno's network: its veth and the bridge it hangs on (none without)."""
+    net = spec.net or {}
+    bridge = net.get("on_bridge")
+    if not bridge or not net.get("address"):
+        return ()
+    return (veth.veth_name(net["address"]), bridge)
 
 
 def exit_code(status: int) -> int:
@@ -150,7 +160,7 @@ class Spawner:
             os.close(parent_fds[kinds.index("stdin")])
             parent_fds = [fd for fd, kind in zip(parent_fds, kinds, strict=True) if kind != "stdin"]
             kinds = [kind for kind in kinds if kind != "stdin"]
-        child = Child(spec.id, pid, kinds, parent_fds, go_w, err_r)
+        child = Child(spec.id, pid, kinds, parent_fds, go_w, err_r, links=_links(spec))
         self.children[spec.id] = child
         self.by_pid[pid] = child
         self.by_err_fd[err_r] = child
@@ -273,6 +283,7 @@ class Spawner:
             child.spec_w = -1
         del self.children[pool_id]
         child.id = spec_id
+        child.links = _links(spec)
         self.children[spec_id] = child
         if spec.stdio == "pipes":
             self.send(m.Spawned(spec_id, child.pid, ("stdin", *child.kinds)).to_json(), [child.stdin_w, *child.fds])
@@ -462,6 +473,9 @@ class Spawner:
         del self.by_err_fd[fd]
         child.err_r = -1
         if not child.error and child.status is None:
+            # It configured its eth0 before the exec: traffic to it flows from now, not from
+            # the kernel's next linkwatch batch (veth.settle_carrier).
+            veth.settle_carrier(*child.links)
             child.started = True
             self.send({"op": "started", "id": child.id, "pid": child.pid})
         self._maybe_report_exit(child)

@@ -12,6 +12,8 @@ spawner reports the dyno unwired and dynod wires it as before, where those cases
 
 from __future__ import annotations
 
+import array
+import fcntl
 import ipaddress
 import os
 import socket
@@ -27,6 +29,8 @@ IFF_UP = 0x1
 VETH_PREFIX = "dy"
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, seq, port id
 _IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, pad, type, index, flags, change
+SIOCETHTOOL = 0x8946
+ETHTOOL_GLINK = 0x0A
 
 
 def veth_name(address: str) -> str:
@@ -86,3 +90,22 @@ def make_veth(name: str, bridge: str, peer: str, peer_pid: int) -> None:
     # (net.py); the peer stays down until the dyno, told to go, brings it up.
     with open(f"/sys/class/net/{name}/brport/isolated", "w") as f:
         f.write("1")
+
+
+def settle_carrier(*links: str) -> None:
+    """Have the kernel apply the carrier changes of ``links`` (host-side names) now.
+
+    A dyno's eth0 coming up turns its veth's carrier on, and the bridge's with it if no other
+    port had one; the kernel applies such changes (the port to forwarding, the qdisc attached) in
+    its linkwatch batch, which can come up to a second later, and drops the packets to and from
+    the dyno until then (a lone dyno restarted or woken from sleep, a build; docs/architecture.md).
+    Asking a link's state through ethtool makes the kernel run that link's pending change first;
+    a kernel that does not only answers. A link already gone is no concern of ours.
+    """
+    query = array.array("B", struct.pack("=II", ETHTOOL_GLINK, 0))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        for name in links:  # the veth first: its port turning on is what turns the bridge's on
+            try:
+                fcntl.ioctl(sock, SIOCETHTOOL, struct.pack("16sP16x", _name(name)[:-1], query.buffer_info()[0]))
+            except (OSError, ValueError):
+                pass

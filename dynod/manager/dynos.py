@@ -123,6 +123,8 @@ class DynoManager:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         os.makedirs(self.mnt, exist_ok=True)
         await self.network.ensure_bridge()
+        if self.build_network is not None:
+            await self.build_network.check_subnet()  # made at the first build; refused now, not then
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await self.adopting.adopt()

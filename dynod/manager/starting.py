@@ -108,7 +108,7 @@ class Starting:
             # "bridge": the spawner makes a cold dyno's veth there itself, before it answers
             # (dynod.linux.veth; Spawned.wired), else wire makes it. A warm dyno has its veth.
             net={"ifname": DYNO_IFNAME, "address": address, "prefix": self.m.network.pool.prefix,
-                 "gateway": self.m.network.pool.gateway,
+                 "gateway": self.m.network.pool.gateway, "on_bridge": self.m.settings.network.bridge,
                  **({"bridge": self.m.settings.network.bridge} if warm is None else {})},
             stdio=stdio, rows=rows, cols=cols,
             seccomp=seccomp_profile(self.m.settings, app),

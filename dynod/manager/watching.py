@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import trio
@@ -33,6 +34,24 @@ if TYPE_CHECKING:
 # adopted dyno, and on trio's shared limiter (40 threads) they queued every other thread hop of
 # dynod (an add-on check, a cgroup removal) behind ~16 ms grace periods: 0.2 s with 500 dynos.
 WATCH_REGISTRATIONS = 32
+
+# How often a booting web dyno is probed for its $PORT: each wait a fifth longer than the one
+# before, from 2 ms up to 50 ms. A fixed 50 ms made each boot wait 25 ms on average past the app's
+# bind, on every deploy, restart and wake from sleep (a request to a sleeping app waits for that
+# boot); growing waits see an app up within a fifth of its boot time so far, and a refused connect
+# to a dyno's own address costs microseconds. From ~0.24 s into a boot (18 probes) a slow app is
+# probed every 50 ms, as before.
+BOOT_PROBE_FIRST = 0.002
+BOOT_PROBE_GROWTH = 1.2
+BOOT_PROBE_EVERY = 0.05
+
+
+def boot_probe_delays() -> Iterator[float]:
+    """The waits between one booting web dyno's probes, growing to BOOT_PROBE_EVERY."""
+    delay = BOOT_PROBE_FIRST
+    while True:
+        yield delay
+        delay = min(delay * BOOT_PROBE_GROWTH, BOOT_PROBE_EVERY)
 
 
 class Watching:
@@ -93,8 +112,9 @@ class Watching:
             return  # it failed before it ran: the exit, not a boot, is what happened
         if live.record.type == "web" and live.record.ip:
             with trio.move_on_after(self.m.settings.dynos.boot_timeout) as scope:
+                delays = boot_probe_delays()
                 while not await _accepts(live.record.ip, live.record.port):
-                    await trio.sleep(0.05)
+                    await trio.sleep(next(delays))
             if live.exit_status is not None:
                 return
             if scope.cancelled_caught:

@@ -5,6 +5,7 @@ and stop deadlines pass in milliseconds and every deadline is exact."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ import trio.testing
 
 from dynod.ledger.sqlite import SqliteLedger
 from dynod.manager.dynos import DynoManager, LiveDyno
+from dynod.manager.watching import BOOT_PROBE_EVERY, BOOT_PROBE_FIRST, boot_probe_delays
 from dynod.model import DynoState, MiB
 from dynod.settings import DynoSettings, LogSettings, Settings
 
@@ -415,3 +417,13 @@ async def test_a_spawner_request_that_fails_raises_its_own_error_not_a_group(tmp
         with pytest.raises(SpawnerError, match="Broken pipe"):
             await w.manager._ask(broken)
         assert await w.manager._ask(lambda spawner: spawner.hello()) == []  # and asks go on
+
+
+def test_a_booting_web_dyno_is_probed_soon_then_less_often() -> None:
+    delays = list(itertools.islice(boot_probe_delays(), 40))
+    assert delays[0] == BOOT_PROBE_FIRST <= 0.005  # a quick app is seen up within a few ms of its bind
+    assert delays == sorted(delays)
+    assert max(delays) == delays[-1] == BOOT_PROBE_EVERY  # a slow app: one probe per 50 ms, as before
+    for i, delay in enumerate(delays):  # an app is seen up within a fifth of its boot so far
+        assert delay <= BOOT_PROBE_FIRST + sum(delays[:i]) / 5 + 1e-9
+    assert sum(delays[:18]) < 0.3  # and the growth is over early in a boot
