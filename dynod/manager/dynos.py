@@ -135,14 +135,17 @@ class DynoManager:
             # Timed before any start or warm dyno: their moves would make the join look cheap on a
             # host where it is not (a reboot's first pass starts every dyno at once). A scale
             # request meanwhile waits for it in _wake (~0.5 s, once per dynod start).
-            await self.starting.probe_joins()
-            nursery.start_soon(self.starting.keep_warm)
-            self._wake.set()  # reconcile at once: the formation may have changed while dynod was down
-            while True:
-                with trio.move_on_after(self._next_deadline()):
-                    await self._wake.wait()
-                self._wake = trio.Event()
-                await self.reconcile_all()
+            try:
+                await self.starting.probe_joins()
+                nursery.start_soon(self.starting.keep_warm)
+                self._wake.set()  # reconcile at once: the formation may have changed while dynod was down
+                while True:
+                    with trio.move_on_after(self._next_deadline()):
+                        await self._wake.wait()
+                    self._wake = trio.Event()
+                    await self.reconcile_all()
+            finally:
+                self.starting.close_primer()  # dynod stops and leaves its dynos running
 
     def wake(self) -> None:
         self._wake.set()

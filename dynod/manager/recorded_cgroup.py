@@ -16,6 +16,7 @@ adoption never signals or removes a group that is not a dyno's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from collections.abc import Iterable
 
 from ..linux.cgroups import DynoCgroup, check_name
 from ..linux.cgroups.paths import CgroupMounts
+from ..linux.cgroups.primer import PRIMER_GROUP
 from ..linux.cgroups.v1 import CONTROLLERS, CgroupV1Dyno
 from ..linux.cgroups.v2 import CgroupV2Dyno
 
@@ -131,6 +133,10 @@ def remove_old_subtrees(dirs: Iterable[str], own_roots: Iterable[str], subtree_n
         if parent in roots or os.path.basename(parent) != subtree_name:
             continue
         try:
+            # The earlier dynod's move primer (its thread went with it): an empty group, as a
+            # dyno's is; rmdir refuses it while a thread is in it.
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(os.path.join(parent, PRIMER_GROUP))
             os.rmdir(parent)
             removed.append(parent)
         except OSError:

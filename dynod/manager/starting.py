@@ -22,6 +22,7 @@ import trio
 from ..errors import NotFound, UserError
 from ..linux.cgroups import CgroupLimits, DynoCgroup
 from ..linux.cgroups.birth import CHEAP_JOIN_MS
+from ..linux.cgroups.primer import MovePrimer
 from ..linux.dyno_init import DynoSpec
 from ..linux.idmap import app_identity
 from ..linux.net import DYNO_IFNAME
@@ -43,6 +44,9 @@ class Starting:
         # dynod wires its veth) rather than dynod moving it from threads after the fork: only where
         # that join was timed cheap when dynod started (probe_joins), never merely assumed.
         self.children_join = False
+        # Where dynod moves them: the thread whose no-op move readies the cgroup write lock once a
+        # cold dyno's groups are made, so the moves after the fork do not wait out its grace period.
+        self.primer: MovePrimer | None = None
 
     def environment(self, release: Release, name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "STACK": self.m.settings.stack}
@@ -84,6 +88,10 @@ class Starting:
                 warm = None
         if warm is None:
             cgroup = self.m.cgroups.create(dyno_id, limits)
+            if self.primer is not None:
+                # Its moves come after the fork, ~5 ms from now. Not before the mkdir: the no-op
+                # move holds the kernel's cgroup_mutex while it waits, and a mkdir waits for that.
+                self.primer.prime()
             address = self.m.network.pool.allocate()
         else:
             address = warm.address
@@ -166,7 +174,9 @@ class Starting:
                 await self.m.address_claimed(app, address)
             except Exception as exc:  # the dyno still runs; its add-ons are out of its reach
                 log.warning("add-on access for %s not granted: %s", dyno_id, exc)
+        stages.append(("add-ons", time.perf_counter()))
         await self.m.spawner.go(dyno_id)
+        stages.append(("go", time.perf_counter()))
         if warm is not None:
             self.m._warm_changed.set()  # now make its replacement
         if log.isEnabledFor(logging.DEBUG):
@@ -246,6 +256,29 @@ class Starting:
             self.children_join = took < CHEAP_JOIN_MS
             log.info("a new dyno's cgroup join takes %.2f ms here: %s", took,
                      "dynos join their groups themselves" if self.children_join else "dynod moves them")
+            if not self.children_join:
+                await self.start_primer()
+
+    async def start_primer(self) -> None:
+        """The move primer (cgroups/primer.py), once its thread is in its group: that one real
+        move waits out a grace period of its own, here rather than in the first start."""
+        try:
+            primer = await trio.to_thread.run_sync(self.m.cgroups.move_primer)
+        except OSError as exc:
+            log.warning("no move primer (%s): cold dynos wait out the cgroup lock's grace period", exc)
+            return
+        if primer is None:
+            return
+        if await trio.to_thread.run_sync(primer.wait_joined) is not None:
+            primer.close()  # it said why in the log
+            return
+        self.primer = primer
+
+    def close_primer(self) -> None:
+        """Before dynod's subtree is removed: the primer's thread holds its group."""
+        primer, self.primer = self.primer, None
+        if primer is not None:
+            primer.close()
 
     async def keep_warm(self) -> None:
         """Keep the pool at its target; started once probe_joins has timed the join."""
@@ -308,6 +341,8 @@ class Starting:
         """
         task_id = spec["id"]
         cgroup = self.m.cgroups.create(task_id, limits)
+        if self.primer is not None:
+            self.primer.prime()  # a build container is moved after its fork, as a cold dyno is
         try:
             container = DynoSpec.from_json({**spec, "cgroup_procs": [], "mnt": self.m.mnt, "stdio": "log"})
         except TypeError as exc:  # a field the spawner would not know: dynod's own mistake

@@ -25,6 +25,7 @@ import trio
 import trio.testing
 
 from dynod.linux.cgroups import CgroupBackend, CgroupLimits, DynoCgroup, MemoryStats, MemoryWatch
+from dynod.linux.cgroups.primer import MovePrimer
 from dynod.linux.dyno_exec import ExecSpec
 from dynod.linux.dyno_init import DynoSpec
 from dynod.linux.net import AddressPool
@@ -179,6 +180,26 @@ class FakeCgroup(DynoCgroup):
                 pass  # closed: nobody watches any more
 
 
+class FakePrimer(MovePrimer):
+    """A move primer with no thread: each prime records what had been made and moved by then."""
+
+    def __init__(self, backend: FakeCgroups) -> None:  # no super(): no group, no thread
+        self.backend = backend
+        self.primes = 0
+        self.closed = False
+        self.at: list[tuple[str, int]] = []  # (the last group made, the moves done) at each prime
+
+    def wait_joined(self, timeout: float | None = None) -> OSError | None:
+        return None
+
+    def prime(self) -> None:
+        self.primes += 1
+        self.at.append((self.backend.created[-1] if self.backend.created else "", len(self.backend.joined)))
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class FakeCgroups(CgroupBackend):
     kind = "fake"
 
@@ -191,6 +212,7 @@ class FakeCgroups(CgroupBackend):
         self.joined: list[str] = []  # the cgroup.procs files written after a fork, in order
         self.groups: dict[str, FakeCgroup] = {}
         self.created: list[str] = []
+        self.primers: list[FakePrimer] = []  # made by move_primer (v1 groups only, as CgroupV1)
 
     def create(self, name: str, limits: CgroupLimits) -> FakeCgroup:
         if name in self.groups:
@@ -226,6 +248,12 @@ class FakeCgroups(CgroupBackend):
 
     def bound_subtree_pids(self, total: int) -> None:
         pass
+
+    def move_primer(self) -> FakePrimer | None:
+        if self.cgroup2:
+            return None
+        self.primers.append(FakePrimer(self))
+        return self.primers[-1]
 
 
 class FakeProcesses:

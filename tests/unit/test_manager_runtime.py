@@ -179,6 +179,45 @@ async def test_a_v1_dyno_joins_its_groups_itself_only_where_the_join_was_timed_c
         assert cgroups.join_timings == 1  # timed once, at start
 
 
+@pytest.mark.parametrize(("join_ms", "primed"), [(0.3, False), (10.0, True)])
+async def test_a_cold_start_primes_the_cgroup_lock_after_its_group_is_made_and_before_its_moves(
+        tmp_path: Path, clock: trio.testing.MockClock, join_ms: float, primed: bool) -> None:
+    kernel = FakeKernel()
+    cgroups = FakeCgroups(kernel)
+    cgroups.own_join_ms = join_ms  # 10 ms: dynod moves the dyno and has a primer (cgroups/primer.py)
+    async with world(tmp_path, kernel=kernel, cgroups=cgroups, spawner=FakeSpawner(kernel, cgroups)) as w:
+        await w.until("the join timed", lambda: cgroups.join_timings == 1)
+        deploy(w.ledger, worker=1)
+        w.manager.wake()
+        await w.until("the worker up", lambda: (d := w.live("worker.1")) is not None
+                      and d.record.state == DynoState.UP)
+        live = w.live("worker.1")
+        assert live is not None
+        if not primed:  # the dyno joins its groups itself, cheaply: nothing to get ready
+            assert cgroups.primers == []
+            return
+        [primer] = cgroups.primers
+        # Once per cold start; its group was made (the no-op move holds cgroup_mutex while it
+        # waits, so a mkdir after it would wait too) and nothing was moved yet.
+        assert primer.at == [(live.id, 0)]
+        assert cgroups.joined == live.cgroup.procs_files()
+        await w.manager.stop_all()
+        assert primer.closed and w.manager.starting.primer is None  # before the subtree is removed
+
+
+async def test_a_start_from_the_warm_pool_does_not_prime(tmp_path: Path, clock: trio.testing.MockClock) -> None:
+    kernel = FakeKernel()
+    cgroups = FakeCgroups(kernel)
+    async with world(tmp_path, kernel=kernel, cgroups=cgroups, spawner=FakeSpawner(kernel, cgroups), warm_pool=2) as w:
+        await w.until("two warm dynos", lambda: len(w.manager._warm) == 2)
+        [primer] = cgroups.primers
+        deploy(w.ledger, worker=1)
+        w.manager.wake()
+        await w.until("a worker up", lambda: (d := w.live("worker.1")) is not None and d.record.state == DynoState.UP)
+        assert [op for op, _ in w.spawner.requests].count("assign") == 1
+        assert primer.primes == 0  # renamed, not moved: no lock to get ready
+
+
 async def test_a_crash_loop_restarts_at_once_then_waits_a_growing_cool_off(
         tmp_path: Path, clock: trio.testing.MockClock) -> None:
     async with world(tmp_path, restart_cooloff_base=2.0) as w:

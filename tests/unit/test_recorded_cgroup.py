@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dynod.linux.cgroups.paths import parse_mounts
+from dynod.linux.cgroups.primer import PRIMER_GROUP
 from dynod.linux.cgroups.v1 import CgroupV1Dyno
 from dynod.linux.cgroups.v2 import CgroupV2Dyno
 from dynod.manager.recorded_cgroup import describe, directories, recorded_dirs, remove_old_subtrees
@@ -86,3 +87,14 @@ def test_an_old_subtree_goes_once_empty_and_nothing_else_does(tmp_path: Path) ->
     assert remove_old_subtrees(gone, [str(own)], "dynod") == [str(old)]
     assert not old.exists() and other.exists() and own.exists()
     assert remove_old_subtrees(gone, [str(own)], "dynod") == []  # already gone: quiet
+
+
+def test_an_old_subtree_goes_with_the_earlier_dynods_empty_move_primer(tmp_path: Path) -> None:
+    old = tmp_path / "old" / "dynod"
+    (old / PRIMER_GROUP).mkdir(parents=True)  # its thread went with the dynod killed -9
+    assert remove_old_subtrees([str(old / ID)], [str(tmp_path / "new" / "dynod")], "dynod") == [str(old)]
+    assert not old.exists()
+    busy = tmp_path / "busy" / "dynod"
+    (busy / PRIMER_GROUP / "tasks-stand-in").mkdir(parents=True)  # rmdir refuses a group in use
+    assert remove_old_subtrees([str(busy / ID)], [], "dynod") == []
+    assert (busy / PRIMER_GROUP).exists()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from ...errors import UserError
 from .paths import CgroupMounts, read_mounts
+from .primer import MovePrimer
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,12 @@ class CgroupBackend(abc.ABC):
     @abc.abstractmethod
     def bound_subtree_pids(self, total: int) -> None:
         """pids.max on dynod's own subtree: every dyno and build together, whatever their sizes say."""
+
+    def move_primer(self) -> MovePrimer | None:
+        """A thread in a group of dynod's subtree whose no-op moves ready the kernel's cgroup write
+        lock ahead of a cold dyno's moves (primer.py), or None where dynos are not moved: cgroup2
+        forks them into their group (birth.py)."""
+        return None
 
 
 def detect(*, parent: str | None, name: str, mounts: CgroupMounts | None = None) -> CgroupBackend:

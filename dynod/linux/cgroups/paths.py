@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import time
 from dataclasses import dataclass, field
 
 
@@ -73,6 +75,21 @@ def read_int(path: str) -> int:
 def write(path: str, value: str | int) -> None:
     with open(path, "w") as f:
         f.write(str(value))
+
+
+def rmdir_when_empty(directory: str, timeout: float = 2.0) -> None:
+    # A process (or thread) that has exited but not yet been fully torn down still counts for a moment.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.rmdir(directory)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def read_keyed(path: str) -> dict[str, int]:

@@ -9,14 +9,13 @@ not used: with a memsw limit equal to the memory limit it stays 0 even after an 
 
 from __future__ import annotations
 
-import errno
 import os
-import time
 
 from cgroupspy.controllers import MemoryController
 
 from . import CgroupBackend, CgroupLimits, DynoCgroup, MemoryStats, MemoryWatch, check_name
-from .paths import CgroupMounts, read_keyed, read_pids, write
+from .paths import CgroupMounts, read_keyed, read_pids, rmdir_when_empty, write
+from .primer import PRIMER_CONTROLLERS, PRIMER_GROUP, MovePrimer
 
 CONTROLLERS = ("memory", "pids", "cpu")
 
@@ -85,22 +84,7 @@ class CgroupV1Dyno(DynoCgroup):
 
     def remove(self) -> None:
         for directory in self.dirs.values():
-            _rmdir_when_empty(directory)
-
-
-def _rmdir_when_empty(directory: str, timeout: float = 2.0) -> None:
-    # A process that has exited but not yet been fully torn down still counts for a moment.
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            os.rmdir(directory)
-            return
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
+            rmdir_when_empty(directory)
 
 
 def _apply_limits(dirs: dict[str, str], limits: CgroupLimits) -> None:
@@ -166,7 +150,7 @@ class CgroupV1(CgroupBackend):
             _apply_limits(dirs, limits)
         except BaseException:
             for directory in reversed(made):
-                _rmdir_when_empty(directory)
+                rmdir_when_empty(directory)
             raise
         return CgroupV1Dyno(name, limits.memory_high, dirs)
 
@@ -196,12 +180,20 @@ class CgroupV1(CgroupBackend):
         for root in self._roots.values():
             if os.path.isdir(root):
                 found.update(e.name for e in os.scandir(root) if e.is_dir())
+        found.discard(PRIMER_GROUP)
         return sorted(found)
+
+    def move_primer(self) -> MovePrimer | None:
+        for controller in PRIMER_CONTROLLERS:
+            if controller in self._roots:
+                self._ensure_roots()
+                return MovePrimer(os.path.join(self._roots[controller], PRIMER_GROUP))
+        return None
 
     def remove_subtree(self) -> None:
         for root in self._roots.values():
             if os.path.isdir(root):
                 for entry in os.scandir(root):
                     if entry.is_dir():
-                        _rmdir_when_empty(entry.path)
-                _rmdir_when_empty(root)
+                        rmdir_when_empty(entry.path)
+                rmdir_when_empty(root)

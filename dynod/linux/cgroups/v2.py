@@ -15,8 +15,7 @@ import os
 from ...errors import UserError
 from .. import syscalls
 from . import CgroupBackend, CgroupLimits, DynoCgroup, MemoryStats, MemoryWatch, check_name
-from .paths import CgroupMounts, read_int, read_keyed, read_pids, write
-from .v1 import _rmdir_when_empty
+from .paths import CgroupMounts, read_int, read_keyed, read_pids, rmdir_when_empty, write
 
 WANTED = ("memory", "pids", "cpu")
 
@@ -86,7 +85,7 @@ class CgroupV2Dyno(DynoCgroup):
         return _InotifyWatch(self.directory)
 
     def remove(self) -> None:
-        _rmdir_when_empty(self.directory)
+        rmdir_when_empty(self.directory)
 
 
 def _apply_limits(directory: str, controllers: set[str], limits: CgroupLimits) -> None:
@@ -156,7 +155,7 @@ class CgroupV2(CgroupBackend):
         try:
             _apply_limits(directory, controllers, limits)
         except BaseException:
-            _rmdir_when_empty(directory)
+            rmdir_when_empty(directory)
             raise
         return CgroupV2Dyno(name, limits.memory_high, directory)
 
@@ -176,5 +175,5 @@ class CgroupV2(CgroupBackend):
         if os.path.isdir(self._root):
             for entry in os.scandir(self._root):
                 if entry.is_dir():
-                    _rmdir_when_empty(entry.path)
-            _rmdir_when_empty(self._root)
+                    rmdir_when_empty(entry.path)
+            rmdir_when_empty(self._root)
