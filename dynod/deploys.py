@@ -136,8 +136,13 @@ class Deploys:
                                           source_version=source_version, user=user, output=output,
                                           pack=pack, release=release,
                                           app_buildpacks=platform.ledger.get_buildpacks(app))
-        status = "succeeded" if record.status == "succeeded" else "failed"
-        platform.logs.emit(app, "dynod", "api", f"Build {status}" + (f": {record.error}" if record.error else ""))
+        if record.status == "succeeded":
+            platform.logs.emit(app, "dynod", "api", "Build succeeded")
+        else:
+            # The log has none of the build's output "above" it (Heroku: "check your build output").
+            why = (record.error or "").removesuffix(" see the output above.").rstrip(";")
+            platform.logs.emit(app, "dynod", "api", f"Build failed{': ' + why if why else ''} -- check the build's "
+                               f"output: dynoctl builds:output {record.id} -a {app}")
         return {**record.to_json(), "web_url": platform.web_url(app)}
 
     async def release(self, app: str, *, slug_id: str | None, process_types: dict[str, str],

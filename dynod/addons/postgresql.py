@@ -8,11 +8,16 @@ memory per add-on and an initdb (1-3 s here) per provisioning; docs/addons.md ha
 The cluster listens on the dyno bridge's address, on a port of its own, for the add-on's own
 role and database only (pg_hba.conf), with scram-sha-256; the superuser logs in only over the
 cluster's unix socket, which only root (dynod) can reach (it lies under the 0700 state dir).
-Durability is PostgreSQL's default: every commit is fsynced before it is acknowledged.
+It offers SSL, as Heroku Postgres does (Heroku's Django template connects with sslmode=require),
+with a self-signed certificate of its own: clients ask for encryption there, not for a name
+checked against a CA. Durability is PostgreSQL's default: every commit is fsynced before it is
+acknowledged.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import secrets
 import shutil
 import signal
@@ -25,6 +30,7 @@ import trio
 
 from ..errors import NotFound, UserError
 from ..model import Addon
+from ..self_signed import self_signed
 from .plans import POSTGRESQL, Plan
 from .provider import Provisioned
 from .servers import ServerSpec, ServerSupervisor, inner, run_as
@@ -41,6 +47,9 @@ BIN = _server_bin()
 USER = "postgres"  # Debian's system user for PostgreSQL; the server refuses root
 SUPERUSER = "postgres"
 RESERVED_CONNECTIONS = 3  # superuser_reserved_connections: dynod's pg:info/pg:ps still get in
+# The server's certificate: sslmode=require encrypts without checking it (as with Heroku's), and
+# the server starts with an expired one, so it is made long-lived and never renewed.
+TLS_DAYS = 3650
 
 
 def _token(n: int = 7) -> str:
@@ -84,9 +93,10 @@ class PostgresProvider:
             "shared_buffers": f"{max(16, plan.memory_mb // 4)}MB", "fsync": "on", "synchronous_commit": "on",
             "password_encryption": "scram-sha-256", "logging_collector": "off", "log_min_messages": "warning",
             "dynamic_shared_memory_type": "posix", "max_wal_size": "256MB",
-            # Outside the volume, so the host can read them: dynod's own pg_hba.conf, and the pid
-            # file by which the next dynod adopts a running server.
+            # Outside the volume, so the host can read them: dynod's own pg_hba.conf, the pid
+            # file by which the next dynod adopts a running server, the certificate and its key.
             "hba_file": inner(name, "pg_hba.conf"), "external_pid_file": inner(name, "postgres.pid"),
+            "ssl": "on", "ssl_cert_file": inner(name, "server.crt"), "ssl_key_file": inner(name, "server.key"),
         }
         argv = [str(BIN / "postgres"), "-D", data_dir]
         for key, value in settings.items():
@@ -128,6 +138,7 @@ class PostgresProvider:
                            f"local all {SUPERUSER} scram-sha-256\n"
                            f"host {data['database']} {data['user']} {self._subnet} scram-sha-256\n")
             hba.chmod(0o600)
+            self._ensure_tls(name)
             await self._make_volume(home, plan)
             for path in (home, home / "run", home / "wal", home / "volume", pwfile, hba):
                 shutil.chown(path, USER, USER)
@@ -150,6 +161,23 @@ class PostgresProvider:
                 shutil.rmtree(home, ignore_errors=True)
             raise
         return Provisioned(config={"URL": self.url(data)}, provider_data=data)
+
+    def _ensure_tls(self, name: str) -> None:
+        """The server's certificate and key in its home (the server's user's, 0600, as PostgreSQL
+        requires of a key): made at provisioning, and at the start of an add-on provisioned before
+        dynod offered SSL."""
+        home = self.home(name)
+        if (home / "server.crt").exists() and (home / "server.key").exists():
+            return
+        cert_pem, key_pem = self_signed(f"{name}.postgresql.dynod", "dynod heroku-postgresql (self-signed)",
+                                        days=TLS_DAYS, ips=[ipaddress.ip_address(self._host())])
+        for file, data in (("server.key", key_pem), ("server.crt", cert_pem)):  # the key first: a
+            temporary = home / f".{file}.tmp"  # cert alone is never taken for a pair
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            shutil.chown(temporary, USER, USER)
+            os.replace(temporary, home / file)
 
     async def _make_volume(self, home: Path, plan: Plan) -> None:
         """A sparse file of the plan's storage holding an ext4 file system owned by the server's
@@ -188,6 +216,7 @@ class PostgresProvider:
         if not (self.home(addon.name) / "storage.img").exists():
             raise UserError(f"The data of add-on {addon.name} is missing from {self.home(addon.name)}; restore it "
                             "from a backup (pg:backups) or destroy the add-on.", status=500, code="internal")
+        await trio.to_thread.run_sync(self._ensure_tls, addon.name)
         await self.supervisor.ensure(self._spec(addon.name, addon.app, self.service.plan(addon.plan),
                                                 int(addon.provider_data["port"]),  # type: ignore[call-overload]
                                                 str(addon.provider_data["superuser_password"])))

@@ -16,11 +16,9 @@ import ssl
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ..errors import UserError
+from ..self_signed import self_signed
 
 VALIDITY_DAYS = 825
 RENEW_BEFORE = datetime.timedelta(days=30)
@@ -58,22 +56,9 @@ def ensure_api_cert(directory: Path, hostname: str, address: str) -> Path:
                 return path
         except (ValueError, x509.ExtensionNotFound):
             pass  # unreadable or not ours: make a new one below
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dynod API (self-signed)")])
-    alt = [x509.DNSName(n) for n in names] + [x509.IPAddress(ip) for ip in sorted(ips, key=str)]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=VALIDITY_DAYS))
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    cert_pem, key_pem = self_signed(hostname, "dynod API (self-signed)", days=VALIDITY_DAYS, dns_names=names,
+                                    ips=sorted(ips, key=str))
+    pem = cert_pem + key_pem
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:

@@ -262,6 +262,8 @@ class Starting:
     async def start_primer(self) -> None:
         """The move primer (cgroups/primer.py), once its thread is in its group: that one real
         move waits out a grace period of its own, here rather than in the first start."""
+        if self.m.closing:
+            return
         try:
             primer = await trio.to_thread.run_sync(self.m.cgroups.move_primer)
         except OSError as exc:
@@ -269,8 +271,10 @@ class Starting:
             return
         if primer is None:
             return
-        if await trio.to_thread.run_sync(primer.wait_joined) is not None:
-            primer.close()  # it said why in the log
+        if await trio.to_thread.run_sync(primer.wait_joined) is not None or self.m.closing:
+            # It said why in the log; or dynod began to stop meanwhile, and stop_all has closed
+            # the primer there was (none): this one would hold its group past the subtree's removal.
+            primer.close()
             return
         self.primer = primer
 

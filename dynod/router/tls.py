@@ -15,11 +15,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from ..errors import UserError
+from ..self_signed import self_signed
 from .routes import normalize_domain
 from .snapshots import DomainCert
 
@@ -77,21 +76,9 @@ def ensure_default_cert(certs_dir: Path, base_domain: str) -> Path:
                 return path
         except ValueError:
             pass  # unreadable: make a new one below
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"*.{base}"),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dynod router (self-signed)")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=DEFAULT_VALIDITY_DAYS))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    cert_pem, key_pem = self_signed(f"*.{base}", "dynod router (self-signed)", days=DEFAULT_VALIDITY_DAYS,
+                                    dns_names=names)
+    pem = cert_pem + key_pem
     _write_private(path, pem)
     return path
 

@@ -146,11 +146,13 @@ while True:
     if job:
         R.sadd("done", job[1].decode() + " by " + os.environ["DYNO"])
 '''
+# sslmode=require, as Heroku's Django template connects (dj_database_url's ssl_require=True):
+# Heroku Postgres always offers SSL, and so must the add-on.
 APP_MIGRATE = r'''
 import os, psycopg
-with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+with psycopg.connect(os.environ["DATABASE_URL"], sslmode="require") as conn:
     conn.execute("CREATE TABLE IF NOT EXISTS items (id serial PRIMARY KEY, v text NOT NULL)")
-print("migrated items", flush=True)
+    print("migrated items, ssl in use:", conn.pgconn.ssl_in_use, flush=True)
 '''
 
 
@@ -212,7 +214,7 @@ def db_app(dynod: Dynod, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
 
 def test_a_dyno_writes_and_reads_through_database_url_after_a_release_phase_migration(
         dynod: Dynod, db_app: str) -> None:
-    assert "migrated items" in dynod.logs(db_app)
+    assert "migrated items, ssl in use: True" in dynod.logs(db_app)
     assert wait_get(dynod, db_app, "/write?first", "ok") == "ok"
     get(dynod, db_app, "/write?second")
     assert json.loads(get(dynod, db_app, "/read")) == ["first", "second"]
@@ -339,9 +341,15 @@ def test_kill_9_of_the_servers_of_dynod_and_a_full_stop_lose_nothing(tmp_path: P
         assert d.proc is not None
         d.proc.wait(timeout=60)
         assert not addon_processes(pg_name) and not addon_processes(redis_name)
+        for file in ("server.crt", "server.key"):  # as an add-on provisioned before dynod offered SSL
+            (home / pg_name / file).unlink()
         d.start()
         d.wait_for(lambda: _safe(lambda: _count(db)) == 250, timeout=60, what="postgres back after a full stop")
         assert kv.get("greeting") == b"hello"
+        key = home / pg_name / "server.key"
+        assert key.stat().st_mode & 0o777 == 0o600 and key.owner() == "postgres"  # as PostgreSQL requires
+        with psycopg.connect(db, autocommit=True) as conn:
+            assert conn.execute("SHOW ssl").fetchone() == ("on",)
 
 
 def _safe(fn):  # type: ignore[no-untyped-def]

@@ -78,11 +78,13 @@ def test_node_app_asking_for_another_nodejs_gets_it_in_the_slug(dynod: Dynod, ap
     out = deploy(dynod, app, src).stdout
     assert "Resolving Node.js version: engines.node '22.x' -> 22." in out
     assert "Installed Node.js v22." in out and "-----> Using npm 10." in out
+    assert "Restoring npm cache" not in out  # a first build has none: only its own version lookups were there
     status, body = serve(dynod, app)
     assert status == 200 and "on Node.js v22." in body
     assert in_dyno(dynod, app, "node --version; npm --version").split()[0].startswith("v22.")
     second = deploy(dynod, app, src).stdout
     assert "Using Node.js 22." in second and "(cached)" in second
+    assert "Restoring npm cache" in second
 
 
 def test_refused_node_apps_say_why_and_release_nothing(dynod: Dynod, app: str, tmp_path: Path) -> None:
@@ -110,6 +112,11 @@ def test_refused_node_apps_say_why_and_release_nothing(dynod: Dynod, app: str, t
     (failing / "src" / "index.ts").write_text("const n: number = 'not a number';\n")
     out = deploy(dynod, app, failing, ok=False).stdout
     assert "error TS2322" in out and "Error: the 'build' script failed" in out
+    # The app's log has none of that output: its line says where the output is, and that works.
+    failed = [line for line in dynod.logs(app).splitlines() if "Build failed" in line][-1]
+    assert "see the output above" not in failed and "dynoctl builds:output " in failed, failed
+    command = failed.split("check the build's output: dynoctl ", 1)[1].split()
+    assert "error TS2322" in dynod.ctl(*command).stdout
 
     bad = tmp_path / "bad"
     bad.mkdir()

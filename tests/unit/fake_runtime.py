@@ -213,6 +213,7 @@ class FakeCgroups(CgroupBackend):
         self.groups: dict[str, FakeCgroup] = {}
         self.created: list[str] = []
         self.primers: list[FakePrimer] = []  # made by move_primer (v1 groups only, as CgroupV1)
+        self.on_primer_made: Callable[[], None] = lambda: None  # called in move_primer's thread
 
     def create(self, name: str, limits: CgroupLimits) -> FakeCgroup:
         if name in self.groups:
@@ -253,6 +254,7 @@ class FakeCgroups(CgroupBackend):
         if self.cgroup2:
             return None
         self.primers.append(FakePrimer(self))
+        self.on_primer_made()
         return self.primers[-1]
 
 

@@ -205,6 +205,19 @@ async def test_a_cold_start_primes_the_cgroup_lock_after_its_group_is_made_and_b
         assert primer.closed and w.manager.starting.primer is None  # before the subtree is removed
 
 
+async def test_a_primer_made_while_dynod_stops_is_closed_at_once(tmp_path: Path, clock: trio.testing.MockClock) -> None:
+    # A shutdown during the start-up's join probe: stop_all finds no primer to close, and the one
+    # made after it would hold its group past the subtree's removal (the suite's leak check saw it).
+    kernel = FakeKernel()
+    cgroups = FakeCgroups(kernel)
+    async with world(tmp_path, kernel=kernel, cgroups=cgroups, spawner=FakeSpawner(kernel, cgroups)) as w:
+        cgroups.on_primer_made = lambda: trio.from_thread.run(w.manager.stop_all)
+        await w.until("the join timed", lambda: cgroups.join_timings == 1)
+        await w.until("the primer made", lambda: len(cgroups.primers) == 1)
+        await w.until("and closed", lambda: cgroups.primers[0].closed)
+        assert w.manager.starting.primer is None
+
+
 async def test_a_start_from_the_warm_pool_does_not_prime(tmp_path: Path, clock: trio.testing.MockClock) -> None:
     kernel = FakeKernel()
     cgroups = FakeCgroups(kernel)
