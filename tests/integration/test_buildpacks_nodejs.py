@@ -101,6 +101,11 @@ def test_refused_node_apps_say_why_and_release_nothing(dynod: Dynod, app: str, t
     out = deploy(dynod, app, nowhere, ok=False).stdout
     assert "asks for Node.js '0.1.x' (engines.node), but no Node.js release matches it" in out
 
+    # heroku/node-js-sample's engines.node: a release the registry holds only as a tarball.
+    (nowhere / "package.json").write_text(json.dumps({"name": "x", "engines": {"node": "4.0.0"}}))
+    out = deploy(dynod, app, nowhere, ok=False).stdout
+    assert "Node.js 4.0.0 is published on the npm registry in an old form" in out and "cp: cannot stat" not in out
+
     stale = copy_example("node-typescript", tmp_path)
     manifest = json.loads((stale / "package.json").read_text())
     manifest["dependencies"] = {"ms": "2.1.3"}  # not in package-lock.json
