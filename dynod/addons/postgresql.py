@@ -169,7 +169,9 @@ class PostgresProvider:
         home = self.home(name)
         if (home / "server.crt").exists() and (home / "server.key").exists():
             return
-        cert_pem, key_pem = self_signed(f"{name}.postgresql.dynod", "dynod heroku-postgresql (self-signed)",
+        # One common name for all (an add-on's own name may be longer than the 64 characters a
+        # common name may have); the address is the one its clients connect to.
+        cert_pem, key_pem = self_signed("heroku-postgresql", "dynod heroku-postgresql (self-signed)",
                                         days=TLS_DAYS, ips=[ipaddress.ip_address(self._host())])
         for file, data in (("server.key", key_pem), ("server.crt", cert_pem)):  # the key first: a
             temporary = home / f".{file}.tmp"  # cert alone is never taken for a pair
