@@ -155,6 +155,11 @@ class Dynod:
         return self.ctl("logs", "-a", app, "-n", str(lines)).stdout
 
 
+def _subtree_names(d: Dynod) -> tuple[str, str]:
+    """dynod's two cgroup subtrees: its dynos' and its add-on servers' (daemon.py)."""
+    return d.cgroup_name, f"{d.cgroup_name}-addons"
+
+
 def _host_leftovers(d: Dynod) -> list[str]:
     found = []
     with open("/proc/self/mountinfo") as f:
@@ -162,7 +167,7 @@ def _host_leftovers(d: Dynod) -> list[str]:
             if str(d.root) in line:
                 found.append("mount: " + line.split()[4])
     for base, _dirs, _files in os.walk("/sys/fs/cgroup"):
-        if os.path.basename(base) == d.cgroup_name:
+        if os.path.basename(base) in _subtree_names(d):
             found.append("cgroup: " + base)
         if base.count("/") > 7:
             _dirs.clear()
@@ -193,7 +198,7 @@ def _force_cleanup(d: Dynod) -> None:
                 pass
     groups = []
     for base, dirs, _files in os.walk("/sys/fs/cgroup"):
-        if os.path.basename(base) == d.cgroup_name:
+        if os.path.basename(base) in _subtree_names(d):
             groups.append(base)
             dirs.clear()
         elif base.count("/") > 7:
