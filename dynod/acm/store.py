@@ -11,21 +11,8 @@ import os
 from pathlib import Path
 
 from ..model import APP_NAME_RE
+from ..private_file import write_private
 from .schedule import AppState
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class AcmStore:
@@ -57,7 +44,7 @@ class AcmStore:
 
     def save_account_key(self, pem: bytes) -> None:
         self._ensure()
-        _write_private(self.account_key_path, pem)
+        write_private(self.account_key_path, pem)
 
     # -- per-app state -------------------------------------------------------------------------
     def load(self, app: str) -> AppState:
@@ -70,7 +57,7 @@ class AcmStore:
 
     def save(self, app: str, state: AppState) -> None:
         self._ensure()
-        _write_private(self._app_path(app), json.dumps(state.to_json(), indent=1).encode())
+        write_private(self._app_path(app), json.dumps(state.to_json(), indent=1).encode())
 
     def remove(self, app: str) -> None:
         self._app_path(app).unlink(missing_ok=True)

@@ -17,7 +17,6 @@ acknowledged.
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 import shutil
 import signal
@@ -30,6 +29,7 @@ import trio
 
 from ..errors import NotFound, UserError
 from ..model import Addon
+from ..private_file import write_private
 from ..self_signed import self_signed
 from .plans import POSTGRESQL, Plan
 from .provider import Provisioned
@@ -173,13 +173,8 @@ class PostgresProvider:
         # common name may have); the address is the one its clients connect to.
         cert_pem, key_pem = self_signed("heroku-postgresql", "dynod heroku-postgresql (self-signed)",
                                         days=TLS_DAYS, ips=[ipaddress.ip_address(self._host())])
-        for file, data in (("server.key", key_pem), ("server.crt", cert_pem)):  # the key first: a
-            temporary = home / f".{file}.tmp"  # cert alone is never taken for a pair
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            shutil.chown(temporary, USER, USER)
-            os.replace(temporary, home / file)
+        write_private(home / "server.key", key_pem, owner=USER)  # the key first: a certificate
+        write_private(home / "server.crt", cert_pem, owner=USER)  # alone is never taken for a pair
 
     async def _make_volume(self, home: Path, plan: Plan) -> None:
         """A sparse file of the plan's storage holding an ext4 file system owned by the server's

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import ssl
 from pathlib import Path
 
 from cryptography import x509
 
 from ..errors import UserError
+from ..private_file import write_private
 from ..self_signed import self_signed
 
 VALIDITY_DAYS = 825
@@ -58,12 +58,7 @@ def ensure_api_cert(directory: Path, hostname: str, address: str) -> Path:
             pass  # unreadable or not ours: make a new one below
     cert_pem, key_pem = self_signed(hostname, "dynod API (self-signed)", days=VALIDITY_DAYS, dns_names=names,
                                     ips=sorted(ips, key=str))
-    pem = cert_pem + key_pem
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    os.replace(temporary, path)
+    write_private(path, cert_pem + key_pem)
     return path
 
 

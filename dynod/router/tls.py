@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import os
 import ssl
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ..errors import UserError
+from ..private_file import write_private
 from ..self_signed import self_signed
 from .routes import normalize_domain
 from .snapshots import DomainCert
@@ -43,14 +43,6 @@ def check_cert_pair(domain: str, cert_pem: str, key_pem: str) -> x509.Certificat
     if cert.public_key().public_bytes(enc, pub) != key.public_key().public_bytes(enc, pub):
         raise UserError(f"The key for {domain} does not belong to its certificate; pass the matching key.")
     return cert
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _covers(cert: x509.Certificate, names: Iterable[str]) -> bool:
@@ -79,7 +71,7 @@ def ensure_default_cert(certs_dir: Path, base_domain: str) -> Path:
     cert_pem, key_pem = self_signed(f"*.{base}", "dynod router (self-signed)", days=DEFAULT_VALIDITY_DAYS,
                                     dns_names=names)
     pem = cert_pem + key_pem
-    _write_private(path, pem)
+    write_private(path, pem)
     return path
 
 
@@ -99,7 +91,7 @@ def store_certs(certs_dir: Path, certs: Iterable[DomainCert]) -> list[tuple[str,
     for domain, pem in checked:
         # The file name is a hash: a domain is user input and must never become a path.
         path = certs_dir / f"domain-{hashlib.sha256(domain.encode()).hexdigest()[:32]}.pem"
-        _write_private(path, pem)
+        write_private(path, pem)
         stored.append((domain, path))
     return stored
 

@@ -8,7 +8,7 @@ grace period after the last one get it at once (~0.15 ms). A cold dyno is moved 
 groups after the spawner has forked it, ~6 ms into its start, and so paid most of a grace period.
 
 The primer is one thread of dynod that lives alone in a group dynod made (``PRIMER_GROUP`` in one
-v1 hierarchy) and, when told (``prime``, at the very beginning of a cold start), writes its own
+v1 hierarchy) and, when told (``prime``, as soon as a cold dyno's groups are made), writes its own
 thread id into that group's ``tasks`` file: a move into the group it is already in. The kernel
 takes the lock for it, waits the grace period, and moves nothing; the start meanwhile makes its
 group, ledger row and fork, and its moves then take the lock without that wait (or with what is
@@ -35,7 +35,7 @@ PRIMER_CONTROLLERS = ("pids", "cpu", "memory")
 class MovePrimer:
     def __init__(self, group: str) -> None:
         self.group = group
-        self.primes = 0  # no-op moves done after the thread joined its group (for tests and logs)
+        self.primes = 0  # no-op moves done after the thread joined its group (for tests)
         self._tasks = os.path.join(group, "tasks")
         self._wanted = threading.Event()
         self._joined = threading.Event()
