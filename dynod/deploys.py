@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import trio
 
-from .builds.buildpack import BuildError, builtin_buildpacks
+from .builds.buildpack import BuildError, prepared_builtins
 from .builds.builds import BuildDirs, Builder, BuildRecord, BuildStore
 from .builds.container import SpawnerBuildContainer
 from .builds.git import create_repo, delete_repo
@@ -49,7 +49,8 @@ class Deploys:
             directory.mkdir(parents=True, exist_ok=True)
         self.builder = Builder(
             self.store, work_root=s.state_dir / "build-work", cache_root=s.state_dir / "build-cache",
-            buildpacks=builtin_buildpacks(), stack=s.stack, uid=s.dynos.uid, gid=s.dynos.gid,
+            buildpacks=prepared_builtins(s.state_dir / "builtin-buildpacks"),
+            stack=s.stack, uid=s.dynos.uid, gid=s.dynos.gid,
             container_for=self._container, timeout=s.builds.timeout,
             local_roots=tuple(Path(p) for p in s.builds.local_buildpack_roots),
             restores=PreparedRestores(s.state_dir / "build-restore", s.state_dir / "build-cache",

@@ -90,6 +90,10 @@ class BuildError(UserError):
 
 
 class BuildContainer(Protocol):
+    # The host directory shown read-only at /buildpacks, read when a command starts: the build's
+    # own (the buildpacks it names, placed there), or the shared built-ins (shared_builtins).
+    buildpacks_dir: Path
+
     async def run(self, argv: list[str], *, env: dict[str, str], timeout: float,
                   output: Callable[[bytes], None]) -> int:
         """Run ``argv`` in the container; stdout and stderr both go to ``output`` as they come.
@@ -126,6 +130,42 @@ class CompileResult:
 
 def builtin_buildpacks(root: Path = BUILTIN_ROOT) -> list[Buildpack]:
     return [Buildpack(name, root / name, name) for name in BUILTIN_ORDER]
+
+
+def prepared_builtins(root: Path, builtins: list[Buildpack] | None = None) -> list[Buildpack]:
+    """The built-in buildpacks copied once under ``root``, which a build that uses them alone is
+    then shown at /buildpacks as it is (``shared_builtins``), instead of getting copies of its own.
+
+    Taken afresh each time dynod starts, so a build never sees the buildpacks of an older dynod,
+    and holding nothing else. Root's files, shown read-only: a build can change none of them.
+    """
+    from .archive import remove_tree
+
+    if root.exists():
+        remove_tree(root)
+    root.mkdir(parents=True, mode=0o755)
+    prepared = []
+    for builtin in builtins if builtins is not None else builtin_buildpacks():
+        shutil.copytree(builtin.path, root / builtin.name, symlinks=True)
+        prepared.append(Buildpack(builtin.name, root / builtin.name, builtin.source))
+    return prepared
+
+
+def shared_builtins(builtins: list[Buildpack]) -> Path | None:
+    """The one directory that holds these built-ins and nothing else, if there is one: a build that
+    runs every built-in in detection order (no buildpacks named) is shown it at /buildpacks, read-only.
+
+    Copying the nine into each build's own directory took 25-45 ms of every push here, nearly all
+    of it in ext4 making their 23 directories, hard links or not."""
+    roots = {bp.path.parent for bp in builtins}
+    if len(roots) != 1 or any(bp.path.name != bp.name for bp in builtins):
+        return None
+    root = roots.pop()
+    try:
+        held = {entry.name for entry in os.scandir(root)}
+    except OSError:
+        return None
+    return root if held == {bp.name for bp in builtins} else None
 
 
 # --- pure rules ---------------------------------------------------------------------------
@@ -714,7 +754,9 @@ async def compile_app(
 
     ``buildpacks`` are the built-ins in detection order; ``buildpacks_dir`` is the host directory
     the container shows read-only at /buildpacks (empty at start: the chosen buildpacks are
-    placed there). ``cache_dir``/``env_dir`` are the host sides of /tmp/cache and /tmp/env.
+    placed there), unless the build runs the built-ins alone from a directory of their own
+    (``shared_builtins``): the container is then shown that directory instead.
+    ``cache_dir``/``env_dir`` are the host sides of /tmp/cache and /tmp/env.
     ``output`` receives each line of output, Heroku-framed, as it happens. ``app_buildpacks``:
     the app's own list (the ledger's), which wins over BUILDPACK_URL and .buildpacks.
     ``after_slugignore`` runs once .slugignore has been applied, before any buildpack: what dynod
@@ -753,8 +795,13 @@ async def compile_app(
                                  f"the app; fix the app or change {named_by}.")
             chosen.append((bp, name))
     else:
-        installed = await install_buildpacks([bp.name for bp in buildpacks], dest=buildpacks_dir,
-                                             builtins=buildpacks, source_dir=source_dir)
+        shared = shared_builtins(buildpacks)
+        if shared is not None:  # shown as they are: nothing to copy
+            container.buildpacks_dir = shared
+            installed = list(buildpacks)
+        else:
+            installed = await install_buildpacks([bp.name for bp in buildpacks], dest=buildpacks_dir,
+                                                 builtins=buildpacks, source_dir=source_dir)
         if all((bp.path / "bin" / script).is_file() for bp in installed for script in ("detect", "release")):
             # The usual build: detect, compile and release in one container.
             _remove_exports(source_dir)

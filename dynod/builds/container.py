@@ -99,9 +99,12 @@ class SpawnerBuildContainer:
         network = self.manager.build_network
         if network is None:
             raise UserError("dynod has no build network: builds cannot run.")
+        if not network.bridge_made:  # made on the first build; the spawner needs it to be there
+            await network.ensure_bridge()
         address = network.pool.allocate()
+        # "bridge": the spawner makes the veth as it forks, as for a cold dyno; else attach does.
         spec["net"] = {"ifname": DYNO_IFNAME, "address": address, "prefix": network.pool.prefix,
-                       "gateway": network.pool.gateway, "on_bridge": network.bridge}
+                       "gateway": network.pool.gateway, "on_bridge": network.bridge, "bridge": network.bridge}
         try:
             status = await self.manager.run_container(spec, limits, output=output, timeout=timeout,
                                                       attach=lambda pid: network.attach(address, pid))

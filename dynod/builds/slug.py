@@ -112,6 +112,41 @@ class _MemberRules:
         self.tree.add(path, kind)
         return path
 
+    def check_walked(self, name: str, path: str, st: os.stat_result) -> None:
+        """``check`` for a member of the tree ``pack_slug`` walks (``name`` "app/...", ``path`` on
+        the host, ``st`` its lstat), raising the same UserError for what ``check`` refuses.
+
+        What the walk itself guarantees is not checked again: its names are directory entries
+        joined under app/ (no empty, ".", ".." or absolute part, each path once), it descends only
+        into real directories (nothing lies beneath a link or a file), and tar stores hard links
+        as files (--hard-dereference). What is left is checked from the lstat: ~3x less Python per
+        member than building a TarInfo and walking the tree rules for it (a venv has thousands).
+        """
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            kind = "dir"
+        elif stat.S_ISREG(mode):
+            kind = "file"
+        elif stat.S_ISLNK(mode):
+            kind = "symlink"
+        elif stat.S_ISFIFO(mode):
+            raise _bad(name, "is a FIFO", "remove it from the app")
+        else:  # sockets were skipped by the walk: what is left is a device
+            raise _bad(name, "is a device node", "remove it from the app")
+        if name == ROOT and kind != "dir":
+            raise _bad(name, "must be the app directory", "put the app's files under app/")
+        if name == PROCFILE and kind != "file":
+            raise _bad(name, "must be a regular file", "replace the link with the Procfile itself")
+        if mode & (stat.S_ISUID | stat.S_ISGID):
+            raise _bad(name, "has the setuid or setgid bit", "clear it (chmod u-s,g-s)")
+        if kind == "symlink":
+            _check_symlink_target(name, name, os.readlink(path))
+        self.total += _MEMBER_HEADER + (st.st_size if kind == "file" else 0)
+        if self.total > self.limit_bytes:
+            raise UserError(
+                f"Slug content is over the {human_size(self.limit_bytes)} limit at member {name!r}; "
+                "remove unneeded files (list them in .slugignore) and build again.")
+
 
 def _normalize(name: str, label: str) -> str:
     if not name or "\x00" in name:
@@ -242,9 +277,9 @@ def pack_slug(src: Path, dest_dir: Path, *, limit_bytes: int = SLUG_LIMIT,
         with os.fdopen(fd, "wb") as out:
             writer = _HashingWriter(out, limit_bytes)
             with _BlockPacker(src, writer, reuse) as packer:
-                for path, info in _walk_for_pack(src):
-                    rules.check(info)
-                    if info.name == PROCFILE and info.isreg():
+                for path, name, st in _walk_for_pack(src):
+                    rules.check_walked(name, path, st)
+                    if name == PROCFILE:  # a regular file: check_walked refused anything else
                         with open(path, "rb") as data:
                             process_types = _parse_procfile_bytes(data.read(PROCFILE_LIMIT + 1))
                 packer.pack()
@@ -354,12 +389,13 @@ def _read_full(pipe: IO[bytes], size: int) -> bytes:
     return b"".join(pieces)
 
 
-def _walk_for_pack(src: Path) -> Iterable[tuple[str, tarfile.TarInfo]]:
-    yield str(src), _tarinfo(src, ROOT, src.stat())  # src itself may be a link to the app directory
+def _walk_for_pack(src: Path) -> Iterable[tuple[str, str, os.stat_result]]:
+    """(host path, member name, lstat) of each member tar will write, in tar's order."""
+    yield str(src), ROOT, src.stat()  # src itself may be a link to the app directory
     yield from _walk_dir(str(src), ROOT)
 
 
-def _walk_dir(directory: str, name: str) -> Iterable[tuple[str, tarfile.TarInfo]]:
+def _walk_dir(directory: str, name: str) -> Iterable[tuple[str, str, os.stat_result]]:
     # Plain strings and scandir, not pathlib: a venv has thousands of members, and building a
     # Path per member was a third of this walk's time.
     try:
@@ -374,36 +410,13 @@ def _walk_dir(directory: str, name: str) -> Iterable[tuple[str, tarfile.TarInfo]
         st = entry.stat(follow_symlinks=False)  # an lstat: DirEntry keeps no stat on Linux
         if stat.S_ISSOCK(st.st_mode):
             continue  # a leftover socket of a dev server: it cannot be archived and means nothing
-        info = _tarinfo(entry.path, member, st)
-        yield entry.path, info
-        if info.isdir():
+        yield entry.path, member, st
+        if stat.S_ISDIR(st.st_mode):
             yield from _walk_dir(entry.path, member)
 
 
 def _entry_name(entry: os.DirEntry[str]) -> str:
     return entry.name
-
-
-def _tarinfo(path: str | Path, name: str, st: os.stat_result | None = None) -> tarfile.TarInfo:
-    st = st or path.lstat()
-    info = tarfile.TarInfo(name)
-    info.mode = stat.S_IMODE(st.st_mode)
-    info.mtime = int(st.st_mtime)
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    if stat.S_ISDIR(st.st_mode):
-        info.type = tarfile.DIRTYPE
-    elif stat.S_ISREG(st.st_mode):
-        info.type = tarfile.REGTYPE
-        info.size = st.st_size
-    elif stat.S_ISLNK(st.st_mode):
-        info.type = tarfile.SYMTYPE
-        info.linkname = os.readlink(path)
-    elif stat.S_ISFIFO(st.st_mode):
-        info.type = tarfile.FIFOTYPE
-    else:
-        info.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
-    return info  # the rules refuse FIFOs and devices with a message naming the member
 
 
 def _parse_procfile_bytes(raw: bytes) -> dict[str, str]:

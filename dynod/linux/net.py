@@ -201,6 +201,11 @@ class Network:
                     raise
 
     # -- trio API ---------------------------------------------------------------------------
+    @property
+    def bridge_made(self) -> bool:
+        """Whether this dynod has made (or taken over) its bridge: a veth may be hung on it."""
+        return self._bridge_index is not None
+
     async def ensure_bridge(self) -> None:
         await self._call(self._ensure_bridge)
 

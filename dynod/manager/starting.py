@@ -359,8 +359,8 @@ class Starting:
             spawned = await self.m._ask(lambda spawner: spawner.spawn(container))
             try:
                 await self.wire("", spawned.pid, cgroup, network=False)
-                if attach is not None:  # its network, wired before it may run (a build's veth)
-                    await attach(spawned.pid)
+                if attach is not None and not spawned.wired:  # its network, before it may run:
+                    await attach(spawned.pid)  # a build's veth, where the spawner did not make it
             except BaseException:
                 for fd in spawned.fds.values():
                     close_fd(fd)

@@ -318,6 +318,9 @@ class FakeSpawner:
         self.fail_spawn: str = ""
         self.fail_exec: dict[str, str] = {}
         self.fail_assigned: dict[str, str] = {}
+        # As the real one: a spec whose net names "bridge" gets its veth from the spawner (wired).
+        self.makes_veths = False
+        self.veths: list[tuple[str, int]] = []  # (address, pid) of the veths it made
 
     # -- the Protocol ----------------------------------------------------------------------------
     async def hello(self) -> list[AdoptedDyno]:
@@ -423,7 +426,11 @@ class FakeSpawner:
             fds[kind] = r
             out.append(w)
         self.children[dyno_id] = FakeChild(dyno_id, init, spec, out)
-        return SpawnedDyno(dyno_id, init.pid, fds)
+        net = (spec.net or {}) if spec is not None else {}
+        wired = self.makes_veths and bool(net.get("bridge"))
+        if wired:
+            self.veths.append((net["address"], init.pid))
+        return SpawnedDyno(dyno_id, init.pid, fds, wired=wired)
 
     def _exited(self, dyno_id: str, status: int) -> None:
         child = self.children.get(dyno_id)

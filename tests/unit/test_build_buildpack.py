@@ -230,6 +230,24 @@ async def test_detection_runs_in_order_and_stops_at_the_first_match(dirs: dict[s
     assert not list(dirs["app"].glob(".dynod-release-*"))
 
 
+async def test_a_build_running_the_builtins_alone_is_shown_them_where_they_are_not_copied(dirs: dict[str, Path]):
+    container = ScriptedContainer(dirs["app"], {"/buildpacks/python/bin/detect": (0, b"Python\n", None),
+                                                "/buildpacks/python/bin/compile": (0, b"", None)})
+    container.buildpacks_dir = dirs["bps"]  # type: ignore[attr-defined]
+    await run_compile(dirs, container)
+    assert container.buildpacks_dir == dirs["builtins"]  # type: ignore[attr-defined]
+    assert list(dirs["bps"].iterdir()) == []
+    # Named buildpacks (even built-in ones) are placed in the build's own directory, as before.
+    named = ScriptedContainer(dirs["app"], {"/buildpacks/python/bin/detect": (0, b"Python\n", None),
+                                            "/buildpacks/python/bin/compile": (0, b"", None)})
+    named.buildpacks_dir = dirs["bps"]  # type: ignore[attr-defined]
+    again = {**dirs, "builtins": dirs["builtins"].with_name("builtins-2")}
+    again["builtins"].mkdir()
+    await run_compile(again, named, {"BUILDPACK_URL": "python"})
+    assert named.buildpacks_dir == dirs["bps"]  # type: ignore[attr-defined]
+    assert sorted(p.name for p in dirs["bps"].iterdir()) == ["python"]
+
+
 async def test_nothing_detected(dirs: dict[str, Path]):
     with pytest.raises(BuildError, match="No default language could be detected"):
         await run_compile(dirs, ScriptedContainer(dirs["app"], {}))

@@ -162,3 +162,43 @@ def test_a_stack_whose_interpreters_do_not_run_is_refused_in_one_line(tmp_path: 
                            "--interpreter", str(tmp_path / "missing")], capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stdout == "Error: stack s has no Python interpreter; build on a stack with python3.\n"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("3.13", True), ("3.13.5", True), ("3.9", True), ("3", False), ("3.", False), ("3.13.", False),
+    ("3.13.5.1", False), ("2.7", False), ("3.x", False), ("3.1\u0663", False), (" 3.13", False), ("3.13\n", False),
+])
+def test_a_version_is_3_dot_n_or_3_dot_n_dot_m_in_ascii_digits(text: str, expected: bool):
+    assert manifest.is_version(text) is expected
+
+
+def test_a_pip_app_is_read_without_importing_re_pathlib_argparse_toml_or_json(tmp_path: Path):
+    """bin/compile starts the script once per build: each of these took 5-18 ms to import."""
+    app(tmp_path, {"requirements.txt": "flask\n", ".python-version": "3.13\n"})
+    done = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", str(SCRIPT), str(tmp_path), "--stack",
+                           "s", "--available", "3.13.5"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "python_version=3.13.5" in done.stdout.splitlines()
+    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & {"re", "pathlib", "argparse", "tomllib", "json", "enum"}, sorted(imported)
+
+
+@pytest.mark.parametrize("argv, said", [
+    ([], "usage: manifest.py BUILD_DIR --stack NAME"),
+    (["dir"], "usage: manifest.py BUILD_DIR --stack NAME"),
+    (["dir", "--stack"], "manifest.py: --stack needs a value"),
+    (["dir", "--stack", "s", "--bogus", "x"], "manifest.py: unknown option --bogus"),
+    (["dir", "other", "--stack", "s"], "usage: manifest.py BUILD_DIR --stack NAME"),
+])
+def test_a_wrong_command_line_is_one_line_and_a_non_zero_exit(argv: list[str], said: str):
+    done = subprocess.run([sys.executable, "-I", "-S", str(SCRIPT), *argv], capture_output=True, text=True)
+    assert done.returncode != 0 and done.stdout == ""
+    assert done.stderr.startswith(said) and len(done.stderr.splitlines()) == 1
+
+
+def test_options_may_be_written_with_an_equals_sign(tmp_path: Path):
+    app(tmp_path, {"requirements.txt": ""})
+    args = manifest.Args([str(tmp_path), "--stack=s", "--available=3.13.5", "--available", "3.12.1",
+                          "--default=3.12.1"])
+    assert (args.build_dir, args.stack, args.available, args.default) == (str(tmp_path), "s", ["3.13.5", "3.12.1"],
+                                                                          "3.12.1")
