@@ -33,11 +33,7 @@ PROFILE = (
     'for f in /app/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done; unset f; '
     "[ -r /app/.profile ] && . /app/.profile; "
 )
-# Debian's tini package ships both builds; the static one has no dynamic loading to do (each
-# dyno's exec of it: 1.49 ms against 1.92 on the host, medians of 300, with the chain's fork),
-# and less private memory per dyno (52 KiB dirty against 96), its text shared by every dyno
-# through the stack's page cache. docs/dynos.md, "What it costs per dyno".
-INIT = ["/usr/bin/tini-static", "-g", "--"]
+INIT = ["/usr/bin/tini", "-g", "--"]
 
 
 class LogSink(Protocol):
