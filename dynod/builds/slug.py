@@ -183,14 +183,30 @@ def human_size(n: int) -> str:
 
 # ---- packing ------------------------------------------------------------------------------
 
-class _HashingWriter:
-    """A write-only file object that hashes, counts and limits what passes through it."""
+# Every this many bytes written, the pack starts the disk on them (sync_file_range) rather than
+# leaving all of a slug to its fsync: the disk writes while the rest is packed.
+WRITEBACK_EVERY = 4 << 20
 
-    def __init__(self, out: IO[bytes], limit_bytes: int) -> None:
+
+def start_writeback(fd: int, offset: int, nbytes: int) -> None:
+    # Imported here, not at the top: dynoctl imports this module to pack slugs, and its start
+    # must not load dynod's Linux layer; a pack loads it once it has 4 MiB to write back.
+    from ..linux.syscalls import start_writeback as sync_file_range_write
+
+    sync_file_range_write(fd, offset, nbytes)
+
+
+class _HashingWriter:
+    """A write-only file object that hashes, counts and limits what passes through it; with
+    ``writeback``, it also starts the disk on each WRITEBACK_EVERY bytes as they are written."""
+
+    def __init__(self, out: IO[bytes], limit_bytes: int, *, writeback: bool = False) -> None:
         self._out = out
         self._limit = limit_bytes
         self.sha = hashlib.sha256()
         self.size = 0
+        self._writeback = writeback
+        self._written_back = 0
 
     def write(self, data: bytes) -> int:
         self.size += len(data)
@@ -198,7 +214,15 @@ class _HashingWriter:
             raise UserError(f"The compressed slug is over the {human_size(self._limit)} limit; remove "
                             "unneeded files (list them in .slugignore) and build again.")
         self.sha.update(data)
-        return self._out.write(data)
+        written = self._out.write(data)
+        if self._writeback and self.size - self._written_back >= WRITEBACK_EVERY:
+            self._out.flush()
+            try:
+                start_writeback(self._out.fileno(), self._written_back, self.size - self._written_back)
+            except OSError:  # a filesystem that cannot: the fsync at the end writes it all, as before
+                self._writeback = False
+            self._written_back = self.size
+        return written
 
     def flush(self) -> None:
         self._out.flush()
@@ -275,7 +299,7 @@ def pack_slug(src: Path, dest_dir: Path, *, limit_bytes: int = SLUG_LIMIT,
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            writer = _HashingWriter(out, limit_bytes)
+            writer = _HashingWriter(out, limit_bytes, writeback=True)
             with _BlockPacker(src, writer, reuse) as packer:
                 for path, name, st in _walk_for_pack(src):
                     rules.check_walked(name, path, st)
@@ -351,7 +375,7 @@ class _BlockPacker:
         held: bytes | None = None  # the last block is known only at the end: it finishes the stream
         while block := _read_full(self._pipe, BLOCK_SIZE):
             if held is not None:
-                self._add(held, last=False)
+                self._add(held, hashlib.sha256(held).hexdigest(), last=False)
             crc = isal_zlib.crc32(block, crc)
             total += len(block)
             held = block
@@ -361,17 +385,16 @@ class _BlockPacker:
             said = self._stderr.read(4096).decode("utf-8", "replace").strip().splitlines()
             raise UserError(f"Packing the slug failed: {said[-1] if said else f'tar exited with {code}'}; "
                             "check the build's files and free disk space, then build again.")
-        self._add(held, last=True)
+        self._add(held, "", last=True)
         writer.write(crc.to_bytes(4, "little") + (total & 0xFFFFFFFF).to_bytes(4, "little"))
 
-    def _add(self, block: bytes, *, last: bool) -> None:
+    def _add(self, block: bytes, digest: str, *, last: bool) -> None:
         from isal import isal_zlib
 
         if last:  # ends the deflate stream, so it is never one an unfinished slug could reuse
             compressor = isal_zlib.compressobj(PACK_LEVEL, isal_zlib.DEFLATED, -15)
             self._writer.write(compressor.compress(block) + compressor.flush(isal_zlib.Z_FINISH))
             return
-        digest = hashlib.sha256(block).hexdigest()
         data = self._reuse(digest) if self._reuse is not None else None
         if data is None:
             compressor = isal_zlib.compressobj(PACK_LEVEL, isal_zlib.DEFLATED, -15)
