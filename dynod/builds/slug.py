@@ -241,7 +241,7 @@ def pack_directory(src: Path, dest_dir: Path, *, limit_bytes: int = SLUG_LIMIT) 
 @dataclass(frozen=True)
 class PackedBlock:
     """One compressed block of a packed slug: where its bytes are in the file, and what they hold."""
-    digest: str  # sha256 hex of the BLOCK_SIZE bytes of tar it compresses
+    digest: str  # BLAKE3 hex (block_digest) of the BLOCK_SIZE bytes of tar it compresses
     offset: int  # in the slug file
     length: int  # compressed bytes
 
@@ -249,7 +249,7 @@ class PackedBlock:
 # Changing any of these changes every slug's bytes: a block packed under another format is never
 # reused (block_format() names them, with the compressor's version, in every block index).
 BLOCK_SIZE = 1 << 20
-BLOCK_FORMAT = f"deflate-blocks-v1 size={BLOCK_SIZE} isal-level={PACK_LEVEL}"
+BLOCK_FORMAT = f"deflate-blocks-v1 size={BLOCK_SIZE} isal-level={PACK_LEVEL} digest=blake3"
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0, OS unknown
 # PAX, as the slug format says, without what would differ between two packs of one tree: the
 # extended headers' names carry no PID, and no atime, ctime or sub-second mtime is recorded.
@@ -257,6 +257,19 @@ _TAR = ("tar", "--create", "--file=-", f"--blocking-factor={BLOCK_SIZE // 512}",
         "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime,delete=mtime",
         "--sort=name", "--numeric-owner", "--owner=0", "--group=0", "--hard-dereference",
         "--exclude=.git", "--transform=s,^\\.,app,S")  # S: symlink targets stay as they are
+
+
+def block_digest(block: bytes) -> str:
+    """What a block of tar is known by in a block index: its BLAKE3 (256 bits, hex).
+
+    A warm pack hashes every block of its tar to find the ones an earlier slug holds compressed;
+    BLAKE3 takes a third of sha256's time for them (~8 against ~21 ms for 37 MiB on this host's
+    SHA-NI). It is a cryptographic hash like sha256, so a block reused for its digest is the same
+    bytes. The slug's id stays the sha256 of the whole file, as Heroku's checksum is.
+    """
+    from blake3 import blake3
+
+    return blake3(block).hexdigest()
 
 
 def block_format() -> str:
@@ -375,7 +388,7 @@ class _BlockPacker:
         held: bytes | None = None  # the last block is known only at the end: it finishes the stream
         while block := _read_full(self._pipe, BLOCK_SIZE):
             if held is not None:
-                self._add(held, hashlib.sha256(held).hexdigest(), last=False)
+                self._add(held, block_digest(held), last=False)
             crc = isal_zlib.crc32(block, crc)
             total += len(block)
             held = block

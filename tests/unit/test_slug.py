@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
+import json
 import os
 import shutil
 import stat
@@ -12,10 +14,12 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from blake3 import blake3
 
 from dynod.builds.slug import pack_directory
 from dynod.builds.slug_store import STALE_TEMP_SECONDS, SlugStore
@@ -602,7 +606,8 @@ def test_a_slug_is_one_gzip_member_of_independent_blocks_read_by_any_gunzip(tmp_
     for n, block in enumerate(blocks):
         part = __import__("zlib").decompressobj(-15).decompress(raw[block.offset:block.offset + block.length])
         assert part == tar_bytes[n * BLOCK_SIZE:(n + 1) * BLOCK_SIZE]
-        assert block.digest == hashlib.sha256(part).hexdigest()
+        # Known by its BLAKE3, as the library itself computes it (256 bits, hex).
+        assert block.digest == blake3(part).hexdigest() and len(block.digest) == 64
 
 
 def subprocess_ok(argv: list[str]) -> bool:
@@ -752,3 +757,42 @@ def test_a_refusal_after_tar_ran_ahead_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="'app/zz-tool' has the setuid"):
         pack_directory(src, out)
     assert list(out.iterdir()) == []
+
+
+def test_an_index_from_before_the_blake3_digests_is_not_reused(tmp_path: Path) -> None:
+    """A store upgraded in place holds indexes whose digests are sha256s, under the format string
+    without ``digest=blake3``: the first pack after the upgrade compresses every block afresh
+    (the same bytes), and writes an index the next one can use."""
+    from dynod.builds import slug
+
+    store = SlugStore(tmp_path / "slugs")
+    src = tmp_path / "src"
+    _venv_like(src, 3)
+    first = store.store_directory(src)
+    index = store.root / f"{first.id}.blocks"
+    recorded = json.loads(index.read_text())
+    raw = (store.root / f"{first.id}.tgz").read_bytes()
+    old_blocks = []
+    for digest, offset, length in recorded["blocks"]:
+        part = zlib.decompressobj(-15).decompress(raw[offset:offset + length])
+        assert digest == blake3(part).hexdigest()
+        old_blocks.append([hashlib.sha256(part).hexdigest(), offset, length])
+    old_format = slug.block_format().replace(" digest=blake3", "")
+    index.write_text(json.dumps({"format": old_format, "blocks": old_blocks}))
+    asked: list[str] = []
+    real_blocks_of = store._blocks_of
+
+    @contextlib.contextmanager
+    def watching(slug_id: str | None) -> Iterator[Callable[[str], bytes | None] | None]:
+        with real_blocks_of(slug_id) as reuse:
+            asked.append("index used" if reuse is not None else "no index")
+            yield reuse
+
+    store._blocks_of = watching  # type: ignore[method-assign]
+    (src / "app.py").write_text("print('v2')\n")
+    reference = tmp_path / "reference"
+    shutil.copytree(src, reference, symlinks=True)
+    second = store.store_directory(src, reuse_from=first.id)
+    assert asked == ["no index"]
+    assert second.id == slug.pack_directory(reference, tmp_path / "afresh").id
+    assert json.loads((store.root / f"{second.id}.blocks").read_text())["format"] == slug.block_format()
