@@ -8,7 +8,8 @@ process per side (this checkout's dynod, and with ``--baseline`` the dynod packa
 and then packs it ``--packs`` times more with the first slug's blocks reused, as a warm push
 packs (a line of a copy of app.py changes between packs, as a new commit would). The sides take
 turns. Printed: each side's median pack per round, the median of those, and the worst round.
-Everything is written in a temporary directory beside the slug store's default, and removed.
+Everything is written in a temporary directory under ``--dir`` (the system's temporary
+directory unless told: name the disk whose speed is to be measured), and removed.
 """
 
 from __future__ import annotations

@@ -246,8 +246,9 @@ class PackedBlock:
     length: int  # compressed bytes
 
 
-# Changing any of these changes every slug's bytes: a block packed under another format is never
-# reused (block_format() names them, with the compressor's version, in every block index).
+# Changing any of these changes every slug's bytes or what its blocks are known by: a block packed
+# under another format is never reused (block_format() names them, with the compressor's version,
+# in every block index).
 BLOCK_SIZE = 1 << 20
 BLOCK_FORMAT = f"deflate-blocks-v1 size={BLOCK_SIZE} isal-level={PACK_LEVEL} digest=blake3"
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0, OS unknown

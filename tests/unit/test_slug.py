@@ -595,7 +595,7 @@ def test_a_slug_is_one_gzip_member_of_independent_blocks_read_by_any_gunzip(tmp_
     _venv_like(src, 1)
     info, blocks = pack_slug(src, tmp_path / "out")
     raw = info.path.read_bytes()
-    inflate = __import__("zlib").decompressobj(31)
+    inflate = zlib.decompressobj(31)
     tar_bytes = inflate.decompress(raw)
     assert inflate.eof and inflate.unused_data == b""  # one member, nothing after it
     # tar pads its output to whole records of BLOCK_SIZE; every block but the last is indexed.
@@ -604,7 +604,7 @@ def test_a_slug_is_one_gzip_member_of_independent_blocks_read_by_any_gunzip(tmp_
     assert subprocess_ok(["gzip", "-t", str(info.path)])
     # Each block inflates on its own (no dictionary from the one before) to its part of the tar.
     for n, block in enumerate(blocks):
-        part = __import__("zlib").decompressobj(-15).decompress(raw[block.offset:block.offset + block.length])
+        part = zlib.decompressobj(-15).decompress(raw[block.offset:block.offset + block.length])
         assert part == tar_bytes[n * BLOCK_SIZE:(n + 1) * BLOCK_SIZE]
         # Known by its BLAKE3, as the library itself computes it (256 bits, hex).
         assert block.digest == blake3(part).hexdigest() and len(block.digest) == 64
