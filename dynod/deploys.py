@@ -26,6 +26,7 @@ from .builds.restore import PreparedRestores
 from .builds.slug import SlugInfo
 from .errors import UserError
 from .manager.attach import AttachedSession
+from .manager.early_boot import EarlyBoot
 from .model import Release
 from .platform.rules import build_release_description
 
@@ -107,36 +108,67 @@ class Deploys:
         config = dict(current.config) if current else {}
         platform.logs.emit(app, "dynod", "api", f"Build started by {user or 'dynoctl'}")
 
-        async def pack(app_dir: Path) -> SlugInfo:
-            def work() -> SlugInfo:
-                # Packed straight into the store, and the build's /app becomes the slug's unpacked
-                # tree for the first dyno: no copy, no re-verification, no second unpack.
+        early: EarlyBoot | None = None
+
+        async def pack(app_dir: Path, process_types: dict[str, str]) -> SlugInfo:
+            nonlocal early
+            dynos = self.settings.dynos
+            limit = self.settings.builds.slug_limit_mb << 20
+            # Checked against the slug rules and moved into the store first: the build's /app
+            # becomes the slug's unpacked tree for its dynos (no copy, no second unpack), and they
+            # boot from it while it packs (early boot: manager/early_boot.py).
+            tree = await trio.to_thread.run_sync(
+                lambda: platform.slugs.adopt_tree(app_dir, dynos.uid, dynos.gid, limit_bytes=limit))
+            if tree.dir is not None:
+                early = platform.manager.boot_early(app, tree.dir, process_types)
+            try:
                 # The app's current slug lends its compressed blocks where the new tar is the same
                 # (an unchanged venv): the same bytes as packing afresh, without compressing them.
-                packed = platform.slugs.store_directory(
-                    app_dir, limit_bytes=self.settings.builds.slug_limit_mb << 20,
-                    keep_tree_as=(self.settings.dynos.uid, self.settings.dynos.gid),
-                    reuse_from=current.slug_id if current else None)
-                if packed.size > 300 << 20:
-                    output(f"       Warning: the slug is {packed.size >> 20} MB; over 300 MB slows every "
-                           "dyno start. Add large files that need not ship to .slugignore.")
-                return packed
-
-            return await trio.to_thread.run_sync(work)
+                packed = await trio.to_thread.run_sync(lambda: platform.slugs.store_tree(
+                    tree, limit_bytes=limit, reuse_from=current.slug_id if current else None))
+                kept = await trio.to_thread.run_sync(platform.slugs.keep_tree, tree, packed.id)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self._end_early(early)
+                    await trio.to_thread.run_sync(platform.slugs.discard_tree, tree)
+                raise
+            if not kept and tree.dir is not None:  # the store had this slug's tree: this one is a copy
+                await self._end_early(early)
+                await trio.to_thread.run_sync(platform.slugs.discard_tree, tree)
+            elif early is not None:
+                early.packed(packed.id)
+            if packed.size > 300 << 20:
+                output(f"       Warning: the slug is {packed.size >> 20} MB; over 300 MB slows every "
+                       "dyno start. Add large files that need not ship to .slugignore.")
+            return packed
 
         async def release(record: BuildRecord, result: Any, slug: SlugInfo) -> int:
             described = build_release_description(source_version, slug.id)
             # The config as it is now, not as it was when the build began: a config:set made during
             # the build must not be undone by the deploy.
             latest = platform.ledger.current_release(app)
-            return await self.release(app, slug_id=slug.id, process_types=dict(result.process_types),
-                                      config=dict(latest.config) if latest else config, description=described,
-                                      output=output)
+            try:
+                version = await self.release(app, slug_id=slug.id, process_types=dict(result.process_types),
+                                             config=dict(latest.config) if latest else config,
+                                             description=described, output=output)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self._end_early(early)
+                raise
+            if early is not None:  # the release's reconcile takes what fits; the rest is killed
+                with trio.CancelScope(shield=True):
+                    await early.settle()
+            return version
 
-        record = await self.builder.build(app, archive, config=config, source=source,
-                                          source_version=source_version, user=user, output=output,
-                                          pack=pack, release=release,
-                                          app_buildpacks=platform.ledger.get_buildpacks(app))
+        try:
+            record = await self.builder.build(app, archive, config=config, source=source,
+                                              source_version=source_version, user=user, output=output,
+                                              pack=pack, release=release,
+                                              app_buildpacks=platform.ledger.get_buildpacks(app))
+        finally:
+            if early is not None and not early.ended:  # failed or cancelled after its pack: none of it runs
+                with trio.CancelScope(shield=True):
+                    await early.end()
         if record.status == "succeeded":
             platform.logs.emit(app, "dynod", "api", "Build succeeded")
         else:
@@ -145,6 +177,11 @@ class Deploys:
             platform.logs.emit(app, "dynod", "api", f"Build failed{': ' + why if why else ''} -- check the build's "
                                f"output: dynoctl builds:output {record.id} -a {app}")
         return {**record.to_json(), "web_url": platform.web_url(app)}
+
+    @staticmethod
+    async def _end_early(early: EarlyBoot | None) -> None:
+        if early is not None:
+            await early.end()
 
     async def release(self, app: str, *, slug_id: str | None, process_types: dict[str, str],
                       config: dict[str, str], description: str,

@@ -26,6 +26,10 @@ push comes after a while: dynod prepares the next build's copy of the cached ven
 (dynod/builds/restore.py). `--pause 0` pushes back to back, as this bench did before, and the
 warm build then waits for that copy.
 
+``--baseline DIR`` runs the dynod package found in DIR (``git archive`` of the tree before a
+change, bytecode compiled) on every other private dynod, this tree's and its runs alternating
+(which goes first swapping each run), and prints both and this tree's ratio to it.
+
 Medians over --runs runs (each one a fresh dynod: one cold and one warm push), then the slug's
 size and the time to unpack it once from the tarball (what a dyno start pays when the tree the
 build left is not there, e.g. for an uploaded slug).
@@ -86,9 +90,9 @@ def push(d: PrivateDynod, work: Path, app: str, version: int, trace: bool = Fals
             "dyno up": total - pushed}
 
 
-def one_run(keep_log: Path | None, trace: bool = False, example: str = "python-flask", pause: float = 5.0
-            ) -> tuple[dict[str, float], dict[str, float], int, float]:
-    d = PrivateDynod(Path("/var/lib/dynod/stacks"))
+def one_run(keep_log: Path | None, trace: bool = False, example: str = "python-flask", pause: float = 5.0,
+            code: Path | None = None) -> tuple[dict[str, float], dict[str, float], int, float]:
+    d = PrivateDynod(Path("/var/lib/dynod/stacks"), code=code)
     try:
         app = "bench-" + example.replace("_", "-")[:20]
         d.ctl("apps:create", app)
@@ -126,6 +130,9 @@ def main() -> int:
                         help="an app of examples/ (repeatable), or 'all' for issue 11's five; default python-flask")
     parser.add_argument("--pause", type=float, default=5.0, metavar="SECONDS",
                         help="between the cold push's web dyno up and the warm push (default 5; 0: back to back)")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="another copy of dynod (the tree before a change): its pushes alternate with this "
+                             "tree's, each on a private dynod, and the ratios are printed")
     args = parser.parse_args()
     apps: list[str] = []
     for name in args.app or ["python-flask"]:
@@ -138,13 +145,40 @@ def main() -> int:
           "after the cold one")
     print(f"{'':26s}" + "".join(f"{name:>15s}" for name in PHASES))
     for example in apps:
-        runs = [one_run(args.keep_log, args.trace, example, args.pause) for _ in range(args.runs)]
+        if args.baseline is None:
+            runs = [one_run(args.keep_log, args.trace, example, args.pause) for _ in range(args.runs)]
+            report(example, runs)
+            continue
+        # This tree and the baseline take turns, which goes first swapping each run.
+        ours: list[Run] = []
+        theirs: list[Run] = []
+        for n in range(args.runs):
+            for code in ((None, args.baseline) if n % 2 == 0 else (args.baseline, None)):
+                (ours if code is None else theirs).append(one_run(args.keep_log, args.trace, example, args.pause, code))
+        report(example, ours, "this tree")
+        report(example, theirs, f"baseline {args.baseline}")
         for label, index in (("cold", 0), ("warm", 1)):
-            medians = [statistics.median(run[index][name] for run in runs) for name in PHASES]  # type: ignore[index]
-            print(f"{example + ' ' + label:26s}" + "".join(f"{value:15.2f}" for value in medians))
-        print(f"{'':26s}slug: {runs[0][2] / 1e6:.1f} MB compressed; unpacking it from the tarball: "
-              f"{statistics.median(run[3] for run in runs) * 1000:.0f} ms", flush=True)
+            ratios = "  ".join(f"{name} {median_of(ours, index, name) / median_of(theirs, index, name):.2f}"
+                               for name in ("total", "overhead"))
+            print(f"{example + ' ' + label:26s}this tree / baseline: {ratios}")
     return 0
+
+
+Run = tuple[dict[str, float], dict[str, float], int, float]
+
+
+def median_of(runs: list[Run], index: int, phase: str) -> float:
+    return statistics.median(run[index][phase] for run in runs)  # type: ignore[literal-required]
+
+
+def report(example: str, runs: list[Run], heading: str = "") -> None:
+    if heading:
+        print(f"{heading}:")
+    for label, index in (("cold", 0), ("warm", 1)):
+        medians = [statistics.median(run[index][name] for run in runs) for name in PHASES]  # type: ignore[index]
+        print(f"{example + ' ' + label:26s}" + "".join(f"{value:15.2f}" for value in medians))
+    print(f"{'':26s}slug: {runs[0][2] / 1e6:.1f} MB compressed; unpacking it from the tarball: "
+          f"{statistics.median(run[3] for run in runs) * 1000:.0f} ms", flush=True)
 
 
 if __name__ == "__main__":

@@ -212,7 +212,8 @@ class Builder:
 
     The steps: unpack the source into a fresh /app, compile it with the buildpacks (in the
     container ``container_for`` makes for the build's directories), ``pack`` /app into a slug
-    (it may move /app away, e.g. into the slug store as the slug's unpacked tree),
+    (it may move /app away, e.g. into the slug store as the slug's unpacked tree; it is told the
+    process types the release will have, so it may boot them meanwhile),
     ``release`` it (the daemon makes the release and runs its release phase; returns its version).
     Any UserError on the way fails the build with that sentence; nothing is released then.
     A git push and a ``dynoctl deploy`` of the same app wait for each other here.
@@ -251,7 +252,7 @@ class Builder:
 
     async def build(self, app: str, archive: IO[bytes], *, config: dict[str, str], source: str,
                     source_version: str | None, user: str | None, output: Callable[[str], None],
-                    pack: Callable[[Path], Awaitable[Slug]],
+                    pack: Callable[[Path, dict[str, str]], Awaitable[Slug]],
                     release: Callable[[BuildRecord, Any, Slug], Awaitable[int]],
                     app_buildpacks: list[str] | None = None) -> BuildRecord:
         record = self.store.create(app, source=source, source_version=source_version, user=user)
@@ -283,7 +284,7 @@ class Builder:
                         await trio.to_thread.run_sync(remove_tree, dirs.app / RESTORE_DIR)
                     started = time.monotonic()
                     log.line(step("Compressing..."))
-                    slug = await pack(dirs.app)
+                    slug = await pack(dirs.app, dict(result.process_types))
                     log.line(detail(f"Done: {slug.size / (1024 * 1024):.1f} MB "
                                     f"({seconds(time.monotonic() - started)})"))
                     record = replace(record, buildpacks=result.buildpacks,

@@ -288,8 +288,44 @@ def block_format() -> str:
 PIPE_AHEAD_BYTES = 64 << 20
 
 
+@dataclass(frozen=True)
+class CheckedTree:
+    """A build's tree as the slug rules saw it (``check_tree``), before anything in it changed."""
+    members: list[tuple[str, os.stat_result]]  # (host path, lstat) of each member pack_slug writes
+    dropped: list[tuple[str, os.stat_result]]  # ``.git`` and sockets, which no slug holds
+    process_types: dict[str, str]
+
+
+def check_tree(src: Path, *, limit_bytes: int = SLUG_LIMIT) -> CheckedTree:
+    """Walk ``src`` as pack_slug does and check every member against the slug rules (one
+    UserError naming the first that breaks one), changing nothing: a tree that passes packs.
+
+    This is what lets a build's tree serve before its slug exists (docs/builds.md, early boot):
+    the dynos that boot from it run nothing the slug rules would refuse.
+    """
+    src = Path(src)
+    if not src.is_dir():
+        raise UserError(f"{src} is not a directory; pass the directory holding the app's files.")
+    rules = _MemberRules(limit_bytes)
+    members: list[tuple[str, os.stat_result]] = []
+    dropped: list[tuple[str, os.stat_result]] = []
+    process_types: dict[str, str] = {}
+    for path, name, st in _walk_for_pack(src, dropped):
+        rules.check_walked(name, path, st)
+        members.append((path, st))
+        if name == PROCFILE:
+            process_types = _read_procfile(path)
+    return CheckedTree(members, dropped, process_types)
+
+
+def _read_procfile(path: str) -> dict[str, str]:
+    with open(path, "rb") as data:  # a regular file: check_walked refused anything else
+        return _parse_procfile_bytes(data.read(PROCFILE_LIMIT + 1))
+
+
 def pack_slug(src: Path, dest_dir: Path, *, limit_bytes: int = SLUG_LIMIT,
-              reuse: Callable[[str], bytes | None] | None = None) -> tuple[SlugInfo, list[PackedBlock]]:
+              reuse: Callable[[str], bytes | None] | None = None,
+              checked: CheckedTree | None = None) -> tuple[SlugInfo, list[PackedBlock]]:
     """``pack_directory``, also returning the slug's blocks, and taking compressed blocks from
     ``reuse`` (digest -> bytes of an earlier slug packed under ``block_format()``) where it has them.
 
@@ -300,7 +336,8 @@ def pack_slug(src: Path, dest_dir: Path, *, limit_bytes: int = SLUG_LIMIT,
     compressing it again would give, so reuse only saves time (a warm build's unchanged venv: every
     block but the first and the last few). While tar starts, this thread walks the same tree and
     checks every member against the slug rules; the build has exited, so nothing changes the tree
-    between the walk and tar's read of it.
+    between the walk and tar's read of it. With ``checked`` (check_tree's walk of this tree, made
+    since the build exited) that walk is not made again.
     """
     src = Path(src)
     if not src.is_dir():
@@ -315,11 +352,13 @@ def pack_slug(src: Path, dest_dir: Path, *, limit_bytes: int = SLUG_LIMIT,
         with os.fdopen(fd, "wb") as out:
             writer = _HashingWriter(out, limit_bytes, writeback=True)
             with _BlockPacker(src, writer, reuse) as packer:
-                for path, name, st in _walk_for_pack(src):
-                    rules.check_walked(name, path, st)
-                    if name == PROCFILE:  # a regular file: check_walked refused anything else
-                        with open(path, "rb") as data:
-                            process_types = _parse_procfile_bytes(data.read(PROCFILE_LIMIT + 1))
+                if checked is not None:
+                    process_types = checked.process_types
+                else:
+                    for path, name, st in _walk_for_pack(src):
+                        rules.check_walked(name, path, st)
+                        if name == PROCFILE:
+                            process_types = _read_procfile(path)
                 packer.pack()
             out.flush()
             os.fsync(out.fileno())
@@ -426,13 +465,16 @@ def _read_full(pipe: IO[bytes], size: int) -> bytes:
     return b"".join(pieces)
 
 
-def _walk_for_pack(src: Path) -> Iterable[tuple[str, str, os.stat_result]]:
-    """(host path, member name, lstat) of each member tar will write, in tar's order."""
+def _walk_for_pack(src: Path, dropped: list[tuple[str, os.stat_result]] | None = None,
+                   ) -> Iterable[tuple[str, str, os.stat_result]]:
+    """(host path, member name, lstat) of each member tar will write, in tar's order; what it
+    leaves out (``.git``, sockets) goes to ``dropped`` as (host path, lstat) when given."""
     yield str(src), ROOT, src.stat()  # src itself may be a link to the app directory
-    yield from _walk_dir(str(src), ROOT)
+    yield from _walk_dir(str(src), ROOT, dropped)
 
 
-def _walk_dir(directory: str, name: str) -> Iterable[tuple[str, str, os.stat_result]]:
+def _walk_dir(directory: str, name: str, dropped: list[tuple[str, os.stat_result]] | None,
+              ) -> Iterable[tuple[str, str, os.stat_result]]:
     # Plain strings and scandir, not pathlib: a venv has thousands of members, and building a
     # Path per member was a third of this walk's time.
     try:
@@ -442,14 +484,18 @@ def _walk_dir(directory: str, name: str) -> Iterable[tuple[str, str, os.stat_res
         raise UserError(f"Cannot read {directory}: {exc.strerror}; fix its permissions.") from None
     for entry in entries:
         if entry.name == ".git":  # history is not part of the app (Heroku slugs leave it out too)
+            if dropped is not None:
+                dropped.append((entry.path, entry.stat(follow_symlinks=False)))
             continue
         member = f"{name}/{entry.name}"
         st = entry.stat(follow_symlinks=False)  # an lstat: DirEntry keeps no stat on Linux
         if stat.S_ISSOCK(st.st_mode):
-            continue  # a leftover socket of a dev server: it cannot be archived and means nothing
+            if dropped is not None:  # a leftover socket of a dev server: it cannot be archived
+                dropped.append((entry.path, st))
+            continue
         yield entry.path, member, st
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk_dir(entry.path, member)
+            yield from _walk_dir(entry.path, member, dropped)
 
 
 def _entry_name(entry: os.DirEntry[str]) -> str:

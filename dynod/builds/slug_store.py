@@ -4,11 +4,12 @@ Nothing enters the store unverified: an uploaded slug is written to a temp file,
 checked member by member by the slug format's rules (``slug.py``), then renamed into place; the
 same rules run again when it is unpacked, so a file changed on disk cannot escape either.
 
-A slug dynod packs itself from a finished build (``SlugStore.store_directory``) is trusted as far
-as ``pack_directory``'s own checks go: the walk that wrote it checked every member, so it is
-renamed into the store without being read again, and the build directory itself becomes the
-slug's unpacked tree (owner set, ``.git`` and sockets dropped, hard links split) instead of being
-unpacked again for the first dyno.
+A slug dynod packs itself from a finished build (``SlugStore.store_directory``, or its steps
+``adopt_tree``, ``store_tree``, ``keep_tree``) is trusted as far as the slug rules' walk goes
+(``slug.check_tree``): every member was checked before anything changed, so it is renamed into
+the store without being read again, and the build directory itself becomes the slug's unpacked
+tree (owner set, ``.git`` and sockets dropped, hard links split) instead of being unpacked again
+for the first dyno; a deploy boots its dynos from that tree while the slug packs.
 """
 
 from __future__ import annotations
@@ -23,18 +24,22 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import trio
 
 from ..errors import NotFound, UserError
+from .archive import remove_tree
 from .slug import (
     ROOT,
     SLUG_LIMIT,
+    CheckedTree,
     PackedBlock,
     SlugInfo,
     block_format,
+    check_tree,
     human_size,
     is_slug_id,
     pack_slug,
@@ -46,34 +51,41 @@ STALE_TEMP_SECONDS = 3600.0  # gc removes temp files this old: a store that cras
 _CHUNK = 1 << 20
 
 
-def _match_unpacked_tree(root: Path, uid: int, gid: int) -> None:
-    """Make a packed directory what unpacking its slug would give: the same entries, owned by uid:gid.
+def _match_unpacked_tree(root: str, checked: CheckedTree, uid: int, gid: int) -> None:
+    """Make a checked tree, moved to ``root`` since, what unpacking its slug will give: the same
+    entries, owned by uid:gid. Walks nothing: check_tree's walk listed every entry.
 
-    pack_directory left out ``.git`` and sockets, so they go; a hard-linked file was packed as
-    a file of its own, so it gets an inode of its own (a link shared with anything else would let
-    a change there reach every dyno of the slug). The rest, the modes and links that the packing
-    walk checked, stays as it is.
+    The slug leaves out ``.git`` and sockets, so they go; a hard-linked file is packed as a file
+    of its own, so it gets an inode of its own (a link shared with anything else would let a
+    change there reach every dyno of the slug). The rest, the modes and links the rules checked,
+    stays as it is; so do the directories' mtimes, which the slug records: a directory that lost
+    an entry or had a link split gets its own back, so the tree packs as it would have before.
     """
-    pending = [root]
-    os.lchown(root, uid, gid)
-    while pending:
-        directory = pending.pop()
-        with os.scandir(directory) as scan:
-            entries = list(scan)  # listed first: splitting a hard link adds and renames entries
-        for entry in entries:
-            st = entry.stat(follow_symlinks=False)
-            if entry.name == ".git" or stat.S_ISSOCK(st.st_mode):
-                if stat.S_ISDIR(st.st_mode):
-                    shutil.rmtree(entry.path)
-                else:
-                    os.unlink(entry.path)
-                continue
-            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-                st = _split_hard_link(entry.path, st)
-            if (st.st_uid, st.st_gid) != (uid, gid):
-                os.lchown(entry.path, uid, gid)
-            if stat.S_ISDIR(st.st_mode):
-                pending.append(entry.path)
+    old_root = checked.members[0][0]
+    at = len(old_root)
+    changed: dict[str, os.stat_result] = {}  # directory -> its lstat before
+    directories = {path: st for path, st in checked.members if stat.S_ISDIR(st.st_mode)}
+    directories[old_root] = checked.members[0][1]
+    for path, st in checked.dropped:
+        parent = os.path.dirname(path)
+        changed.setdefault(parent, directories[parent])
+        moved = root + path[at:]
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(moved)
+        else:
+            os.unlink(moved)
+    for path, st in checked.members:
+        moved = root + path[at:]
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            st = os.lstat(moved)  # splitting its other links may have left this one alone
+            if st.st_nlink > 1:
+                parent = os.path.dirname(path)
+                changed.setdefault(parent, directories[parent])
+                st = _split_hard_link(moved, st)
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.lchown(moved, uid, gid)
+    for path, st in changed.items():
+        os.utime(root + path[at:], ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
 def _split_hard_link(path: str, st: os.stat_result) -> os.stat_result:
@@ -90,6 +102,15 @@ def _split_hard_link(path: str, st: os.stat_result) -> os.stat_result:
         Path(copy).unlink(missing_ok=True)
         raise
     return os.lstat(path)
+
+
+@dataclass(frozen=True)
+class AdoptedTree:
+    """A build's /app, checked against the slug rules and (``dir`` not None) moved into the
+    store to become its slug's unpacked tree: ``dir`` holds ``app/``, as an unpacked slug's does."""
+    dir: Path | None
+    app: Path  # what to pack: dir / "app", or the build's /app where it could not be moved
+    checked: CheckedTree
 
 
 class SlugStore:
@@ -161,13 +182,14 @@ class SlugStore:
                         keep_tree_as: tuple[int, int] | None = None, reuse_from: str | None = None) -> SlugInfo:
         """Pack ``src`` (a finished build's /app) straight into the store.
 
-        Trusted as far as ``pack_directory``'s checks go: the walk that wrote the tarball checked
-        every member, so it is renamed in without being read back (no copy, no second pass).
-        With ``keep_tree_as=(uid, gid)``, ``src`` itself is then moved in as the slug's unpacked
+        Trusted as far as the slug rules' walk goes (``check_tree``): every member was checked, so
+        the tarball is renamed in without being read back (no copy, no second pass).
+        With ``keep_tree_as=(uid, gid)``, ``src`` itself is moved in as the slug's unpacked
         tree, owned by uid:gid, so the first dyno does not unpack what was just packed; ``src`` is
         gone afterwards. That needs ``src`` on the store's filesystem and nothing else writing
         in it (the build container has exited); when it cannot be moved it stays where it is and
-        the first dyno unpacks the tarball as usual.
+        the first dyno unpacks the tarball as usual. (``adopt_tree``, ``store_tree`` and
+        ``keep_tree`` are the same steps one by one, for a caller that uses the tree meanwhile.)
 
         ``reuse_from`` names a slug this store packed before (the app's current one): its
         compressed blocks are copied where the new tar has the same bytes at the same place (a
@@ -175,11 +197,60 @@ class SlugStore:
         either way (``slug.pack_slug``); a slug without a block index (uploaded, or packed before
         the index existed), or packed under another format, is simply not reused.
         """
+        if keep_tree_as is None:
+            checked = check_tree(src, limit_bytes=self._limit(limit_bytes))
+            return self.store_tree(AdoptedTree(None, Path(src), checked), limit_bytes=limit_bytes,
+                                   reuse_from=reuse_from)
+        tree = self.adopt_tree(src, *keep_tree_as, limit_bytes=limit_bytes)
+        try:
+            packed = self.store_tree(tree, limit_bytes=limit_bytes, reuse_from=reuse_from)
+        except BaseException:
+            self.discard_tree(tree)
+            raise
+        if not self.keep_tree(tree, packed.id):
+            self.discard_tree(tree)  # the store has this slug's tree already
+        return packed
+
+    def adopt_tree(self, src: Path, uid: int, gid: int, *, limit_bytes: int | None = None) -> AdoptedTree:
+        """Check a finished build's /app against the slug rules (refused: one UserError, and
+        nothing changed), then move it into the store as a tree waiting for its slug's id
+        (``unpacked/.tmp-tree-*/app``), made what unpacking that slug will give (owned by uid:gid,
+        no ``.git`` or sockets, no hard links). Where it cannot be moved (another filesystem, a
+        link to the app directory) it stays where it is (``AdoptedTree.dir`` None)."""
+        src = Path(src)
+        checked = check_tree(src, limit_bytes=self._limit(limit_bytes))
+        if not stat.S_ISDIR(src.lstat().st_mode):
+            return AdoptedTree(None, src, checked)  # moving a link would move the link, not the tree
+        work = Path(tempfile.mkdtemp(prefix=".tmp-tree-", dir=self.unpacked_root))
+        try:
+            os.rename(src, work / ROOT)
+        except OSError:  # another filesystem (EXDEV): the first dyno unpacks the tarball
+            work.rmdir()
+            return AdoptedTree(None, src, checked)
+        try:
+            _match_unpacked_tree(str(work / ROOT), checked, uid, gid)
+            os.chmod(work, 0o755)
+        except OSError as exc:
+            # Only the shortcut failed: the tree goes back (what was done to it packs the same),
+            # and the first dyno unpacks the tarball as it would an uploaded slug's.
+            try:
+                os.rename(work / ROOT, src)
+            except OSError:
+                shutil.rmtree(work, ignore_errors=True)
+                raise UserError(f"The build's files could not be moved back after {exc.strerror}; "
+                                "build again.") from None
+            work.rmdir()
+            return AdoptedTree(None, src, checked)
+        return AdoptedTree(work, work / ROOT, checked)
+
+    def store_tree(self, tree: AdoptedTree, *, limit_bytes: int | None = None,
+                   reuse_from: str | None = None) -> SlugInfo:
+        """Pack a tree ``adopt_tree`` checked (and moved, or left) into the store; the tree stays."""
         work = Path(tempfile.mkdtemp(prefix=".tmp-pack-", dir=self.root))
         try:
             with self._blocks_of(reuse_from) as reuse:
-                packed, blocks = pack_slug(src, work, limit_bytes=min(limit_bytes or self.limit_bytes,
-                                                                      self.limit_bytes), reuse=reuse)
+                packed, blocks = pack_slug(tree.app, work, limit_bytes=self._limit(limit_bytes), reuse=reuse,
+                                           checked=tree.checked)
             final = self._path(packed.id)
             with self._lock_for(packed.id):
                 if not final.exists():
@@ -189,32 +260,31 @@ class SlugStore:
                     _fsync_dir(self.root)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        if keep_tree_as is not None:
-            self._adopt_tree(packed.id, Path(src), *keep_tree_as)
         return SlugInfo(id=packed.id, path=final, size=packed.size, process_types=packed.process_types)
 
-    def _adopt_tree(self, slug_id: str, src: Path, uid: int, gid: int) -> None:
-        """Move the directory ``src`` was packed from in as ``unpacked/<sha>/app``, if it can be."""
+    def keep_tree(self, tree: AdoptedTree, slug_id: str) -> bool:
+        """Make a moved tree (``adopt_tree``) the unpacked tree of ``slug_id``, packed from it.
+        False when there is nothing to keep (not moved) or the slug has its tree already: the
+        caller then removes it (``discard_tree``) once nothing uses it."""
+        if tree.dir is None:
+            return False
         final = self.unpacked_root / slug_id
-        if not stat.S_ISDIR(src.lstat().st_mode):
-            return  # a link to the app directory: moving it would move the link, not the tree
         with self._lock_for(slug_id):
             if final.is_dir():
-                return
-            work = Path(tempfile.mkdtemp(prefix=f".tmp-{slug_id[:12]}-", dir=self.unpacked_root))
+                return False
             try:
-                os.rename(src, work / ROOT)
-            except OSError:  # another filesystem (EXDEV): the first dyno unpacks the tarball
-                work.rmdir()
-                return
-            try:
-                _match_unpacked_tree(work / ROOT, uid, gid)
-                os.chmod(work, 0o755)
-                os.rename(work, final)
-            except OSError:
-                # The tarball is stored and complete; only the shortcut failed, so the first dyno
-                # unpacks it as it would an uploaded slug.
-                shutil.rmtree(work, ignore_errors=True)
+                os.rename(tree.dir, final)
+            except OSError:  # the slug is stored and complete: its first dyno unpacks it instead
+                return False
+        return True
+
+    def discard_tree(self, tree: AdoptedTree) -> None:
+        """Remove a moved tree that did not become a slug's (its pack failed, or it was a copy)."""
+        if tree.dir is not None:
+            remove_tree(tree.dir)
+
+    def _limit(self, limit_bytes: int | None) -> int:
+        return min(limit_bytes or self.limit_bytes, self.limit_bytes)
 
     def _new_temp(self) -> tuple[int, Path]:
         fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".tgz", dir=self.root)

@@ -45,6 +45,10 @@ class Adopting:
         while self.m._warm:
             self.m.nursery.start_soon(self.m.starting.discard_warm, self.m._warm.pop())
         await self.m._ask(lambda new: new.hello())  # makes this dynod the new spawner's client
+        for live in list(self.m.early.values()):  # nobody's yet: killed, their slots start as usual
+            if live.cgroup is not None:
+                live.cgroup.kill_all()
+            await self.m.watching.on_early_exit(live, Exited(live.id, live.record.pid or 0))
         for live in list(self.m.live.values()):
             if live.exited.is_set():
                 continue

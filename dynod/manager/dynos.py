@@ -33,8 +33,9 @@ from ..linux.spawn_messages import Exited
 from ..linux.spawner_client import SpawnerError, SpawnerEvent
 from ..model import DynoState, Release
 from ..settings import Settings
-from . import health, sleeping
+from . import early_boot, health, sleeping
 from .adopting import Adopting
+from .early_boot import EarlyBoot
 from .live import (
     DEFAULT_PATH,
     INIT,
@@ -47,6 +48,7 @@ from .live import (
     T,
     WarmDyno,
 )
+from .reconcile import Start
 from .reconciling import ReconcileLoop
 from .runtime import DynoNetwork, Processes, Spawner
 from .start_backoff import StartBackoff
@@ -104,6 +106,10 @@ class DynoManager:
         # A start that fails (a broken slug, no addresses left) waits 1, 2, 4 ... 60 s before the
         # slot's next try instead of spinning (manager/start_backoff.py); by (app, dyno name).
         self._start_backoff: StartBackoff[tuple[str, str]] = StartBackoff()
+        # Early boot (early_boot.py): a deploy's dynos booted from its tree before its release,
+        # by id (their spawner events), and the boot of each app whose deploy is packing.
+        self.early: dict[str, LiveDyno] = {}
+        self.early_boots: dict[str, EarlyBoot] = {}
         self._warm: list[WarmDyno] = []
         self._unpacked: dict[str, Path] = {}  # slug id -> its unpacked dir
         self._stack_path: Path | None = None
@@ -225,6 +231,32 @@ class DynoManager:
                     cols: int = 80, attached: bool = False) -> LiveDyno:
         return await self.starting.start(app, type, name, release, size, command, stdio=stdio,
                                          extra_env=extra_env, rows=rows, cols=cols, attached=attached)
+
+    def boot_early(self, app: str, slug_dir: Path, process_types: dict[str, str]) -> EarlyBoot | None:
+        """A deploy's dynos booted from its build's tree (``slug_dir``, holding app/) while the slug
+        packs, with the config as it is now; None when none may (early_boot.early_slots). The
+        deploy says ``packed`` once the slug is stored, ``settle`` after its release, or ``end``."""
+        slots = early_boot.early_slots(self, app, process_types)
+        if not slots or app in self.early_boots:
+            return None
+        current = self.ledger.current_release(app)
+        release = Release(app=app, version=early_boot.EARLY_RELEASE, slug_id=None,
+                          config=dict(current.config) if current else {}, description="early boot",
+                          created_at=self.clock(), process_types=dict(process_types))
+        boot = early_boot.EarlyBoot(self, app, slug_dir, release, slots)
+        self.early_boots[app] = boot
+        self.nursery.start_soon(boot.boot)
+        return boot
+
+    def take_early(self, app: str, action: Start, release: Release) -> bool:
+        """Whether an early dyno of the app's deploy took ``action``'s slot of ``release``: it is a
+        dyno of that release from now on (the reconcile pass then starts none there)."""
+        boot = self.early_boots.get(app)
+        live = boot.take(action, release) if boot is not None else None
+        if live is None:
+            return False
+        early_boot.adopt(self, live, release)
+        return True
 
     def forget_stack(self) -> None:
         """The stack was rebuilt: look it up again for the next dyno."""

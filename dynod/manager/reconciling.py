@@ -82,6 +82,8 @@ class ReconcileLoop:
                     self.forget_record(old.id)  # the crashed record this start replaces
                 if replaced:
                     self.m.logs.emit(app, "dynod", action.name, "State changed from crashed to starting")
+                if self.m.take_early(app, action, release):  # booted from this release's tree meanwhile
+                    continue
                 self.m._starting.add((app, action.name))  # taken now, before the task gets to run
                 self.m.nursery.start_soon(self.start_logged, app, action, release)
 

@@ -35,6 +35,7 @@ from .live import DEFAULT_PATH, INIT, PROFILE, SPAWNER_LOST, WARM_LIMITS, LiveDy
 
 if TYPE_CHECKING:
     from .dynos import DynoManager
+    from .early_boot import EarlyBoot
 
 
 class Starting:
@@ -57,17 +58,23 @@ class Starting:
 
     async def start(self, app: str, type: str, name: str, release: Release, size: str, command: str, *,
                     stdio: str = "log", extra_env: dict[str, str] | None = None, rows: int = 24,
-                    cols: int = 80, attached: bool = False) -> LiveDyno:
+                    cols: int = 80, attached: bool = False, early: EarlyBoot | None = None) -> LiveDyno:
+        """Start one dyno. With ``early`` (early_boot.py) it boots from that deploy's tree before
+        its release exists: no ledger row, no log line and no watch until a release takes it."""
         if self.m.closing:
             raise UserError("dynod is shutting down: no new dynos start; try again once it is back.")
         if app in self.m.retiring:
             raise UserError(f"{app} is being destroyed: no new dynos start.")
-        if release.slug_id is None:
+        if release.slug_id is None and early is None:
             raise UserError(f"{app} has no slug yet: deploy it first (dynoctl deploy DIR -a {app}).")
         spec_size = dyno_size(size)
         stages = [("begin", time.perf_counter())]
         uid, gid = self.m.settings.dynos.uid, self.m.settings.dynos.gid
-        slug_dir = await self.slug_dir(release.slug_id, uid, gid)
+        if early is not None:
+            slug_dir = early.slug_dir
+        else:
+            assert release.slug_id is not None
+            slug_dir = await self.slug_dir(release.slug_id, uid, gid)
         stack = await self.stack(app)
         stages.append(("slug+stack", time.perf_counter()))
         dyno_id = f"{app}.{name}.{secrets.token_hex(3)}"
@@ -124,7 +131,8 @@ class Starting:
         stages.append(("cgroup", time.perf_counter()))
         self.m.watching.expect(dyno_id)  # its exit may come before it is in self.m.live
         try:
-            self.m.ledger.put_dyno(record)
+            if early is None:
+                self.m.ledger.put_dyno(record)
             stages.append(("ledger", time.perf_counter()))
             if warm is not None:
                 try:
@@ -138,13 +146,15 @@ class Starting:
                     address = self.m.network.pool.allocate()
                     record = replace(record, ip=address, cgroup=recorded_cgroup.describe(cgroup))
                     spec.net = {**(spec.net or {}), "address": address, "bridge": self.m.settings.network.bridge}
-                    self.m.ledger.put_dyno(record)
+                    if early is None:
+                        self.m.ledger.put_dyno(record)
             if warm is None:
                 spawned = await self.m._ask(lambda spawner: spawner.spawn(spec))
             stages.append(("spawn", time.perf_counter()))
         except BaseException:
             self.m.watching.unexpect(dyno_id)
-            self.m.ledger.delete_dyno(dyno_id)
+            if early is None:
+                self.m.ledger.delete_dyno(dyno_id)
             if warm is not None:
                 warm.cgroup = cgroup
                 self.m.nursery.start_soon(self.discard_warm, warm)
@@ -153,13 +163,17 @@ class Starting:
                 cgroup.remove()
             raise
         live = LiveDyno(replace(record, pid=spawned.pid), cgroup, spawned.fds)
-        self.m.live[dyno_id] = live
+        if early is not None:
+            self.m.early[dyno_id] = live  # nobody's until a release takes it
+        else:
+            self.m.live[dyno_id] = live
         self.m.watching.registered(live)
-        try:
-            self.m.ledger.set_dyno_state(dyno_id, DynoState.STARTING, pid=spawned.pid)
-            orphaned = False
-        except NotFound:
-            orphaned = True  # its app was destroyed while it was being made: stop it once it runs
+        orphaned = False
+        if early is None:
+            try:
+                self.m.ledger.set_dyno_state(dyno_id, DynoState.STARTING, pid=spawned.pid)
+            except NotFound:
+                orphaned = True  # its app was destroyed while it was being made: stop it once it runs
         if warm is None:  # a warm dyno was moved and wired while nobody waited
             try:
                 await self.wire(address, spawned.pid, cgroup, network=not spawned.wired,
@@ -182,6 +196,8 @@ class Starting:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("start %s: %s", dyno_id, " ".join(
                 f"{name}={(t - prev) * 1000:.1f}ms" for (_, prev), (name, t) in zip(stages, stages[1:], strict=False)))
+        if early is not None:
+            return live  # early_boot.adopt says "Starting process" and watches it, if a release takes it
         if not attached:
             self.m.emit(live, f"Starting process with command `{command}`")
         self.m.watching.watch(live)

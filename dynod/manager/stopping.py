@@ -84,4 +84,6 @@ class Stopping:
                 nursery.start_soon(self.m.starting.discard_warm, self.m._warm.pop())
             for live in list(self.m.live.values()):
                 nursery.start_soon(self.stop, live, "shutdown")
+            for boot in list(self.m.early_boots.values()):
+                nursery.start_soon(boot.end)
         self.m.starting.close_primer()  # nothing starts any more; its group goes with the subtree

@@ -280,7 +280,7 @@ class Watching:
                 if isinstance(event, Exited):
                     task.send_nowait(event)
                 continue
-            live = self.m.live.get(event.id)
+            live = self.m.live.get(event.id) or self.m.early.get(event.id)
             if live is None and event.id in self._early:
                 self._early[event.id].append(event)
                 continue
@@ -298,6 +298,9 @@ class Watching:
             live.started.set()
         elif isinstance(event, Exited):
             try:
+                if self.m.early.get(live.id) is live:
+                    await self.on_early_exit(live, event)
+                    return
                 await self.on_exit(live, event)
             except Exception:  # one dyno's bookkeeping must never stop the manager
                 log.exception("exit of %s", live.id)
@@ -332,6 +335,17 @@ class Watching:
         await self.release(live, keep_record=crashed)
         live.exited.set()
         self.m.wake()
+
+    async def on_early_exit(self, live: LiveDyno, event: Exited) -> None:
+        """An early dyno (early_boot.py) ended before any release took it: killed as not needed,
+        or its app failed to boot. It was nobody's, so nothing is logged, counted or restarted;
+        the release's own start of that slot shows what the app does."""
+        self.m.early.pop(live.id, None)
+        live.exit_status = event.status if event.status is not None else -1
+        live.started.set()
+        live.scope.cancel()
+        await self.release(live, keep_record=True)  # it has no record to delete
+        live.exited.set()
 
     def say_if_preboot_held(self, crashed: LiveDyno) -> None:
         """A new web dyno died before it was up while preboot keeps its slot's old one: say so."""

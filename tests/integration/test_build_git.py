@@ -94,7 +94,7 @@ class FakeDynod:
             async for chunk in receive:
                 await stream.send_all(conn.send(h11.Data(data=chunk)))
 
-        async def pack(app_dir: Path) -> Any:
+        async def pack(app_dir: Path, process_types: dict[str, str]) -> Any:
             return await trio.to_thread.run_sync(pack_directory, app_dir, self.root / "slugs")
 
         async def release(record: BuildRecord, result: Any, slug: Any) -> int:

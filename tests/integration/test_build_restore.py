@@ -331,7 +331,7 @@ async def test_builder_prepares_after_each_build_and_hands_the_copy_to_the_next(
         started.append(dirs)
         return Container(app_dir=dirs.app, cache_dir=dirs.cache, env_dir=dirs.env, buildpacks_dir=dirs.buildpacks)
 
-    async def pack(app_dir: Path):
+    async def pack(app_dir: Path, process_types: dict[str, str]):
         class Packed:
             id = "0" * 64
             size = 1

@@ -166,3 +166,42 @@ def _port_open(port: int) -> bool:
 
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_deploy_boots_its_dynos_while_the_slug_packs(dynod: Dynod, app: str, tmp_path: Path) -> None:
+    """Early boot (docs/builds.md): the new release's web and worker dynos were started from the
+    build's tree before the release existed, and are the dynos of that release now, serving it."""
+    import os
+    import sqlite3
+
+    procfile = "web: python3 web.py\nworker: sleep infinity\n"
+    dynod.ctl("deploy", str(write_app(tmp_path / "v2", procfile, {"marker.txt": "v2"})), "-a", app, timeout=300)
+    dynod.ctl("ps:scale", "worker=1", "-a", app)
+    dynod.up(app, 1)
+    dynod.up(app, 1, "worker")
+    # MBs that do not compress: a pack (and its fsync) long enough to boot both beside it.
+    second = write_app(tmp_path / "v3", procfile, {"marker.txt": "v3"})
+    (second / "blob.bin").write_bytes(os.urandom(24 << 20))
+    out = dynod.ctl("deploy", str(second), "-a", app, timeout=300).stdout
+    assert "deployed as v3" in out
+
+    def on_v3() -> list[dict] | None:
+        dynos = [d for d in dynod.dynos(app) if d["state"] == "up" and d["release"]["version"] == 3]
+        return dynos if {d["type"] for d in dynos} == {"web", "worker"} and len(dynos) == 2 else None
+
+    dynod.wait_for(on_v3, timeout=60, what="web.1 and worker.1 up on v3")
+    db = sqlite3.connect(dynod.root / "state" / "dynod.sqlite3")
+    try:
+        [(released_at,)] = db.execute(
+            "SELECT r.created_at FROM releases r JOIN apps a ON a.id = r.app_id WHERE a.name = ? AND r.version = 3",
+            (app,)).fetchall()
+        made = db.execute("SELECT d.name, d.created_at FROM dynos d JOIN apps a ON a.id = d.app_id "
+                          "WHERE a.name = ? AND d.release = 3", (app,)).fetchall()
+    finally:
+        db.close()
+    assert sorted(name for name, _ in made) == ["web.1", "worker.1"]
+    assert all(created < released_at for _, created in made), (made, released_at)
+    assert dynod.wait_for(lambda: (p := page(dynod, app)) and "web.1" in p and p, what="the v3 web dyno's page")
+    # Its start is said when the release takes it, after the release's own line.
+    logs = dynod.logs(app)
+    assert "Starting process with command `python3 web.py`" in logs.split("Release v3 created", 1)[1], logs

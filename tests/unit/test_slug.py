@@ -510,14 +510,69 @@ def test_store_directory_from_another_filesystem_leaves_the_tree_for_unpacking(t
         shutil.rmtree(src)
 
 
-def test_store_directory_of_a_slug_already_unpacked_leaves_src(app_dir: Path, tmp_path: Path) -> None:
+def test_store_directory_of_a_slug_already_unpacked_keeps_the_tree_it_had(app_dir: Path, tmp_path: Path) -> None:
     second = tmp_path / "second"
     shutil.copytree(app_dir, second, symlinks=True)
     store = SlugStore(tmp_path / "slugs")
     first = store.store_directory(app_dir, keep_tree_as=owner())
+    tree = store.unpacked_root / first.id
+    inode = tree.stat().st_ino
     again = store.store_directory(second, keep_tree_as=owner())
     assert again == first
-    assert (second / "Procfile").is_file()  # the store kept the tree it had; the caller removes this one
+    assert not second.exists()  # moved in, then dropped as a copy of the tree the store had
+    assert [p.name for p in store.unpacked_root.iterdir()] == [first.id]
+    assert tree.stat().st_ino == inode  # the dynos' lower layer was never replaced
+
+
+def test_an_adopted_tree_packs_as_the_build_left_it(app_dir: Path, tmp_path: Path) -> None:
+    """adopt_tree moves and fixes the tree before the pack (a dyno may boot from it meanwhile):
+    the slug is byte for byte what packing the build's tree as it was gives, directory mtimes
+    included, though .git, a socket and a hard link were taken out of it first."""
+    import socket
+
+    outside = tmp_path / "outside"
+    outside.write_text("shared\n")
+    os.link(outside, app_dir / "lib" / "linked")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(app_dir / "lib" / "dev.sock"))
+    for directory in (app_dir, app_dir / "lib"):
+        os.utime(directory, (1_600_000_000, 1_600_000_000))
+    reference = pack_directory(app_dir, tmp_path / "reference")  # the tree as the build left it
+    store = SlugStore(tmp_path / "slugs")
+    tree = store.adopt_tree(app_dir, *owner())
+    assert tree.dir is not None and tree.dir.parent == store.unpacked_root and not app_dir.exists()
+    assert not (tree.app / ".git").exists() and not (tree.app / "lib" / "dev.sock").exists()
+    assert (tree.app / "lib" / "linked").stat().st_nlink == 1
+    assert (tree.app / "lib").stat().st_mtime == 1_600_000_000 == tree.app.stat().st_mtime
+    assert [p.name for p in store.root.iterdir()] == ["unpacked"]  # nothing packed yet
+    packed = store.store_tree(tree)
+    assert packed.id == reference.id
+    assert store.keep_tree(tree, packed.id)
+    assert not tree.dir.exists() and (store.unpacked_root / packed.id / "app" / "Procfile").is_file()
+    assert store.unpacked(packed.id, *owner()) == store.unpacked_root / packed.id
+
+
+def test_adopt_tree_refuses_what_pack_refuses_before_touching_the_tree(app_dir: Path, tmp_path: Path) -> None:
+    (app_dir / "lib" / "fifo").unlink(missing_ok=True)
+    os.mkfifo(app_dir / "lib" / "fifo")
+    before = listing(app_dir)
+    store = SlugStore(tmp_path / "slugs")
+    with pytest.raises(UserError, match="is a FIFO"):
+        store.adopt_tree(app_dir, *owner())
+    assert listing(app_dir) == before
+    assert list(store.unpacked_root.iterdir()) == []
+
+
+def test_a_tree_not_kept_is_discarded_by_its_caller(app_dir: Path, tmp_path: Path) -> None:
+    store = SlugStore(tmp_path / "slugs")
+    second = tmp_path / "second"
+    shutil.copytree(app_dir, second, symlinks=True)
+    first = store.store_directory(app_dir, keep_tree_as=owner())
+    tree = store.adopt_tree(second, *owner())
+    assert store.store_tree(tree).id == first.id
+    assert not store.keep_tree(tree, first.id)  # the store has this slug's tree: this one is a copy
+    assert tree.dir is not None and tree.dir.is_dir()  # left for the caller (a dyno may run on it)
+    store.discard_tree(tree)
     assert [p.name for p in store.unpacked_root.iterdir()] == [first.id]
 
 
