@@ -126,6 +126,8 @@ class Deploys:
                 # (an unchanged venv): the same bytes as packing afresh, without compressing them.
                 packed = await trio.to_thread.run_sync(lambda: platform.slugs.store_tree(
                     tree, limit_bytes=limit, reuse_from=current.slug_id if current else None))
+                if early is not None:  # they mount the tree by its name: renamed only once they have
+                    await early.wait_mounted()
                 kept = await trio.to_thread.run_sync(platform.slugs.keep_tree, tree, packed.id)
             except BaseException:
                 with trio.CancelScope(shield=True):
@@ -133,8 +135,9 @@ class Deploys:
                     await trio.to_thread.run_sync(platform.slugs.discard_tree, tree)
                 raise
             if not kept and tree.dir is not None:  # the store had this slug's tree: this one is a copy
-                await self._end_early(early)
-                await trio.to_thread.run_sync(platform.slugs.discard_tree, tree)
+                with trio.CancelScope(shield=True):
+                    await self._end_early(early)
+                    await trio.to_thread.run_sync(platform.slugs.discard_tree, tree)
             elif early is not None:
                 early.packed(packed.id)
             if packed.size > 300 << 20:

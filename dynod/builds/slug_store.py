@@ -66,26 +66,29 @@ def _match_unpacked_tree(root: str, checked: CheckedTree, uid: int, gid: int) ->
     changed: dict[str, os.stat_result] = {}  # directory -> its lstat before
     directories = {path: st for path, st in checked.members if stat.S_ISDIR(st.st_mode)}
     directories[old_root] = checked.members[0][1]
-    for path, st in checked.dropped:
-        parent = os.path.dirname(path)
-        changed.setdefault(parent, directories[parent])
-        moved = root + path[at:]
-        if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(moved)
-        else:
-            os.unlink(moved)
-    for path, st in checked.members:
-        moved = root + path[at:]
-        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-            st = os.lstat(moved)  # splitting its other links may have left this one alone
-            if st.st_nlink > 1:
-                parent = os.path.dirname(path)
-                changed.setdefault(parent, directories[parent])
-                st = _split_hard_link(moved, st)
-        if (st.st_uid, st.st_gid) != (uid, gid):
-            os.lchown(moved, uid, gid)
-    for path, st in changed.items():
-        os.utime(root + path[at:], ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+    try:
+        for path, st in checked.dropped:
+            parent = os.path.dirname(path)
+            changed.setdefault(parent, directories[parent])
+            moved = root + path[at:]
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(moved)
+            else:
+                os.unlink(moved)
+        for path, st in checked.members:
+            moved = root + path[at:]
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                st = os.lstat(moved)  # splitting its other links may have left this one alone
+                if st.st_nlink > 1:
+                    parent = os.path.dirname(path)
+                    changed.setdefault(parent, directories[parent])
+                    st = _split_hard_link(moved, st)
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                os.lchown(moved, uid, gid)
+    finally:  # a tree given back half made (adopt_tree) still packs as the build left it
+        for path, st in changed.items():
+            with contextlib.suppress(OSError):
+                os.utime(root + path[at:], ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
 def _split_hard_link(path: str, st: os.stat_result) -> os.stat_result:
@@ -129,6 +132,9 @@ class SlugStore:
         self.unpacked_root.mkdir(exist_ok=True)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # What a dynod stopped mid-pack left (a build's whole tree waiting for its slug, a temp
+        # tarball): nothing else would ever remove it.
+        self._remove_stale_temps()
 
     # -- taking slugs in
 

@@ -42,6 +42,7 @@ RELEASE_PHASE = "release"  # a process type that runs before the release's dynos
 # cut a deploy's wait; a formation of hundreds would double its memory for that time.
 EARLY_MAX = 4
 EARLY_RELEASE = 0  # the record's release until one takes it: no release has version 0
+MOUNT_WAIT = 10.0  # seconds for an early dyno to have its root before its tree is renamed
 END_WAIT = 10.0  # seconds to wait for a killed early dyno's exit before its tree is removed
 
 
@@ -83,13 +84,28 @@ class EarlyBoot:
         if self.ended:
             await self.kill(live)
 
+    async def wait_mounted(self) -> None:
+        """Until every early dyno has its root (it has exec'd, or it is gone): the spawner answers
+        before the child mounts its layers, and the tree is renamed once the slug is packed. One
+        still not running after MOUNT_WAIT is killed first (its mount would find no tree)."""
+        await self.booted.wait()
+        with trio.move_on_after(MOUNT_WAIT):
+            for live in self.dynos:
+                await live.started.wait()
+        for live in list(self.dynos):
+            if not live.started.is_set():
+                log.info("early dyno %s not running after %g s: killed", live.id, MOUNT_WAIT)
+                self.dynos.remove(live)
+                await self.kill(live)
+
     def packed(self, slug_id: str) -> None:
         """The slug packed from their tree: a release of it may take them."""
         self.slug_id = slug_id
 
     def take(self, action: Start, release: Release) -> LiveDyno | None:
         """The early dyno that fits ``action``'s slot of ``release``, taken out of this boot."""
-        if self.ended or release.slug_id is None or release.slug_id != self.slug_id:
+        if (self.ended or release.slug_id is None or release.slug_id != self.slug_id
+                or self.app in self.m.retiring or self.m.closing):
             return None
         for live in self.dynos:
             if (live.name == action.name and live.record.size.lower() == action.size.lower()
@@ -102,7 +118,7 @@ class EarlyBoot:
     async def settle(self) -> None:
         """After the release was made: its reconcile pass takes what fits; the rest is killed."""
         await self.booted.wait()
-        if self.slug_id is not None and not self.m.closing:
+        if self.slug_id is not None and not self.m.closing and self.app not in self.m.retiring:
             try:
                 await self.m.reconcile_app(self.app)
             except UserError as exc:  # the app went meanwhile: the pass of the manager's loop says it

@@ -76,6 +76,12 @@ class Stopping:
         if live.cgroup is not None:
             live.cgroup.kill_all()
 
+    async def kill_and_wait(self, live: LiveDyno, wait: float = 10.0) -> None:
+        """SIGKILL, then until its exit has been handled (its group and address given back)."""
+        await self.kill_now(live)
+        with trio.move_on_after(wait):
+            await live.exited.wait()
+
     async def stop_all(self) -> None:
         self.m.closing = True
         self.m._warm_changed.set()
@@ -86,4 +92,6 @@ class Stopping:
                 nursery.start_soon(self.stop, live, "shutdown")
             for boot in list(self.m.early_boots.values()):
                 nursery.start_soon(boot.end)
+            for live in list(self.m.early.values()):  # any no boot holds any more: never left running
+                nursery.start_soon(self.kill_and_wait, live)
         self.m.starting.close_primer()  # nothing starts any more; its group goes with the subtree

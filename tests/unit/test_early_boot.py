@@ -172,3 +172,27 @@ async def test_a_first_deploy_boots_the_web_dyno_its_release_will_scale_to(
         [early] = boot.dynos
         await boot.settle()
         assert w.manager.live.get(early.id) is early and early.record.release == version
+
+
+async def test_an_app_being_destroyed_takes_no_early_dyno(tmp_path: Path, clock: trio.testing.MockClock) -> None:
+    async with world(tmp_path) as w:
+        await on_v1(w, worker=1)
+        boot = await booted(w, tmp_path / "tree")
+        [early] = boot.dynos
+        boot.packed("slug2")
+        release(w, "slug2")
+        with w.manager.retiring_app(APP):  # apps:destroy while the deploy settles
+            await boot.settle()
+        assert early.id not in w.manager.live and early.id not in {d.id for d in w.ledger.list_dynos(APP)}
+        await w.until("killed", early.exited.is_set)
+
+
+async def test_stop_all_kills_an_early_dyno_no_boot_holds_any_more(
+        tmp_path: Path, clock: trio.testing.MockClock) -> None:
+    async with world(tmp_path) as w:
+        await on_v1(w, worker=1)
+        boot = await booted(w, tmp_path / "tree")
+        [early] = boot.dynos
+        del w.manager.early_boots[APP]  # as a deploy cancelled half way through its end() leaves it
+        await w.manager.stop_all()
+        assert early.exited.is_set() and not w.manager.early

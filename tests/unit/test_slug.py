@@ -851,3 +851,15 @@ def test_an_index_from_before_the_blake3_digests_is_not_reused(tmp_path: Path) -
     assert asked == ["no index"]
     assert second.id == slug.pack_directory(reference, tmp_path / "afresh").id
     assert json.loads((store.root / f"{second.id}.blocks").read_text())["format"] == slug.block_format()
+
+
+def test_a_store_opened_removes_a_tree_a_stopped_dynod_left_waiting_for_its_slug(app_dir: Path, tmp_path: Path) -> None:
+    store = SlugStore(tmp_path / "slugs")
+    tree = store.adopt_tree(app_dir, *owner())  # then dynod died before the pack ended
+    assert tree.dir is not None
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    os.utime(tree.dir, (old, old))
+    fresh = store.adopt_tree(shutil.copytree(tree.app, tmp_path / "again", symlinks=True), *owner())
+    SlugStore(tmp_path / "slugs")
+    assert not tree.dir.exists()
+    assert fresh.dir is not None and fresh.dir.is_dir()  # a deploy packing now keeps its tree
