@@ -44,6 +44,11 @@ async def on_v1(w: World, **types: int) -> None:
         for t, q in types.items() for n in range(1, q + 1)))
 
 
+async def slot_up_on(w: World, version: int, name: str = "worker.1") -> None:
+    await w.until(f"{name} up on v{version}", lambda: (d := w.live(name)) is not None
+                  and d.record.release == version and d.record.state == DynoState.UP)
+
+
 async def test_an_early_dyno_is_nobodys_until_the_release_of_its_tree_takes_it(
         tmp_path: Path, clock: trio.testing.MockClock) -> None:
     async with world(tmp_path) as w:
@@ -86,8 +91,7 @@ async def test_a_config_change_during_the_pack_means_a_fresh_dyno_and_the_early_
         await boot.settle()
         await w.until("the early one gone", early.exited.is_set)
         assert isinstance(group, FakeCgroup) and group.removed
-        await w.until("a fresh v2 dyno up", lambda: (d := w.live("worker.1")) is not None
-                      and d.record.release == version and d.record.state == DynoState.UP)
+        await slot_up_on(w, version)
         fresh = w.live("worker.1")
         assert fresh is not None and fresh.id != early.id
         assert w.spawner.children[fresh.id].spec.env["FEATURE"] == "on"
@@ -126,8 +130,7 @@ async def test_an_early_dyno_that_dies_is_forgotten_and_its_slot_starts_as_usual
         boot.packed("slug2")
         version = release(w, "slug2")
         await boot.settle()
-        await w.until("a v2 dyno up", lambda: (d := w.live("worker.1")) is not None
-                      and d.record.release == version and d.record.state == DynoState.UP)
+        await slot_up_on(w, version)
         assert w.live("worker.1").id != early.id  # type: ignore[union-attr]
 
 
