@@ -82,6 +82,22 @@ class DynoSpec:
         return cls(**data)
 
 
+@dataclass(frozen=True)
+class PreparedNet:
+    """The interface a warm dyno addresses while it waits (prepare_network): the pool's address
+    it was wired with. An assign whose spec names another is refused."""
+
+    ifname: str
+    address: str
+    prefix: int
+    gateway: str | None = None
+
+    def matches(self, net: dict[str, Any] | None) -> bool:
+        net = net or {}
+        return (net.get("ifname"), net.get("address"), net.get("prefix", 24), net.get("gateway")) == (
+            self.ifname, self.address, self.prefix, self.gateway)
+
+
 class DynoRootError(OSError):
     """A step of making the dyno's root was refused: the message names the step, then the call
     and the kernel's reason (``the overlay root: mount('overlay', ...): Invalid argument``)."""
@@ -355,13 +371,28 @@ def prepare_dyno(mnt: str, tmpfs_mb: int) -> None:
     prepare_root(mnt, tmpfs_mb)
 
 
+def prepare_network(net: PreparedNet, wired_fd: int) -> bool:
+    """A warm dyno's network and cgroup namespace, made once dynod says it is wired (one byte
+    ``w`` on the go pipe: its cgroups joined, its veth in), so that a start from the pool does
+    neither. False: dynod gave up on it before that (EOF)."""
+    if os.read(wired_fd, 1) != b"w":
+        return False
+    # It is in its warm cgroups now; renamed to the dyno's at its start, they stay the groups
+    # this namespace is rooted at.
+    sc.unshare(sc.CLONE_NEWCGROUP)
+    netconf.configure(net.ifname, net.address, net.prefix, net.gateway)
+    return True
+
+
 def become_dyno(spec: DynoSpec, go_fd: int, *, seccomp: sc.SeccompProgram | None = None,
-                cgroup_mounts: list[CgroupMount] | None = None, prepared: bool = False) -> None:
+                cgroup_mounts: list[CgroupMount] | None = None, prepared: bool = False,
+                networked: bool = False) -> None:
     """Everything between fork and exec. Raises on any failure; never returns on success.
 
     ``seccomp`` is the spawner's compiled default profile, ``cgroup_mounts`` what to mount at
     /sys/fs/cgroup: both worked out once in the spawner, not per dyno. ``prepared``: a warm dyno
-    that ran prepare_dyno for this spec's mnt and tmpfs size (the spawner checked both at assign).
+    that ran prepare_dyno for this spec's mnt and tmpfs size (the spawner checked both at assign);
+    ``networked``: one that ran prepare_network for this spec's net (checked the same way).
     """
     program = seccomp_program(spec, seccomp)  # an unknown profile fails before anything is made
     join_cgroup(spec)
@@ -377,11 +408,13 @@ def become_dyno(spec: DynoSpec, go_fd: int, *, seccomp: sc.SeccompProgram | None
     if os.read(go_fd, 1) != b"g":
         raise RuntimeError("dynod withdrew the dyno before it started")
     os.close(go_fd)
-    # Only now is the dyno surely in its own cgroup: its cgroup namespace is rooted there.
-    sc.unshare(sc.CLONE_NEWCGROUP)
+    if not networked:
+        # Only now is the dyno surely in its own cgroup: its cgroup namespace is rooted there.
+        sc.unshare(sc.CLONE_NEWCGROUP)
     mount_own_cgroups(cgroup_mounts or [])
-    net = spec.net or {}
-    netconf.configure(net.get("ifname"), net.get("address"), net.get("prefix", 24), net.get("gateway"))
+    if not networked:
+        net = spec.net or {}
+        netconf.configure(net.get("ifname"), net.get("address"), net.get("prefix", 24), net.get("gateway"))
     drop_privileges(spec)
     os.chdir(spec.cwd if os.path.isdir(spec.cwd) else "/")
     if program is not None:

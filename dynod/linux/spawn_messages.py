@@ -6,7 +6,7 @@ The wire is a SOCK_SEQPACKET socket, one JSON object per packet, fds alongside (
 order the message's ``kinds`` names them. The JSON is exactly what the spawner has always spoken:
 a spawner outlives dynod, so a dynod upgraded in place must still talk to the one already running.
 
-Requests (dynod -> spawner): spawn, exec, prefork, assign, go, abort, kill, forget, hello,
+Requests (dynod -> spawner): spawn, exec, prefork, assign, wired, go, abort, kill, forget, hello,
 shutdown, clear_keyrings. Replies (spawner -> dynod): spawned, preforked, cleared, error (to one
 request, by id), dyno and hello_done (hello's answer), and the events started and exited, which
 the spawner sends on its own.
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from .dyno_exec import ExecSpec
-from .dyno_init import DynoSpec
+from .dyno_init import DynoSpec, PreparedNet
 
 
 class MessageError(ValueError):
@@ -170,18 +170,38 @@ class _ById:
 class Prefork:
     """Fork a warm dyno now; it waits for an Assign. With ``mnt`` (and the tmpfs size every
     dyno's spec will carry) it makes the spec-free part of its root meanwhile
-    (dyno_init.prepare_dyno); an assign whose spec differs from either is refused."""
+    (dyno_init.prepare_dyno); with ``net`` it addresses its interface once told Wired. An assign
+    whose spec differs from any of these is refused."""
     op: ClassVar[str] = "prefork"
     id: str
     mnt: str = ""
     tmpfs_mb: int = 0
+    net: PreparedNet | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"op": self.op, "id": self.id, "mnt": self.mnt, "tmpfs_mb": self.tmpfs_mb}
+        data = {"op": self.op, "id": self.id, "mnt": self.mnt, "tmpfs_mb": self.tmpfs_mb}
+        if self.net is not None:
+            data["net"] = asdict(self.net)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Prefork:
-        return cls(_str(data, "id"), _str(data, "mnt", ""), _int(data, "tmpfs_mb", 0))
+        net = data.get("net")
+        if net is not None:
+            if not isinstance(net, dict):
+                raise MessageError(f"'prefork': net must be an object, got {net!r}")
+            named = {**net, "op": "prefork net"}  # errors name the object they are in
+            gateway = net.get("gateway")
+            net = PreparedNet(_str(named, "ifname"), _str(named, "address"), _int(named, "prefix"),
+                              None if gateway is None else _str(named, "gateway"))
+        return cls(_str(data, "id"), _str(data, "mnt", ""), _int(data, "tmpfs_mb", 0), net)
+
+
+@dataclass(frozen=True, slots=True)
+class Wired(_ById):
+    """A warm dyno forked with a net is in its cgroups and has its veth: it addresses its
+    interface and makes its cgroup namespace now, before any spec."""
+    op: ClassVar[str] = "wired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,9 +248,9 @@ class Shutdown:
         return cls(bool(data.get("force", False)))
 
 
-Request = Spawn | Exec | Assign | ClearKeyrings | Kill | Prefork | Go | Abort | Forget | Hello | Shutdown
-_REQUESTS: dict[str, Any] = {c.op: c for c in (Spawn, Exec, Assign, ClearKeyrings, Kill, Prefork, Go, Abort,
-                                               Forget, Hello, Shutdown)}
+Request = Spawn | Exec | Assign | ClearKeyrings | Kill | Prefork | Wired | Go | Abort | Forget | Hello | Shutdown
+_REQUESTS: dict[str, Any] = {c.op: c for c in (Spawn, Exec, Assign, ClearKeyrings, Kill, Prefork, Wired, Go,
+                                               Abort, Forget, Hello, Shutdown)}
 _REQUESTS[Assign.PIPES_OP] = Assign
 
 
@@ -407,4 +427,4 @@ def decode_reply(data: object) -> Reply:
 
 __all__ = ["Abort", "Assign", "Cleared", "ClearKeyrings", "DynoReport", "Exec", "Exited", "Forget", "Go", "Hello",
            "HelloDone", "Kill", "MessageError", "Prefork", "Preforked", "Refused", "Reply", "Request", "Shutdown",
-           "Spawn", "Spawned", "Started", "decode_reply", "decode_request", "dyno_spec_json", "request_id"]
+           "Spawn", "Spawned", "Started", "Wired", "decode_reply", "decode_request", "dyno_spec_json", "request_id"]

@@ -6,8 +6,8 @@ keep running; a restarted dynod connects again and re-adopts them. The spawner i
 parent, so it alone can reap them: it keeps each exit status until dynod acknowledges it.
 
 Protocol: one SOCK_SEQPACKET unix socket, one JSON object per message, fds passed with
-SCM_RIGHTS. dynod -> spawner: spawn, exec, clear_keyrings, go, abort, kill, forget, hello, shutdown.
-spawner -> dynod: spawned (+ the dyno's stdio fds), started, exited, dyno (+fds, on hello),
+SCM_RIGHTS. dynod -> spawner: spawn, exec, clear_keyrings, prefork, assign, wired, go, abort, kill,
+forget, hello, shutdown. spawner -> dynod: spawned (+ the dyno's stdio fds), started, exited, dyno (+fds, on hello),
 hello_done, error. See docs/architecture.md.
 
 Run as ``python -m dynod.linux.spawner --socket PATH``.
@@ -40,7 +40,7 @@ from . import syscalls as sc
 from .cgroups import birth as cgroup_birth
 from .cgroups.paths import read_mounts
 from .cgroups.view import CgroupMount, dyno_cgroup_mounts
-from .dyno_init import DynoSpec, become_dyno, prepare_dyno
+from .dyno_init import DynoSpec, PreparedNet, become_dyno, prepare_dyno, prepare_network
 
 F_SETPIPE_SZ = 1031
 LOG_PIPE_BYTES = 1 << 20  # room for a dyno's output while dynod restarts, before writes block
@@ -58,6 +58,7 @@ class Child:
     spec_w: int = -1  # a warm dyno's: its spec is written here when dynod assigns it
     stdin_w: int = -1  # a warm dyno's stdin pipe: handed to dynod by an assign with pipes, else closed
     prepared: tuple[str, int] | None = None  # a warm dyno's (mnt, tmpfs_mb) its root was prepared for
+    prepared_net: PreparedNet | None = None  # a warm dyno's interface, addressed once dynod says Wired
     status: int | None = None
     error: str = ""
     started: bool = False
@@ -211,10 +212,12 @@ class Spawner:
                 sc.setns(self.own_pidns, sc.CLONE_NEWPID)
                 sc.setns(self.own_netns, sc.CLONE_NEWNET)
 
-    def prefork(self, pool_id: str, mnt: str = "", tmpfs_mb: int = 0) -> None:
+    def prefork(self, pool_id: str, mnt: str = "", tmpfs_mb: int = 0, net: PreparedNet | None = None) -> None:
         """A warm dyno: forked now into fresh namespaces, told what to run later by ``assign``.
         With ``mnt`` it prepares the spec-free part of its root while it waits
         (dyno_init.prepare_dyno): a start from the pool no longer makes its tmpfs, /proc and /dev.
+        With ``net`` it also addresses its interface and makes its cgroup namespace, once dynod
+        says it is wired (``wired``): a start from the pool no longer does either.
 
         dynod moves it into a cgroup and wires its veth while nobody waits; taking it then costs a
         write of its spec instead of a fork, cgroup moves and a veth. Its stdio is made as for
@@ -234,14 +237,14 @@ class Spawner:
             _close_all({*parent_fds, *child_fds, spec_r, spec_w, go_r, go_w, err_r, err_w})
             raise
         if pid == 0:
-            self._warm_child(child_fds, spec_r, go_r, err_w, (mnt, tmpfs_mb) if mnt else None)  # never returns
+            self._warm_child(child_fds, spec_r, go_r, err_w, (mnt, tmpfs_mb) if mnt else None, net)  # never returns
         for fd in {*child_fds, spec_r, go_r, err_w}:
             os.close(fd)
         stdin_w = parent_fds[kinds.index("stdin")]
         parent_fds = [fd for fd, kind in zip(parent_fds, kinds, strict=True) if kind != "stdin"]
         kinds = [kind for kind in kinds if kind != "stdin"]
         child = Child(pool_id, pid, kinds, parent_fds, go_w, err_r, spec_w=spec_w, stdin_w=stdin_w,
-                      prepared=(mnt, tmpfs_mb) if mnt else None)
+                      prepared=(mnt, tmpfs_mb) if mnt else None, prepared_net=net)
         self.children[pool_id] = child
         self.by_pid[pid] = child
         self.by_err_fd[err_r] = child
@@ -262,6 +265,10 @@ class Spawner:
             # settings changed since it was forked): dynod discards it and starts the dyno cold.
             self.send(m.Refused(spec_id, f"warm dyno {pool_id} was prepared for {child.prepared}, "
                                 f"not {(spec.mnt, spec.tmpfs_mb)}").to_json())
+            return
+        if child.prepared_net is not None and not child.prepared_net.matches(spec.net):
+            self.send(m.Refused(spec_id, f"warm dyno {pool_id} was prepared for the network "
+                                f"{child.prepared_net}, not {spec.net}").to_json())
             return
         if spec.idmap is not None:
             try:
@@ -295,7 +302,7 @@ class Spawner:
         child.stdin_w = -1
 
     def _warm_child(self, stdio: list[int], spec_r: int, go_r: int, err_w: int,
-                    prepare: tuple[str, int] | None) -> None:
+                    prepare: tuple[str, int] | None, net: PreparedNet | None) -> None:
         try:
             self._reset_signals()
             keep = {*stdio, spec_r, go_r, err_w}
@@ -305,6 +312,8 @@ class Spawner:
             null = os.open("/dev/null", os.O_RDONLY)
             if prepare is not None:
                 prepare_dyno(*prepare)
+            if net is not None and not prepare_network(net, go_r):
+                os._exit(0)  # discarded before it was wired
             header = _read_exactly(spec_r, 4)
             if not header:
                 os._exit(0)  # discarded before use
@@ -324,7 +333,7 @@ class Spawner:
             for fd in set(stdio) - {0, 1, 2}:
                 os.close(fd)
             become_dyno(spec, go_r, seccomp=self.seccomp, cgroup_mounts=self.cgroup_mounts,
-                        prepared=prepare is not None)
+                        prepared=prepare is not None, networked=net is not None)
         except BaseException as exc:  # noqa: BLE001 - everything must reach dynod as one line
             self._die(err_w, exc)
 
@@ -446,6 +455,17 @@ class Spawner:
         except BaseException as exc:  # noqa: BLE001 - everything must reach dynod as one line
             self._die(err_w, exc)
 
+    def wired(self, pool_id: str) -> None:
+        """A warm dyno forked with a net is wired: it addresses its interface now (one byte on
+        its go pipe, which stays open for the go of its start)."""
+        child = self.children.get(pool_id)
+        if child is None or child.prepared_net is None or child.spec_w < 0 or child.go_w < 0:
+            return
+        try:
+            os.write(child.go_w, b"w")
+        except OSError:
+            pass  # it died meanwhile: its exit says so
+
     def go(self, dyno_id: str, proceed: bool) -> None:
         child = self.children.get(dyno_id)
         if child is None or child.go_w < 0:
@@ -553,11 +573,13 @@ class Spawner:
                 self.send(m.Refused(request.id, str(exc)).to_json())
         elif isinstance(request, m.Prefork):
             try:
-                self.prefork(request.id, request.mnt, request.tmpfs_mb)
+                self.prefork(request.id, request.mnt, request.tmpfs_mb, request.net)
             except Exception as exc:  # noqa: BLE001
                 self.send(m.Refused(request.id, str(exc)).to_json())
         elif isinstance(request, m.Assign):
             self.assign(request.id, request.spec)
+        elif isinstance(request, m.Wired):
+            self.wired(request.id)
         elif isinstance(request, m.Go):
             self.go(request.id, True)
         elif isinstance(request, m.Abort):

@@ -23,7 +23,7 @@ import trio
 
 from . import spawn_messages as m
 from .dyno_exec import ExecSpec
-from .dyno_init import DynoSpec
+from .dyno_init import DynoSpec, PreparedNet
 
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 8
@@ -159,10 +159,11 @@ class SpawnerClient:
         request = m.ClearKeyrings(uid, gid)
         await self._request(request.id, request)
 
-    async def prefork(self, pool_id: str, mnt: str = "", tmpfs_mb: int = 0) -> int:
+    async def prefork(self, pool_id: str, mnt: str = "", tmpfs_mb: int = 0, net: PreparedNet | None = None) -> int:
         """Fork a warm dyno now (it waits for ``assign``); returns its pid. With ``mnt`` it
-        prepares its root's tmpfs (of ``tmpfs_mb``), /proc and /dev meanwhile."""
-        reply, fds = await self._request(pool_id, m.Prefork(pool_id, mnt, tmpfs_mb))
+        prepares its root's tmpfs (of ``tmpfs_mb``), /proc and /dev meanwhile; with ``net`` it
+        addresses that interface once told ``wired``."""
+        reply, fds = await self._request(pool_id, m.Prefork(pool_id, mnt, tmpfs_mb, net))
         for fd in fds:
             os.close(fd)
         if not isinstance(reply, m.Preforked):
@@ -191,6 +192,10 @@ class SpawnerClient:
                 os.close(fd)
             raise SpawnerError(reply.message or f"{request.op} failed")
         return reply, fds
+
+    async def wired(self, pool_id: str) -> None:
+        """A warm dyno forked with a net is in its cgroups and has its veth."""
+        await self._send(m.Wired(pool_id))
 
     async def go(self, dyno_id: str) -> None:
         await self._send(m.Go(dyno_id))

@@ -23,7 +23,7 @@ from ..errors import NotFound, UserError
 from ..linux.cgroups import CgroupLimits, DynoCgroup
 from ..linux.cgroups.birth import CHEAP_JOIN_MS
 from ..linux.cgroups.primer import MovePrimer
-from ..linux.dyno_init import DynoSpec
+from ..linux.dyno_init import DynoSpec, PreparedNet
 from ..linux.idmap import app_identity
 from ..linux.net import DYNO_IFNAME
 from ..linux.seccomp import seccomp_profile
@@ -36,6 +36,9 @@ from .live import DEFAULT_PATH, INIT, PROFILE, SPAWNER_LOST, WARM_LIMITS, LiveDy
 if TYPE_CHECKING:
     from .dynos import DynoManager
     from .early_boot import EarlyBoot
+
+# The longest a taken warm dyno's replacement waits for that dyno's exec (refill_after_exec).
+REFILL_WAIT_S = 1.0
 
 
 class Starting:
@@ -192,7 +195,7 @@ class Starting:
         await self.m.spawner.go(dyno_id)
         stages.append(("go", time.perf_counter()))
         if warm is not None:
-            self.m._warm_changed.set()  # now make its replacement
+            self.m.nursery.start_soon(self.refill_after_exec, live)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("start %s: %s", dyno_id, " ".join(
                 f"{name}={(t - prev) * 1000:.1f}ms" for (_, prev), (name, t) in zip(stages, stages[1:], strict=False)))
@@ -242,10 +245,17 @@ class Starting:
                 nursery.start_soon(self.m.network.attach, address, pid)
 
     def take_warm(self) -> WarmDyno | None:
-        # Its replacement is made once this start is done (see start): forking and moving it now
-        # would compete with the very start the warm dyno is there to speed up. Not later (at the
-        # new dyno's exec, measured): the next start then found the pool short more often.
+        # Its replacement is made once the taken dyno has exec'd (refill_after_exec): forking,
+        # moving and wiring one takes ~4 ms of CPU across the spawner, dynod and the new child,
+        # which on a 2-core host came out of the very start the warm dyno is there to speed up.
         return self.m._warm.pop(0) if self.m._warm else None
+
+    async def refill_after_exec(self, live: LiveDyno) -> None:
+        """Let keep_warm replace a taken warm dyno once that dyno has exec'd its init (or failed):
+        the spawner says so when the child's close-on-exec error pipe closes, ~4 ms after go."""
+        with trio.move_on_after(REFILL_WAIT_S):  # a dyno stuck before its exec must not empty the pool
+            await live.started.wait()
+        self.m._warm_changed.set()
 
     async def probe_joins(self) -> None:
         """Time, once, what a new dyno's own join of its v1 groups costs here (a real process
@@ -319,10 +329,13 @@ class Starting:
         try:
             cgroup = self.m.cgroups.create(pool_id, WARM_LIMITS)
             address = self.m.network.pool.allocate()
-            # Its root's tmpfs, /proc and /dev are made while it waits (the rest needs the spec).
+            # Its root's tmpfs, /proc and /dev are made while it waits, and once wired its
+            # interface is addressed (the rest needs the spec).
+            net = PreparedNet(DYNO_IFNAME, address, self.m.network.pool.prefix, self.m.network.pool.gateway)
             pid = await self.m._ask(lambda spawner: spawner.prefork(
-                pool_id, self.m.mnt, self.m.settings.dynos.tmpfs_size_mb))
+                pool_id, self.m.mnt, self.m.settings.dynos.tmpfs_size_mb, net))
             await self.wire(address, pid, cgroup, network=True)
+            await self.m.spawner.wired(pool_id)
             if self.m.closing:
                 raise UserError("dynod is shutting down")
             self.m._warm.append(WarmDyno(pool_id, pid, address, cgroup))

@@ -27,7 +27,7 @@ import trio.testing
 from dynod.linux.cgroups import CgroupBackend, CgroupLimits, DynoCgroup, MemoryStats, MemoryWatch
 from dynod.linux.cgroups.primer import MovePrimer
 from dynod.linux.dyno_exec import ExecSpec
-from dynod.linux.dyno_init import DynoSpec
+from dynod.linux.dyno_init import DynoSpec, PreparedNet
 from dynod.linux.net import AddressPool
 from dynod.linux.spawn_messages import Exited, Started
 from dynod.linux.spawner_client import AdoptedDyno, SpawnedDyno, SpawnerError, SpawnerEvent
@@ -313,6 +313,10 @@ class FakeSpawner:
         kernel.on_dyno_exit = self._exited
         self.children: dict[str, FakeChild] = {}
         self.requests: list[tuple[str, str]] = []  # (op, id)
+        self.prepared_nets: dict[str, PreparedNet | None] = {}  # a warm dyno's, by pool id
+        # A dyno whose exec is slow: its "started" waits for release_starts.
+        self.hold_starts = False
+        self.held_starts: list[Started] = []
         self.closed = trio.Event()
         self._send, self._recv = trio.open_memory_channel[SpawnerEvent](1000)
         self.fail_spawn: str = ""
@@ -351,15 +355,22 @@ class FakeSpawner:
     async def exec(self, spec: ExecSpec) -> SpawnedDyno:
         raise SpawnerError("the fake spawner does not enter dynos")
 
-    async def prefork(self, pool_id: str, mnt: str = "", tmpfs_mb: int = 0) -> int:
+    async def prefork(self, pool_id: str, mnt: str = "", tmpfs_mb: int = 0, net: PreparedNet | None = None) -> int:
         self.requests.append(("prefork", pool_id))
         await trio.lowlevel.checkpoint()
         child = self._spawned(pool_id, self.kernel.fork(pool_id, init=True), None)
+        self.prepared_nets[pool_id] = net
         return child.pid
+
+    async def wired(self, pool_id: str) -> None:
+        self.requests.append(("wired", pool_id))
 
     async def assign(self, pool_id: str, spec: DynoSpec) -> SpawnedDyno:
         self.requests.append(("assign", pool_id))
         await trio.lowlevel.checkpoint()
+        net = self.prepared_nets.get(pool_id)
+        if net is not None and not net.matches(spec.net):  # as the real one: dynod then starts it cold
+            raise SpawnerError(f"warm dyno {pool_id} was prepared for the network {net}, not {spec.net}")
         child = self.children.pop(pool_id, None)
         if child is None or child.status is not None:
             raise SpawnerError(f"no warm dyno {pool_id} to assign")
@@ -389,7 +400,17 @@ class FakeSpawner:
             return
         child.started = True
         self.kernel.fork(dyno_id, init=False, group=child.init.group)
-        self._send.send_nowait(Started(dyno_id, child.init.pid))
+        if self.hold_starts:
+            self.held_starts.append(Started(dyno_id, child.init.pid))
+        else:
+            self._send.send_nowait(Started(dyno_id, child.init.pid))
+
+    def release_starts(self) -> None:
+        """Say "started" for the dynos whose exec was held (``hold_starts``), and hold no more."""
+        self.hold_starts = False
+        for event in self.held_starts:
+            self._send.send_nowait(event)
+        self.held_starts.clear()
 
     async def abort(self, dyno_id: str) -> None:
         self.requests.append(("abort", dyno_id))

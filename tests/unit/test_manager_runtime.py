@@ -20,6 +20,7 @@ import trio.testing
 from dynod.ledger.sqlite import SqliteLedger
 from dynod.linux.cgroups import CgroupLimits
 from dynod.manager.dynos import DynoManager, LiveDyno
+from dynod.manager.starting import REFILL_WAIT_S
 from dynod.manager.watching import BOOT_PROBE_EVERY, BOOT_PROBE_FIRST, boot_probe_delays
 from dynod.model import DynoState, MiB
 from dynod.settings import DynoSettings, LogSettings, Settings
@@ -415,6 +416,35 @@ async def test_the_warm_pool_hands_out_a_forked_dyno_and_refills(tmp_path: Path,
         warm = w.manager._warm[0]
         w.spawner.crash(warm.pool_id)  # a warm dyno that dies in the pool is never handed out
         await w.until("replaced in the pool", lambda: warm not in w.manager._warm and len(w.manager._warm) == 2)
+
+
+async def test_a_taken_warm_dyno_is_replaced_once_it_has_execd(tmp_path: Path, clock: trio.testing.MockClock) -> None:
+    # Forking and wiring the replacement takes CPU the start being sped up still needs (on two
+    # cores): it waits for that dyno's exec, and at most REFILL_WAIT_S for one that never comes.
+    async with world(tmp_path, warm_pool=2) as w:
+        await w.until("two warm dynos", lambda: len(w.manager._warm) == 2)
+        preforked = [pool_id for op, pool_id in w.spawner.requests if op == "prefork"]
+        wired = [pool_id for op, pool_id in w.spawner.requests if op == "wired"]
+        assert sorted(wired) == sorted(preforked)  # each told it is wired, so that it addresses its interface now
+        assert all(net is not None and net.address == warm.address for warm in w.manager._warm
+                   for net in [w.spawner.prepared_nets[warm.pool_id]])
+        w.spawner.hold_starts = True
+        deploy(w.ledger, worker=1)
+        w.manager.wake()
+        await w.until("its go sent", lambda: any(op == "go" for op, _ in w.spawner.requests))
+        await trio.sleep(REFILL_WAIT_S / 2)
+        assert [op for op, _ in w.spawner.requests].count("prefork") == 2 and len(w.manager._warm) == 1
+        w.spawner.release_starts()
+        await w.until("the pool refilled", lambda: len(w.manager._warm) == 2)
+        assert [op for op, _ in w.spawner.requests].count("prefork") == 3
+
+        w.spawner.hold_starts = True  # and one whose exec never comes
+        w.ledger.set_formation(APP, "worker", quantity=2)
+        w.manager.wake()
+        await w.until("its go sent", lambda: [op for op, _ in w.spawner.requests].count("go") == 2)
+        took = trio.current_time()
+        await w.until("the pool refilled", lambda: len(w.manager._warm) == 2)
+        assert trio.current_time() - took >= REFILL_WAIT_S * 0.9
 
 
 async def test_the_warm_pool_stays_empty_where_groups_cannot_be_renamed(

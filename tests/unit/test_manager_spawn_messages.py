@@ -11,7 +11,7 @@ import pytest
 
 from dynod.linux import spawn_messages as m
 from dynod.linux.dyno_exec import ExecSpec
-from dynod.linux.dyno_init import Bind, DynoSpec
+from dynod.linux.dyno_init import Bind, DynoSpec, PreparedNet
 
 SPEC = DynoSpec(id="app.web.1.abc123", hostname="h", argv=["/usr/bin/tini", "--", "bash"], env={"PORT": "5000"},
                 lower=["/slug", "/stack"], mnt="/run/mnt", cgroup_procs=[], uid=61001, gid=61001,
@@ -22,6 +22,8 @@ EXEC = ExecSpec(id="app.web.1.abc123.exec.1", dyno="app.web.1.abc123", argv=["/b
 
 REQUESTS: list[m.Request] = [m.Spawn(SPEC), m.Exec(EXEC), m.Assign("warm.1", SPEC), m.ClearKeyrings(61001, 61001),
                              m.Kill("d", 15), m.Prefork("warm.1"), m.Prefork("warm.2", "/run/mnt", 1024), m.Go("d"),
+                             m.Prefork("warm.3", "/run/mnt", 1024, PreparedNet("eth0", "198.18.0.7", 16, "198.18.0.1")),
+                             m.Prefork("warm.4", net=PreparedNet("eth0", "198.18.0.8", 24)), m.Wired("warm.3"),
                              m.Abort("d"), m.Forget("d"), m.Hello(), m.Shutdown(True)]
 REPLIES: list[m.Reply] = [m.Spawned("d", 42, ("stdout", "stderr")), m.Spawned("d", 42, ("stdout",), wired=True),
                           m.Preforked("warm.1", 7), m.Cleared("keyrings.1"),
@@ -56,6 +58,14 @@ def test_the_wire_format_is_the_one_spawners_already_speak() -> None:
     assert m.decode_reply({"op": "dyno", "id": "d", "pid": 3, "kinds": ["stdout"], "status": None, "error": "",
                            "started": False, "spawned_at": 2}) == m.DynoReport("d", 3, ("stdout",), spawned_at=2.0)
     assert m.decode_reply({"op": "error", "message": "2 dynos still run"}) == m.Refused(None, "2 dynos still run")
+    # A prefork without a net is what older spawners read; one with a net only adds "net", which
+    # they ignore (their warm child addresses its interface after its spec, as before), and they
+    # refuse "wired" under the warm dyno's id, which nobody waits on.
+    assert m.Prefork("warm.1", "/run/mnt", 64).to_json() == {"op": "prefork", "id": "warm.1", "mnt": "/run/mnt",
+                                                             "tmpfs_mb": 64}
+    assert m.Prefork("w", net=PreparedNet("eth0", "198.18.0.7", 16, None)).to_json()["net"] == {
+        "ifname": "eth0", "address": "198.18.0.7", "prefix": 16, "gateway": None}
+    assert m.request_id(m.Wired("warm.1").to_json()) == "warm.1"
     # An older spawner never says "wired": dynod then makes the veth itself.
     assert m.decode_reply({"op": "spawned", "id": "d", "pid": 3, "kinds": []}) == m.Spawned("d", 3)
     assert "wired" not in m.Spawned("d", 3).to_json()
@@ -83,6 +93,11 @@ def test_a_one_off_with_pipes_is_assigned_with_an_op_older_spawners_refuse() -> 
     ({"op": "exec", "spec": {**json.loads(json.dumps(m.Exec(EXEC).to_json()))["spec"], "stdio": "log"}},
      "'exec': bad exec spec"),
     ({"op": "clear_keyrings", "uid": "0", "gid": 0}, "uid must be an integer"),
+    ({"op": "prefork", "id": "w", "net": "eth0"}, "'prefork': net must be an object"),
+    ({"op": "prefork", "id": "w", "net": {"ifname": "eth0", "address": "198.18.0.7"}},
+     "'prefork net': prefix must be an integer"),
+    ({"op": "prefork", "id": "w", "net": {"ifname": "eth0", "address": "198.18.0.7", "prefix": 24, "gateway": 1}},
+     "'prefork net': gateway must be a string"),
 ])
 def test_bad_requests_are_refused_in_one_line(data: object, error: str) -> None:
     with pytest.raises(m.MessageError, match=error) as caught:
