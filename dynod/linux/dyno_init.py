@@ -408,12 +408,13 @@ def become_dyno(spec: DynoSpec, go_fd: int, *, seccomp: sc.SeccompProgram | None
     if os.read(go_fd, 1) != b"g":
         raise RuntimeError("dynod withdrew the dyno before it started")
     os.close(go_fd)
-    if not networked:  # else prepare_network made both while it waited
+    if not networked:
         # Only now is the dyno surely in its own cgroup: its cgroup namespace is rooted there.
         sc.unshare(sc.CLONE_NEWCGROUP)
+    mount_own_cgroups(cgroup_mounts or [])
+    if not networked:
         net = spec.net or {}
         netconf.configure(net.get("ifname"), net.get("address"), net.get("prefix", 24), net.get("gateway"))
-    mount_own_cgroups(cgroup_mounts or [])
     drop_privileges(spec)
     os.chdir(spec.cwd if os.path.isdir(spec.cwd) else "/")
     if program is not None:
